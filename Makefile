@@ -1,0 +1,24 @@
+# One command sets everything up and runs the offline demo; one runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+WORKDIR ?= demo-output
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/python cli.py demo --workdir $(WORKDIR)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(WORKDIR) .pytest_cache .hypothesis
