@@ -1,0 +1,69 @@
+"""The HDF5 feature-cache layout: the one place it is defined.
+
+One file holds N rows (one per labelled image, in label-file order) and A attributes:
+
+    /features      [N, D] float16 (default) or float32, chunked by rows, preallocated.
+                   Row i is the frozen backbone's feature vector of image i.
+                   Rows whose status is not OK hold no meaningful value.
+    /image_id      [N] UTF-8 string, the id from the label file (a path relative to the image folder).
+    /partition     [N] int8, 0 train, 1 val, 2 test.
+    /labels        [N, A] uint8 in {0, 1}; attribute `names` lists the A attribute names in order.
+    /status        [N] int8, 0 not done, 1 ok, 2 failed.
+    /error         [N] fixed-length UTF-8 (256 bytes), why a failed row failed ("" otherwise).
+
+Root attributes:
+    format_version       int, this layout's version (FORMAT_VERSION).
+    tool_version         str, celeba-heads version that created the file.
+    created              str, ISO-8601 UTC creation time.
+    backbone             JSON: {"model", "kind", "weights", "layer", "sha256", "random_weights"}.
+    preprocessing        JSON: {"image_size", "color", "value_range", "resize", "antialias"}.
+    feature_dim          int, D.
+    feature_dtype        "float16" | "float32".
+    dataset_fingerprint  str, sha256 of ids, attribute names, labels and partition.
+    sources              JSON: where labels, partition and images came from (informational).
+    n_rows               int, N.
+    rows_done            int, rows [0, rows_done) are finished (ok or failed). Updated in place
+                         only after the rows it covers were written and flushed, so after a crash
+                         every row below it is complete and nothing above it is trusted.
+
+Crash safety: every dataset is allocated in full when the file is created (in a temporary file,
+renamed into place), so embedding afterwards writes raw data only and never changes the file's
+structure; a process killed at any moment leaves a file that opens.
+"""
+
+import json
+
+FORMAT_VERSION = 1
+STATUS_NOT_DONE, STATUS_OK, STATUS_FAILED = 0, 1, 2
+PARTITIONS = {"train": 0, "val": 1, "test": 2}
+ERROR_BYTES = 256
+ROWS_PER_CHUNK = 1024
+
+DATASETS = ("features", "image_id", "partition", "labels", "status", "error")
+JSON_ATTRS = ("backbone", "preprocessing", "sources")
+REQUIRED_ATTRS = (
+    "format_version", "tool_version", "created", "backbone", "preprocessing", "feature_dim",
+    "feature_dtype", "dataset_fingerprint", "sources", "n_rows", "rows_done",
+)
+# Settings an `embed` command must repeat exactly to resume a cache.
+RESUME_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint")
+
+
+def encode_attr(name, value):
+    """Root attribute value as stored: JSON text for structured settings, else as is."""
+    return json.dumps(value, sort_keys=True) if name in JSON_ATTRS else value
+
+
+def decode_attr(name, value):
+    """Inverse of `encode_attr`; numpy scalars become Python scalars."""
+    if name in JSON_ATTRS:
+        return json.loads(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def truncate_error(text):
+    """Encode an error message as UTF-8 cut to ERROR_BYTES without splitting a character."""
+    data = text.encode("utf-8")[:ERROR_BYTES]
+    return data.decode("utf-8", errors="ignore").encode("utf-8")

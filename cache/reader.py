@@ -1,0 +1,167 @@
+"""Read a cache (layout: `cache.layout`): validate it, summarise it, load a split into memory.
+
+Readers open the file without taking HDF5's file lock, so `info` works while `embed` is still
+writing; they trust only rows below `rows_done`.
+"""
+
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from cache import layout
+from cache.errors import UserError
+
+
+def open_cache(path):
+    """Open `path` read-only and check it is a cache this version understands; returns h5py.File."""
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such cache file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: not a readable HDF5 cache ({exc})") from None
+    try:
+        _validate(path, f)
+    except Exception:
+        f.close()
+        raise
+    return f
+
+
+def _validate(path, f):
+    missing = [a for a in layout.REQUIRED_ATTRS if a not in f.attrs]
+    if missing:
+        raise UserError(f"{path}: not a celeba-heads cache (missing attributes {', '.join(missing)})")
+    version = int(f.attrs["format_version"])
+    if version > layout.FORMAT_VERSION:
+        raise UserError(f"{path}: cache format {version} is newer than this tool's "
+                        f"{layout.FORMAT_VERSION}; upgrade celeba-heads")
+    absent = [d for d in layout.DATASETS if d not in f]
+    if absent:
+        raise UserError(f"{path}: cache lacks dataset(s) {', '.join(absent)}")
+    n, dim = int(f.attrs["n_rows"]), int(f.attrs["feature_dim"])
+    expected = {"features": (n, dim), "image_id": (n,), "partition": (n,), "status": (n,),
+                "error": (n,), "labels": (n, len(f["labels"].attrs.get("names", [])))}
+    for name, shape in expected.items():
+        if f[name].shape != shape:
+            raise UserError(f"{path}: dataset {name} has shape {f[name].shape}, expected {shape}")
+    if f["features"].dtype.name != f.attrs["feature_dtype"]:
+        raise UserError(f"{path}: features are {f['features'].dtype.name} but the file says "
+                        f"{f.attrs['feature_dtype']}")
+    if not 0 <= int(f.attrs["rows_done"]) <= n:
+        raise UserError(f"{path}: rows_done={int(f.attrs['rows_done'])} is outside 0..{n}")
+
+
+def read_settings(f):
+    """Root attributes as Python values (JSON ones decoded)."""
+    return {name: layout.decode_attr(name, f.attrs[name]) for name in layout.REQUIRED_ATTRS}
+
+
+def attribute_names(f):
+    return [str(n) for n in f["labels"].attrs["names"]]
+
+
+def row_status(f):
+    """Status per row; rows at or above rows_done count as not done whatever was stored."""
+    status = f["status"][:]
+    status[int(f.attrs["rows_done"]):] = layout.STATUS_NOT_DONE
+    return status
+
+
+def cache_info(path, max_failures=20):
+    """Everything `cli.py info` shows, as a JSON-ready dict."""
+    with open_cache(path) as f:
+        settings = read_settings(f)
+        status = row_status(f)
+        partition = f["partition"][:]
+        labels = f["labels"][:]
+        names = attribute_names(f)
+        failed = np.flatnonzero(status == layout.STATUS_FAILED)
+        ids = f["image_id"]
+        failures = [{"row": int(i), "image_id": ids[i].decode(), "error": f["error"][i].decode()}
+                    for i in failed[:max_failures]]
+    ok = status == layout.STATUS_OK
+    splits = {}
+    for split, code in layout.PARTITIONS.items():
+        in_split = partition == code
+        rows_ok = in_split & ok
+        splits[split] = {
+            "rows": int(in_split.sum()),
+            "ok": int(rows_ok.sum()),
+            "positive_rate": {name: (round(float(labels[rows_ok, j].mean()), 4) if rows_ok.any() else None)
+                              for j, name in enumerate(names)},
+        }
+    return {
+        "path": str(path),
+        "shape": [settings["n_rows"], settings["feature_dim"]],
+        "dtype": settings["feature_dtype"],
+        "backbone": settings["backbone"],
+        "preprocessing": settings["preprocessing"],
+        "rows": {"ok": int(ok.sum()), "failed": int(len(failed)),
+                 "not_done": int((status == layout.STATUS_NOT_DONE).sum())},
+        "rows_done": settings["rows_done"],
+        "attributes": names,
+        "splits": splits,
+        "failures": failures,
+        "dataset_fingerprint": settings["dataset_fingerprint"],
+        "sources": settings["sources"],
+        "created": settings["created"],
+        "tool_version": settings["tool_version"],
+        "format_version": settings["format_version"],
+    }
+
+
+@dataclass(frozen=True)
+class Split:
+    """One partition's OK rows in memory.
+
+    features: [n, D] (float32 unless asked otherwise); labels: uint8 [n, k] for `attributes`;
+    image_ids: n strings; rows: int64 [n] row numbers in the cache; n_failed: rows of this
+    partition excluded because their image failed.
+    """
+    features: np.ndarray
+    labels: np.ndarray
+    attributes: list
+    image_ids: list
+    rows: np.ndarray
+    n_failed: int
+
+
+def _runs(mask):
+    """[(start, stop)] of the maximal runs of True in a boolean vector."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32):
+    """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
+
+    attributes: names to return labels for (default: all, in cache order). Refuses a cache with
+    unfinished rows unless allow_partial. Reads features in contiguous row runs.
+    """
+    code = layout.PARTITIONS.get(partition, partition)
+    if code not in layout.PARTITIONS.values():
+        raise UserError(f"unknown partition {partition!r}; use train, val or test")
+    with open_cache(path) as f:
+        status = row_status(f)
+        not_done = int((status == layout.STATUS_NOT_DONE).sum())
+        if not_done and not allow_partial:
+            raise UserError(f"{path}: {not_done} of {len(status)} rows are not embedded yet; finish "
+                            "the cache with the same `embed` command, or allow a partial cache")
+        names = attribute_names(f)
+        attributes = names if attributes is None else list(attributes)
+        unknown = [a for a in attributes if a not in names]
+        if unknown:
+            raise UserError(f"{path}: unknown attribute(s) {', '.join(unknown)}")
+        columns = [names.index(a) for a in attributes]
+        in_split = f["partition"][:] == code
+        blocks = [f["features"][a:b] for a, b in _runs(in_split)]
+        features = np.concatenate(blocks) if blocks else np.zeros((0, f["features"].shape[1]))
+        keep = status[in_split] == layout.STATUS_OK
+        rows = np.flatnonzero(in_split)[keep]
+        labels = f["labels"][:][rows][:, columns]
+        ids = [s.decode() for s in f["image_id"][:][rows]] if len(rows) else []
+        n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())
+    return Split(features=features[keep].astype(dtype, copy=False), labels=labels,
+                 attributes=attributes, image_ids=ids, rows=rows, n_failed=n_failed)

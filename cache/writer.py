@@ -1,0 +1,135 @@
+"""Create a cache file and fill its rows in order (layout: `cache.layout`).
+
+`create_cache` builds the whole file, every dataset preallocated, in `<path>.tmp` and renames it
+into place, so a half-created cache never exists under the real name. `CacheWriter` then writes
+finished batches by row index and advances `rows_done` only after the batch is flushed to disk.
+"""
+
+import datetime
+import os
+from importlib import metadata
+
+import h5py
+import numpy as np
+
+from cache import layout
+from cache.errors import UserError
+
+
+def _tool_version():
+    try:
+        return metadata.version("celeba-heads")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _preallocated():
+    """Dataset creation properties: all space allocated now, never filled (sparse on disk)."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
+def create_cache(path, *, image_ids, attribute_names, labels, partition, feature_dim,
+                 feature_dtype, settings):
+    """Write a new, empty cache (all rows "not done") at `path`, replacing any file there.
+
+    image_ids: N strings; labels: uint8 [N, A] in {0, 1}; partition: int [N] in {0, 1, 2};
+    settings: the root attributes `backbone`, `preprocessing`, `dataset_fingerprint`, `sources`.
+    """
+    n_rows = len(image_ids)
+    labels = np.asarray(labels, dtype=np.uint8)
+    partition = np.asarray(partition, dtype=np.int8)
+    if labels.shape != (n_rows, len(attribute_names)) or partition.shape != (n_rows,):
+        raise ValueError("labels must be [N, A] and partition [N] for N image ids")
+    if feature_dtype not in ("float16", "float32"):
+        raise UserError(f"feature dtype must be float16 or float32, not {feature_dtype!r}")
+    tmp = f"{path}.tmp"
+    chunk_rows = max(1, min(layout.ROWS_PER_CHUNK, n_rows))
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("features", shape=(n_rows, feature_dim), dtype=feature_dtype,
+                         chunks=(chunk_rows, feature_dim), dcpl=_preallocated())
+        f.create_dataset("error", shape=(n_rows,), dtype=h5py.string_dtype("utf-8", layout.ERROR_BYTES),
+                         chunks=(chunk_rows,), dcpl=_preallocated())
+        f.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("partition", data=partition)
+        f.create_dataset("labels", data=labels)
+        f["labels"].attrs["names"] = np.array(attribute_names, dtype=object)
+        f.create_dataset("status", data=np.zeros(n_rows, np.int8))
+        attrs = dict(settings)
+        attrs.update(
+            format_version=layout.FORMAT_VERSION,
+            tool_version=_tool_version(),
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            feature_dim=int(feature_dim),
+            feature_dtype=feature_dtype,
+            n_rows=n_rows,
+            rows_done=0,
+        )
+        missing = set(layout.REQUIRED_ATTRS) - set(attrs)
+        if missing:
+            raise ValueError(f"settings lack {sorted(missing)}")
+        for name, value in attrs.items():
+            f.attrs[name] = layout.encode_attr(name, value)
+    os.replace(tmp, path)
+
+
+class CacheWriter:
+    """Open an existing cache for appending finished rows in order; use as a context manager.
+
+    Holds the file's write lock: a second writer on the same file gets a UserError.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self._file = h5py.File(path, "r+")
+        except BlockingIOError:
+            raise UserError(f"{path}: locked by another process (is another `embed` writing it?)") from None
+        except OSError as exc:
+            raise UserError(f"{path}: cannot open the cache for writing: {exc}") from None
+        self._features = self._file["features"]
+        self._status = self._file["status"]
+        self._error = self._file["error"]
+        self._fd = self._file.id.get_vfd_handle()
+
+    @property
+    def rows_done(self):
+        return int(self._file.attrs["rows_done"])
+
+    @property
+    def n_rows(self):
+        return int(self._file.attrs["n_rows"])
+
+    def write_rows(self, start, features, status, errors):
+        """Write rows [start, start + len(features)) and then mark them done.
+
+        start must equal `rows_done`; features: [B, D] array (cast to the cache's dtype, which
+        must keep every OK row finite); status: [B] of STATUS_OK / STATUS_FAILED; errors: B strings.
+        """
+        stop = start + len(features)
+        if start != self.rows_done or stop > self.n_rows:
+            raise ValueError(f"rows {start}:{stop} do not continue rows_done={self.rows_done}")
+        stored = np.asarray(features).astype(self._features.dtype)
+        ok = np.asarray(status) == layout.STATUS_OK
+        if not np.isfinite(stored[ok]).all():
+            raise UserError(f"features of rows {start}:{stop} overflow {self._features.dtype}; "
+                            "embed with --dtype float32")
+        self._features[start:stop] = stored
+        self._status[start:stop] = np.asarray(status, np.int8)
+        self._error[start:stop] = [layout.truncate_error(e) for e in errors]
+        self._file.flush()
+        os.fsync(self._fd)
+        self._file.attrs.modify("rows_done", stop)
+        self._file.flush()
+
+    def close(self):
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,227 @@
+"""celeba-heads command line: embed images once into an HDF5 cache, then work on the cache.
+
+Options map one-to-one onto library function arguments; this file holds no logic a library test
+would miss. TensorFlow is imported only by the commands that need it, so `--help` is instant.
+Exit status: 0 success, 1 error (one line, no traceback), 2 usage error, 3 finished with failed
+images (unless --allow-failures), 130 interrupted (resume with the same command).
+"""
+
+import contextlib
+import json
+import os
+import sys
+
+import click
+
+from cache.errors import UserError
+from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
+
+EXIT_FAILED_ROWS, EXIT_INTERRUPTED = 3, 130
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Point file descriptor 2 at /dev/null (C++ log lines written during TensorFlow's import)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _start_tensorflow(verbose):
+    """Import TensorFlow, hiding its start-up log noise unless verbose."""
+    if verbose:
+        import tensorflow  # noqa: F401
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _stderr_silenced():
+        import tensorflow  # noqa: F401
+    import absl.logging
+    absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+class Cli(click.Group):
+    """Turns a UserError from any command into `Error: <message>` and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Embed face images once with a frozen backbone, then train attribute heads on the cache."""
+
+
+def _dataset_options(command):
+    options = [
+        click.option("--data-dir", type=click.Path(exists=True, file_okay=False),
+                     help="CelebA folder: img_align_celeba/, list_attr_celeba.txt|.csv, list_eval_partition.txt|.csv."),
+        click.option("--labels", type=click.Path(exists=True, dir_okay=False),
+                     help="Attribute file (CelebA text or CSV with image_id); overrides --data-dir."),
+        click.option("--partition", type=click.Path(exists=True, dir_okay=False),
+                     help="Partition file (CelebA text or CSV); overrides --data-dir."),
+        click.option("--images", type=click.Path(exists=True, file_okay=False),
+                     help="Folder the image ids are relative to; overrides --data-dir."),
+        click.option("--official-split", is_flag=True,
+                     help="No partition file: use CelebA's split by image number (1-162770 train, "
+                          "162771-182637 val, 182638-202599 test)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command()
+@_dataset_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Cache file to write (HDF5).")
+@click.option("--model", default=DEFAULT_MODEL, show_default=True,
+              help="TF-Hub handle, local SavedModel folder, keras:<Name>, or a .keras/.h5 file.")
+@click.option("--weights", help="For keras:<Name>: imagenet (default), none (random: smoke tests only) or a weights file.")
+@click.option("--layer", help="For a Keras model file: the layer whose output is the feature (default: the one before the last).")
+@click.option("--trust-model", is_flag=True,
+              help="Load a Keras model file with safe mode off. Safe mode refuses Lambda layers because "
+                   "they can run arbitrary code; turn it off only for files you made or trust.")
+@click.option("--image-size", type=click.IntRange(min=8), help="Override the backbone's input size (pixels).")
+@click.option("--color", type=click.Choice(["rgb", "grayscale"]), help="Override the backbone's colour mode.")
+@click.option("--value-range", help="Override the pixel range the backbone expects, as LO,HI (e.g. 0,1).")
+@click.option("--antialias", is_flag=True, help="Antialias when resizing (the reference used plain bilinear).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--dtype", "feature_dtype", default="float16", show_default=True,
+              type=click.Choice(["float16", "float32"]), help="Feature dtype in the cache.")
+@click.option("--mixed-precision", is_flag=True, help="GPU: run a Keras backbone in mixed float16.")
+@click.option("--xla", is_flag=True, help="Compile the backbone with XLA (jit_compile).")
+@click.option("--overwrite", is_flag=True, help="Start afresh even if --out exists.")
+@click.option("--allow-failures", is_flag=True, help="Exit 0 even if some images failed.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def embed(data_dir, labels, partition, images, official_split, out, model, weights, layer, trust_model,
+          image_size, color, value_range, antialias, batch_size, feature_dtype, mixed_precision, xla,
+          overwrite, allow_failures, verbose):
+    """Run the frozen backbone once over every labelled image into an HDF5 cache (resumable)."""
+    from embed.dataset import load_dataset, locate
+    from embed.backbones import parse_value_range
+
+    value_range = parse_value_range(value_range) if value_range else None
+    labels_path, partition_path, images_dir = locate(data_dir, labels, partition, images)
+    dataset = load_dataset(labels_path, images_dir, partition_path, use_official_split=official_split)
+    _report_dataset(dataset)
+    _start_tensorflow(verbose)
+    from embed.backbones import load_backbone
+    from embed.runner import Interrupted, embed as run_embed
+    from cache.reader import cache_info
+
+    backbone = load_backbone(model, weights=weights, layer=layer, image_size=image_size, color=color,
+                             value_range=value_range, antialias=antialias, trust_model=trust_model,
+                             mixed_precision=mixed_precision, xla=xla)
+    prep = backbone.preprocessing
+    click.echo(f"backbone: {model} -> {backbone.feature_dim}-d; input {prep.image_size}x{prep.image_size} "
+               f"{prep.color}, values in [{prep.value_range[0]:g}, {prep.value_range[1]:g}]")
+    try:
+        summary = run_embed(dataset, backbone, out, batch_size=batch_size, feature_dtype=feature_dtype,
+                            overwrite=overwrite)
+    except Interrupted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if summary.started_at_row:
+        click.echo(f"resumed at row {summary.started_at_row} of {summary.n_rows}")
+    for image_id, error in summary.failures[:20]:
+        click.echo(f"failed: {image_id}: {error}")
+    if len(summary.failures) > 20:
+        click.echo(f"... and {len(summary.failures) - 20} more (see `cli.py info {out}`)")
+    info = cache_info(out)
+    click.echo(f"done: {summary.rows_ok} ok, {summary.rows_failed} failed in {summary.seconds:.1f} s, "
+               f"{summary.images_per_second:.1f} images/s; cache {out}: {info['rows']['ok']} ok, "
+               f"{info['rows']['failed']} failed, {info['rows']['not_done']} not done")
+    if info["rows"]["failed"] and not allow_failures:
+        click.echo(f"{info['rows']['failed']} image(s) failed; exit status {EXIT_FAILED_ROWS} "
+                   "(pass --allow-failures to accept)", err=True)
+        sys.exit(EXIT_FAILED_ROWS)
+
+
+def _report_dataset(dataset):
+    click.echo(f"dataset: {len(dataset.image_ids)} labelled images, {len(dataset.attribute_names)} "
+               f"attributes, from {dataset.sources['labels']}")
+    if dataset.missing:
+        click.echo(f"note: {len(dataset.missing)} labelled id(s) have no image file (recorded as failed "
+                   f"rows), e.g. {dataset.missing[0]}")
+    if dataset.unlabelled:
+        click.echo(f"note: {len(dataset.unlabelled)} image file(s) have no label row and are not embedded, "
+                   f"e.g. {dataset.unlabelled[0]}")
+    if dataset.unused_partition_rows:
+        click.echo(f"note: the partition file lists {dataset.unused_partition_rows} id(s) without a label row")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(cache, as_json):
+    """Summarise a cache: shape, backbone, preprocessing, row status, splits, label rates."""
+    from cache.reader import cache_info
+
+    summary = cache_info(cache)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    rows, prep, backbone = summary["rows"], summary["preprocessing"], summary["backbone"]
+    weights = f", weights {backbone['weights']}" if backbone["weights"] else ""
+    click.echo(f"cache: {summary['path']} (format {summary['format_version']}, "
+               f"celeba-heads {summary['tool_version']}, created {summary['created']})")
+    click.echo(f"features: {summary['shape'][0]} x {summary['shape'][1]} {summary['dtype']}")
+    click.echo(f"backbone: {backbone['model']} ({backbone['kind']}{weights})"
+               + ("  RANDOM WEIGHTS" if backbone["random_weights"] else ""))
+    click.echo(f"preprocessing: {prep['image_size']}x{prep['image_size']} {prep['color']}, values in "
+               f"[{prep['value_range'][0]:g}, {prep['value_range'][1]:g}], {prep['resize']}"
+               + (" antialiased" if prep["antialias"] else ""))
+    click.echo(f"rows: {rows['ok']} ok, {rows['failed']} failed, {rows['not_done']} not done")
+    splits = summary["splits"]
+    click.echo("splits: " + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()))
+    click.echo(f"{'attribute':<22}" + "".join(f"{name:>8}" for name in splits) + "   (positive rate, ok rows)")
+    for attribute in summary["attributes"]:
+        rates = [splits[name]["positive_rate"][attribute] for name in splits]
+        click.echo(f"{attribute:<22}" + "".join(f"{r:8.3f}" if r is not None else f"{'-':>8}" for r in rates))
+    for failure in summary["failures"]:
+        click.echo(f"failed row {failure['row']}: {failure['image_id']}: {failure['error']}")
+    if rows["failed"] > len(summary["failures"]):
+        click.echo(f"... {rows['failed'] - len(summary['failures'])} more failed rows (see --json or the cache)")
+
+
+@main.command("make-sample")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
+@click.option("--n", default=512, show_default=True, type=click.IntRange(min=10), help="Number of images.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def make_sample(out, n, seed, verbose):
+    """Write a synthetic CelebA-layout dataset whose labels are visible in the pixels."""
+    _start_tensorflow(verbose)
+    from embed.sample import make_sample as write_sample
+
+    write_sample(out, n=n, seed=seed)
+    click.echo(f"wrote {n} images and label/partition files (text and CSV) to {out}")
+
+
+@main.command()
+@click.option("--workdir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
+@click.option("--n", default=512, show_default=True, type=click.IntRange(min=10), help="Images in the sample.")
+@click.pass_context
+def demo(ctx, workdir, n):
+    """Offline end to end: make a sample dataset, embed it with a random-weight EfficientNetV2-B0, show the cache."""
+    data_dir, cache_path = os.path.join(workdir, "sample"), os.path.join(workdir, "features.h5")
+    ctx.invoke(make_sample, out=data_dir, n=n, seed=0, verbose=False)
+    ctx.invoke(embed, data_dir=data_dir, out=cache_path, model="keras:EfficientNetV2B0", weights="none",
+               overwrite=True, allow_failures=False, verbose=False, batch_size=64, feature_dtype="float16",
+               **dict.fromkeys(["labels", "partition", "images", "layer", "image_size", "color",
+                                "value_range"]),
+               **dict.fromkeys(["official_split", "trust_model", "antialias", "mixed_precision", "xla"], False))
+    ctx.invoke(info, cache=cache_path, as_json=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Resolve `--model SPEC` into a frozen feature extractor that knows its preprocessing.
+
+SPEC kinds:
+  * a TF-Hub / Kaggle handle (`https://...`); default DEFAULT_MODEL, EfficientNetV2-B0
+    ImageNet-21k-ft1k feature vector: 224x224 RGB in [0, 1] -> 1280-d;
+  * a local SavedModel folder (a downloaded handle; `hub.load` reads it offline);
+  * `keras:<Name>` from `keras.applications` (EfficientNetV2B0 ... S, ...), with weights
+    `imagenet`, `none` (random, smoke tests only) or a weights file;
+  * a Keras model file (`.keras`, `.h5`, `.hdf5`) cut at a layer (default: the one before the
+    last), loaded in Keras safe mode unless trust_model.
+The SavedModel is called directly (no `hub.KerasLayer`, which Keras 3 models cannot hold).
+A 4-D output is global-average-pooled. Every backbone maps float32 images [B, S, S, C] in its
+value range to float32 features [B, D].
+"""
+
+import hashlib
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cache.errors import UserError
+
+DEFAULT_MODEL = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_b0/feature_vector/2"
+KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+# TF-Hub EfficientNetV2 handles: input size by variant; all take RGB in [0, 1].
+HUB_EFFICIENTNET_V2 = re.compile(r"efficientnet[_-]v2.*?[_-](b0|b1|b2|b3|s|m|l|xl)([_/-]|$)", re.I)
+HUB_EFFICIENTNET_V2_SIZES = {"b0": 224, "b1": 240, "b2": 260, "b3": 300, "s": 384, "m": 480, "l": 480, "xl": 512}
+
+# keras.applications models this tool supports: default input size and the value range the model
+# expects (EfficientNet*, ConvNeXt*, MobileNetV3* rescale inside the model and take [0, 255]).
+KERAS_APPLICATIONS = {
+    **{f"EfficientNetB{i}": (s, (0.0, 255.0)) for i, s in enumerate((224, 240, 260, 300, 380, 456, 528, 600))},
+    "EfficientNetV2B0": (224, (0.0, 255.0)), "EfficientNetV2B1": (240, (0.0, 255.0)),
+    "EfficientNetV2B2": (260, (0.0, 255.0)), "EfficientNetV2B3": (300, (0.0, 255.0)),
+    "EfficientNetV2S": (384, (0.0, 255.0)), "EfficientNetV2M": (480, (0.0, 255.0)),
+    "EfficientNetV2L": (480, (0.0, 255.0)),
+    "ConvNeXtTiny": (224, (0.0, 255.0)), "ConvNeXtSmall": (224, (0.0, 255.0)),
+    "MobileNetV3Small": (224, (0.0, 255.0)), "MobileNetV3Large": (224, (0.0, 255.0)),
+    "MobileNetV2": (224, (-1.0, 1.0)), "ResNet50V2": (224, (-1.0, 1.0)),
+    "InceptionV3": (299, (-1.0, 1.0)), "Xception": (299, (-1.0, 1.0)),
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image file becomes a backbone input: decode, resize to image_size x image_size
+    (bilinear, optionally antialiased), `color` rgb (3 channels) or grayscale (1), then map
+    pixel values 0..255 linearly onto value_range."""
+    image_size: int
+    color: str
+    value_range: tuple
+    resize: str = "bilinear"
+    antialias: bool = False
+
+    @property
+    def channels(self):
+        return 1 if self.color == "grayscale" else 3
+
+    def to_dict(self):
+        return {**asdict(self), "value_range": list(self.value_range)}
+
+
+@dataclass
+class Backbone:
+    """A frozen extractor: `extract(images)` maps float32 [B, S, S, C] to float32 [B, feature_dim].
+    `spec` is what the cache records about the model."""
+    spec: dict
+    preprocessing: Preprocessing
+    feature_dim: int
+    extract: object
+
+
+def parse_value_range(text):
+    """'LO,HI' -> (lo, hi) floats with lo < hi."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--value-range {text!r}: expected LO,HI such as 0,1 or -1,1") from None
+    if not lo < hi:
+        raise UserError(f"--value-range {text!r}: LO must be below HI")
+    return lo, hi
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_kind(model):
+    if model.startswith("keras:"):
+        return "keras_app"
+    if model.lower().endswith(KERAS_FILE_SUFFIXES):
+        return "keras_file"
+    if Path(model).is_dir():
+        return "saved_model"
+    if re.match(r"^(https?|gs)://", model):
+        return "hub"
+    raise UserError(f"--model {model!r}: not a TF-Hub handle (https://...), a SavedModel folder, "
+                    "keras:<Name>, or a .keras/.h5 file")
+
+
+def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=None, color=None,
+                  value_range=None, antialias=False, trust_model=False, mixed_precision=False,
+                  xla=False):
+    """Load the model named by `model` and resolve its preprocessing (explicit options win)."""
+    kind = model_kind(model)
+    if weights is not None and kind != "keras_app":
+        raise UserError("--weights applies to keras:<Name> models only")
+    if layer is not None and kind != "keras_file":
+        raise UserError("--layer applies to Keras model files only")
+    if mixed_precision and kind not in ("keras_app", "keras_file"):
+        raise UserError("--mixed-precision applies to Keras backbones only (a SavedModel has fixed dtypes)")
+    import tensorflow as tf
+    import keras
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    spec = {"model": model, "kind": kind, "weights": None, "layer": None, "sha256": None,
+            "random_weights": False}
+    if kind in ("hub", "saved_model"):
+        fn, native = _load_saved_model(model, kind)
+        if kind == "saved_model":
+            spec["sha256"] = _sha256(Path(model) / "saved_model.pb")
+    elif kind == "keras_app":
+        fn, native, spec = _load_keras_application(model, weights or "imagenet", spec)
+    else:
+        fn, native, spec = _load_keras_file(model, layer, trust_model, spec)
+    size = image_size or native.get("image_size")
+    if size is None:
+        raise UserError(f"--model {model}: its input size is not fixed in the model; pass --image-size N")
+    chosen_range = value_range or native.get("value_range")
+    if chosen_range is None:
+        raise UserError(f"--model {model}: a Keras model file does not record the pixel value range it "
+                        "was trained on; pass --value-range LO,HI (e.g. 0,1 or -1,1 or 0,255)")
+    prep = Preprocessing(image_size=int(size), color=color or native.get("color", "rgb"),
+                         value_range=tuple(float(v) for v in chosen_range), antialias=bool(antialias))
+
+    def features(images):
+        out = fn(images)
+        if isinstance(out, dict):
+            raise UserError(f"--model {model}: returns a dict of outputs; give a feature-vector model")
+        if out.shape.rank == 4:
+            out = tf.reduce_mean(out, axis=[1, 2])
+        if out.shape.rank != 2:
+            raise UserError(f"--model {model}: output has rank {out.shape.rank}; expected [B, D] or [B, H, W, D]")
+        return tf.cast(out, tf.float32)
+
+    extract = tf.function(features, jit_compile=bool(xla), reduce_retracing=True)
+    probe = tf.zeros([1, prep.image_size, prep.image_size, prep.channels], tf.float32)
+    try:
+        feature_dim = int(extract(probe).shape[-1])
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
+        raise UserError(f"--model {model}: does not accept {prep.image_size}x{prep.image_size}x"
+                        f"{prep.channels} images ({str(exc).splitlines()[0][:200]})") from None
+    return Backbone(spec=spec, preprocessing=prep, feature_dim=feature_dim, extract=extract)
+
+
+def _load_saved_model(model, kind):
+    import tensorflow_hub as hub
+    try:
+        loaded = hub.load(model)
+    except Exception as exc:  # network, missing file, bad protobuf: all end here with one message
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if kind == "hub":
+            raise UserError(
+                f"cannot load {model} ({reason}). Without internet, fetch it once on a machine that has it: "
+                f"python -c \"import tensorflow_hub as hub; print(hub.resolve('{model}'))\" prints a folder; "
+                "copy that folder here and pass it as --model FOLDER") from None
+        raise UserError(f"{model}: not a loadable SavedModel ({reason})") from None
+    if not callable(loaded):
+        raise UserError(f"{model}: the SavedModel has no __call__; save a feature-vector model")
+    native = {"value_range": (0.0, 1.0), "color": "rgb"}  # the TF-Hub image-model convention
+    match = HUB_EFFICIENTNET_V2.search(model)
+    if match:
+        native["image_size"] = HUB_EFFICIENTNET_V2_SIZES[match.group(1).lower()]
+    for concrete in getattr(loaded.__call__, "concrete_functions", []):
+        args = concrete.structured_input_signature[0]
+        shape = args[0].shape if args and hasattr(args[0], "shape") else None
+        if shape is not None and shape.rank == 4 and shape[1] and shape[1] == shape[2]:
+            native["image_size"] = int(shape[1])
+            native["color"] = "grayscale" if shape[3] == 1 else "rgb"
+            break
+
+    def call(images):
+        return loaded(images)
+    return call, native
+
+
+def _load_keras_application(model, weights, spec):
+    import keras
+    name = model.removeprefix("keras:")
+    if name not in KERAS_APPLICATIONS:
+        raise UserError(f"--model {model}: unknown; supported: "
+                        + ", ".join(f"keras:{n}" for n in sorted(KERAS_APPLICATIONS)))
+    size, value_range = KERAS_APPLICATIONS[name]
+    if weights == "none":
+        print("WARNING: --weights none: random weights, the features are meaningless; use this for "
+              "smoke tests only", file=sys.stderr)
+        keras_weights = None
+    elif weights == "imagenet":
+        keras_weights = "imagenet"
+    else:
+        if not Path(weights).is_file():
+            raise UserError(f"--weights {weights}: not 'imagenet', 'none' or an existing weights file")
+        keras_weights = weights
+    try:
+        net = getattr(keras.applications, name)(include_top=False, weights=keras_weights, pooling="avg",
+                                                input_shape=(size, size, 3))
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:200]
+        hint = (" (downloading ImageNet weights needs internet; pass --weights FILE with a local copy)"
+                if weights == "imagenet" else "")
+        raise UserError(f"--model {model} --weights {weights}: cannot build ({reason}){hint}") from None
+    spec = {**spec, "weights": weights, "random_weights": weights == "none",
+            "sha256": _sha256(weights) if keras_weights not in (None, "imagenet") else None}
+
+    def call(images):
+        return net(images, training=False)
+    return call, {"image_size": size, "value_range": value_range, "color": "rgb"}, spec
+
+
+def _load_keras_file(model, layer, trust_model, spec):
+    import keras
+    if not Path(model).is_file():
+        raise UserError(f"--model {model}: no such file")
+    try:
+        net = keras.saving.load_model(model, compile=False, safe_mode=not trust_model)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:300]
+        raise UserError(f"--model {model}: cannot load ({reason})") from None
+    if layer is None:
+        if len(net.layers) < 2:
+            raise UserError(f"--model {model}: has one layer; cannot cut before the classifier")
+        layer = net.layers[-2].name
+    try:
+        cut = net.get_layer(layer)
+    except ValueError:
+        names = ", ".join(l.name for l in net.layers)
+        raise UserError(f"--layer {layer}: no such layer in {model} (layers: {names})") from None
+    extractor = keras.Model(net.inputs, cut.output)
+    shape = net.input_shape
+    native = {}
+    if isinstance(shape, tuple) and len(shape) == 4:
+        if shape[1] and shape[1] == shape[2]:
+            native["image_size"] = int(shape[1])
+        native["color"] = "grayscale" if shape[3] == 1 else "rgb"
+    spec = {**spec, "layer": layer, "sha256": _sha256(model)}
+
+    def call(images):
+        return extractor(images, training=False)
+    return call, native, spec

@@ -1,0 +1,1 @@
+"""Heads trained on the feature cache (Keras heads and scikit-learn baselines)."""
