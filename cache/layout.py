@@ -15,7 +15,8 @@ Root attributes:
     format_version       int, this layout's version (FORMAT_VERSION).
     tool_version         str, celeba-heads version that created the file.
     created              str, ISO-8601 UTC creation time.
-    backbone             JSON: {"model", "kind", "weights", "layer", "sha256", "random_weights"}.
+    backbone             JSON: {"model", "kind", "weights", "layer", "sha256" (of a model/weights
+                         file), "random_weights", "mixed_precision"}.
     preprocessing        JSON: {"image_size", "color", "value_range", "resize", "antialias"}.
     feature_dim          int, D.
     feature_dtype        "float16" | "float32".

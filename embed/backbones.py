@@ -113,20 +113,19 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
         raise UserError("--weights applies to keras:<Name> models only")
     if layer is not None and kind != "keras_file":
         raise UserError("--layer applies to Keras model files only")
-    if mixed_precision and kind not in ("keras_app", "keras_file"):
-        raise UserError("--mixed-precision applies to Keras backbones only (a SavedModel has fixed dtypes)")
+    if mixed_precision and kind != "keras_app":
+        raise UserError("--mixed-precision applies to keras:<Name> backbones only "
+                        "(a SavedModel or model file keeps the dtypes it was saved with)")
     import tensorflow as tf
-    import keras
-    if mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     spec = {"model": model, "kind": kind, "weights": None, "layer": None, "sha256": None,
-            "random_weights": False}
+            "random_weights": False, "mixed_precision": bool(mixed_precision)}
     if kind in ("hub", "saved_model"):
         fn, native = _load_saved_model(model, kind)
         if kind == "saved_model":
             spec["sha256"] = _sha256(Path(model) / "saved_model.pb")
     elif kind == "keras_app":
-        fn, native, spec = _load_keras_application(model, weights or "imagenet", spec)
+        fn, native, spec = _load_keras_application(model, weights or "imagenet", image_size,
+                                                   mixed_precision, spec)
     else:
         fn, native, spec = _load_keras_file(model, layer, trust_model, spec)
     size = image_size or native.get("image_size")
@@ -190,13 +189,14 @@ def _load_saved_model(model, kind):
     return call, native
 
 
-def _load_keras_application(model, weights, spec):
+def _load_keras_application(model, weights, image_size, mixed_precision, spec):
     import keras
     name = model.removeprefix("keras:")
     if name not in KERAS_APPLICATIONS:
         raise UserError(f"--model {model}: unknown; supported: "
                         + ", ".join(f"keras:{n}" for n in sorted(KERAS_APPLICATIONS)))
     size, value_range = KERAS_APPLICATIONS[name]
+    size = image_size or size
     if weights == "none":
         print("WARNING: --weights none: random weights, the features are meaningless; use this for "
               "smoke tests only", file=sys.stderr)
@@ -207,7 +207,10 @@ def _load_keras_application(model, weights, spec):
         if not Path(weights).is_file():
             raise UserError(f"--weights {weights}: not 'imagenet', 'none' or an existing weights file")
         keras_weights = weights
+    previous_policy = keras.mixed_precision.global_policy()
     try:
+        if mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
         net = getattr(keras.applications, name)(include_top=False, weights=keras_weights, pooling="avg",
                                                 input_shape=(size, size, 3))
     except Exception as exc:
@@ -215,6 +218,8 @@ def _load_keras_application(model, weights, spec):
         hint = (" (downloading ImageNet weights needs internet; pass --weights FILE with a local copy)"
                 if weights == "imagenet" else "")
         raise UserError(f"--model {model} --weights {weights}: cannot build ({reason}){hint}") from None
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
     spec = {**spec, "weights": weights, "random_weights": weights == "none",
             "sha256": _sha256(weights) if keras_weights not in (None, "imagenet") else None}
 

@@ -97,7 +97,7 @@ def _label_values(path, rows, names, first_column):
     known = np.isin(tokens, list(VALUE_CODES))
     if not known.all():
         r, c = np.argwhere(~known)[0]
-        raise UserError(f"{path}:{rows[r][0]}: column {names[c]!r} has {tokens[r, c]!r}; "
+        raise UserError(f"{path}:{rows[r][0]}: column {names[c]!r} has {str(tokens[r, c])!r}; "
                         "labels must be -1/1 or 0/1")
     minus, zero = tokens == "-1", tokens == "0"
     if minus.any() and zero.any():

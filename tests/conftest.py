@@ -1,0 +1,82 @@
+"""Shared fixtures: generated datasets, tiny backbones saved the way users' models are, the real sample.
+
+Nothing here touches the network or real pretrained weights.
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from embed.sample import make_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """A 40-image synthetic CelebA-layout dataset (read-only for tests; copy it to modify)."""
+    out = tmp_path_factory.mktemp("sample")
+    make_sample(out, n=40, seed=1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def celeba_sample():
+    """The 1,987 real CelebA images in shared/ (path from $CELEBA_SAMPLE or ../shared/celeba-sample)."""
+    path = Path(os.environ.get("CELEBA_SAMPLE", ROOT.parent / "shared" / "celeba-sample"))
+    if not (path / "list_attr_celeba.txt").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the real CelebA sample; not found at {path}")
+        pytest.skip(f"real CelebA sample not found at {path}; set CELEBA_SAMPLE")
+    return path
+
+
+class PixelProbe(tf.Module):
+    """A stand-in for a TF-Hub image feature vector: any size RGB in, 5 statistics out:
+    [min, max, mean R, mean G, mean B] of the pixels it receives."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def __call__(self, images):
+        return tf.concat([tf.reduce_min(images, [1, 2, 3])[:, None], tf.reduce_max(images, [1, 2, 3])[:, None],
+                          tf.reduce_mean(images, [1, 2])], axis=1)
+
+
+@pytest.fixture(scope="session")
+def probe_saved_model(tmp_path_factory):
+    """A tf.Module SavedModel folder, loaded through the real `hub.load` path by the tool."""
+    path = tmp_path_factory.mktemp("probe") / "pixel_probe"
+    tf.saved_model.save(PixelProbe(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def grayscale_h5_model(tmp_path_factory):
+    """A Keras .h5 classifier on 64x64 grayscale input with a layer named "embedding" (8-d)."""
+    import keras
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64, 64, 1))
+    x = keras.layers.Conv2D(4, 3, strides=4, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(8, activation="tanh", name="embedding")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="classifier")(x)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path_factory.mktemp("h5") / "gray.h5"
+    model.save(path)
+    return path
+
+
+def copy_dataset(src, dst):
+    """Copy a sample dataset folder so a test may damage it."""
+    import shutil
+    shutil.copytree(src, dst)
+    return Path(dst)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

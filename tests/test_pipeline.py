@@ -1,0 +1,104 @@
+"""The tf.data pipeline: every file yields an element in order; damaged files carry their reason."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from embed.backbones import Preprocessing
+from embed.pipeline import image_batches, preprocess
+
+UNIT_RGB = Preprocessing(image_size=16, color="rgb", value_range=(0.0, 1.0))
+
+
+def make_images(folder):
+    """{name: expected error substring, or None if it must decode}."""
+    folder.mkdir(exist_ok=True)
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "good.jpg", quality=95)
+    Image.fromarray(rgb).save(folder / "png_named.jpg", format="PNG")
+    Image.fromarray(rgb[..., 0]).save(folder / "gray.jpg")
+    Image.new("CMYK", (30, 40), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
+    Image.new("RGB", (1, 1), (255, 255, 255)).save(folder / "tiny.png")
+    good = (folder / "good.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "noise.jpg").write_bytes(np.random.default_rng(1).bytes(500))
+    (folder / "folder.jpg").mkdir()
+    return {"good.jpg": None, "png_named.jpg": None, "gray.jpg": None, "cmyk.jpg": None, "tiny.png": None,
+            "truncated.jpg": "cannot decode image", "empty.jpg": "cannot decode image",
+            "noise.jpg": "cannot decode image", "folder.jpg": "is a directory", "absent.jpg": "missing file"}
+
+
+def run(paths, prep=UNIT_RGB, batch_size=4):
+    out = {"index": [], "image": [], "error": []}
+    for batch in image_batches([str(p) for p in paths], np.arange(len(paths)) + 100, prep, batch_size):
+        for key in out:
+            out[key].extend(batch[key].numpy())
+    return out
+
+
+def test_every_file_yields_one_element_in_order_with_its_reason(tmp_path):
+    expected = make_images(tmp_path)
+    names = list(expected)
+    out = run([tmp_path / n for n in names])
+    assert out["index"] == list(range(100, 100 + len(names)))
+    for name, error, image in zip(names, out["error"], out["image"]):
+        message = error.decode()
+        if expected[name] is None:
+            assert message == "", (name, message)
+            assert image.shape == (16, 16, 3) and 0 <= image.min() and image.max() <= 1
+        else:
+            assert expected[name] in message, (name, message)
+            assert "{{" not in message and "[Op:" not in message
+
+
+def test_unreadable_file_is_recorded(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their permissions")
+    make_images(tmp_path)
+    os.chmod(tmp_path / "good.jpg", 0)
+    assert "cannot read" in run([tmp_path / "good.jpg"])["error"][0].decode()
+
+
+def test_cmyk_and_grayscale_decode_to_the_right_colours(tmp_path):
+    make_images(tmp_path)
+    out = run([tmp_path / "cmyk.jpg", tmp_path / "gray.jpg"])
+    cmyk, gray = out["image"]
+    assert cmyk[..., 0].mean() > 0.9 and cmyk[..., 1:].mean() < 0.1  # (0, 255, 255, 0) CMYK is red
+    np.testing.assert_allclose(gray[..., 0], gray[..., 1])
+
+
+def test_huge_image_is_resized(tmp_path):
+    Image.new("RGB", (4000, 4000), (0, 128, 255)).save(tmp_path / "huge.jpg")
+    image = run([tmp_path / "huge.jpg"])["image"][0]
+    np.testing.assert_allclose(image.mean(axis=(0, 1)), [0, 128 / 255, 1], atol=0.01)
+
+
+@pytest.mark.parametrize("value_range", [(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)])
+def test_value_range_maps_0_255_linearly(value_range):
+    prep = Preprocessing(image_size=2, color="rgb", value_range=value_range)
+    pixels = tf.constant([[[0, 0, 0], [255, 255, 255]], [[51, 51, 51], [255, 0, 255]]], tf.uint8)
+    out = preprocess(pixels, prep).numpy()
+    lo, hi = value_range
+    np.testing.assert_allclose(out, lo + pixels.numpy() / 255 * (hi - lo), rtol=1e-6, atol=1e-5)
+    assert out.min() == lo and out.max() == hi
+
+
+def test_grayscale_preprocessing_gives_one_channel(tmp_path):
+    make_images(tmp_path)
+    prep = Preprocessing(image_size=8, color="grayscale", value_range=(-1.0, 1.0))
+    image = run([tmp_path / "good.jpg"], prep)["image"][0]
+    assert image.shape == (8, 8, 1) and -1 <= image.min() and image.max() <= 1
+
+
+def test_antialias_changes_downscaling_only_when_asked(tmp_path):
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[(np.arange(64) // 8) % 2 == 0] = 255  # 8 white rows, 8 black rows, ...
+    Image.fromarray(stripes).save(tmp_path / "stripes.png")
+    plain = run([tmp_path / "stripes.png"], Preprocessing(8, "rgb", (0.0, 1.0)))["image"][0]
+    smooth = run([tmp_path / "stripes.png"], Preprocessing(8, "rgb", (0.0, 1.0), antialias=True))["image"][0]
+    assert np.abs(plain - 0.5).max() == pytest.approx(0.5)  # plain bilinear samples single stripes
+    assert np.abs(smooth - 0.5).max() < 0.4  # antialiasing averages neighbouring stripes
