@@ -111,7 +111,8 @@ class CacheWriter:
         stop = start + len(features)
         if start != self.rows_done or stop > self.n_rows:
             raise ValueError(f"rows {start}:{stop} do not continue rows_done={self.rows_done}")
-        stored = np.asarray(features).astype(self._features.dtype)
+        with np.errstate(over="ignore"):  # overflow is checked and reported just below
+            stored = np.asarray(features).astype(self._features.dtype)
         ok = np.asarray(status) == layout.STATUS_OK
         if not np.isfinite(stored[ok]).all():
             raise UserError(f"features of rows {start}:{stop} overflow {self._features.dtype}; "

@@ -5,7 +5,8 @@ SPEC kinds:
     ImageNet-21k-ft1k feature vector: 224x224 RGB in [0, 1] -> 1280-d;
   * a local SavedModel folder (a downloaded handle; `hub.load` reads it offline);
   * `keras:<Name>` from `keras.applications` (EfficientNetV2B0 ... S, ...), with weights
-    `imagenet`, `none` (random, smoke tests only) or a weights file;
+    `imagenet`, `none` (random, seeded so every run builds the same net; smoke tests only) or a
+    weights file;
   * a Keras model file (`.keras`, `.h5`, `.hdf5`) cut at a layer (default: the one before the
     last), loaded in Keras safe mode unless trust_model.
 The SavedModel is called directly (no `hub.KerasLayer`, which Keras 3 models cannot hold).
@@ -23,6 +24,7 @@ from cache.errors import UserError
 
 DEFAULT_MODEL = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_b0/feature_vector/2"
 KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+RANDOM_WEIGHTS_SEED = 0
 
 # TF-Hub EfficientNetV2 handles: input size by variant; all take RGB in [0, 1].
 HUB_EFFICIENTNET_V2 = re.compile(r"efficientnet[_-]v2.*?[_-](b0|b1|b2|b3|s|m|l|xl)([_/-]|$)", re.I)
@@ -200,6 +202,7 @@ def _load_keras_application(model, weights, image_size, mixed_precision, spec):
     if weights == "none":
         print("WARNING: --weights none: random weights, the features are meaningless; use this for "
               "smoke tests only", file=sys.stderr)
+        keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)  # same weights in every run, so resume works
         keras_weights = None
     elif weights == "imagenet":
         keras_weights = "imagenet"

@@ -1,0 +1,163 @@
+"""The commands a user runs: embed, info, make-sample; exit statuses and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from cache import layout
+from embed.sample import CELEBA_ATTRIBUTES
+from tests.conftest import ROOT, copy_dataset
+
+NAMES = list(CELEBA_ATTRIBUTES)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
+
+
+def embed_probe(data_dir, out, *extra):
+    """Embed with the PixelProbe SavedModel (features: min, max, mean R, G, B of the input pixels)."""
+    return invoke("embed", "--data-dir", data_dir, "--out", out, "--batch-size", 8, *extra)
+
+
+def test_help_answers_without_importing_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; import cli; "
+            "r = CliRunner().invoke(cli.main, ['embed', '--help']); "
+            "assert r.exit_code == 0 and '--model' in r.output, r.output; "
+            "assert 'tensorflow' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_default_model_receives_pixels_in_unit_range(sample_dir, probe_saved_model, tmp_path, monkeypatch):
+    """The default TF-Hub EfficientNetV2 path (hub.load of the default handle, here the probe): pixels in
+    [0, 1], really spanning it, and the labels are visible in what the backbone sees."""
+    import tensorflow_hub as hub
+    real_load = hub.load
+    monkeypatch.setattr(hub, "load", lambda handle: real_load(str(probe_saved_model)))
+    out = tmp_path / "c.h5"
+    result = embed_probe(sample_dir, out)
+    assert result.exit_code == 0, result.output
+    assert "input 224x224 rgb, values in [0, 1]" in result.output
+    assert "done: 40 ok, 0 failed" in result.output
+    with h5py.File(out, "r") as f:
+        features = f["features"][:].astype(np.float32)
+        labels = f["labels"][:]
+        assert json.loads(f.attrs["preprocessing"])["value_range"] == [0.0, 1.0]
+        assert json.loads(f.attrs["backbone"])["model"] == cli.DEFAULT_MODEL
+    assert features[:, 0].min() >= 0 and features[:, 1].max() <= 1 and features[:, 1].max() > 0.9
+    male = labels[:, NAMES.index("Male")] == 1
+    assert (features[male, 4] > features[male, 2]).all() and (features[~male, 4] < features[~male, 2]).all()
+
+
+def test_keras_random_backbone_gives_1280d_rows(sample_dir, tmp_path):
+    out = tmp_path / "c.h5"
+    result = invoke("embed", "--data-dir", sample_dir, "--out", out, "--model", "keras:EfficientNetV2B0",
+                    "--weights", "none", "--image-size", 32, "--dtype", "float32")
+    assert result.exit_code == 0, result.output
+    with h5py.File(out, "r") as f:
+        assert f["features"].shape == (40, 1280) and f["features"].dtype == np.float32
+        assert np.isfinite(f["features"][:]).all()
+    info = invoke("info", out)
+    assert "RANDOM WEIGHTS" in info.output and "40 ok, 0 failed, 0 not done" in info.output
+
+
+def test_h5_model_cut_at_layer_grayscale_minus_one_to_one(sample_dir, grayscale_h5_model, tmp_path):
+    out = tmp_path / "c.h5"
+    result = invoke("embed", "--data-dir", sample_dir, "--out", out, "--model", grayscale_h5_model,
+                    "--layer", "embedding", "--value-range", "-1,1")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(invoke("info", out, "--json").output)
+    assert summary["shape"] == [40, 8]
+    assert summary["preprocessing"] == {"image_size": 64, "color": "grayscale", "value_range": [-1.0, 1.0],
+                                        "resize": "bilinear", "antialias": False}
+    assert summary["backbone"]["layer"] == "embedding" and len(summary["backbone"]["sha256"]) == 64
+
+
+def test_resume_with_other_settings_is_refused_naming_the_setting(sample_dir, probe_saved_model, tmp_path):
+    out = tmp_path / "c.h5"
+    assert embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32).exit_code == 0
+    result = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 24)
+    assert result.exit_code == 1
+    assert "made with preprocessing.image_size=32 but this command gives 24" in result.output
+    assert "--overwrite" in result.output and "Traceback" not in result.output
+    result = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32, "--dtype", "float32")
+    assert "feature_dtype='float16' but this command gives 'float32'" in result.output
+    again = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32)
+    assert again.exit_code == 0 and "done: 0 ok, 0 failed" in again.output  # nothing recomputed
+    fresh = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 24, "--overwrite")
+    assert fresh.exit_code == 0 and "done: 40 ok" in fresh.output
+
+
+def test_changed_labels_refuse_to_resume(sample_dir, probe_saved_model, tmp_path):
+    data = copy_dataset(sample_dir, tmp_path / "d")
+    out = tmp_path / "c.h5"
+    assert embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16).exit_code == 0
+    (data / "list_attr_celeba.txt").unlink()  # now the CSV is used; flip one label in it
+    text = (data / "list_attr_celeba.csv").read_text().replace("000001.jpg,-1", "000001.jpg,1", 1)
+    (data / "list_attr_celeba.csv").write_text(text)
+    result = embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16)
+    assert result.exit_code == 1 and "dataset_fingerprint" in result.output
+
+
+def test_damaged_images_are_recorded_and_set_the_exit_status(sample_dir, probe_saved_model, tmp_path):
+    data = copy_dataset(sample_dir, tmp_path / "d")
+    images = data / "img_align_celeba"
+    good = (images / "000002.jpg").read_bytes()
+    (images / "000002.jpg").write_bytes(good[:200])
+    (images / "000005.jpg").write_bytes(b"")
+    (images / "000009.jpg").unlink()
+    out = tmp_path / "c.h5"
+    result = embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16)
+    assert result.exit_code == cli.EXIT_FAILED_ROWS, result.output
+    assert "1 labelled id(s) have no image file" in result.output
+    assert "failed: 000002.jpg: cannot decode image" in result.output
+    assert "failed: 000009.jpg: missing file" in result.output
+    assert "done: 37 ok, 3 failed" in result.output and "--allow-failures" in result.output
+    summary = json.loads(invoke("info", out, "--json").output)
+    assert summary["rows"] == {"ok": 37, "failed": 3, "not_done": 0}
+    assert [f["image_id"] for f in summary["failures"]] == ["000002.jpg", "000005.jpg", "000009.jpg"]
+    with h5py.File(out, "r") as f:
+        status = f["status"][:]
+        assert status[[1, 4, 8]].tolist() == [layout.STATUS_FAILED] * 3
+        assert np.isnan(f["features"][1]).all() and np.isfinite(f["features"][0]).all()
+    accepted = embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16, "--allow-failures")
+    assert accepted.exit_code == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("2\nA B\n1.jpg 1 -1\n2.jpg 1 2\n", "list_attr_celeba.txt:4: column 'B' has '2'"),
+    ("3\nA B\n1.jpg 1 -1\n2.jpg 1 1\n", "list_attr_celeba.txt:1: the count line says 3 rows but the file has 2"),
+    ("2\nA B\n1.jpg 1 -1\n1.jpg 1 1\n", "duplicate image id"),
+])
+def test_malformed_label_file_is_one_line_error(tmp_path, content, message):
+    (tmp_path / "img_align_celeba").mkdir()
+    (tmp_path / "list_attr_celeba.txt").write_text(content)
+    result = invoke("embed", "--data-dir", tmp_path, "--out", tmp_path / "c.h5", "--official-split")
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c.h5").exists()
+
+
+def test_info_on_bad_files(tmp_path):
+    (tmp_path / "x.h5").write_bytes(b"not hdf5")
+    result = invoke("info", tmp_path / "x.h5")
+    assert result.exit_code == 1 and result.output.startswith("Error:") and "Traceback" not in result.output
+
+
+def test_make_sample_writes_both_formats(tmp_path):
+    result = invoke("make-sample", "--out", tmp_path / "s", "--n", 12, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    names = sorted(os.listdir(tmp_path / "s"))
+    assert names == ["img_align_celeba", "list_attr_celeba.csv", "list_attr_celeba.txt",
+                     "list_eval_partition.csv", "list_eval_partition.txt"]
+    assert len(os.listdir(tmp_path / "s" / "img_align_celeba")) == 12
+    assert (tmp_path / "s" / "list_attr_celeba.txt").read_bytes().startswith(b"12\r\n5_o_Clock_Shadow ")
