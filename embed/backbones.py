@@ -150,7 +150,8 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
             raise UserError(f"--model {model}: output has rank {out.shape.rank}; expected [B, D] or [B, H, W, D]")
         return tf.cast(out, tf.float32)
 
-    extract = tf.function(features, jit_compile=bool(xla), reduce_retracing=True)
+    batch_spec = tf.TensorSpec([None, prep.image_size, prep.image_size, prep.channels], tf.float32)
+    extract = tf.function(features, input_signature=[batch_spec], jit_compile=bool(xla))  # one trace
     probe = tf.zeros([1, prep.image_size, prep.image_size, prep.channels], tf.float32)
     try:
         feature_dim = int(extract(probe).shape[-1])
