@@ -130,7 +130,9 @@ def embed(data_dir, labels, partition, images, official_split, out, model, weigh
     except Interrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_INTERRUPTED)
-    if summary.started_at_row:
+    if summary.started_at_row >= summary.n_rows:
+        click.echo(f"{out} is already complete; nothing to embed")
+    elif summary.started_at_row:
         click.echo(f"resumed at row {summary.started_at_row} of {summary.n_rows}")
     for image_id, error in summary.failures[:20]:
         click.echo(f"failed: {image_id}: {error}")
@@ -191,6 +193,47 @@ def info(cache, as_json):
         click.echo(f"failed row {failure['row']}: {failure['image_id']}: {failure['error']}")
     if rows["failed"] > len(summary["failures"]):
         click.echo(f"... {rows['failed'] - len(summary['failures'])} more failed rows (see --json or the cache)")
+
+
+def _print_epoch(record):
+    accuracies = "  ".join(f"{k.removeprefix('val_').removesuffix('_accuracy')} {100 * v:.1f}%"
+                           for k, v in record.items() if k.startswith("val_") and k.endswith("_accuracy"))
+    val_loss = f", val loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+    click.echo(f"epoch {record['epoch']}: loss {record['loss']:.4f}{val_loss}  val: {accuracies}")
+
+
+@main.command("train-heads")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--attrs", "attributes", default="Male,Smiling,Young", show_default=True,
+              help="Comma-separated attribute names, or 'all'.")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--hidden", default=128, show_default=True, type=click.IntRange(min=1), help="Units in the hidden layer.")
+@click.option("--dropout", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--l2", default=1e-4, show_default=True, type=click.FloatRange(min=0), help="L2 penalty on the output layers.")
+@click.option("--class-weight", default="none", show_default=True, type=click.Choice(["none", "balanced"]))
+@click.option("--standardize", is_flag=True,
+              help="Standardize features with the train mean/variance (a layer saved in the model).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed and cache, same metrics.")
+@click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test).")
+@click.option("--allow-partial", is_flag=True, help="Train on a cache with unfinished rows.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def train_heads(cache, out, attributes, epochs, batch_size, hidden, dropout, lr, l2, class_weight, standardize,
+                seed, tune_threshold, allow_partial, verbose):
+    """Train the reference Keras head on the cache: fit on train, validate each epoch, report val and test."""
+    _start_tensorflow(verbose)
+    from heads.report import format_table
+    from heads.train import train_heads as run_training
+
+    metrics = run_training(cache, out, attributes, epochs=epochs, batch_size=batch_size, hidden=hidden,
+                           dropout=dropout, lr=lr, l2=l2, class_weight=class_weight,
+                           standardize=standardize, seed=seed,
+                           tune_threshold=tune_threshold, allow_partial=allow_partial, on_epoch=_print_epoch)
+    click.echo(format_table(metrics, title=f"keras head ({metrics['run']['train_seconds']:.1f} s training)"))
+    click.echo(f"wrote {out}: model.keras, metrics.json, config.json, history.csv, loss.png, accuracy.png, "
+               "accuracy_vs_majority.png")
 
 
 @main.command("make-sample")

@@ -91,7 +91,8 @@ def test_resume_with_other_settings_is_refused_naming_the_setting(sample_dir, pr
     result = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32, "--dtype", "float32")
     assert "feature_dtype='float16' but this command gives 'float32'" in result.output
     again = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32)
-    assert again.exit_code == 0 and "done: 0 ok, 0 failed" in again.output  # nothing recomputed
+    assert again.exit_code == 0 and "already complete; nothing to embed" in again.output
+    assert "done: 0 ok, 0 failed" in again.output  # nothing recomputed
     fresh = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 24, "--overwrite")
     assert fresh.exit_code == 0 and "done: 40 ok" in fresh.output
 

@@ -1,0 +1,108 @@
+"""A run directory's files, and the table printed for a run.
+
+RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}}, "run": {...}}
+                      with M as in heads.metrics (read by evaluate, compare and outside scripts)
+RUN_DIR/config.json   every setting, the cache path, fingerprint and backbone, excluded rows
+RUN_DIR/history.csv   one row per epoch (Keras heads)
+RUN_DIR/*.png         loss.png, accuracy.png (Keras heads), accuracy_vs_majority.png
+"""
+
+import csv
+import json
+from pathlib import Path
+
+from cache.errors import UserError
+
+TABLE_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "majority_accuracy")
+SHORT = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "f1": "f1", "roc_auc": "auc",
+         "majority_accuracy": "majority", "threshold": "thr"}
+
+
+def write_json(path, data):
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (is this a run directory?)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+
+
+def write_history(path, history):
+    if not history:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def format_table(metrics, title=None):
+    """Rows = attributes, columns = val/test x metric, values in percent (AUC as 0..1)."""
+    columns = [(split, m) for split in ("val", "test") for m in TABLE_METRICS]
+    header = f"{'attribute':<22}" + "".join(f"{split + ' ' + SHORT[m]:>15}" for split, m in columns)
+    lines = ([title] if title else []) + [header]
+    for name, by_split in metrics["attributes"].items():
+        cells = []
+        for split, m in columns:
+            value = by_split[split][m]
+            cells.append(f"{'-':>15}" if value is None else
+                         f"{value:>15.3f}" if m == "roc_auc" else f"{100 * value:>14.1f}%")
+        lines.append(f"{name:<22}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def plot_history(history, attributes, out_dir):
+    """loss.png and accuracy.png: train and val curves per epoch (the reference notebook's plots)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["loss"] for h in history], "o-", label="train")
+    if "val_loss" in history[0]:
+        ax.plot(epochs, [h["val_loss"] for h in history], "o--", label="val")
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "loss.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, name in enumerate(attributes):
+        color = f"C{i % 10}"
+        ax.plot(epochs, [h[f"{name}_accuracy"] for h in history], "o-", color=color, label=f"{name} train")
+        if f"val_{name}_accuracy" in history[0]:
+            ax.plot(epochs, [h[f"val_{name}_accuracy"] for h in history], "o--", color=color, label=f"{name} val")
+    ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per attribute")
+    if len(attributes) <= 6:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "accuracy.png", dpi=100)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_majority(metrics, out_dir):
+    """accuracy_vs_majority.png: val and test accuracy per attribute against the majority class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(metrics["attributes"])
+    values = {key: [metrics["attributes"][a][split][m] for a in names]
+              for key, split, m in (("val", "val", "accuracy"), ("test", "test", "accuracy"),
+                                    ("majority (test)", "test", "majority_accuracy"))}
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names) + 2), 4.5))
+    for i, (label, series) in enumerate(values.items()):
+        ax.bar(x + (i - 1) * 0.27, series, width=0.27, label=label, color=["C0", "C1", "0.7"][i])
+    ax.set_xticks(x, names, rotation=90 if len(names) > 6 else 0, fontsize=8)
+    ax.set(ylabel="accuracy", ylim=(0, 1), title="Accuracy vs the majority-class baseline")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "accuracy_vs_majority.png", dpi=100)
+    plt.close(fig)
