@@ -236,6 +236,78 @@ def train_heads(cache, out, attributes, epochs, batch_size, hidden, dropout, lr,
                "accuracy_vs_majority.png")
 
 
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory; one subfolder per model.")
+@click.option("--models", default="majority,logreg", show_default=True,
+              help="Comma-separated: majority, logreg, linear_svm, knn.")
+@click.option("--attrs", "attributes", default="Male,Smiling,Young", show_default=True,
+              help="Comma-separated attribute names, or 'all'.")
+@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Inverse regularisation strength (logreg, linear_svm).")
+@click.option("--k", default=15, show_default=True, type=click.IntRange(min=1), help="Neighbours (knn).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test).")
+@click.option("--allow-partial", is_flag=True, help="Use a cache with unfinished rows.")
+def baselines(cache, out, models, attributes, C, k, seed, tune_threshold, allow_partial):
+    """scikit-learn baselines on the same split and attributes, same metrics.json as the heads."""
+    from heads.baselines import run_baselines
+    from heads.report import format_table
+
+    results = run_baselines(cache, out, attributes, models, C=C, k=k, seed=seed, tune_threshold=tune_threshold,
+                            allow_partial=allow_partial)
+    for model, metrics in results.items():
+        click.echo(format_table(metrics, title=f"{model} ({metrics['run']['train_seconds']:.1f} s training)"))
+    click.echo(f"wrote {out}/<model>/: metrics.json, config.json, estimators.joblib, accuracy_vs_majority.png")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--cache", type=click.Path(dir_okay=False), help="The run's cache at a new path (checked by fingerprint).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def evaluate(run_dir, split, cache, as_json, verbose):
+    """Re-evaluate a saved run (head or baseline) against its cache."""
+    _start_tensorflow(verbose)
+    from heads.evaluate import evaluate_run
+    from heads.metrics import METRIC_NAMES
+
+    result = evaluate_run(run_dir, split, cache)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{run_dir} ({result['run']['kind']}) on {split} of {result['run']['cache']}")
+    click.echo(f"{'attribute':<22}" + "".join(f"{m:>19}" for m in METRIC_NAMES))
+    for name, by_split in result["attributes"].items():
+        values = by_split[split]
+        click.echo(f"{name:<22}" + "".join(f"{'-':>19}" if values[m] is None else f"{values[m]:>19.4g}"
+                                           for m in METRIC_NAMES))
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="val", show_default=True, type=click.Choice(["val", "test"]))
+@click.option("--metrics", default="accuracy", show_default=True,
+              help="Comma-separated: accuracy, balanced_accuracy, f1, roc_auc, majority_accuracy.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write it as Markdown.")
+def compare(run_dirs, split, metrics, csv_path, markdown_path):
+    """One leaderboard of runs (rows) by attribute x metric, best mean first."""
+    import pandas as pd
+    from heads.evaluate import leaderboard, to_markdown
+
+    table = leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()])
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
+        click.echo(f"{split} split")
+        click.echo(table.to_string(na_rep="-"))
+    if csv_path:
+        table.to_csv(csv_path)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(to_markdown(table))
+
+
 @main.command("make-sample")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
 @click.option("--n", default=512, show_default=True, type=click.IntRange(min=10), help="Number of images.")
@@ -252,18 +324,20 @@ def make_sample(out, n, seed, verbose):
 
 @main.command()
 @click.option("--workdir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
-@click.option("--n", default=512, show_default=True, type=click.IntRange(min=10), help="Images in the sample.")
+@click.option("--n", default=512, show_default=True, type=click.IntRange(min=40), help="Images in the sample.")
 @click.pass_context
 def demo(ctx, workdir, n):
-    """Offline end to end: make a sample dataset, embed it with a random-weight EfficientNetV2-B0, show the cache."""
+    """Offline end to end: sample dataset -> embed (random-weight EfficientNetV2-B0) -> heads and baseline."""
     data_dir, cache_path = os.path.join(workdir, "sample"), os.path.join(workdir, "features.h5")
-    ctx.invoke(make_sample, out=data_dir, n=n, seed=0, verbose=False)
+    ctx.invoke(make_sample, out=data_dir, n=n)
     ctx.invoke(embed, data_dir=data_dir, out=cache_path, model="keras:EfficientNetV2B0", weights="none",
-               overwrite=True, allow_failures=False, verbose=False, batch_size=64, feature_dtype="float16",
-               **dict.fromkeys(["labels", "partition", "images", "layer", "image_size", "color",
-                                "value_range"]),
-               **dict.fromkeys(["official_split", "trust_model", "antialias", "mixed_precision", "xla"], False))
-    ctx.invoke(info, cache=cache_path, as_json=False)
+               overwrite=True)
+    ctx.invoke(info, cache=cache_path)
+    click.echo("\nrandom-weight features are tiny (std ~1e-3), so the head standardizes its input (--standardize)")
+    ctx.invoke(train_heads, cache=cache_path, out=os.path.join(workdir, "head"), standardize=True)
+    ctx.invoke(baselines, cache=cache_path, out=os.path.join(workdir, "baselines"))
+    ctx.invoke(compare, run_dirs=(os.path.join(workdir, "head"), os.path.join(workdir, "baselines")), split="test")
+    click.echo(f"\nplots: {workdir}/head/loss.png, accuracy.png, accuracy_vs_majority.png")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def cache_info(path, max_failures=20):
 class Split:
     """One partition's OK rows in memory.
 
-    features: [n, D] (float32 unless asked otherwise); labels: uint8 [n, k] for `attributes`;
+    features: [n, D] (float32 unless asked otherwise) or None; labels: uint8 [n, k] for `attributes`;
     image_ids: n strings; rows: int64 [n] row numbers in the cache; n_failed: rows of this
     partition excluded because their image failed.
     """
@@ -134,11 +134,12 @@ def _runs(mask):
     return list(zip(edges[::2], edges[1::2]))
 
 
-def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32):
+def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
-    unfinished rows unless allow_partial. Reads features in contiguous row runs.
+    unfinished rows unless allow_partial. Reads features in contiguous row runs; with
+    with_features=False, Split.features is None and no feature is read.
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -156,12 +157,15 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
             raise UserError(f"{path}: unknown attribute(s) {', '.join(unknown)}")
         columns = [names.index(a) for a in attributes]
         in_split = f["partition"][:] == code
-        blocks = [f["features"][a:b] for a, b in _runs(in_split)]
-        features = np.concatenate(blocks) if blocks else np.zeros((0, f["features"].shape[1]))
         keep = status[in_split] == layout.STATUS_OK
+        features = None
+        if with_features:
+            blocks = [f["features"][a:b] for a, b in _runs(in_split)]
+            features = np.concatenate(blocks) if blocks else np.zeros((0, f["features"].shape[1]))
+            features = features[keep].astype(dtype, copy=False)
         rows = np.flatnonzero(in_split)[keep]
         labels = f["labels"][:][rows][:, columns]
         ids = [s.decode() for s in f["image_id"][:][rows]] if len(rows) else []
         n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())
-    return Split(features=features[keep].astype(dtype, copy=False), labels=labels,
+    return Split(features=features, labels=labels,
                  attributes=attributes, image_ids=ids, rows=rows, n_failed=n_failed)

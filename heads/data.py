@@ -47,13 +47,15 @@ def resolve_attributes(requested, available):
     return list(requested)
 
 
-def load_task(cache, attributes=None, allow_partial=False):
-    """Load train (partition 0), val (1) and test (2) for `attributes` from the cache at `cache`."""
+def load_task(cache, attributes=None, allow_partial=False, feature_splits=("train", "val", "test")):
+    """Load train (partition 0), val (1) and test (2) for `attributes` from the cache at `cache`;
+    splits not in feature_splits get labels only (features None)."""
     with open_cache(cache) as f:
         available = attribute_names(f)
         settings = read_settings(f)
     attributes = resolve_attributes(attributes, available)
-    splits = {name: load_split(cache, name, attributes, allow_partial=allow_partial)
+    splits = {name: load_split(cache, name, attributes, allow_partial=allow_partial,
+                               with_features=name in feature_splits)
               for name in ("train", "val", "test")}
     for name, split in splits.items():
         if len(split.rows) == 0:

@@ -41,17 +41,21 @@ def write_history(path, history):
 
 
 def format_table(metrics, title=None):
-    """Rows = attributes, columns = val/test x metric, values in percent (AUC as 0..1)."""
-    columns = [(split, m) for split in ("val", "test") for m in TABLE_METRICS]
-    header = f"{'attribute':<22}" + "".join(f"{split + ' ' + SHORT[m]:>15}" for split, m in columns)
-    lines = ([title] if title else []) + [header]
+    """Rows = attributes, columns = val and test x metric; percentages, AUC as 0..1."""
+    width = 9
+    group = len(TABLE_METRICS) * width
+    lines = [title] if title else []
+    lines.append(f"{'':<22}" + "".join(f"  {split:-^{group - 2}}" for split in ("val", "test")))
+    lines.append(f"{'attribute':<22}" + "".join(f"{SHORT[m]:>{width}}" for _ in range(2) for m in TABLE_METRICS))
     for name, by_split in metrics["attributes"].items():
         cells = []
-        for split, m in columns:
-            value = by_split[split][m]
-            cells.append(f"{'-':>15}" if value is None else
-                         f"{value:>15.3f}" if m == "roc_auc" else f"{100 * value:>14.1f}%")
+        for split in ("val", "test"):
+            for m in TABLE_METRICS:
+                value = by_split[split][m]
+                cells.append(f"{'-':>{width}}" if value is None else
+                             f"{value:>{width}.3f}" if m == "roc_auc" else f"{100 * value:>{width}.1f}")
         lines.append(f"{name:<22}" + "".join(cells))
+    lines.append("(accuracy, balanced accuracy, F1 and majority-class accuracy in %; AUC 0..1)")
     return "\n".join(lines)
 
 
@@ -60,6 +64,7 @@ def plot_history(history, attributes, out_dir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -67,6 +72,7 @@ def plot_history(history, attributes, out_dir):
     if "val_loss" in history[0]:
         ax.plot(epochs, [h["val_loss"] for h in history], "o--", label="val")
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()
     fig.savefig(Path(out_dir) / "loss.png", dpi=100)
@@ -78,6 +84,7 @@ def plot_history(history, attributes, out_dir):
         if f"val_{name}_accuracy" in history[0]:
             ax.plot(epochs, [h[f"val_{name}_accuracy"] for h in history], "o--", color=color, label=f"{name} val")
     ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per attribute")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(attributes) <= 6:
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -101,8 +108,8 @@ def plot_accuracy_vs_majority(metrics, out_dir):
     for i, (label, series) in enumerate(values.items()):
         ax.bar(x + (i - 1) * 0.27, series, width=0.27, label=label, color=["C0", "C1", "0.7"][i])
     ax.set_xticks(x, names, rotation=90 if len(names) > 6 else 0, fontsize=8)
-    ax.set(ylabel="accuracy", ylim=(0, 1), title="Accuracy vs the majority-class baseline")
-    ax.legend(fontsize=8)
+    ax.set(ylabel="accuracy", ylim=(0, 1.12), title="Accuracy vs the majority-class baseline")
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     fig.savefig(Path(out_dir) / "accuracy_vs_majority.png", dpi=100)
     plt.close(fig)
