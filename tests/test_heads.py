@@ -1,0 +1,256 @@
+"""Heads on a generated cache with planted signal: learning, sklearn-consistent metrics, seeds,
+threshold tuning on val only, evaluate/compare, and every bad input's message."""
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn import metrics as skm
+
+import cli
+from cache import layout
+from cache.writer import CacheWriter, create_cache
+from heads.baselines import run_baselines
+from heads.evaluate import evaluate_run, leaderboard, to_markdown
+from heads.metrics import attribute_metrics, tune_threshold
+from heads.train import train_heads
+
+ATTRS = ["Male", "Smiling", "Young", "Bald"]
+SPLITS = {0: 600, 1: 200, 2: 200}
+
+
+def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_train=True):
+    """Features x ~ N(0, 1); attribute j is 1 where x . w_j + noise > b_j (so it is learnable)."""
+    rng = np.random.default_rng(seed)
+    partition = np.concatenate([np.full(n, p) for p, n in SPLITS.items()])
+    n = len(partition)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    w = rng.standard_normal((dim, len(ATTRS)))
+    logits = x @ w + 0.5 * rng.standard_normal((n, len(ATTRS))) - np.array([0.0, 0.5, -2.0, 3.0])
+    labels = (logits > 0).astype(np.uint8)
+    if not bald_in_train:
+        labels[partition == 0, 3] = 0
+    if flip_test:
+        test = partition == 2
+        labels[test] = 1 - labels[test]
+        x[test] = -x[test]
+    create_cache(path, image_ids=[f"{i:06d}.jpg" for i in range(n)], attribute_names=ATTRS, labels=labels,
+                 partition=partition, feature_dim=dim, feature_dtype="float32",
+                 settings={"backbone": {"model": "keras:EfficientNetV2B0", "kind": "keras_app"},
+                           "preprocessing": {"image_size": 32}, "dataset_fingerprint": f"fp{seed}{flip_test}",
+                           "sources": {}})
+    with CacheWriter(path) as writer:
+        stop = n if finish else n // 2
+        status = np.full(stop, layout.STATUS_OK)
+        status[5] = layout.STATUS_FAILED
+        writer.write_rows(0, x[:stop], status, ["bad" if s == layout.STATUS_FAILED else "" for s in status])
+    return x, labels, partition
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("planted") / "cache.h5"
+    planted_cache(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def head_run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "head"
+    metrics = train_heads(cache, out, ["Male", "Smiling", "Young"], epochs=20, seed=1)
+    return out, metrics
+
+
+def test_head_and_logreg_learn_and_majority_does_not(head_run, cache, tmp_path):
+    _, head = head_run
+    base = run_baselines(cache, tmp_path / "base", ["Male", "Smiling", "Young"], ["majority", "logreg"])
+    for name in ("Male", "Smiling"):
+        for metrics in (head, base["logreg"]):
+            assert metrics["attributes"][name]["val"]["accuracy"] > 0.85
+            assert metrics["attributes"][name]["test"]["accuracy"] > 0.85
+            assert metrics["attributes"][name]["test"]["roc_auc"] > 0.93
+        majority = base["majority"]["attributes"][name]["test"]
+        assert majority["accuracy"] == majority["majority_accuracy"] < 0.75
+        assert majority["roc_auc"] == 0.5
+
+
+def test_run_directory_contents(head_run):
+    out, metrics = head_run
+    for name in ("model.keras", "history.csv", "config.json", "metrics.json", "loss.png", "accuracy.png",
+                 "accuracy_vs_majority.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert set(saved["attributes"]["Male"]["val"]) == {"accuracy", "balanced_accuracy", "f1", "roc_auc",
+                                                      "majority_accuracy", "threshold", "n"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["excluded_failed_rows"] == {"train": 1, "val": 0, "test": 0}
+    assert config["rows"] == {"train": 599, "val": 200, "test": 200}
+    assert config["settings"]["epochs"] == 20 and config["cache"]["dataset_fingerprint"] == "fp0False"
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,loss,Male_accuracy") and "val_Young_accuracy" in history[0]
+    assert len(history) == 21
+
+
+def test_metrics_agree_with_sklearn_computed_independently(head_run, cache):
+    out, metrics = head_run
+    import keras
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    with h5py.File(cache, "r") as f:
+        rows = np.flatnonzero((f["partition"][:] == 2) & (f["status"][:] == layout.STATUS_OK))
+        x, y = f["features"][:][rows], f["labels"][:][rows]
+    out_probs = model(x, training=False)
+    for j, name in enumerate(["Male", "Smiling", "Young"]):
+        p = np.asarray(out_probs[name])[:, 0]
+        m = metrics["attributes"][name]["test"]
+        assert m["accuracy"] == pytest.approx(skm.accuracy_score(y[:, j], p >= 0.5))
+        assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y[:, j], p >= 0.5))
+        assert m["f1"] == pytest.approx(skm.f1_score(y[:, j], p >= 0.5))
+        assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y[:, j], p), abs=1e-6)
+        assert m["n"] == len(rows) and m["threshold"] == 0.5
+
+
+def test_same_seed_same_metrics_other_seed_differs(cache, tmp_path):
+    a = train_heads(cache, tmp_path / "a", "Male,Smiling", epochs=2, seed=7)
+    b = train_heads(cache, tmp_path / "b", "Male,Smiling", epochs=2, seed=7)
+    c = train_heads(cache, tmp_path / "c", "Male,Smiling", epochs=2, seed=8)
+    assert a["attributes"] == b["attributes"]
+    assert a["attributes"] != c["attributes"]
+
+
+def test_threshold_tuning_never_reads_test_rows(tmp_path):
+    """Two caches that differ only in their test rows give the same tuned thresholds."""
+    planted_cache(tmp_path / "a.h5")
+    planted_cache(tmp_path / "b.h5", flip_test=True)
+    thresholds = []
+    for name in ("a", "b"):
+        train_heads(tmp_path / f"{name}.h5", tmp_path / name, "Male,Smiling,Young", epochs=2, tune_threshold=True)
+        thresholds.append(json.loads((tmp_path / name / "config.json").read_text())["thresholds"])
+    assert thresholds[0] == thresholds[1]
+    assert any(t != 0.5 for t in thresholds[0].values())
+
+
+def test_tune_threshold_maximises_accuracy():
+    y = np.array([0, 0, 1, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.35, 0.8, 0.9])
+    t = tune_threshold(y, p)
+    best = max(skm.accuracy_score(y, p >= c) for c in np.unique(p))
+    assert skm.accuracy_score(y, p >= t) == best == 5 / 6
+
+
+def test_attribute_metrics_single_class_split():
+    m = attribute_metrics([1, 1, 1], [0.9, 0.2, 0.7], 0.5, train_majority=0)
+    assert m["roc_auc"] is None and m["balanced_accuracy"] is None
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["majority_accuracy"] == 0.0
+
+
+def test_class_weight_balanced_raises_minority_recall(cache, tmp_path):
+    plain = train_heads(cache, tmp_path / "plain", "Young", epochs=3)
+    balanced = train_heads(cache, tmp_path / "bal", "Young", epochs=3, class_weight="balanced")
+    assert (balanced["attributes"]["Young"]["val"]["balanced_accuracy"]
+            >= plain["attributes"]["Young"]["val"]["balanced_accuracy"] - 0.01)
+
+
+def test_evaluate_reproduces_the_saved_metrics(head_run, cache, tmp_path):
+    out, metrics = head_run
+    again = evaluate_run(out, "test")
+    for name in ("Male", "Smiling", "Young"):
+        for key, value in metrics["attributes"][name]["test"].items():
+            assert again["attributes"][name]["test"][key] == pytest.approx(value, abs=1e-6), (name, key)
+    base = run_baselines(cache, tmp_path / "base", "Male", ["logreg"])
+    assert evaluate_run(tmp_path / "base" / "logreg", "val")["attributes"]["Male"]["val"] == \
+        base["logreg"]["attributes"]["Male"]["val"]
+
+
+def test_evaluate_refuses_moved_or_changed_cache(tmp_path):
+    planted_cache(tmp_path / "c.h5")
+    train_heads(tmp_path / "c.h5", tmp_path / "run", "Male", epochs=1)
+    shutil.move(tmp_path / "c.h5", tmp_path / "moved.h5")
+    with pytest.raises(Exception, match="is not there \\(moved\\?\\); pass --cache"):
+        evaluate_run(tmp_path / "run")
+    assert evaluate_run(tmp_path / "run", cache=tmp_path / "moved.h5")["attributes"]["Male"]["test"]["n"] == 200
+    planted_cache(tmp_path / "other.h5", seed=3)
+    with pytest.raises(Exception, match="dataset_fingerprint differs"):
+        evaluate_run(tmp_path / "run", cache=tmp_path / "other.h5")
+
+
+def test_changed_estimator_file_is_not_unpickled(cache, tmp_path):
+    run_baselines(cache, tmp_path / "base", "Male", ["logreg"])
+    path = tmp_path / "base" / "logreg" / "estimators.joblib"
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(Exception, match="sha256 differs"):
+        evaluate_run(tmp_path / "base" / "logreg")
+
+
+def test_compare_leaderboard_and_files(head_run, cache, tmp_path):
+    out, _ = head_run
+    run_baselines(cache, tmp_path / "base", ["Male", "Smiling", "Young"], ["majority", "logreg"])
+    table = leaderboard([out, tmp_path / "base"], "test", ["accuracy", "roc_auc"])
+    assert list(table.index)[-1].endswith("majority")
+    assert ("Male", "accuracy") in table.columns and ("mean", "roc_auc") in table.columns
+    markdown = to_markdown(table)
+    assert markdown.startswith("| run | Male accuracy |") and markdown.count("\n") == 5
+    result = CliRunner().invoke(cli.main, ["compare", str(out), str(tmp_path / "base"), "--csv",
+                                           str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md")])
+    assert result.exit_code == 0 and "majority" in result.output
+    assert (tmp_path / "t.csv").read_text().count("\n") == 5  # two header rows + three runs
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+def test_cli_train_heads_prints_table(cache, tmp_path):
+    result = invoke("train-heads", cache, "--out", tmp_path / "r", "--epochs", 2, "--attrs", "Male")
+    assert result.exit_code == 0, result.output
+    assert "epoch 2: loss" in result.output and "keras head" in result.output and "Male" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--attrs", "Smilling"], "unknown attribute 'Smilling' (did you mean Smiling?); valid: Male, Smiling, Young, Bald"),
+    (["--attrs", "Male,Male"], "listed twice"),
+    (["--epochs", "0"], "Invalid value for '--epochs'"),
+    (["--dropout", "1"], "Invalid value for '--dropout'"),
+])
+def test_cli_bad_options(cache, tmp_path, args, message):
+    result = invoke("train-heads", cache, "--out", tmp_path / "r", *args)
+    assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output
+
+
+def test_partial_cache_refused_unless_allowed(tmp_path):
+    planted_cache(tmp_path / "p.h5", finish=False)
+    result = invoke("train-heads", tmp_path / "p.h5", "--out", tmp_path / "r", "--attrs", "Male")
+    assert result.exit_code == 1 and "rows are not embedded yet" in result.output
+    result = invoke("train-heads", tmp_path / "p.h5", "--out", tmp_path / "r", "--attrs", "Male", "--allow-partial")
+    assert result.exit_code == 1 and "the val split has no embedded rows" in result.output
+
+
+def test_one_class_attribute_is_refused(tmp_path):
+    planted_cache(tmp_path / "c.h5", bald_in_train=False)
+    result = invoke("baselines", tmp_path / "c.h5", "--out", tmp_path / "r", "--attrs", "Bald")
+    assert result.exit_code == 1
+    assert "attribute Bald has only class 0 in the train split" in result.output
+
+
+def test_unknown_baseline_and_not_a_run(cache, tmp_path):
+    result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "forest")
+    assert result.exit_code == 1 and "unknown baseline 'forest'" in result.output
+    (tmp_path / "empty").mkdir()
+    result = invoke("compare", tmp_path / "empty")
+    assert result.exit_code == 1 and "not a run directory" in result.output
+
+
+@pytest.mark.slow
+def test_demo_heads_beat_majority(tmp_path):
+    result = CliRunner().invoke(cli.main, ["demo", "--workdir", str(tmp_path), "--n", "120"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    head = json.loads((tmp_path / "head" / "metrics.json").read_text())
+    logreg = json.loads((tmp_path / "baselines" / "logreg" / "metrics.json").read_text())
+    for metrics in (head, logreg):
+        for name in ("Male", "Young"):
+            test = metrics["attributes"][name]["test"]
+            assert test["accuracy"] >= test["majority_accuracy"] + 0.1, (name, test)
+    assert (tmp_path / "head" / "loss.png").is_file()
