@@ -308,6 +308,48 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path):
             f.write(to_markdown(table))
 
 
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A run directory.")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+@click.option("--trust-model", is_flag=True, help="The backbone is a Keras file that needs safe mode off (see embed --help).")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def predict(run_dir, images, as_json, trust_model, verbose):
+    """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head)."""
+    _start_tensorflow(verbose)
+    from heads.predict import predict_images
+
+    results = predict_images(run_dir, list(images), trust_model=trust_model)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r["ok"]:
+                click.echo(f"{r['image']}  " + "  ".join(f"{a} {v['probability']:.3f} ({v['decision']})"
+                                                         for a, v in r["attributes"].items()))
+            else:
+                click.echo(f"{r['image']}  failed: {r['error']}")
+    failed = sum(not r["ok"] for r in results)
+    if failed:
+        click.echo(f"{failed} of {len(results)} image(s) could not be read", err=True)
+        sys.exit(EXIT_FAILED_ROWS)
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A Keras-head run directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel folder to write.")
+@click.option("--trust-model", is_flag=True, help="The backbone is a Keras file that needs safe mode off (see embed --help).")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def export(run_dir, out, trust_model, verbose):
+    """Export backbone + preprocessing + head as one SavedModel (image bytes -> probabilities), for TF Serving."""
+    _start_tensorflow(verbose)
+    from heads.predict import export_run
+
+    export_run(run_dir, out, trust_model=trust_model)
+    click.echo(f"wrote SavedModel {out}: signatures serving_default/from_bytes (string [B] image files) and "
+               "from_pixels (float32 [B, S, S, C] preprocessed)")
+
+
 @main.command("make-sample")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
 @click.option("--n", default=512, show_default=True, type=click.IntRange(min=10), help="Number of images.")

@@ -67,11 +67,13 @@ class Preprocessing:
 @dataclass
 class Backbone:
     """A frozen extractor: `extract(images)` maps float32 [B, S, S, C] to float32 [B, feature_dim].
-    `spec` is what the cache records about the model."""
+    `spec` is what the cache records about the model; `module` is the loaded model object (holds
+    the variables, for export)."""
     spec: dict
     preprocessing: Preprocessing
     feature_dim: int
     extract: object
+    module: object
 
 
 def parse_value_range(text):
@@ -122,14 +124,14 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
     spec = {"model": model, "kind": kind, "weights": None, "layer": None, "sha256": None,
             "random_weights": False, "mixed_precision": bool(mixed_precision)}
     if kind in ("hub", "saved_model"):
-        fn, native = _load_saved_model(model, kind)
+        net, native = _load_saved_model(model, kind)
         if kind == "saved_model":
             spec["sha256"] = _sha256(Path(model) / "saved_model.pb")
     elif kind == "keras_app":
-        fn, native, spec = _load_keras_application(model, weights or "imagenet", image_size,
+        net, native, spec = _load_keras_application(model, weights or "imagenet", image_size,
                                                    mixed_precision, spec)
     else:
-        fn, native, spec = _load_keras_file(model, layer, trust_model, spec)
+        net, native, spec = _load_keras_file(model, layer, trust_model, spec)
     size = image_size or native.get("image_size")
     if size is None:
         raise UserError(f"--model {model}: its input size is not fixed in the model; pass --image-size N")
@@ -141,7 +143,7 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
                          value_range=tuple(float(v) for v in chosen_range), antialias=bool(antialias))
 
     def features(images):
-        out = fn(images)
+        out = net(images) if kind in ("hub", "saved_model") else net(images, training=False)
         if isinstance(out, dict):
             raise UserError(f"--model {model}: returns a dict of outputs; give a feature-vector model")
         if out.shape.rank == 4:
@@ -158,7 +160,7 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
         raise UserError(f"--model {model}: does not accept {prep.image_size}x{prep.image_size}x"
                         f"{prep.channels} images ({str(exc).splitlines()[0][:200]})") from None
-    return Backbone(spec=spec, preprocessing=prep, feature_dim=feature_dim, extract=extract)
+    return Backbone(spec=spec, preprocessing=prep, feature_dim=feature_dim, extract=extract, module=net)
 
 
 def _load_saved_model(model, kind):
@@ -186,10 +188,7 @@ def _load_saved_model(model, kind):
             native["image_size"] = int(shape[1])
             native["color"] = "grayscale" if shape[3] == 1 else "rgb"
             break
-
-    def call(images):
-        return loaded(images)
-    return call, native
+    return loaded, native
 
 
 def _load_keras_application(model, weights, image_size, mixed_precision, spec):
@@ -226,10 +225,7 @@ def _load_keras_application(model, weights, image_size, mixed_precision, spec):
         keras.mixed_precision.set_global_policy(previous_policy)
     spec = {**spec, "weights": weights, "random_weights": weights == "none",
             "sha256": _sha256(weights) if keras_weights not in (None, "imagenet") else None}
-
-    def call(images):
-        return net(images, training=False)
-    return call, {"image_size": size, "value_range": value_range, "color": "rgb"}, spec
+    return net, {"image_size": size, "value_range": value_range, "color": "rgb"}, spec
 
 
 def _load_keras_file(model, layer, trust_model, spec):
@@ -258,7 +254,20 @@ def _load_keras_file(model, layer, trust_model, spec):
             native["image_size"] = int(shape[1])
         native["color"] = "grayscale" if shape[3] == 1 else "rgb"
     spec = {**spec, "layer": layer, "sha256": _sha256(model)}
+    return extractor, native, spec
 
-    def call(images):
-        return extractor(images, training=False)
-    return call, native, spec
+
+def load_recorded_backbone(spec, preprocessing, *, trust_model=False):
+    """Rebuild the backbone a cache recorded (its `backbone` and `preprocessing` attributes), and
+    check it is the same model: same file hash where one was recorded, same preprocessing."""
+    prep = dict(preprocessing)
+    backbone = load_backbone(spec["model"], weights=spec.get("weights"), layer=spec.get("layer"),
+                             image_size=prep["image_size"], color=prep["color"],
+                             value_range=tuple(prep["value_range"]), antialias=prep["antialias"],
+                             trust_model=trust_model, mixed_precision=spec.get("mixed_precision", False))
+    if spec.get("sha256") and backbone.spec["sha256"] != spec["sha256"]:
+        raise UserError(f"{spec['model']}: the file changed since the cache was made (sha256 differs)")
+    if backbone.preprocessing.to_dict() != prep:
+        raise UserError(f"{spec['model']}: preprocessing {backbone.preprocessing.to_dict()} differs from "
+                        f"the recorded {prep}")
+    return backbone

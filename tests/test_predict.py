@@ -1,0 +1,85 @@
+"""predict (backbone recorded in the cache + head) and export (one SavedModel) agree with each other
+and with the cache; unreadable images are reported while the others are predicted."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+import cli
+from cache.reader import load_split
+from embed.backbones import load_backbone
+from embed.dataset import load_dataset, locate
+from embed.runner import embed
+from heads.baselines import run_baselines
+from heads.keras_head import predict_model
+from heads.predict import export_run, predict_images
+from heads.train import train_heads
+
+BACKBONES = {
+    "hub_saved_model": lambda probe, h5: dict(model=str(probe), image_size=32),
+    "keras_h5_grayscale": lambda probe, h5: dict(model=str(h5), layer="embedding", value_range=(-1.0, 1.0)),
+}
+
+
+@pytest.fixture(scope="module", params=list(BACKBONES))
+def run(request, sample_dir, probe_saved_model, grayscale_h5_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    backbone = load_backbone(**BACKBONES[request.param](probe_saved_model, grayscale_h5_model))
+    labels, partition, images = locate(sample_dir)
+    dataset = load_dataset(labels, images, partition)
+    embed(dataset, backbone, root / "cache.h5", batch_size=16, feature_dtype="float32", show_progress=False)
+    train_heads(root / "cache.h5", root / "run", "Male,Smiling,Young", epochs=2, standardize=True)
+    return root
+
+
+def test_predict_matches_the_head_on_cached_features(run, sample_dir):
+    test = load_split(run / "cache.h5", "test", ["Male", "Smiling", "Young"])
+    images = [sample_dir / "img_align_celeba" / i for i in test.image_ids[:3]]
+    results = predict_images(run / "run", images)
+    import keras
+    head = keras.saving.load_model(run / "run" / "model.keras", compile=False)
+    expected = predict_model(head, ["Male", "Smiling", "Young"], test.features[:3])
+    got = np.array([[r["attributes"][a]["probability"] for a in ("Male", "Smiling", "Young")] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert all(r["ok"] and r["error"] is None for r in results)
+    assert results[0]["attributes"]["Male"]["decision"] == int(got[0, 0] >= 0.5)
+
+
+def test_unreadable_image_is_reported_and_others_still_predicted(run, sample_dir, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    images = [sample_dir / "img_align_celeba" / "000001.jpg", broken, tmp_path / "absent.jpg",
+              sample_dir / "img_align_celeba" / "000002.jpg"]
+    results = predict_images(run / "run", images)
+    assert [r["ok"] for r in results] == [True, False, False, True]
+    assert "cannot decode image" in results[1]["error"] and results[2]["error"] == "missing file"
+    cli_result = CliRunner().invoke(cli.main, ["predict", "--run", str(run / "run")] + [str(i) for i in images])
+    assert cli_result.exit_code == cli.EXIT_FAILED_ROWS
+    assert "broken.jpg  failed: cannot decode image" in cli_result.output
+    assert "000002.jpg  Male" in cli_result.output
+
+
+def test_exported_savedmodel_agrees_with_predict(run, sample_dir):
+    images = [sample_dir / "img_align_celeba" / f"{i:06d}.jpg" for i in (3, 4, 5)]
+    expected = predict_images(run / "run", images)
+    export_run(run / "run", run / "export")
+    loaded = tf.saved_model.load(str(run / "export"))
+    out = loaded.signatures["serving_default"](images=tf.constant([p.read_bytes() for p in images]))
+    for j, r in enumerate(expected):
+        for a, v in r["attributes"].items():
+            assert float(out[a][j]) == pytest.approx(v["probability"], abs=1e-5)
+    assert set(loaded.signatures) == {"serving_default", "from_bytes", "from_pixels"}
+
+
+def test_export_refuses_baseline_runs(run, tmp_path):
+    run_baselines(run / "cache.h5", tmp_path / "base", "Male", ["logreg"])
+    result = CliRunner().invoke(cli.main, ["export", "--run", str(tmp_path / "base" / "logreg"),
+                                           "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "export supports Keras-head runs" in result.output
+
+
+def test_predict_with_a_baseline_run(run, sample_dir, tmp_path):
+    run_baselines(run / "cache.h5", tmp_path / "base", "Male", ["logreg"])
+    results = predict_images(tmp_path / "base" / "logreg", [sample_dir / "img_align_celeba" / "000001.jpg"])
+    assert 0 <= results[0]["attributes"]["Male"]["probability"] <= 1
