@@ -139,7 +139,8 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
     unfinished rows unless allow_partial. Reads features in contiguous row runs; with
-    with_features=False, Split.features is None and no feature is read.
+    with_features=False, Split.features is None and no feature is read. dtype=None keeps the
+    stored dtype (no conversion: a float16 cache loads at the speed of reading the file).
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -162,7 +163,9 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         if with_features:
             blocks = [f["features"][a:b] for a, b in _runs(in_split)]
             features = np.concatenate(blocks) if blocks else np.zeros((0, f["features"].shape[1]))
-            features = features[keep].astype(dtype, copy=False)
+            features = features if keep.all() else features[keep]
+            if dtype is not None:
+                features = features.astype(dtype, copy=False)
         rows = np.flatnonzero(in_split)[keep]
         labels = f["labels"][:][rows][:, columns]
         ids = [s.decode() for s in f["image_id"][:][rows]] if len(rows) else []

@@ -81,15 +81,16 @@ def run_baselines(cache, out_dir, attributes=None, models=("majority", "logreg")
                   tune_threshold=False, allow_partial=False):
     """Fit each model per attribute on train; writes RUN_DIR/<model>/; returns {model: metrics}."""
     task = load_task(cache, attributes, allow_partial=allow_partial)
+    train_x, val_x, test_x = (np.asarray(s.features, np.float32) for s in (task.train, task.val, task.test))
     results = {}
     for model in parse_models(models):
         began = time.perf_counter()
-        estimators = [make_estimator(model, C, k, seed).fit(task.train.features, task.train.labels[:, j])
+        estimators = [make_estimator(model, C, k, seed).fit(train_x, task.train.labels[:, j])
                       for j in range(len(task.attributes))]
         seconds = time.perf_counter() - began
-        val_p = predict_scores(estimators, task.val.features)
+        val_p = predict_scores(estimators, val_x)
         thresholds = choose_thresholds(task, val_p, tune_threshold)
-        test_p = predict_scores(estimators, task.test.features)
+        test_p = predict_scores(estimators, test_x)
         settings = {"model": model, "C": C, "k": k, "seed": seed, "tune_threshold": tune_threshold}
         out = Path(out_dir) / model
         out.mkdir(parents=True, exist_ok=True)

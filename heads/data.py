@@ -15,8 +15,9 @@ DEFAULT_ATTRIBUTES = ("Male", "Smiling", "Young")
 
 @dataclass(frozen=True)
 class Task:
-    """train/val/test: cache.reader.Split for `attributes`; cache: path; settings: the cache's
-    root attributes (backbone, preprocessing, dataset_fingerprint, ...)."""
+    """train/val/test: cache.reader.Split for `attributes`, features in the cache's dtype (float16
+    or float32); cache: path; settings: the cache's root attributes (backbone, preprocessing,
+    dataset_fingerprint, ...)."""
     cache: str
     attributes: list
     train: object
@@ -54,7 +55,7 @@ def load_task(cache, attributes=None, allow_partial=False, feature_splits=("trai
         available = attribute_names(f)
         settings = read_settings(f)
     attributes = resolve_attributes(attributes, available)
-    splits = {name: load_split(cache, name, attributes, allow_partial=allow_partial,
+    splits = {name: load_split(cache, name, attributes, allow_partial=allow_partial, dtype=None,
                                with_features=name in feature_splits)
               for name in ("train", "val", "test")}
     for name, split in splits.items():

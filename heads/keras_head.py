@@ -51,7 +51,7 @@ def class_weights(labels, mode):
 class KerasHead:
     """scikit-learn-style estimator around `build_model`.
 
-    fit(X [n, D] float32, Y [n, k] 0/1, attributes) -> self; learned state: model_, history_
+    fit(X [n, D] float16 or float32, Y [n, k] 0/1, attributes) -> self; learned state: model_, history_
     (one dict per epoch: loss, val_loss, <attr>_accuracy, val_<attr>_accuracy), n_features_in_,
     attributes_. predict_proba(X) -> float32 [n, k].
     """
@@ -72,15 +72,17 @@ class KerasHead:
         import keras
         import tensorflow as tf
 
-        X = np.asarray(X, np.float32)
+        X = np.asarray(X)
+        X = X if X.dtype in (np.float16, np.float32) else X.astype(np.float32)  # float16 stays: half the memory
         Y = np.asarray(Y, np.float32)
         if X.ndim != 2 or Y.shape != (len(X), len(attributes)):
             raise ValueError(f"X must be [n, D] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
         keras.utils.set_random_seed(self.seed)
-        moments = (X.mean(axis=0), X.var(axis=0)) if self.standardize else None
+        moments = ((X.mean(axis=0, dtype=np.float64).astype(np.float32), X.var(axis=0, dtype=np.float64).astype(np.float32))
+                   if self.standardize else None)
         model = build_model(X.shape[1], attributes, self.hidden, self.dropout, self.l2, moments)
         self.model_, self.attributes_, self.n_features_in_ = model, list(attributes), X.shape[1]
-        X_val_prepared = None if X_val is None else np.asarray(X_val, np.float32)
+        X_val_prepared = None if X_val is None else np.asarray(X_val)
         if moments is not None:  # the Normalization layer's arithmetic, applied once up front
             X, X_val_prepared = (None if a is None else (a - moments[0]) / np.maximum(np.sqrt(moments[1]), keras.backend.epsilon())
                                  for a in (X, X_val_prepared))
@@ -178,7 +180,8 @@ class _FlatAdamTrainer:
     def _probabilities_graph(self, features):
         import tensorflow as tf
         w1, b1, w2, b2 = self._unpack(self.params)
-        return tf.sigmoid(tf.matmul(tf.nn.relu(tf.matmul(features, w1) + b1), w2) + b2)
+        x = tf.cast(features, tf.float32)
+        return tf.sigmoid(tf.matmul(tf.nn.relu(tf.matmul(x, w1) + b1), w2) + b2)
 
     def probabilities(self, features):
         """float32 [n, k] with the current weights (no dropout), computed in one graph."""
@@ -213,7 +216,8 @@ class _FlatAdamTrainer:
         for i in tf.range((n + self.batch - 1) // self.batch):
             rows = order[i * self.batch:tf.minimum((i + 1) * self.batch, n)]
             step = first_step + tf.cast(i, tf.int64)
-            loss, hits = self._step(tf.gather(features, rows), tf.gather(targets, rows), step)
+            x = tf.cast(tf.gather(features, rows), tf.float32)
+            loss, hits = self._step(x, tf.gather(targets, rows), step)
             loss_sum += loss
             correct += hits
         return loss_sum / tf.cast(n, tf.float32), correct / tf.cast(n, tf.float32)

@@ -1,0 +1,1 @@
+"""Benchmarks with targets: `python -m bench` (or `make bench`), `--quick` for a smoke run."""

@@ -1,0 +1,232 @@
+"""Run the benchmarks, print a table, and rewrite bench/RESULTS.md.
+
+Figures are ratios or times measured inside one run (this machine is shared and noisy). `--quick`
+shrinks every size so the suite's smoke test runs in seconds; its numbers mean nothing.
+"""
+
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("CELEBA_SAMPLE", ROOT.parent / "shared" / "celeba-sample"))
+HEAD_ATTRIBUTES = ["Male", "Smiling", "Young"]
+
+FULL = {"images": 512, "image_size": 224, "embed_batch": 64, "rounds": 3, "splits": (162_770, 19_867, 19_962)}
+QUICK = {"images": 24, "image_size": 64, "embed_batch": 8, "rounds": 1, "splits": (3_000, 600, 600)}
+
+
+def row(name, value, unit, target=None, passed=None, note=""):
+    return {"name": name, "value": value, "unit": unit, "target": target or "", "passed": passed, "note": note}
+
+
+def bench_embed(workdir, size):
+    """Embed pipeline efficiency: end-to-end embed images/s / bare backbone images/s (same batches)."""
+    from embed.backbones import load_backbone
+    from embed.dataset import load_dataset
+    from embed.pipeline import image_batches
+    from embed.runner import embed
+
+    ids = sorted(os.listdir(SAMPLE / "img_align_celeba"))[:size["images"]]
+    labels = Path(workdir) / "labels.csv"
+    labels.write_text("image_id,Male,partition\n" + "".join(f"{i},1,0\n" for i in ids))
+    dataset = load_dataset(labels, SAMPLE / "img_align_celeba")
+    backbone = load_backbone("keras:EfficientNetV2B0", weights="none", image_size=size["image_size"])
+    batches = [b["image"] for b in image_batches(dataset.paths, np.arange(len(ids)), backbone.preprocessing,
+                                                 size["embed_batch"])]
+    backbone.extract(batches[0])
+
+    def bare():
+        began = time.perf_counter()
+        for images in batches:
+            backbone.extract(images).numpy()
+        return len(ids) / (time.perf_counter() - began)
+
+    def end_to_end():
+        began = time.perf_counter()
+        embed(dataset, backbone, Path(workdir) / "embed.h5", batch_size=size["embed_batch"], overwrite=True,
+              show_progress=False)
+        return len(ids) / (time.perf_counter() - began)
+
+    cold = end_to_end()  # the process's first embed: tf.data and thread start-up included
+    rounds = [(bare(), end_to_end()) for _ in range(size["rounds"])]
+    bare_rate, pipeline = max(r[0] for r in rounds), max(r[1] for r in rounds)
+    ratio = pipeline / bare_rate
+    spread = ", ".join(f"{b:.1f}/{e:.1f}" for b, e in rounds)
+    return [row("embed: bare backbone (EfficientNetV2B0, random weights)", round(bare_rate, 1), "images/s",
+                note=f"{len(ids)} real CelebA JPEGs 178x218 -> {size['image_size']}px, batch {size['embed_batch']}; "
+                     f"best of {size['rounds']} alternating rounds (bare/end-to-end: {spread})"),
+            row("embed: end to end (decode, resize, backbone, HDF5)", round(pipeline, 1), "images/s",
+                note=f"first call in the process, with start-up: {cold:.1f} images/s"),
+            row("embed: pipeline efficiency", round(ratio, 3), "ratio", ">= 0.95", ratio >= 0.95)]
+
+
+def _naive_fit(train, val, attributes):
+    import keras
+    from heads.keras_head import build_model
+    keras.utils.set_random_seed(0)
+    model = build_model(train[0].shape[1], attributes)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={a: "binary_crossentropy" for a in attributes},
+                  metrics={a: ["accuracy"] for a in attributes})
+    began = time.perf_counter()
+    history = model.fit(train[0], {a: train[1][:, j] for j, a in enumerate(attributes)}, batch_size=128, epochs=3,
+                        validation_data=(val[0], {a: val[1][:, j] for j, a in enumerate(attributes)}), verbose=0)
+    seconds = time.perf_counter() - began
+    return seconds, {a: history.history[f"val_{a}_accuracy"][-1] for a in attributes}
+
+
+def _ours(train, val, attributes):
+    from heads.keras_head import KerasHead
+    began = time.perf_counter()
+    head = KerasHead().fit(train[0], train[1], attributes, val[0], val[1])
+    seconds = time.perf_counter() - began
+    return seconds, {a: head.history_[-1][f"val_{a}_accuracy"] for a in attributes}
+
+
+def bench_heads(features, labels, splits, quick):
+    from embed.sample import CELEBA_ATTRIBUTES
+    names = list(CELEBA_ATTRIBUTES)
+    n_train, n_val = splits[0], splits[1]
+    cols = [names.index(a) for a in HEAD_ATTRIBUTES]
+    train = (features[:n_train], labels[:n_train][:, cols])
+    val = (features[n_train:n_train + n_val], labels[n_train:n_train + n_val][:, cols])
+    ours_s, ours_acc = _ours(train, val, HEAD_ATTRIBUTES)
+    naive_s, naive_acc = _naive_fit(train, val, HEAD_ATTRIBUTES)
+    gap = max(abs(ours_acc[a] - naive_acc[a]) for a in HEAD_ATTRIBUTES) * 100
+    speedup = naive_s / ours_s
+    accs = ", ".join(f"{a} {100 * ours_acc[a]:.2f}/{100 * naive_acc[a]:.2f}" for a in HEAD_ATTRIBUTES)
+    all_train = (features[:n_train], labels[:n_train])
+    all_val = (features[n_train:n_train + n_val], labels[n_train:n_train + n_val])
+    all_s, _ = _ours(all_train, all_val, names)
+    return [row("heads: naive keras Model.fit (3 attrs, 3 epochs, batch 128)", round(naive_s, 2), "s",
+                note=f"{n_train:,} x {features.shape[1]} train rows"),
+            row("heads: ours (3 attrs)", round(ours_s, 2), "s", "<= 10 s", ours_s <= 10),
+            row("heads: speed-up over naive fit", round(speedup, 2), "x", ">= 3.5x", speedup >= 3.5),
+            row("heads: val accuracy gap ours vs naive (max over attrs)", round(gap, 2), "pt", "<= 0.5 pt", gap <= 0.5,
+                note=f"val % ours/naive: {accs}"),
+            row("heads: ours, --attrs all (40 outputs)", round(all_s, 2), "s", "<= 12 s", all_s <= 12)]
+
+
+def bench_baselines(features, labels, splits):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from embed.sample import CELEBA_ATTRIBUTES
+    names = list(CELEBA_ATTRIBUTES)
+    n_train, n_val = splits[0], splits[1]
+    X, Xv = features[:n_train], features[n_train:n_train + n_val]
+    began = time.perf_counter()
+    accuracies = []
+    for a in HEAD_ATTRIBUTES:
+        j = names.index(a)
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, labels[:n_train, j])
+        accuracies.append(f"{a} {100 * model.score(Xv, labels[n_train:n_train + n_val, j]):.2f}")
+    seconds = time.perf_counter() - began
+    return [row("baselines: logistic regression, 3 attrs", round(seconds, 2), "s", "<= 30 s", seconds <= 30,
+                note="val %: " + ", ".join(accuracies))]
+
+
+def bench_cache_io(workdir, features, labels, splits):
+    from bench.synthetic import write_synthetic_cache
+    from cache.reader import load_split
+    from heads.keras_head import KerasHead
+    from embed.sample import CELEBA_ATTRIBUTES
+    cols = [list(CELEBA_ATTRIBUTES).index(a) for a in HEAD_ATTRIBUTES]
+    rows, accuracy = [], {}
+    for dtype in ("float16", "float32"):
+        path = Path(workdir) / f"io-{dtype}.h5"
+        began = time.perf_counter()
+        write_synthetic_cache(path, splits, features=features, labels=labels, dtype=dtype)
+        write_rate = len(features) / (time.perf_counter() - began)
+        size_mb = path.stat().st_size / 1e6
+        load_split(path, "train", dtype=None)  # warm the page cache, as a plain read would find it
+        began = time.perf_counter()
+        train = load_split(path, "train", HEAD_ATTRIBUTES, dtype=None)  # as train-heads loads it
+        load_s = time.perf_counter() - began
+        began = time.perf_counter()
+        load_split(path, "train", HEAD_ATTRIBUTES, dtype=np.float32)
+        as_float32_s = time.perf_counter() - began
+        nbytes = train.features.shape[0] * train.features.shape[1] * np.dtype(dtype).itemsize
+        began = time.perf_counter()
+        with open(path, "rb") as f:
+            f.read(nbytes)
+        plain_s = time.perf_counter() - began
+        ratio = plain_s / load_s
+        val = load_split(path, "val", HEAD_ATTRIBUTES, dtype=None)
+        head = KerasHead().fit(train.features, train.labels, HEAD_ATTRIBUTES, val.features, val.labels)
+        accuracy[dtype] = np.mean([head.history_[-1][f"val_{a}_accuracy"] for a in HEAD_ATTRIBUTES])
+        rows += [row(f"cache {dtype}: write", round(write_rate), "rows/s", note=f"file {size_mb:.0f} MB"),
+                 row(f"cache {dtype}: load train split (stored dtype, as train-heads does)",
+                     round(nbytes / load_s / 1e9, 2), "GB/s",
+                     note=f"plain read of the same bytes {nbytes / plain_s / 1e9:.2f} GB/s; "
+                          f"converting to float32 while loading: {load_s / as_float32_s:.2f}x that speed"),
+                 row(f"cache {dtype}: load / plain read", round(ratio, 2), "ratio", ">= 0.5", ratio >= 0.5)]
+        path.unlink()
+    gap = abs(accuracy["float16"] - accuracy["float32"]) * 100
+    rows.append(row("cache: head val accuracy float16 vs float32 (mean of 3 attrs)", round(gap, 3), "pt", "<= 0.2 pt",
+                    gap <= 0.2, note=f"{100 * accuracy['float16']:.2f} vs {100 * accuracy['float32']:.2f}"))
+    return rows
+
+
+def machine():
+    import tensorflow as tf
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}"
+
+
+def render(rows, command, quick):
+    lines = [f"# Benchmark results{' (quick smoke run: sizes shrunk, figures meaningless)' if quick else ''}", "",
+             f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
+             f"- machine: {machine()}", f"- command: `{command}`", "",
+             "| measure | value | unit | target | result | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        result = "" if r["passed"] is None else ("PASS" if r["passed"] else "MISS")
+        lines.append(f"| {r['name']} | {r['value']} | {r['unit']} | {r['target']} | {result} | {r['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Tiny sizes: checks the scripts run, measures nothing.")
+@click.option("--results", type=click.Path(dir_okay=False),
+              help="Markdown file to write (default bench/RESULTS.md for a full run, none for --quick).")
+@click.option("--only", type=click.Choice(["embed", "heads", "baselines", "cache"]), multiple=True,
+              help="Run only these groups.")
+def main(quick, results, only):
+    """Benchmark the embed pipeline, head training, baselines and cache I/O against their targets."""
+    from bench.synthetic import planted
+    size = QUICK if quick else FULL
+    groups = set(only) or {"embed", "heads", "baselines", "cache"}
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        if "embed" in groups:
+            rows += bench_embed(workdir, size)
+        features = labels = None
+        if groups & {"heads", "baselines", "cache"}:
+            features, labels = planted(sum(size["splits"]), 1280)
+        if "heads" in groups:
+            rows += bench_heads(features, labels, size["splits"], quick)
+        if "baselines" in groups:
+            rows += bench_baselines(features, labels, size["splits"])
+        if "cache" in groups:
+            rows += bench_cache_io(workdir, features, labels, size["splits"])
+    text = render(rows, "python -m bench " + " ".join(sys.argv[1:]), quick)
+    click.echo(text)
+    target = results or (None if quick else ROOT / "bench" / "RESULTS.md")
+    if target:
+        previous = Path(target).read_text() if Path(target).exists() else ""
+        notes = previous[previous.index("## Notes"):] if "## Notes" in previous else ""
+        Path(target).write_text(text + ("\n" + notes if notes else ""))
+
+
+if __name__ == "__main__":
+    main()
