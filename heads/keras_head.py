@@ -7,7 +7,7 @@ standardize, a Normalization layer holding the train split's feature mean and va
 Loss: binary cross-entropy per output, summed, plus the L2 penalty; Adam(lr); shuffled
 mini-batches. Training (`_FlatAdamTrainer`) runs each epoch as one TensorFlow graph over one flat
 weight vector with a fused Adam update, so no Python runs per step and each step is a handful of
-ops; it is the same algorithm as `model.fit`, about 2.5x faster on 2 cores (see bench/RESULTS.md).
+ops; it is the same algorithm as `model.fit`, about 3x faster on 2 cores (see bench/RESULTS.md).
 """
 
 import numpy as np
