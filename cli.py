@@ -238,6 +238,35 @@ def train_heads(cache, out, attributes, epochs, batch_size, hidden, dropout, lr,
 
 @main.command()
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory; one run folder per variant.")
+@click.option("--grid", "grid", multiple=True, required=True,
+              help="name=v1,v2,... (repeat for each axis): hidden, dropout, lr, l2, epochs, batch_size, class_weight.")
+@click.option("--attrs", "attributes", default="Male,Smiling,Young", show_default=True,
+              help="Comma-separated attribute names, or 'all'.")
+@click.option("--standardize", is_flag=True, help="Standardize features in every variant (see train-heads).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test).")
+@click.option("--allow-partial", is_flag=True, help="Use a cache with unfinished rows.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def sweep(cache, out, grid, attributes, standardize, seed, tune_threshold, allow_partial, verbose):
+    """Train one head per grid point on the cache and write a leaderboard (val accuracy)."""
+    _start_tensorflow(verbose)
+    import pandas as pd
+    from heads.sweep import run_sweep
+
+    def progress(i, total, name, metrics):
+        click.echo(f"[{i}/{total}] {name}: {metrics['run']['train_seconds']:.1f} s, val accuracy "
+                   + ", ".join(f"{a} {100 * m['val']['accuracy']:.1f}%" for a, m in metrics["attributes"].items()))
+
+    board = run_sweep(cache, out, list(grid), attributes, seed=seed, tune_threshold=tune_threshold,
+                      standardize=standardize, allow_partial=allow_partial, on_variant=progress)
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
+        click.echo(board.to_string(na_rep="-"))
+    click.echo(f"wrote {out}/<variant>/ and {out}/leaderboard.csv, leaderboard.md")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory; one subfolder per model.")
 @click.option("--models", default="majority,logreg", show_default=True,
               help="Comma-separated: majority, logreg, linear_svm, knn.")

@@ -177,6 +177,23 @@ def bench_cache_io(workdir, features, labels, splits):
     return rows
 
 
+def bench_sweep(workdir, features, labels, splits, quick):
+    """The issue's 18-variant grid (hidden x dropout x lr, 3 epochs each) through `run_sweep`."""
+    from bench.synthetic import write_synthetic_cache
+    from heads.sweep import run_sweep
+    path = Path(workdir) / "sweep.h5"
+    write_synthetic_cache(path, splits, features=features, labels=labels)
+    grid = (["hidden=8,16", "lr=1e-3,3e-4"] if quick else
+            ["hidden=64,128,256", "dropout=0,0.2,0.5", "lr=1e-3,3e-4"])
+    began = time.perf_counter()
+    board = run_sweep(path, Path(workdir) / "sweep", grid, HEAD_ATTRIBUTES)
+    seconds = time.perf_counter() - began
+    best = board.index[0].rsplit("/", 1)[-1]
+    return [row(f"sweep: {len(board)} variants, 3 epochs each (one after another)", round(seconds, 1), "s",
+                "<= 180 s", seconds <= 180,
+                note=f"best by mean val accuracy: {best} ({100 * board[('mean', 'accuracy')].iloc[0]:.2f} %)")]
+
+
 def machine():
     import tensorflow as tf
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -199,19 +216,19 @@ def render(rows, command, quick):
 @click.option("--quick", is_flag=True, help="Tiny sizes: checks the scripts run, measures nothing.")
 @click.option("--results", type=click.Path(dir_okay=False),
               help="Markdown file to write (default bench/RESULTS.md for a full run, none for --quick).")
-@click.option("--only", type=click.Choice(["embed", "heads", "baselines", "cache"]), multiple=True,
+@click.option("--only", type=click.Choice(["embed", "heads", "baselines", "cache", "sweep"]), multiple=True,
               help="Run only these groups.")
 def main(quick, results, only):
-    """Benchmark the embed pipeline, head training, baselines and cache I/O against their targets."""
+    """Benchmark the embed pipeline, head training, baselines, cache I/O and sweeps against their targets."""
     from bench.synthetic import planted
     size = QUICK if quick else FULL
-    groups = set(only) or {"embed", "heads", "baselines", "cache"}
+    groups = set(only) or {"embed", "heads", "baselines", "cache", "sweep"}
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         if "embed" in groups:
             rows += bench_embed(workdir, size)
         features = labels = None
-        if groups & {"heads", "baselines", "cache"}:
+        if groups & {"heads", "baselines", "cache", "sweep"}:
             features, labels = planted(sum(size["splits"]), 1280)
         if "heads" in groups:
             rows += bench_heads(features, labels, size["splits"], quick)
@@ -219,6 +236,8 @@ def main(quick, results, only):
             rows += bench_baselines(features, labels, size["splits"])
         if "cache" in groups:
             rows += bench_cache_io(workdir, features, labels, size["splits"])
+        if "sweep" in groups:
+            rows += bench_sweep(workdir, features, labels, size["splits"], quick)
     text = render(rows, "python -m bench " + " ".join(sys.argv[1:]), quick)
     click.echo(text)
     target = results or (None if quick else ROOT / "bench" / "RESULTS.md")

@@ -49,11 +49,16 @@ def run_config(task, kind, settings, seconds):
     }
 
 
-def train_heads(cache, out_dir, attributes=None, *, epochs=3, batch_size=128, hidden=128, dropout=0.2,
-                lr=1e-3, l2=1e-4, class_weight="none", standardize=False, seed=0, tune_threshold=False,
-                allow_partial=False, on_epoch=None):
-    """Train the reference head; writes RUN_DIR (see heads.report) and returns the metrics dict."""
+def train_heads(cache, out_dir, attributes=None, *, allow_partial=False, on_epoch=None, **settings):
+    """Train the reference head on a cache; writes RUN_DIR (see heads.report), returns the metrics.
+    settings: the keyword arguments of `train_on_task`."""
     task = load_task(cache, attributes, allow_partial=allow_partial)
+    return train_on_task(task, out_dir, on_epoch=on_epoch, **settings)
+
+
+def train_on_task(task, out_dir, *, epochs=3, batch_size=128, hidden=128, dropout=0.2, lr=1e-3, l2=1e-4,
+                  class_weight="none", standardize=False, seed=0, tune_threshold=False, on_epoch=None):
+    """Fit one head on a loaded Task and write its run directory; returns the metrics dict."""
     settings = {"epochs": epochs, "batch_size": batch_size, "hidden": hidden, "dropout": dropout, "lr": lr,
                 "l2": l2, "class_weight": class_weight, "standardize": standardize, "seed": seed,
                 "tune_threshold": tune_threshold}

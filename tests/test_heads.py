@@ -254,3 +254,36 @@ def test_demo_heads_beat_majority(tmp_path):
             test = metrics["attributes"][name]["test"]
             assert test["accuracy"] >= test["majority_accuracy"] + 0.1, (name, test)
     assert (tmp_path / "head" / "loss.png").is_file()
+
+
+def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
+    from heads.sweep import parse_grid, variant_name
+    grid = parse_grid(["hidden=8,16", "lr=1e-3,3e-3"])
+    assert grid == [{"hidden": 8, "lr": 0.001}, {"hidden": 8, "lr": 0.003}, {"hidden": 16, "lr": 0.001},
+                    {"hidden": 16, "lr": 0.003}]
+    assert variant_name(grid[1]) == "hidden=8_lr=0.003"
+    result = invoke("sweep", cache, "--out", tmp_path / "s", "--grid", "hidden=8,16", "--grid", "dropout=0,0.5",
+                    "--attrs", "Male,Smiling")
+    assert result.exit_code == 0, result.output
+    assert "[4/4] hidden=16_dropout=0.5" in result.output
+    for name in ("hidden=8_dropout=0", "hidden=8_dropout=0.5", "hidden=16_dropout=0", "hidden=16_dropout=0.5"):
+        metrics = json.loads((tmp_path / "s" / name / "metrics.json").read_text())
+        assert metrics["run"]["settings"]["hidden"] == int(name.split("_")[0].split("=")[1])
+    board = (tmp_path / "s" / "leaderboard.csv").read_text().splitlines()
+    assert len(board) == 2 + 4 and (tmp_path / "s" / "leaderboard.md").is_file()
+    # a variant equals the same settings trained alone
+    alone = train_heads(cache, tmp_path / "alone", "Male,Smiling", hidden=8, dropout=0.5)
+    swept = json.loads((tmp_path / "s" / "hidden=8_dropout=0.5" / "metrics.json").read_text())
+    assert swept["attributes"] == json.loads(json.dumps(alone["attributes"]))
+
+
+@pytest.mark.parametrize("grid, message", [
+    (["hidden"], "expected name=v1,v2"),
+    (["depth=2,3"], "'depth' is not sweepable"),
+    (["hidden=a,b"], "values of hidden must be int"),
+    (["lr=1e-3", "lr=3e-4"], "names 'lr' twice"),
+])
+def test_sweep_bad_grid(cache, tmp_path, grid, message):
+    args = [a for g in grid for a in ("--grid", g)]
+    result = invoke("sweep", cache, "--out", tmp_path / "s", *args)
+    assert result.exit_code == 1 and message in result.output

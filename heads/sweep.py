@@ -1,0 +1,66 @@
+"""`sweep`: train one head per point of a settings grid on one cache, then rank them.
+
+Grid specs are `name=v1,v2,...` for the train-heads settings in GRID_TYPES; the variants are the
+cartesian product, in the order given. Each variant's run directory is named from its settings
+(`hidden=64_dropout=0.2_lr=0.001`), holds the usual files (metrics.json, ...), and the sweep
+writes leaderboard.csv and leaderboard.md (val accuracy, best mean first).
+The cache is read once; variants train one after another on the same in-memory features.
+"""
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+from cache.errors import UserError
+from heads.data import load_task
+from heads.evaluate import leaderboard, to_markdown
+from heads.keras_head import aligned
+from heads.train import train_on_task
+
+GRID_TYPES = {"hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int, "batch_size": int,
+              "class_weight": str}
+
+
+def parse_grid(specs):
+    """['hidden=64,128', 'lr=1e-3'] -> [{'hidden': 64, 'lr': 0.001}, {'hidden': 128, 'lr': 0.001}]."""
+    axes = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise UserError(f"--grid {spec!r}: expected name=v1,v2,...")
+        if name not in GRID_TYPES:
+            raise UserError(f"--grid {spec!r}: {name!r} is not sweepable; use one of {', '.join(GRID_TYPES)}")
+        if name in axes:
+            raise UserError(f"--grid names {name!r} twice")
+        try:
+            axes[name] = [GRID_TYPES[name](v.strip()) for v in values.split(",")]
+        except ValueError:
+            raise UserError(f"--grid {spec!r}: values of {name} must be {GRID_TYPES[name].__name__}") from None
+    if not axes:
+        raise UserError("give at least one --grid name=v1,v2,...")
+    return [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
+
+
+def variant_name(settings):
+    """Deterministic directory name: 'hidden=64_dropout=0.2_lr=0.001'."""
+    return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
+
+
+def run_sweep(cache, out_dir, grid, attributes=None, *, seed=0, tune_threshold=False, standardize=False,
+              allow_partial=False, on_variant=None):
+    """Train every grid variant; returns the leaderboard DataFrame (also written to out_dir)."""
+    variants = parse_grid(grid)
+    task = load_task(cache, attributes, allow_partial=allow_partial)
+    task = replace(task, **{name: replace(getattr(task, name), features=aligned(getattr(task, name).features))
+                            for name in ("train", "val", "test")})  # one aligned copy, shared by every variant
+    out = Path(out_dir)
+    for i, settings in enumerate(variants, 1):
+        metrics = train_on_task(task, out / variant_name(settings), seed=seed, tune_threshold=tune_threshold,
+                                standardize=standardize, **settings)
+        if on_variant:
+            on_variant(i, len(variants), variant_name(settings), metrics)
+    board = leaderboard([out / variant_name(v) for v in variants], "val", ["accuracy"])
+    board.to_csv(out / "leaderboard.csv")
+    (out / "leaderboard.md").write_text(to_markdown(board))
+    return board
