@@ -43,7 +43,9 @@ def _start_tensorflow(verbose):
     with _stderr_silenced():
         import tensorflow  # noqa: F401
     import absl.logging
+    import tensorflow as tf
     absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when a sweep builds one graph per variant
 
 
 class Cli(click.Group):
