@@ -92,7 +92,7 @@ def _ours(train, val, attributes):
     return seconds, {a: head.history_[-1][f"val_{a}_accuracy"] for a in attributes}
 
 
-def bench_heads(features, labels, splits, quick):
+def bench_heads(features, labels, splits):
     from embed.sample import CELEBA_ATTRIBUTES
     names = list(CELEBA_ATTRIBUTES)
     n_train, n_val = splits[0], splits[1]
@@ -139,8 +139,6 @@ def bench_cache_io(workdir, features, labels, splits):
     from bench.synthetic import write_synthetic_cache
     from cache.reader import load_split
     from heads.keras_head import KerasHead
-    from embed.sample import CELEBA_ATTRIBUTES
-    cols = [list(CELEBA_ATTRIBUTES).index(a) for a in HEAD_ATTRIBUTES]
     rows, accuracy = [], {}
     for dtype in ("float16", "float32"):
         path = Path(workdir) / f"io-{dtype}.h5"
@@ -231,7 +229,7 @@ def main(quick, results, only):
         if groups & {"heads", "baselines", "cache", "sweep"}:
             features, labels = planted(sum(size["splits"]), 1280)
         if "heads" in groups:
-            rows += bench_heads(features, labels, size["splits"], quick)
+            rows += bench_heads(features, labels, size["splits"])
         if "baselines" in groups:
             rows += bench_baselines(features, labels, size["splits"])
         if "cache" in groups:

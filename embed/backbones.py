@@ -87,7 +87,7 @@ def parse_value_range(text):
     return lo, hi
 
 
-def _sha256(path):
+def sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -126,7 +126,7 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
     if kind in ("hub", "saved_model"):
         net, native = _load_saved_model(model, kind)
         if kind == "saved_model":
-            spec["sha256"] = _sha256(Path(model) / "saved_model.pb")
+            spec["sha256"] = sha256_file(Path(model) / "saved_model.pb")
     elif kind == "keras_app":
         net, native, spec = _load_keras_application(model, weights or "imagenet", image_size,
                                                    mixed_precision, spec)
@@ -224,7 +224,7 @@ def _load_keras_application(model, weights, image_size, mixed_precision, spec):
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     spec = {**spec, "weights": weights, "random_weights": weights == "none",
-            "sha256": _sha256(weights) if keras_weights not in (None, "imagenet") else None}
+            "sha256": sha256_file(weights) if keras_weights not in (None, "imagenet") else None}
     return net, {"image_size": size, "value_range": value_range, "color": "rgb"}, spec
 
 
@@ -253,7 +253,7 @@ def _load_keras_file(model, layer, trust_model, spec):
         if shape[1] and shape[1] == shape[2]:
             native["image_size"] = int(shape[1])
         native["color"] = "grayscale" if shape[3] == 1 else "rgb"
-    spec = {**spec, "layer": layer, "sha256": _sha256(model)}
+    spec = {**spec, "layer": layer, "sha256": sha256_file(model)}
     return extractor, native, spec
 
 

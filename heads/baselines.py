@@ -8,7 +8,6 @@ Each model's fitted estimators are saved with joblib (a pickle: load only files 
 sha256 recorded in config.json, checked before loading.
 """
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from cache.errors import UserError
+from embed.backbones import sha256_file
 from heads import report
 from heads.data import load_task
 from heads.train import choose_thresholds, evaluate_probabilities, run_config
@@ -52,10 +52,6 @@ def scores(estimator, X):
 def predict_scores(estimators, X):
     """float [n, k] from one fitted estimator per attribute."""
     return np.stack([scores(e, X) for e in estimators], axis=1)
-
-
-def sha256_file(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_estimators(run_dir, config):

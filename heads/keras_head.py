@@ -90,7 +90,6 @@ class KerasHead:
 
     def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
         import keras
-        import tensorflow as tf
 
         X = np.asarray(X)
         X = X if X.dtype in (np.float16, np.float32) else X.astype(np.float32)  # float16 stays: half the memory

@@ -7,7 +7,6 @@ Thresholds: 0.5, or with tune_threshold the per-attribute value that maximises a
 import time
 from pathlib import Path
 
-import numpy as np
 
 from heads import report
 from heads.data import load_task

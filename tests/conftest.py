@@ -8,7 +8,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -76,7 +75,3 @@ def copy_dataset(src, dst):
     shutil.copytree(src, dst)
     return Path(dst)
 
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(0)
