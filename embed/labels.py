@@ -21,6 +21,13 @@ import numpy as np
 from cache.errors import UserError
 
 VALUE_CODES = {"1": 1, "-1": 0, "0": 0}
+SHOWN_CHARS = 40
+
+
+def _shown(text):
+    """repr of a value quoted in an error message, cut so one huge field cannot flood the terminal."""
+    text = str(text)
+    return repr(text) if len(text) <= SHOWN_CHARS else repr(text[:SHOWN_CHARS]) + f"... ({len(text)} chars)"
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,12 @@ def _is_csv(lines):
 
 def _csv_rows(path, lines):
     """Parse CSV lines into (line_number, [fields]) with surrounding spaces stripped."""
-    rows = csv.reader([text for _, text in lines], strict=True)
+    reader = csv.reader([text for _, text in lines], strict=True)
     try:
-        return [(number, [field.strip() for field in fields]) for (number, _), fields in zip(lines, rows)]
+        return [(number, [field.strip() for field in fields]) for (number, _), fields in zip(lines, reader)]
     except csv.Error as exc:
-        raise UserError(f"{path}: malformed CSV: {exc}") from None
+        number = lines[min(reader.line_num, len(lines)) - 1][0]
+        raise UserError(f"{path}:{number}: malformed CSV: {exc}") from None
 
 
 def _check_width(path, rows, width, what):
@@ -86,7 +94,7 @@ def _check_names(path, line, names):
         if not name:
             raise UserError(f"{path}:{line}: empty attribute name")
         if name in seen:
-            raise UserError(f"{path}:{line}: attribute {name!r} appears twice")
+            raise UserError(f"{path}:{line}: attribute {_shown(name)} appears twice")
         seen.add(name)
 
 
@@ -97,12 +105,12 @@ def _label_values(path, rows, names, first_column):
     known = np.isin(tokens, list(VALUE_CODES))
     if not known.all():
         r, c = np.argwhere(~known)[0]
-        raise UserError(f"{path}:{rows[r][0]}: column {names[c]!r} has {str(tokens[r, c])!r}; "
+        raise UserError(f"{path}:{rows[r][0]}: column {_shown(names[c])} has {_shown(tokens[r, c])}; "
                         "labels must be -1/1 or 0/1")
     minus, zero = tokens == "-1", tokens == "0"
     if minus.any() and zero.any():
         r, c = np.argwhere(zero)[0]
-        raise UserError(f"{path}:{rows[r][0]}: column {names[c]!r} has 0 but the file uses -1/1; "
+        raise UserError(f"{path}:{rows[r][0]}: column {_shown(names[c])} has 0 but the file uses -1/1; "
                         "one file must use one convention")
     return (tokens == "1").astype(np.uint8)
 
@@ -115,7 +123,7 @@ def _check_ids(path, rows):
             raise UserError(f"{path}:{number}: empty image id")
         if image_id in first_line:
             duplicates = len(rows) - len({fields[0] for _, fields in rows})
-            raise UserError(f"{path}: {duplicates} duplicate image id(s), e.g. {image_id!r} on lines "
+            raise UserError(f"{path}: {duplicates} duplicate image id(s), e.g. {_shown(image_id)} on lines "
                             f"{first_line[image_id]} and {number}")
         first_line[image_id] = number
 
@@ -130,7 +138,7 @@ def read_labels(path):
     if _is_csv(lines):
         header_line, header = _csv_rows(path, lines[:1])[0]
         if header[0] != "image_id":
-            raise UserError(f"{path}:{header_line}: first CSV column must be 'image_id', found {header[0]!r}")
+            raise UserError(f"{path}:{header_line}: first CSV column must be 'image_id', found {_shown(header[0])}")
         rows = _csv_rows(path, lines[1:])
         _check_width(path, rows, len(header), "image_id and one per column of the header")
         names = header[1:]
@@ -146,7 +154,7 @@ def read_labels(path):
             count = int(count_text.strip())
         except ValueError:
             raise UserError(f"{path}:{count_line}: expected the row count (CelebA text format) "
-                            f"or a CSV header, found {count_text.strip()[:40]!r}") from None
+                            f"or a CSV header, found {_shown(count_text.strip())}") from None
         if len(lines) < 2:
             raise UserError(f"{path}: no attribute-name line after the row count")
         names_line, names_text = lines[1]
@@ -169,7 +177,7 @@ def _partition_values(path, rows):
     values = np.empty(len(rows), np.int8)
     for i, (number, fields) in enumerate(rows):
         if fields[1] not in ("0", "1", "2"):
-            raise UserError(f"{path}:{number}: partition of {fields[0]!r} is {fields[1]!r}; "
+            raise UserError(f"{path}:{number}: partition of {_shown(fields[0])} is {_shown(fields[1])}; "
                             "must be 0 (train), 1 (val) or 2 (test)")
         values[i] = int(fields[1])
     return values
@@ -185,7 +193,7 @@ def read_partition(path):
         header_line, header = _csv_rows(path, lines[:1])[0]
         if header != ["image_id", "partition"]:
             raise UserError(f"{path}:{header_line}: CSV header must be 'image_id,partition', "
-                            f"found {','.join(header)[:60]!r}")
+                            f"found {_shown(','.join(header))}")
         rows = _csv_rows(path, lines[1:])
     else:
         rows = [(number, text.split()) for number, text in lines]

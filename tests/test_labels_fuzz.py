@@ -2,18 +2,21 @@
 UserError line naming the file (never another exception)."""
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cache.errors import UserError
 from embed.labels import read_labels, read_partition
 
-TOKENS = st.sampled_from(["1", "-1", "0", "2", "x", "", "1.0", " ", "-", "nan", "１", "é"])
-IDS = st.sampled_from(["1.jpg", "2.jpg", "3.jpg", "a b.jpg", "", "é.png", "x,y.jpg", '"q".jpg'])
+HUGE = "9" * 200_000  # one field larger than the csv module's limit
+TOKENS = st.sampled_from(["1", "-1", "0", "2", "x", "", "1.0", " ", "-", "nan", "１", "é", HUGE])
+IDS = st.sampled_from(["1.jpg", "2.jpg", "3.jpg", "a b.jpg", "", "é.png", "x,y.jpg", '"q".jpg', HUGE + ".jpg"])
 NEWLINES = st.sampled_from(["\n", "\r\n", "\r"])
 
 
-MUTATIONS = [None, None, None, None, "token", "width", "duplicate", "count", "header", "names", "shuffle", "junk"]
+MUTATIONS = [None, None, None, None, "token", "width", "duplicate", "count", "header", "names", "shuffle", "junk",
+             "empty"]
 
 
 @st.composite
@@ -47,6 +50,8 @@ def label_texts(draw):
         lines = [count, " ".join(names)] + lines
     if mutation == "shuffle":
         lines = draw(st.permutations(lines))
+    if mutation == "empty":
+        lines = draw(st.sampled_from([[], [""], ["", " "]]))
     newline = draw(NEWLINES)
     data = (newline.join(lines) + draw(st.sampled_from(["", newline]))).encode()
     if draw(st.booleans()):
@@ -61,6 +66,7 @@ def check(parse, path, data):
     except UserError as exc:
         message = str(exc)
         assert message.startswith(str(path)) and "\n" not in message, message
+        assert len(message) < len(str(path)) + 250, f"{len(message)}-char error: {message[:300]}"
         event("one-line error")
         return None
     event("parsed")
@@ -81,7 +87,8 @@ def test_any_label_file_parses_or_fails_in_one_line(tmp_path, data):
 def partition_texts(draw):
     """A well-formed text or CSV partition file, then at most one damaging mutation."""
     rows = [[f"{i:06d}.jpg", draw(st.sampled_from(["0", "1", "2"]))] for i in range(1, draw(st.integers(1, 6)) + 1)]
-    mutation = draw(st.sampled_from([None, None, None, "value", "width", "duplicate", "header", "junk"]))
+    mutation = draw(st.sampled_from([None, None, None, "value", "width", "duplicate", "header", "junk",
+                                               "huge"]))
     if mutation == "value":
         rows[-1][1] = draw(st.sampled_from(["3", "x", "", "-1", "1.0"]))
     elif mutation == "width":
@@ -90,6 +97,8 @@ def partition_texts(draw):
         rows.append(list(rows[0]))
     elif mutation == "junk":
         rows[0][0] = draw(IDS)
+    elif mutation == "huge":
+        rows[0][draw(st.integers(0, 1))] = HUGE
     csv = draw(st.booleans())
     sep = "," if csv else " "
     header = [draw(st.sampled_from(["image_id,split", "image,partition"])) if mutation == "header"
@@ -103,3 +112,17 @@ def test_any_partition_file_parses_or_fails_in_one_line(tmp_path, data):
     table = check(read_partition, tmp_path / "partition.txt", data)
     if table is not None:
         assert set(np.unique(table.values)) <= {0, 1, 2} and len(table.values) == len(table.ids)
+
+
+def test_full_size_file_parses_and_a_late_error_names_its_line(tmp_path):
+    """A file as long as CelebA's (202,599 rows) parses; a bad value on its last line is reported there."""
+    n = 202_599
+    names = ["A", "B", "C"]
+    rows = [f"{i:06d}.jpg {' '.join('1' if (i >> k) & 1 else '-1' for k in range(3))}" for i in range(1, n + 1)]
+    path = tmp_path / "list_attr_celeba.txt"
+    path.write_text("\n".join([str(n), " ".join(names)] + rows) + "\n")
+    table = read_labels(path)
+    assert len(table.ids) == n and table.values[4].tolist() == [1, 0, 1]  # 000005.jpg: bits 101
+    path.write_text("\n".join([str(n), " ".join(names)] + rows[:-1] + [rows[-1].rsplit(" ", 1)[0] + " x"]) + "\n")
+    with pytest.raises(UserError, match=rf":{n + 2}: column 'C' has 'x'"):
+        read_labels(path)
