@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= demo-output
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench reliability clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+reliability: setup
+	$(BIN)/python -m bench.reliability
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache .hypothesis

@@ -8,3 +8,7 @@ line and exits non-zero, with no traceback. It lives in `cache/` because every o
 
 class UserError(Exception):
     """A problem with the user's input or options, explained in one line."""
+
+
+class WriteFailed(UserError):
+    """Writing to the cache failed (disk full, I/O error); rows already marked done are intact."""

@@ -6,6 +6,7 @@ finished batches by row index and advances `rows_done` only after the batch is f
 """
 
 import datetime
+import errno
 import os
 from importlib import metadata
 
@@ -13,7 +14,7 @@ import h5py
 import numpy as np
 
 from cache import layout
-from cache.errors import UserError
+from cache.errors import UserError, WriteFailed
 
 
 def _tool_version():
@@ -31,6 +32,16 @@ def _preallocated():
     return dcpl
 
 
+def _write_failure(path, exc, what):
+    """A WriteFailed for an OSError/RuntimeError raised while writing `path`, naming the cause."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or f"errno = {errno.ENOSPC}," in text:
+        reason = "no space left on device"
+    else:
+        reason = text.splitlines()[0][:200] if text else type(exc).__name__
+    return WriteFailed(f"{path}: {what} failed: {reason}")
+
+
 def create_cache(path, *, image_ids, attribute_names, labels, partition, feature_dim,
                  feature_dtype, settings):
     """Write a new, empty cache (all rows "not done") at `path`, replacing any file there.
@@ -45,46 +56,80 @@ def create_cache(path, *, image_ids, attribute_names, labels, partition, feature
         raise ValueError("labels must be [N, A] and partition [N] for N image ids")
     if feature_dtype not in ("float16", "float32"):
         raise UserError(f"feature dtype must be float16 or float32, not {feature_dtype!r}")
+    missing = {"backbone", "preprocessing", "dataset_fingerprint", "sources"} - set(settings)
+    if missing:
+        raise ValueError(f"settings lack {sorted(missing)}")
     tmp = f"{path}.tmp"
-    chunk_rows = max(1, min(layout.ROWS_PER_CHUNK, n_rows))
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("features", shape=(n_rows, feature_dim), dtype=feature_dtype,
-                         chunks=(chunk_rows, feature_dim), dcpl=_preallocated())
-        f.create_dataset("error", shape=(n_rows,), dtype=h5py.string_dtype("utf-8", layout.ERROR_BYTES),
-                         chunks=(chunk_rows,), dcpl=_preallocated())
-        f.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
-        f.create_dataset("partition", data=partition)
-        f.create_dataset("labels", data=labels)
-        f["labels"].attrs["names"] = np.array(attribute_names, dtype=object)
-        f.create_dataset("status", data=np.zeros(n_rows, np.int8))
-        attrs = dict(settings)
-        attrs.update(
-            format_version=layout.FORMAT_VERSION,
-            tool_version=_tool_version(),
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            feature_dim=int(feature_dim),
-            feature_dtype=feature_dtype,
-            n_rows=n_rows,
-            rows_done=0,
-        )
-        missing = set(layout.REQUIRED_ATTRS) - set(attrs)
-        if missing:
-            raise ValueError(f"settings lack {sorted(missing)}")
-        for name, value in attrs.items():
-            f.attrs[name] = layout.encode_attr(name, value)
+    _reserve(tmp, empty_cache_bytes(image_ids, attribute_names), path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_dim, feature_dtype,
+                            settings)
+    except (OSError, RuntimeError) as exc:
+        os.remove(tmp)
+        raise _write_failure(path, exc, "creating the cache") from None
     os.replace(tmp, path)
+
+
+def empty_cache_bytes(image_ids, attribute_names):
+    """Generous estimate of the bytes a new cache occupies on disk before any row is embedded
+    (ids, labels, partition, status and metadata; features and errors are sparse until written)."""
+    longest_id = max((len(i.encode("utf-8")) for i in image_ids), default=0)
+    return len(image_ids) * (len(attribute_names) + longest_id + 64) + 2**16
+
+
+def _reserve(tmp, n_bytes, path):
+    """Allocate n_bytes at `tmp` (which HDF5 then truncates and reuses), so a disk too full to hold
+    even the empty cache fails here with a clear error instead of inside HDF5, which cannot close a
+    file whose metadata it failed to write."""
+    try:
+        with open(tmp, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, n_bytes)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise _write_failure(path, exc, f"creating the cache ({n_bytes / 1e6:.1f} MB)") from None
+
+
+def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_dim, feature_dtype, settings):
+    """Create every dataset and root attribute of an empty cache in the open file `f`."""
+    n_rows = len(image_ids)
+    chunk_rows = max(1, min(layout.ROWS_PER_CHUNK, n_rows))
+    f.create_dataset("features", shape=(n_rows, feature_dim), dtype=feature_dtype,
+                     chunks=(chunk_rows, feature_dim), dcpl=_preallocated())
+    f.create_dataset("error", shape=(n_rows,), dtype=h5py.string_dtype("utf-8", layout.ERROR_BYTES),
+                     chunks=(chunk_rows,), dcpl=_preallocated())
+    f.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
+    f.create_dataset("partition", data=partition)
+    f.create_dataset("labels", data=labels)
+    f["labels"].attrs["names"] = np.array(attribute_names, dtype=object)
+    f.create_dataset("status", data=np.zeros(n_rows, np.int8))
+    attrs = dict(settings)
+    attrs.update(
+        format_version=layout.FORMAT_VERSION,
+        tool_version=_tool_version(),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        feature_dim=int(feature_dim),
+        feature_dtype=feature_dtype,
+        n_rows=n_rows,
+        rows_done=0,
+    )
+    for name, value in attrs.items():
+        f.attrs[name] = layout.encode_attr(name, value)
 
 
 class CacheWriter:
     """Open an existing cache for appending finished rows in order; use as a context manager.
 
-    Holds the file's write lock: a second writer on the same file gets a UserError.
+    Holds the file's write lock: a second writer on the same file gets a UserError. A failed write
+    (disk full, I/O error) raises WriteFailed and leaves `rows_done` where it was, so the file opens
+    and the same command resumes once the cause is fixed.
     """
 
     def __init__(self, path):
         self.path = path
         try:
-            self._file = h5py.File(path, "r+")
+            self._file = h5py.File(path, "r+", rdcc_nbytes=0)  # no chunk cache: rows go straight to disk
         except BlockingIOError:
             raise UserError(f"{path}: locked by another process (is another `embed` writing it?)") from None
         except OSError as exc:
@@ -93,6 +138,8 @@ class CacheWriter:
         self._status = self._file["status"]
         self._error = self._file["error"]
         self._fd = self._file.id.get_vfd_handle()
+        self._failed = False
+        self.rows_saved = self.rows_done  # rows known to be on disk and marked done
 
     @property
     def rows_done(self):
@@ -117,17 +164,29 @@ class CacheWriter:
         if not np.isfinite(stored[ok]).all():
             raise UserError(f"features of rows {start}:{stop} overflow {self._features.dtype}; "
                             "embed with --dtype float32")
-        self._features[start:stop] = stored
-        self._status[start:stop] = np.asarray(status, np.int8)
-        self._error[start:stop] = [layout.truncate_error(e) for e in errors]
-        self._file.flush()
-        os.fsync(self._fd)
-        self._file.attrs.modify("rows_done", stop)
-        self._file.flush()
+        try:
+            self._features[start:stop] = stored
+            self._status[start:stop] = np.asarray(status, np.int8)
+            self._error[start:stop] = [layout.truncate_error(e) for e in errors]
+            self._file.flush()
+            os.fsync(self._fd)
+            self._file.attrs.modify("rows_done", stop)
+            self._file.flush()
+            self.rows_saved = stop
+        except (OSError, RuntimeError) as exc:
+            self._failed = True
+            raise _write_failure(self.path, exc, f"writing rows {start}:{stop}") from None
 
     def close(self):
-        if self._file.id.valid:
+        """Close the file. After a failed write, HDF5's final flush fails the same way; that error
+        was already raised by write_rows, and rows_done on disk still marks the last good batch."""
+        if not self._file.id.valid:
+            return
+        try:
             self._file.close()
+        except (OSError, RuntimeError):
+            if not self._failed:
+                raise
 
     def __enter__(self):
         return self

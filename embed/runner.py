@@ -6,6 +6,7 @@ backbone the same batches an uninterrupted run would. Writing batch k overlaps c
 """
 
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ import click
 import numpy as np
 
 from cache import layout
-from cache.errors import UserError
+from cache.errors import UserError, WriteFailed
 from cache.reader import open_cache, read_settings
 from cache.writer import CacheWriter, create_cache
 
@@ -88,6 +89,17 @@ def _prepare_cache(path, dataset, settings, overwrite):
     return 0
 
 
+def _warn_if_disk_short(path, rows_left, settings):
+    """Warn up front when the rows still to embed will not fit in the free space beside `path`."""
+    row_bytes = settings["feature_dim"] * np.dtype(settings["feature_dtype"]).itemsize + layout.ERROR_BYTES
+    needed = rows_left * row_bytes
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if needed > free:
+        click.echo(f"WARNING: {rows_left} rows need about {needed / 1e6:.0f} MB but {free / 1e6:.0f} MB are "
+                   f"free beside {path}; embedding will stop when the disk fills (free space, then run the "
+                   "same command to resume)", err=True)
+
+
 def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", overwrite=False,
           show_progress=True):
     """Embed every not-yet-done row of `dataset` into the cache at `path`; returns EmbedSummary.
@@ -104,6 +116,7 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
     summary = EmbedSummary(path=str(path), n_rows=n_rows, started_at_row=start)
     if start >= n_rows:
         return summary
+    _warn_if_disk_short(path, n_rows - start, settings)
     paths = dataset.paths
     batches = image_batches(paths[start:], np.arange(start, n_rows), backbone.preprocessing, batch_size)
     began = time.perf_counter()
@@ -134,5 +147,8 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
             if pending is not None:
                 pending.result()
             raise Interrupted(path, writer.rows_done, n_rows) from None
+        except WriteFailed as exc:
+            raise WriteFailed(f"{exc}; rows 0:{writer.rows_saved} are saved: fix the cause "
+                              "and run the same command again to resume") from None
     summary.seconds = time.perf_counter() - began
     return summary
