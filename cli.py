@@ -103,32 +103,52 @@ def _dataset_options(command):
 @click.option("--xla", is_flag=True, help="Compile the backbone with XLA (jit_compile).")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --out exists.")
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some images failed.")
+@click.option("--devices", default="1", show_default=True,
+              help="all, or how many GPUs to use (whole batches go round-robin, one model copy per GPU); "
+                   "a machine without GPUs has one device, its CPU.")
+@click.option("--shard", help="I/N: embed only shard I of N (a contiguous block of whole batches) into --out; "
+                              "join the N shard files with `cli.py merge`.")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
+              help="ray: run the backbone in a Ray actor pool (pip install 'celeba-heads[ray]').")
+@click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
+@click.option("--ray-actors", type=click.IntRange(min=1),
+              help="Backbone actors (default: one per GPU in the cluster, else one per 2 CPUs).")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def embed(data_dir, labels, partition, images, official_split, out, model, weights, layer, trust_model,
           image_size, color, value_range, antialias, batch_size, feature_dtype, mixed_precision, xla,
-          overwrite, allow_failures, verbose):
+          overwrite, allow_failures, devices, shard, engine, ray_address, ray_actors, verbose):
     """Run the frozen backbone once over every labelled image into an HDF5 cache (resumable)."""
     from embed.dataset import load_dataset, locate
     from embed.backbones import parse_value_range
 
+    from cache.shards import parse_shard
+
     value_range = parse_value_range(value_range) if value_range else None
+    shard = parse_shard(shard) if shard else None
+    if engine != "ray" and (ray_address or ray_actors):
+        raise UserError("--ray-address and --ray-actors apply to --engine ray only")
+    if engine == "ray" and devices != "1":
+        raise UserError("--devices applies to --engine local; Ray places one actor per GPU itself")
     labels_path, partition_path, images_dir = locate(data_dir, labels, partition, images)
     dataset = load_dataset(labels_path, images_dir, partition_path, use_official_split=official_split)
     _report_dataset(dataset)
     _start_tensorflow(verbose)
-    from embed.backbones import load_backbone
+    from embed.backbones import load_backbone, resolve_devices
     from embed.runner import Interrupted, embed as run_embed
     from cache.reader import cache_info
 
-    backbone = load_backbone(model, weights=weights, layer=layer, image_size=image_size, color=color,
-                             value_range=value_range, antialias=antialias, trust_model=trust_model,
-                             mixed_precision=mixed_precision, xla=xla)
+    backbones = [load_backbone(model, weights=weights, layer=layer, image_size=image_size, color=color,
+                               value_range=value_range, antialias=antialias, trust_model=trust_model,
+                               mixed_precision=mixed_precision, xla=xla, device=device)
+                 for device in resolve_devices(devices)]
+    backbone = backbones[0]
     prep = backbone.preprocessing
     click.echo(f"backbone: {model} -> {backbone.feature_dim}-d; input {prep.image_size}x{prep.image_size} "
                f"{prep.color}, values in [{prep.value_range[0]:g}, {prep.value_range[1]:g}]")
     try:
         summary = run_embed(dataset, backbone, out, batch_size=batch_size, feature_dtype=feature_dtype,
-                            overwrite=overwrite)
+                            overwrite=overwrite, shard=shard, replicas=backbones[1:], engine=engine,
+                            ray_address=ray_address, ray_actors=ray_actors, trust_model=trust_model)
     except Interrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -161,6 +181,18 @@ def _report_dataset(dataset):
                    f"e.g. {dataset.unlabelled[0]}")
     if dataset.unused_partition_rows:
         click.echo(f"note: the partition file lists {dataset.unused_partition_rows} id(s) without a label row")
+
+
+@main.command()
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Cache file to write.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def merge(shards, out, overwrite):
+    """Join the shard files of one `embed --shard I/N` run into one cache (checks they belong together)."""
+    from cache.shards import merge_shards
+
+    n_rows = merge_shards(list(shards), out, overwrite=overwrite)
+    click.echo(f"merged {len(shards)} shards into {out}: {n_rows} rows")
 
 
 @main.command()

@@ -200,7 +200,10 @@ class CtrlC:
 def ctrl_c_trial(setup, out, after_rows):
     proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_until(lambda: rows_done(out) >= after_rows, proc)
+    # Freeze the run where it is, so Ctrl-C lands mid-run even if this poll was slow to notice.
+    proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGCONT)
     _, stderr = proc.communicate(timeout=60)
     saved = rows_done(out)
     resumed = run_cli(*embed_args(setup, out))

@@ -26,13 +26,19 @@ Root attributes:
     rows_done            int, rows [0, rows_done) are finished (ok or failed). Updated in place
                          only after the rows it covers were written and flushed, so after a crash
                          every row below it is complete and nothing above it is trusted.
+    shard                optional, only in a shard file (`embed --shard I/N`, see `cache.shards`):
+                         JSON {"index", "count", "start", "stop", "total_rows", "batch_size"}; the
+                         file holds rows [start, stop) of the dataset that dataset_fingerprint names.
 
 Crash safety: every dataset is allocated in full when the file is created (in a temporary file,
 renamed into place), so embedding afterwards writes raw data only and never changes the file's
 structure; a process killed at any moment leaves a file that opens.
 """
 
+import hashlib
 import json
+
+import numpy as np
 
 FORMAT_VERSION = 1
 STATUS_NOT_DONE, STATUS_OK, STATUS_FAILED = 0, 1, 2
@@ -41,7 +47,7 @@ ERROR_BYTES = 256
 ROWS_PER_CHUNK = 1024
 
 DATASETS = ("features", "image_id", "partition", "labels", "status", "error")
-JSON_ATTRS = ("backbone", "preprocessing", "sources")
+JSON_ATTRS = ("backbone", "preprocessing", "sources", "shard")
 REQUIRED_ATTRS = (
     "format_version", "tool_version", "created", "backbone", "preprocessing", "feature_dim",
     "feature_dtype", "dataset_fingerprint", "sources", "n_rows", "rows_done",
@@ -68,3 +74,13 @@ def truncate_error(text):
     """Encode an error message as UTF-8 cut to ERROR_BYTES without splitting a character."""
     data = text.encode("utf-8")[:ERROR_BYTES]
     return data.decode("utf-8", errors="ignore").encode("utf-8")
+
+
+def dataset_fingerprint(image_ids, attribute_names, labels, partition):
+    """The `dataset_fingerprint` attribute: sha256 over ids, attribute names, labels and partition."""
+    digest = hashlib.sha256()
+    digest.update("\n".join(attribute_names).encode())
+    digest.update(b"\0" + "\n".join(image_ids).encode() + b"\0")
+    digest.update(np.ascontiguousarray(labels, np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(partition, np.int8).tobytes())
+    return digest.hexdigest()

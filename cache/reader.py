@@ -54,8 +54,10 @@ def _validate(path, f):
 
 
 def read_settings(f):
-    """Root attributes as Python values (JSON ones decoded)."""
-    return {name: layout.decode_attr(name, f.attrs[name]) for name in layout.REQUIRED_ATTRS}
+    """Root attributes as Python values (JSON ones decoded); `shard` is None unless a shard file."""
+    settings = {name: layout.decode_attr(name, f.attrs[name]) for name in layout.REQUIRED_ATTRS}
+    settings["shard"] = layout.decode_attr("shard", f.attrs["shard"]) if "shard" in f.attrs else None
+    return settings
 
 
 def attribute_names(f):
@@ -101,6 +103,7 @@ def cache_info(path, max_failures=20):
         "rows": {"ok": int(ok.sum()), "failed": int(len(failed)),
                  "not_done": int((status == layout.STATUS_NOT_DONE).sum())},
         "rows_done": settings["rows_done"],
+        "shard": settings["shard"],
         "attributes": names,
         "splits": splits,
         "failures": failures,

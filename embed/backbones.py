@@ -110,8 +110,34 @@ def model_kind(model):
 
 def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=None, color=None,
                   value_range=None, antialias=False, trust_model=False, mixed_precision=False,
-                  xla=False):
-    """Load the model named by `model` and resolve its preprocessing (explicit options win)."""
+                  xla=False, device=None):
+    """Load the model named by `model` and resolve its preprocessing (explicit options win).
+
+    device: a TensorFlow device name (e.g. "/GPU:1") to hold the weights and run on; default: TF's.
+    """
+    import tensorflow as tf
+    with tf.device(device):
+        return _load_backbone(model, weights, layer, image_size, color, value_range, antialias, trust_model,
+                              mixed_precision, xla, device)
+
+
+def resolve_devices(devices):
+    """--devices "all" or "N" -> TensorFlow device names: GPUs if there are any, else the CPU."""
+    import tensorflow as tf
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    available = gpus or [tf.config.list_logical_devices("CPU")[0].name]
+    if devices == "all":
+        return available
+    if not devices.isdigit() or int(devices) < 1:
+        raise UserError(f"--devices {devices!r}: expected all or a number of devices")
+    if int(devices) > len(available):
+        what = f"{len(gpus)} GPU(s)" if gpus else "no GPU (one device: the CPU)"
+        raise UserError(f"--devices {devices}: this machine has {what}")
+    return available[:int(devices)]
+
+
+def _load_backbone(model, weights, layer, image_size, color, value_range, antialias, trust_model,
+                   mixed_precision, xla, device):
     kind = model_kind(model)
     if weights is not None and kind != "keras_app":
         raise UserError("--weights applies to keras:<Name> models only")
@@ -143,6 +169,10 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
                          value_range=tuple(float(v) for v in chosen_range), antialias=bool(antialias))
 
     def features(images):
+        with tf.device(device):
+            return _features(images)
+
+    def _features(images):
         out = net(images) if kind in ("hub", "saved_model") else net(images, training=False)
         if isinstance(out, dict):
             raise UserError(f"--model {model}: returns a dict of outputs; give a feature-vector model")
@@ -154,7 +184,7 @@ def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=N
 
     batch_spec = tf.TensorSpec([None, prep.image_size, prep.image_size, prep.channels], tf.float32)
     extract = tf.function(features, input_signature=[batch_spec], jit_compile=bool(xla))  # one trace
-    probe = tf.zeros([1, prep.image_size, prep.image_size, prep.channels], tf.float32)
+    probe = tf.zeros([1, prep.image_size, prep.image_size, prep.channels], tf.float32)  # traces once
     try:
         feature_dim = int(extract(probe).shape[-1])
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:

@@ -5,7 +5,6 @@
 and returns a `Dataset` whose row order (label-file order) is the cache's row order.
 """
 
-import hashlib
 import os
 import re
 import stat
@@ -14,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from cache import layout
 from cache.errors import UserError
 from embed.labels import read_labels, read_partition
 
@@ -49,12 +49,7 @@ class Dataset:
 
     def fingerprint(self):
         """sha256 over ids, attribute names, labels and partition (not the image bytes)."""
-        digest = hashlib.sha256()
-        digest.update("\n".join(self.attribute_names).encode())
-        digest.update(b"\0" + "\n".join(self.image_ids).encode() + b"\0")
-        digest.update(np.ascontiguousarray(self.labels, np.uint8).tobytes())
-        digest.update(np.ascontiguousarray(self.partition, np.int8).tobytes())
-        return digest.hexdigest()
+        return layout.dataset_fingerprint(self.image_ids, self.attribute_names, self.labels, self.partition)
 
 
 def _first_existing(folder, names):

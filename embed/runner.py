@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -46,21 +47,24 @@ class Interrupted(Exception):
                          "run the same command again to resume")
 
 
-def cache_settings(dataset, backbone, feature_dtype):
-    """The root attributes `embed` writes, and must find unchanged to resume."""
-    return {
+def cache_settings(dataset, backbone, feature_dtype, shard=None):
+    """The root attributes `embed` writes, and must find unchanged to resume. shard: the `shard`
+    attribute of a shard file (`cache.shards.shard_info`), else None."""
+    settings = {
         "backbone": backbone.spec,
         "preprocessing": backbone.preprocessing.to_dict(),
         "feature_dim": backbone.feature_dim,
         "feature_dtype": feature_dtype,
         "dataset_fingerprint": dataset.fingerprint(),
         "sources": dataset.sources,
+        "shard": shard,
     }
+    return settings
 
 
 def _differing_setting(stored, wanted):
     """Name and values of the first resume setting that differs, else None."""
-    for key in layout.RESUME_SETTINGS:
+    for key in (*layout.RESUME_SETTINGS, "shard"):
         a, b = stored[key], wanted[key]
         if isinstance(a, dict) and isinstance(b, dict):
             for sub in sorted(set(a) | set(b)):
@@ -71,8 +75,9 @@ def _differing_setting(stored, wanted):
     return None
 
 
-def _prepare_cache(path, dataset, settings, overwrite):
-    """Create the cache, or check an existing one matches; returns the row to start at."""
+def _prepare_cache(path, dataset, rows, settings, overwrite):
+    """Create the cache for dataset rows [rows.start, rows.stop), or check an existing one
+    matches; returns the cache row to start at."""
     if os.path.exists(path) and not overwrite:
         with open_cache(path) as f:
             stored = read_settings(f)
@@ -82,10 +87,12 @@ def _prepare_cache(path, dataset, settings, overwrite):
             raise UserError(f"{path} was made with {name}={old!r} but this command gives {new!r}; "
                             "repeat the original settings to resume, or pass --overwrite to start afresh")
         return stored["rows_done"]
-    create_cache(path, image_ids=dataset.image_ids, attribute_names=dataset.attribute_names,
-                 labels=dataset.labels, partition=dataset.partition,
-                 feature_dim=settings["feature_dim"], feature_dtype=settings["feature_dtype"],
-                 settings={k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources")})
+    attrs = {k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources")}
+    if settings["shard"] is not None:
+        attrs["shard"] = settings["shard"]
+    create_cache(path, image_ids=dataset.image_ids[rows], attribute_names=dataset.attribute_names,
+                 labels=dataset.labels[rows], partition=dataset.partition[rows],
+                 feature_dim=settings["feature_dim"], feature_dtype=settings["feature_dtype"], settings=attrs)
     return 0
 
 
@@ -100,25 +107,73 @@ def _warn_if_disk_short(path, rows_left, settings):
                    "same command to resume)", err=True)
 
 
-def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", overwrite=False,
-          show_progress=True):
-    """Embed every not-yet-done row of `dataset` into the cache at `path`; returns EmbedSummary.
+def local_results(paths, indices, backbones, batch_size):
+    """Embed `paths` in fixed batches on this machine; yields (indices, features, errors) in order.
 
-    Raises Interrupted on Ctrl-C after saving the finished batches.
+    backbones: one copy of the same model per device; batch k runs on backbones[k % len], up to
+    one batch per device at once. Every batch is computed whole, on one device, exactly as with a
+    single device, so the features do not depend on the number of devices.
+    indices: int [n] cache rows; features: float32 numpy [B, D]; errors: B strings ("" if OK).
     """
     from embed.pipeline import image_batches
 
+    batches = image_batches(paths, indices, backbones[0].preprocessing, batch_size)
+    if len(backbones) == 1:
+        for batch in batches:
+            yield _finish(batch, backbones[0].extract(batch["image"]))
+        return
+    in_flight = deque()
+    with ThreadPoolExecutor(max_workers=len(backbones)) as pool:
+        for k, batch in enumerate(batches):
+            in_flight.append((batch, pool.submit(backbones[k % len(backbones)].extract, batch["image"])))
+            if len(in_flight) == len(backbones):
+                batch, features = in_flight.popleft()
+                yield _finish(batch, features.result())
+        while in_flight:
+            batch, features = in_flight.popleft()
+            yield _finish(batch, features.result())
+
+
+def _finish(batch, features):
+    errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
+    return batch["index"].numpy(), features.numpy(), errors
+
+
+def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", overwrite=False,
+          show_progress=True, shard=None, replicas=(), engine="local", ray_address=None, ray_actors=None,
+          trust_model=False):
+    """Embed every not-yet-done row of `dataset` into the cache at `path`; returns EmbedSummary.
+
+    shard: (I, N) to embed only shard I of N (`cache.shards`) into a shard file. replicas: more
+    copies of `backbone` on other devices (see `local_results`). engine: "local", or "ray" to run
+    the backbone in `ray_actors` Ray actors (`embed.ray_engine`; needs the `ray` extra) at ray_address,
+    each loading the model as `backbone.spec` records it (trust_model: as for `load_backbone`).
+    Raises Interrupted on Ctrl-C and WriteFailed on a failed write, after saving finished batches.
+    """
+    from cache.shards import shard_info
+
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    settings = cache_settings(dataset, backbone, feature_dtype)
-    start = _prepare_cache(path, dataset, settings, overwrite)
-    n_rows = len(dataset.image_ids)
+    if engine == "ray":
+        from embed.ray_engine import connect
+        connect(ray_address)  # before touching the cache: a missing Ray or cluster fails cleanly
+    info = shard_info(len(dataset.image_ids), batch_size, *shard) if shard else None
+    rows = slice(info["start"], info["stop"]) if info else slice(0, len(dataset.image_ids))
+    settings = cache_settings(dataset, backbone, feature_dtype, info)
+    start = _prepare_cache(path, dataset, rows, settings, overwrite)
+    n_rows = rows.stop - rows.start
     summary = EmbedSummary(path=str(path), n_rows=n_rows, started_at_row=start)
     if start >= n_rows:
         return summary
     _warn_if_disk_short(path, n_rows - start, settings)
-    paths = dataset.paths
-    batches = image_batches(paths[start:], np.arange(start, n_rows), backbone.preprocessing, batch_size)
+    paths = dataset.paths[rows][start:]
+    if engine == "ray":
+        from embed.ray_engine import ray_results
+        results = ray_results(paths, np.arange(start, n_rows), backbone, batch_size, actors=ray_actors,
+                              trust_model=trust_model)
+    else:
+        results = local_results(paths, np.arange(start, n_rows), [backbone, *replicas], batch_size)
+    ids = dataset.image_ids[rows]
     began = time.perf_counter()
     with CacheWriter(path) as writer, ThreadPoolExecutor(max_workers=1) as pool, \
             click.progressbar(length=n_rows - start, label="embedding", file=sys.stderr,
@@ -126,10 +181,7 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
                               item_show_func=lambda rate: rate) as bar:
         pending = None
         try:
-            for batch in batches:
-                features = backbone.extract(batch["image"]).numpy()
-                index = batch["index"].numpy()
-                errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
+            for index, features, errors in results:
                 failed = np.array([bool(e) for e in errors])
                 features[failed] = np.nan
                 status = np.where(failed, layout.STATUS_FAILED, layout.STATUS_OK)
@@ -138,7 +190,7 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
                 pending = pool.submit(writer.write_rows, int(index[0]), features, status, errors)
                 summary.rows_ok += int((~failed).sum())
                 summary.rows_failed += int(failed.sum())
-                summary.failures += [(dataset.image_ids[i], e) for i, e in zip(index, errors) if e]
+                summary.failures += [(ids[i], e) for i, e in zip(index, errors) if e]
                 elapsed = time.perf_counter() - began
                 bar.update(len(index), f"{(summary.rows_ok + summary.rows_failed) / elapsed:.1f} img/s")
             if pending is not None:

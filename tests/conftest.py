@@ -75,3 +75,11 @@ def copy_dataset(src, dst):
     shutil.copytree(src, dst)
     return Path(dst)
 
+
+
+@pytest.fixture(scope="session")
+def fault_setup(tmp_path_factory):
+    """bench.reliability's setup: a 200-image dataset, a tiny saved .keras backbone, and the cache of
+    one uninterrupted `embed` subprocess run (batch 4) to compare other runs with, bit for bit."""
+    from bench import reliability
+    return reliability.prepare(tmp_path_factory.mktemp("fault-setup"))

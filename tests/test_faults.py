@@ -14,9 +14,9 @@ from bench.reliability import BATCH, N_IMAGES, PHASES
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return reliability.prepare(tmp_path_factory.mktemp("faults"))
+@pytest.fixture
+def setup(fault_setup):
+    return fault_setup
 
 
 def test_twenty_kills_at_random_moments_lose_nothing(setup, tmp_path):

@@ -1,0 +1,120 @@
+"""Shards: `embed --shard I/N` writes one contiguous block of whole batches into its own cache;
+`merge_shards` checks that N shards belong together and joins them into one cache.
+
+A shard file has the cache layout (`cache.layout`) for its own rows only, plus the root attribute
+`shard` (JSON: index, count, start, stop, total_rows, batch_size): it holds rows [start, stop) of a
+dataset of total_rows, and its `dataset_fingerprint` is the whole dataset's. Shards cut at batch
+boundaries, so every image is computed in the same batch as in a single-process run with the same
+batch size: that is what makes the merged cache bitwise equal to it.
+"""
+
+import os
+import re
+
+import numpy as np
+
+from cache import layout
+from cache.errors import UserError
+from cache.reader import attribute_names, open_cache, read_settings
+from cache.writer import CacheWriter, create_cache
+
+# Settings every shard of one dataset must share (names as stored; `shard.*` checked separately).
+SHARED_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint")
+
+
+def parse_shard(text):
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match or not int(match.group(1)) < int(match.group(2)):
+        raise UserError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(match.group(1)), int(match.group(2))
+
+
+def shard_range(n_rows, batch_size, index, count):
+    """Rows [start, stop) of shard `index` of `count`: a contiguous run of whole batches, the
+    batches split as evenly as possible (a shard may be empty if count exceeds the batches)."""
+    n_batches = -(-n_rows // batch_size)
+    first, last = index * n_batches // count, (index + 1) * n_batches // count
+    return min(first * batch_size, n_rows), min(last * batch_size, n_rows)
+
+
+def shard_info(n_rows, batch_size, index, count):
+    """The `shard` attribute of shard `index` of `count`."""
+    start, stop = shard_range(n_rows, batch_size, index, count)
+    return {"index": index, "count": count, "start": start, "stop": stop, "total_rows": n_rows,
+            "batch_size": batch_size}
+
+
+def _read_shard(path):
+    with open_cache(path) as f:
+        settings = read_settings(f)
+        if settings["shard"] is None:
+            raise UserError(f"{path}: not a shard (made without --shard)")
+        if settings["rows_done"] < settings["n_rows"]:
+            raise UserError(f"{path}: shard {settings['shard']['index']}/{settings['shard']['count']} is "
+                            f"unfinished ({settings['rows_done']} of {settings['n_rows']} rows); rerun its "
+                            "embed command to finish it")
+        rows = {name: f[name][:] for name in ("labels", "partition")}
+        rows["image_id"] = [s.decode() for s in f["image_id"][:]]
+        return settings, attribute_names(f), rows
+
+
+def _check_together(shards):
+    """Raise UserError unless the shards share settings and cover 0..count-1 exactly once."""
+    (first_path, first, first_names, _), others = shards[0], shards[1:]
+    for path, settings, names, _ in others:
+        for key in SHARED_SETTINGS:
+            if settings[key] != first[key]:
+                raise UserError(f"{path} does not belong with {first_path}: {key} differs")
+        for key in ("count", "total_rows", "batch_size"):
+            if settings["shard"][key] != first["shard"][key]:
+                raise UserError(f"{path} does not belong with {first_path}: shard {key} is "
+                                f"{settings['shard'][key]}, not {first['shard'][key]}")
+        if names != first_names:
+            raise UserError(f"{path} does not belong with {first_path}: attribute names differ")
+    seen = {}
+    for path, settings, _, _ in shards:
+        index = settings["shard"]["index"]
+        if index in seen:
+            raise UserError(f"shards overlap: {seen[index]} and {path} are both shard "
+                            f"{index}/{settings['shard']['count']}")
+        seen[index] = path
+    count = first["shard"]["count"]
+    missing = [f"{i}/{count}" for i in range(count) if i not in seen]
+    if missing:
+        raise UserError(f"missing shard(s) {', '.join(missing)} of the {count} (got {len(shards)} file(s))")
+
+
+def merge_shards(paths, out, overwrite=False):
+    """Join the complete shards at `paths` (any order) into one cache at `out`; returns its row count.
+
+    The result equals, dataset for dataset and bit for bit, the cache one `embed` run with the same
+    batch size writes. Refuses shards that overlap, are missing, unfinished or from other runs.
+    """
+    if not paths:
+        raise UserError("give the shard files to merge")
+    if os.path.exists(out) and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    shards = [(path, *_read_shard(path)) for path in paths]
+    _check_together(shards)
+    shards.sort(key=lambda s: s[1]["shard"]["index"])
+    settings, names = shards[0][1], shards[0][2]
+    for path, shard_settings, _, _ in shards:
+        info = shard_settings["shard"]
+        if info != shard_info(info["total_rows"], info["batch_size"], info["index"], info["count"]):
+            raise UserError(f"{path}: its shard attribute {info} is inconsistent")
+    ids = [i for s in shards for i in s[3]["image_id"]]
+    labels = np.concatenate([s[3]["labels"] for s in shards])
+    partition = np.concatenate([s[3]["partition"] for s in shards])
+    if layout.dataset_fingerprint(ids, names, labels, partition) != settings["dataset_fingerprint"]:
+        raise UserError("the shards do not reassemble the dataset they were cut from (ids, labels or "
+                        "partition differ from its fingerprint)")
+    create_cache(out, image_ids=ids, attribute_names=names, labels=labels, partition=partition,
+                 feature_dim=settings["feature_dim"], feature_dtype=settings["feature_dtype"],
+                 settings={k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources")})
+    with CacheWriter(out) as writer:
+        for path, shard_settings, _, _ in shards:  # one shard in memory at a time
+            with open_cache(path) as f:
+                writer.write_rows(shard_settings["shard"]["start"], f["features"][:], f["status"][:],
+                                  [e.decode() for e in f["error"][:]])
+    return len(ids)

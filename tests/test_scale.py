@@ -1,0 +1,166 @@
+"""Scaling the embedding pass out: shards + merge, several devices, Ray. Each way ends in a cache
+bitwise equal to one plain `embed` run (fault_setup.reference: same data, model and batch size)."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, strategies as st
+
+import cli
+from bench import reliability
+from bench.reliability import N_IMAGES, differences, embed_args, rows_done, snapshot
+from cache.shards import shard_range
+from tests.conftest import ROOT
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+def embed_shards(setup, folder, count, batch=None):
+    paths = []
+    for index in range(count):
+        out = folder / f"shard{index}.h5"
+        args = embed_args(setup, out) + ["--shard", f"{index}/{count}"]
+        if batch:
+            args[args.index("--batch-size") + 1] = str(batch)
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        paths.append(out)
+    return paths
+
+
+@given(n_rows=st.integers(0, 500), batch=st.integers(1, 40), count=st.integers(1, 12))
+def test_shards_are_contiguous_whole_batches_covering_every_row(n_rows, batch, count):
+    ranges = [shard_range(n_rows, batch, i, count) for i in range(count)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == n_rows
+    for (_, stop), (start, _) in zip(ranges, ranges[1:]):
+        assert stop == start
+    assert all(start % batch == 0 for start, _ in ranges)
+
+
+def test_three_shards_merged_equal_one_plain_run(fault_setup, tmp_path):
+    shards = embed_shards(fault_setup, tmp_path, 3)
+    info = json.loads(invoke("info", shards[1], "--json").output)
+    assert info["shard"]["index"] == 1 and info["shard"]["total_rows"] == N_IMAGES
+    result = invoke("merge", shards[2], shards[0], shards[1], "--out", tmp_path / "merged.h5")
+    assert result.exit_code == 0 and f"{N_IMAGES} rows" in result.output, result.output
+    assert not differences(snapshot(tmp_path / "merged.h5"), fault_setup.reference)
+    with h5py.File(tmp_path / "merged.h5", "r") as f:
+        assert "shard" not in f.attrs and int(f.attrs["rows_done"]) == N_IMAGES
+
+
+def test_bad_merges_are_refused_clearly(fault_setup, tmp_path):
+    shards = embed_shards(fault_setup, tmp_path, 3)
+    (tmp_path / "other").mkdir()
+    other = embed_shards(fault_setup, tmp_path / "other", 3, batch=8)
+    out = tmp_path / "m.h5"
+    cases = [
+        ((shards[0], shards[0], shards[1], shards[2]), "shards overlap"),
+        ((shards[0], shards[2]), "missing shard(s) 1/3"),
+        ((shards[0], shards[1], other[2]), "does not belong with"),
+        ((fault_setup.reference_path,), "not a shard"),
+    ]
+    for files, message in cases:
+        result = invoke("merge", *files, "--out", out)
+        assert result.exit_code == 1 and message in result.output, (files, result.output)
+        assert result.output.count("\n") == 1 and not out.exists()
+    with h5py.File(shards[1], "r+") as f:
+        f.attrs.modify("rows_done", 4)
+    result = invoke("merge", *shards, "--out", out)
+    assert result.exit_code == 1 and "unfinished (4 of" in result.output
+    out.write_bytes(b"")
+    assert "exists; pass --overwrite" in invoke("merge", *shards, "--out", out).output
+
+
+def test_resuming_a_shard_with_another_shard_spec_is_refused(fault_setup, tmp_path):
+    (shard,) = embed_shards(fault_setup, tmp_path, 1)
+    result = invoke(*embed_args(fault_setup, shard), "--shard", "1/2")
+    assert result.exit_code == 1 and "shard.count=1 but this command gives 2" in result.output
+
+
+def test_devices_all_on_a_cpu_machine_equals_the_plain_run(fault_setup, tmp_path):
+    out = tmp_path / "c.h5"
+    result = invoke(*embed_args(fault_setup, out), "--devices", "all")
+    assert result.exit_code == 0, result.output
+    assert not differences(snapshot(out), fault_setup.reference)
+    result = invoke(*embed_args(fault_setup, tmp_path / "d.h5"), "--devices", "2")
+    assert result.exit_code == 1 and "--devices 2: this machine has no GPU" in result.output
+
+
+def test_two_devices_round_robin_equals_the_plain_run(fault_setup, tmp_path):
+    """Two logical CPU devices (TF must be configured before it starts, so in a fresh process)
+    exercise the several-device path: one model copy per device, batches round-robin."""
+    out = tmp_path / "c.h5"
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from embed.backbones import load_backbone
+        from embed.dataset import load_dataset, locate
+        from embed.runner import embed
+        labels, partition, images = locate({str(fault_setup.data)!r})
+        dataset = load_dataset(labels, images, partition)
+        copies = [load_backbone({str(fault_setup.model)!r}, value_range=(0.0, 1.0), image_size=32, device=d)
+                  for d in ("/CPU:0", "/CPU:1")]
+        embed(dataset, copies[0], {str(out)!r}, batch_size={reliability.BATCH}, replicas=copies[1:],
+              show_progress=False)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not differences(snapshot(out), fault_setup.reference)
+
+
+# --- Ray -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local Ray instance with 2 CPUs and no dashboard, shared by this module's Ray tests."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_engine_equals_the_plain_run(fault_setup, ray_address, tmp_path):
+    out = tmp_path / "c.h5"
+    done = reliability.run_cli(*embed_args(fault_setup, out), "--engine", "ray", "--ray-address", ray_address,
+                               timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"done: {N_IMAGES} ok, 0 failed" in done.stdout
+    assert not differences(snapshot(out), fault_setup.reference)
+
+
+@pytest.mark.slow
+def test_ray_engine_killed_mid_run_resumes_to_the_same_cache(fault_setup, ray_address, tmp_path):
+    out = tmp_path / "c.h5"
+    command = [sys.executable, str(ROOT / "cli.py"), *embed_args(fault_setup, out), "--engine", "ray",
+               "--ray-address", ray_address]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while rows_done(out) < 8 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGSTOP)  # freeze the driver (its writer) where it is, then kill it
+    saved = rows_done(out)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 8 <= saved < N_IMAGES, "the kill did not land mid-run"
+    done = reliability.run_cli(*embed_args(fault_setup, out), "--engine", "ray", "--ray-address", ray_address,
+                               timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed at row {saved} of {N_IMAGES}" in done.stdout
+    assert not differences(snapshot(out), fault_setup.reference)
+
+
+def test_ray_engine_without_ray_says_how_to_install_it(fault_setup, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    result = invoke(*embed_args(fault_setup, tmp_path / "c.h5"), "--engine", "ray")
+    assert result.exit_code == 1 and "pip install 'celeba-heads[ray]'" in result.output
