@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("CELEBA_SAMPLE", ROOT.parent / "shared" / "celeba-sample"))
 HEAD_ATTRIBUTES = ["Male", "Smiling", "Young"]
 
+GROUPS = ("embed", "heads", "baselines", "cache", "sweep", "ray")
 FULL = {"images": 512, "image_size": 224, "embed_batch": 64, "rounds": 3, "splits": (162_770, 19_867, 19_962)}
 QUICK = {"images": 24, "image_size": 64, "embed_batch": 8, "rounds": 1, "splits": (3_000, 600, 600)}
 
@@ -68,6 +69,41 @@ def bench_embed(workdir, size):
             row("embed: end to end (decode, resize, backbone, HDF5)", round(pipeline, 1), "images/s",
                 note=f"first call in the process, with start-up: {cold:.1f} images/s"),
             row("embed: pipeline efficiency", round(ratio, 3), "ratio", ">= 0.95", ratio >= 0.95)]
+
+
+def bench_ray(workdir, size):
+    """Ray's overhead on one machine: the same embed, local engine vs a local Ray instance."""
+    import ray
+    from embed.backbones import load_backbone
+    from embed.dataset import load_dataset
+    from embed.runner import embed
+
+    ids = sorted(os.listdir(SAMPLE / "img_align_celeba"))[:size["images"]]
+    labels = Path(workdir) / "ray-labels.csv"
+    labels.write_text("image_id,Male,partition\n" + "".join(f"{i},1,0\n" for i in ids))
+    dataset = load_dataset(labels, SAMPLE / "img_align_celeba")
+    backbone = load_backbone("keras:EfficientNetV2B0", weights="none", image_size=size["image_size"])
+
+    def rate(engine):
+        began = time.perf_counter()
+        embed(dataset, backbone, Path(workdir) / f"{engine}.h5", batch_size=size["embed_batch"], overwrite=True,
+              show_progress=False, engine=engine)
+        return len(ids) / (time.perf_counter() - began)
+
+    rate("local")  # warm: the first embed in a process pays tf.data start-up
+    local = rate("local")
+    began = time.perf_counter()
+    cold = rate("ray")  # starts the local Ray instance and its actor (TensorFlow import, model build)
+    cold_seconds = time.perf_counter() - began
+    warm = rate("ray")  # instance running; a new actor pool still loads the model
+    ray.shutdown()
+    note = (f"{len(ids)} real JPEGs at {size['image_size']}px, batch {size['embed_batch']}, "
+            f"1 actor on 2 CPUs; first call {cold_seconds:.0f} s incl. starting Ray")
+    return [row("ray: local engine", round(local, 1), "images/s"),
+            row("ray: Ray engine, instance already running", round(warm, 1), "images/s",
+                note=f"{warm / local:.2f} of local: {len(ids) / warm - len(ids) / local:.1f} s more, the actor's "
+                     "start-up (TensorFlow import, model build) paid once per embed call"),
+            row("ray: Ray engine, cold (starts Ray)", round(cold, 1), "images/s", note=note)]
 
 
 def _naive_fit(train, val, attributes):
@@ -199,28 +235,36 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}"
 
 
-def render(rows, command, quick):
+def _group(measure):
+    """The group a measure belongs to: the first word of its name ("cache float16: ..." -> cache)."""
+    return measure.split()[0].rstrip(":")
+
+
+def render(rows, command, quick, kept=(), kept_from=""):
+    """The results table: this run's rows, then rows kept from the previous file (other groups)."""
     lines = [f"# Benchmark results{' (quick smoke run: sizes shrunk, figures meaningless)' if quick else ''}", "",
              f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
-             f"- machine: {machine()}", f"- command: `{command}`", "",
-             "| measure | value | unit | target | result | note |", "|---|---|---|---|---|---|"]
+             f"- machine: {machine()}", f"- command: `{command}`"]
+    if kept:
+        lines.append(f"- rows of the groups not run by this command are kept from the previous run ({kept_from})")
+    lines += ["", "| measure | value | unit | target | result | note |", "|---|---|---|---|---|---|"]
     for r in rows:
         result = "" if r["passed"] is None else ("PASS" if r["passed"] else "MISS")
         lines.append(f"| {r['name']} | {r['value']} | {r['unit']} | {r['target']} | {result} | {r['note']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + list(kept)) + "\n"
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="Tiny sizes: checks the scripts run, measures nothing.")
 @click.option("--results", type=click.Path(dir_okay=False),
               help="Markdown file to write (default bench/RESULTS.md for a full run, none for --quick).")
-@click.option("--only", type=click.Choice(["embed", "heads", "baselines", "cache", "sweep"]), multiple=True,
-              help="Run only these groups.")
+@click.option("--only", type=click.Choice(GROUPS), multiple=True,
+              help="Run only these groups; the results file keeps the other groups' rows from its last run.")
 def main(quick, results, only):
     """Benchmark the embed pipeline, head training, baselines, cache I/O and sweeps against their targets."""
     from bench.synthetic import planted
     size = QUICK if quick else FULL
-    groups = set(only) or {"embed", "heads", "baselines", "cache", "sweep"}
+    groups = set(only) or set(GROUPS)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         if "embed" in groups:
@@ -236,11 +280,16 @@ def main(quick, results, only):
             rows += bench_cache_io(workdir, features, labels, size["splits"])
         if "sweep" in groups:
             rows += bench_sweep(workdir, features, labels, size["splits"], quick)
-    text = render(rows, "python -m bench " + " ".join(sys.argv[1:]), quick)
-    click.echo(text)
+        if "ray" in groups:
+            rows += bench_ray(workdir, size)
     target = results or (None if quick else ROOT / "bench" / "RESULTS.md")
+    previous = Path(target).read_text() if target and Path(target).exists() else ""
+    kept = [line for line in previous.splitlines()
+            if line.startswith("| ") and _group(line[2:]) in set(GROUPS) - groups]
+    kept_from = "; ".join(line[2:] for line in previous.splitlines() if line.startswith(("- date:", "- command:")))
+    text = render(rows, "python -m bench " + " ".join(sys.argv[1:]), quick, kept, kept_from)
+    click.echo(text)
     if target:
-        previous = Path(target).read_text() if Path(target).exists() else ""
         notes = previous[previous.index("## Notes"):] if "## Notes" in previous else ""
         Path(target).write_text(text + ("\n" + notes if notes else ""))
 

@@ -69,12 +69,15 @@ def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_mode
     context.enable_progress_bars = False
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
-    actors = actors or gpus or max(1, int(resources.get("CPU", 1)) // 2)
+    cpus = int(resources.get("CPU", 1))
+    actors = actors or gpus or max(1, cpus // 2)
+    # Ray limits an actor's OpenMP threads (oneDNN's) to its num_cpus; on CPUs give each its share.
+    cpus_per_actor = 1 if gpus else max(1, cpus // actors)
     first = int(indices[0])
     items = [{"first": first + i, "paths": paths[i:i + batch_size]} for i in range(0, len(paths), batch_size)]
     embedded = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         EmbedBatches, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
-        num_cpus=1,
+        num_cpus=cpus_per_actor,
         fn_constructor_kwargs={"spec": backbone.spec, "preprocessing": backbone.preprocessing.to_dict(),
                                "trust_model": trust_model})
     for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):

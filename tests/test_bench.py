@@ -19,6 +19,7 @@ def test_quick_benchmark_runs_and_writes_its_table(celeba_sample, tmp_path):
     text = results.read_text()
     for measure in ("embed: pipeline efficiency", "heads: speed-up over naive fit", "heads: ours, --attrs all",
                     "baselines: logistic regression", "cache float16: load / plain read",
-                    "cache: head val accuracy float16 vs float32", "sweep: 4 variants"):
+                    "cache: head val accuracy float16 vs float32", "sweep: 4 variants",
+                    "ray: Ray engine, instance already running"):
         assert measure in text, measure
     assert "| PASS |" in text or "| MISS |" in text
