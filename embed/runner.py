@@ -10,6 +10,7 @@ import shutil
 import sys
 import time
 from collections import deque
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -175,7 +176,9 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
         results = local_results(paths, np.arange(start, n_rows), [backbone, *replicas], batch_size)
     ids = dataset.image_ids[rows]
     began = time.perf_counter()
-    with CacheWriter(path) as writer, ThreadPoolExecutor(max_workers=1) as pool, \
+    # closing(results): stop the input pipeline here, even on an error; a tf.data iterator left for
+    # interpreter shutdown to collect can hang the exit.
+    with closing(results), CacheWriter(path) as writer, ThreadPoolExecutor(max_workers=1) as pool, \
             click.progressbar(length=n_rows - start, label="embedding", file=sys.stderr,
                               show_pos=True, show_eta=True, hidden=not show_progress,
                               item_show_func=lambda rate: rate) as bar:

@@ -2,6 +2,7 @@
 bitwise equal to one plain `embed` run (fault_setup.reference: same data, model and batch size)."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,13 +131,18 @@ def ray_address():
 
 
 @pytest.mark.slow
-def test_ray_engine_equals_the_plain_run(fault_setup, ray_address, tmp_path):
-    out = tmp_path / "c.h5"
-    done = reliability.run_cli(*embed_args(fault_setup, out), "--engine", "ray", "--ray-address", ray_address,
-                               timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"done: {N_IMAGES} ok, 0 failed" in done.stdout
-    assert not differences(snapshot(out), fault_setup.reference)
+def test_ray_engine_equals_the_plain_run_failed_images_included(fault_setup, ray_address, tmp_path):
+    damaged = reliability.Setup(tmp_path / "data", fault_setup.model)
+    shutil.copytree(fault_setup.data, damaged.data)
+    reliability.damage_images(damaged.data / "img_align_celeba")
+    n_failed = sum(not embeds for _, embeds in reliability.DAMAGES.values())
+    local = invoke(*embed_args(damaged, tmp_path / "local.h5"))
+    assert local.exit_code == cli.EXIT_FAILED_ROWS, local.output
+    done = reliability.run_cli(*embed_args(damaged, tmp_path / "ray.h5"), "--engine", "ray",
+                               "--ray-address", ray_address, timeout=600)
+    assert done.returncode == cli.EXIT_FAILED_ROWS, done.stderr[-2000:]
+    assert f"done: {N_IMAGES - n_failed} ok, {n_failed} failed" in done.stdout
+    assert not differences(snapshot(tmp_path / "ray.h5"), snapshot(tmp_path / "local.h5"))
 
 
 @pytest.mark.slow
