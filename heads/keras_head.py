@@ -89,38 +89,7 @@ class KerasHead:
         self.seed = seed
 
     def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
-        import keras
-
-        X = np.asarray(X)
-        X = X if X.dtype in (np.float16, np.float32) else X.astype(np.float32)  # float16 stays: half the memory
-        Y = np.asarray(Y, np.float32)
-        if X.ndim != 2 or Y.shape != (len(X), len(attributes)):
-            raise ValueError(f"X must be [n, D] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
-        keras.utils.set_random_seed(self.seed)
-        moments = ((X.mean(axis=0, dtype=np.float64).astype(np.float32), X.var(axis=0, dtype=np.float64).astype(np.float32))
-                   if self.standardize else None)
-        model = build_model(X.shape[1], attributes, self.hidden, self.dropout, self.l2, moments)
-        self.model_, self.attributes_, self.n_features_in_ = model, list(attributes), X.shape[1]
-        X_val_prepared = None if X_val is None else np.asarray(X_val)
-        if moments is not None:  # the Normalization layer's arithmetic, applied once up front
-            X, X_val_prepared = (None if a is None else (a - moments[0]) / np.maximum(np.sqrt(moments[1]), keras.backend.epsilon())
-                                 for a in (X, X_val_prepared))
-        trainer = _FlatAdamTrainer(model, attributes, self.lr, self.dropout, self.l2, self.batch_size,
-                                   class_weights(Y, self.class_weight), self.seed)
-        features, targets = as_tensor(X), as_tensor(Y)
-        val_features = None if X_val_prepared is None else as_tensor(X_val_prepared)
-        rng = np.random.default_rng(self.seed)
-        self.history_ = []
-        for epoch in range(1, self.epochs + 1):
-            loss, accuracy = trainer.run_epoch(rng.permutation(len(X)), features, targets)
-            trainer.copy_to_model()
-            record = {"epoch": epoch, "loss": loss}
-            record.update({f"{a}_accuracy": float(v) for a, v in zip(attributes, accuracy)})
-            if X_val is not None:
-                record.update(self._validation_record(trainer.probabilities(val_features), Y_val))
-            self.history_.append(record)
-            if on_epoch:
-                on_epoch(record)
+        fit_together([self], X, Y, attributes, X_val, Y_val, on_epoch)
         return self
 
     def _validation_record(self, probabilities, Y_val):
@@ -141,6 +110,58 @@ class KerasHead:
         return predict_model(self.model_, self.attributes_, X, batch_size)
 
 
+# Settings that heads trained together must share: they see the same batches in the same order.
+SHARED_SETTINGS = ("epochs", "batch_size", "class_weight", "standardize", "seed")
+
+
+def fit_together(heads, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
+    """Fit several KerasHeads that differ only in hidden, dropout, lr and l2 in one pass over the data.
+
+    Each head ends exactly as if fitted alone: same initial weights, batch order and dropout masks
+    (one random draw per step, thresholded at each head's rate), its own weights and Adam state.
+    Shared per step: the row gather, the dtype cast and the random bits. on_epoch(record) is called
+    for the first head only.
+    """
+    import keras
+
+    first = heads[0]
+    for head in heads[1:]:
+        differing = [k for k in SHARED_SETTINGS if getattr(head, k) != getattr(first, k)]
+        if differing:
+            raise ValueError(f"heads trained together must share {', '.join(differing)}")
+    X = np.asarray(X)
+    X = X if X.dtype in (np.float16, np.float32) else X.astype(np.float32)  # float16 stays: half the memory
+    Y = np.asarray(Y, np.float32)
+    if X.ndim != 2 or Y.shape != (len(X), len(attributes)):
+        raise ValueError(f"X must be [n, D] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
+    moments = ((X.mean(axis=0, dtype=np.float64).astype(np.float32), X.var(axis=0, dtype=np.float64).astype(np.float32))
+               if first.standardize else None)
+    for head in heads:
+        keras.utils.set_random_seed(first.seed)  # every head starts from the weights it would get alone
+        head.model_ = build_model(X.shape[1], attributes, head.hidden, head.dropout, head.l2, moments)
+        head.attributes_, head.n_features_in_, head.history_ = list(attributes), X.shape[1], []
+    X_val_prepared = None if X_val is None else np.asarray(X_val)
+    if moments is not None:  # the Normalization layer's arithmetic, applied once up front
+        X, X_val_prepared = (None if a is None else (a - moments[0]) / np.maximum(np.sqrt(moments[1]), keras.backend.epsilon())
+                             for a in (X, X_val_prepared))
+    trainer = _FlatAdamTrainer(heads, attributes, class_weights(Y, first.class_weight))
+    features, targets = as_tensor(X), as_tensor(Y)
+    val_features = None if X_val_prepared is None else as_tensor(X_val_prepared)
+    rng = np.random.default_rng(first.seed)
+    for epoch in range(1, first.epochs + 1):
+        losses, accuracies = trainer.run_epoch(rng.permutation(len(X)), features, targets)
+        trainer.copy_to_models()
+        val_probabilities = None if val_features is None else trainer.probabilities(val_features)
+        for v, head in enumerate(heads):
+            record = {"epoch": epoch, "loss": float(losses[v])}
+            record.update({f"{a}_accuracy": float(x) for a, x in zip(attributes, accuracies[v])})
+            if val_probabilities is not None:
+                record.update(head._validation_record(val_probabilities[v], Y_val))
+            head.history_.append(record)
+        if on_epoch:
+            on_epoch(heads[0].history_[-1])
+
+
 def predict_model(model, attributes, X, batch_size=8192):
     """Run a saved or fitted head model over X in batches; float32 [n, k] in attribute order."""
     blocks = []
@@ -151,88 +172,102 @@ def predict_model(model, attributes, X, batch_size=8192):
 
 
 class _FlatAdamTrainer:
-    """Trains a `build_model` head fast: all trainable weights live in one flat vector, so each step
-    is a few large ops and one fused Adam update (TensorFlow's ResourceApplyAdam, the same update
-    rule as keras.optimizers.Adam with epsilon 1e-7), and each epoch is one graph (a while-loop
-    over the batches). Dropout masks come from stateless RNG seeded by (seed, step).
+    """Trains `build_model` heads fast: each head's trainable weights live in one flat vector, so
+    each step is a few large ops and one fused Adam update per head (TensorFlow's ResourceApplyAdam,
+    the same update rule as keras.optimizers.Adam with epsilon 1e-7), and each epoch is one graph
+    (a while-loop over the batches) for all heads together. Dropout masks come from stateless
+    16-bit random numbers seeded by (seed, step), drawn once per step for every head.
     The loss is the head's: per-output binary cross-entropy (from logits), averaged over the
-    batch, summed over outputs, plus l2 * sum of squared output kernels. Weights go back into
-    the Keras model with copy_to_model()."""
+    batch, summed over outputs, plus l2 * sum of squared output kernels. Weights go back into the
+    Keras models with copy_to_models()."""
 
-    def __init__(self, model, attributes, lr, dropout, l2, batch_size, weights, seed):
+    def __init__(self, heads, attributes, weights):
         import tensorflow as tf
 
-        hidden = model.get_layer("hidden")
-        outputs = [model.get_layer(a) for a in attributes]
-        self.model, self.hidden, self.outputs = model, hidden, outputs
-        w2 = np.concatenate([o.kernel.numpy() for o in outputs], axis=1)
-        b2 = np.concatenate([o.bias.numpy() for o in outputs])
-        parts = [hidden.kernel.numpy(), hidden.bias.numpy(), w2, b2]
-        self.shapes = [p.shape for p in parts]
-        self.sizes = [p.size for p in parts]
-        flat = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
-        self.params = tf.Variable(flat)
-        self.m = tf.Variable(tf.zeros_like(flat))
-        self.v = tf.Variable(tf.zeros_like(flat))
+        self.layers, self.params, self.m, self.v, self.shapes, self.sizes = [], [], [], [], [], []
+        for head in heads:
+            hidden = head.model_.get_layer("hidden")
+            outputs = [head.model_.get_layer(a) for a in attributes]
+            w2 = np.concatenate([o.kernel.numpy() for o in outputs], axis=1)
+            b2 = np.concatenate([o.bias.numpy() for o in outputs])
+            parts = [hidden.kernel.numpy(), hidden.bias.numpy(), w2, b2]
+            flat = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
+            self.layers.append((hidden, outputs))
+            self.shapes.append([p.shape for p in parts])
+            self.sizes.append([p.size for p in parts])
+            self.params.append(tf.Variable(flat))
+            self.m.append(tf.Variable(tf.zeros_like(flat)))
+            self.v.append(tf.Variable(tf.zeros_like(flat)))
+        self.lrs = [float(h.lr) for h in heads]
+        self.dropouts = [float(h.dropout) for h in heads]
+        self.l2s = [float(h.l2) for h in heads]
+        self.batch, self.seed = int(heads[0].batch_size), int(heads[0].seed)
         self.steps_done = 0
-        self.lr, self.dropout, self.l2, self.batch = float(lr), float(dropout), float(l2), int(batch_size)
         self.positive_weight, self.negative_weight = (tf.constant(w) for w in weights)
-        self.seed = int(seed)
         self._epoch = tf.function(self._epoch_graph)
         self._probabilities = tf.function(self._probabilities_graph)
 
-    def _unpack(self, flat):
+    def _unpack(self, head, flat):
+        """Head `head`'s flat weight vector as (w1 [D, H], b1 [H], w2 [H, k], b2 [k])."""
         import tensorflow as tf
-        pieces = tf.split(flat, self.sizes)
-        return [tf.reshape(p, shape) for p, shape in zip(pieces, self.shapes)]
+        pieces = tf.split(flat, self.sizes[head])
+        return [tf.reshape(p, shape) for p, shape in zip(pieces, self.shapes[head])]
 
-    def _keep_mask(self, shape, step):
-        """Bernoulli(1 - dropout) mask from 16-bit stateless random numbers (two per 32-bit draw:
-        a third less RNG work than float uniforms); the rate is exact to 1/65536. Seeded by the
-        step number alone, so the next step's mask can be drawn while this step computes."""
+    def _random_bits(self, shape, step):
+        """uint16 [B, D] stateless random numbers (two per 32-bit draw: a third less RNG work than
+        float uniforms), seeded by the step number alone, so the next step's bits can be drawn
+        while this step computes. A head keeps an input where bits >= dropout * 65536: the rate is
+        exact to 1/65536."""
         import tensorflow as tf
         seed = tf.stack([tf.constant(self.seed, tf.int64), step])
         halves = (shape[1] + 1) // 2
         bits = tf.random.stateless_uniform([shape[0], halves], seed, minval=None, maxval=None, dtype=tf.uint32)
-        bits = tf.reshape(tf.bitcast(bits, tf.uint16), [shape[0], 2 * halves])[:, :shape[1]]
-        return bits >= int(round(self.dropout * 65536))
+        return tf.reshape(tf.bitcast(bits, tf.uint16), [shape[0], 2 * halves])[:, :shape[1]]
 
     def _probabilities_graph(self, features):
         import tensorflow as tf
-        w1, b1, w2, b2 = self._unpack(self.params)
         x = tf.cast(features, tf.float32)
-        return tf.sigmoid(tf.matmul(tf.nn.relu(tf.matmul(x, w1) + b1), w2) + b2)
+        out = []
+        for head, params in enumerate(self.params):
+            w1, b1, w2, b2 = self._unpack(head, params)
+            out.append(tf.sigmoid(tf.matmul(tf.nn.relu(tf.matmul(x, w1) + b1), w2) + b2))
+        return tf.stack(out)
 
     def probabilities(self, features):
-        """float32 [n, k] with the current weights (no dropout), computed in one graph."""
+        """float32 [heads, n, k] with the current weights (no dropout), computed in one graph."""
         return self._probabilities(features).numpy()
 
     def _step(self, x, y, step):
         import tensorflow as tf
-        scale = 1.0
-        if self.dropout > 0:
-            x = tf.where(self._keep_mask(tf.shape(x), step), x, 0.0)
-            scale = 1.0 / (1.0 - self.dropout)  # applied after the matmul: one pass fewer over x
+        bits = self._random_bits(tf.shape(x), step) if any(self.dropouts) else None
+        weights = y * self.positive_weight + (1 - y) * self.negative_weight
+        losses, corrects = [], []
         with tf.GradientTape() as tape:
-            tape.watch(self.params)
-            w1, b1, w2, b2 = self._unpack(self.params)
-            logits = tf.matmul(tf.nn.relu(tf.matmul(x, w1) * scale + b1), w2) + b2
-            weights = y * self.positive_weight + (1 - y) * self.negative_weight
-            per_output = tf.reduce_mean(weights * tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits), axis=0)
-            loss = tf.reduce_sum(per_output) + self.l2 * tf.reduce_sum(tf.square(w2))
-        gradient = tape.gradient(loss, self.params)
+            for head, (params, dropout, l2) in enumerate(zip(self.params, self.dropouts, self.l2s)):
+                tape.watch(params)
+                x_kept, scale = x, 1.0
+                if dropout > 0:
+                    x_kept = tf.where(bits >= int(round(dropout * 65536)), x, 0.0)
+                    scale = 1.0 / (1.0 - dropout)  # applied after the matmul: one pass fewer over x
+                w1, b1, w2, b2 = self._unpack(head, params)
+                logits = tf.matmul(tf.nn.relu(tf.matmul(x_kept, w1) * scale + b1), w2) + b2
+                per_output = tf.reduce_mean(weights * tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits), axis=0)
+                losses.append(tf.reduce_sum(per_output) + l2 * tf.reduce_sum(tf.square(w2)))
+                corrects.append(tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits >= 0, tf.float32), y), tf.float32), axis=0))
+            total = tf.add_n(losses)  # heads share no weights: each gradient is its own loss's
+        gradients = tape.gradient(total, self.params)
         t = tf.cast(step, tf.float32)
-        tf.raw_ops.ResourceApplyAdam(var=self.params.handle, m=self.m.handle, v=self.v.handle,
-                                     beta1_power=tf.pow(0.9, t), beta2_power=tf.pow(0.999, t), lr=self.lr,
-                                     beta1=0.9, beta2=0.999, epsilon=1e-7, grad=gradient)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(logits >= 0, tf.float32), y), tf.float32), axis=0)
-        return loss * tf.cast(tf.shape(x)[0], tf.float32), correct
+        for params, m, v, lr, gradient in zip(self.params, self.m, self.v, self.lrs, gradients):
+            tf.raw_ops.ResourceApplyAdam(var=params.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(0.9, t),
+                                         beta2_power=tf.pow(0.999, t), lr=lr, beta1=0.9, beta2=0.999,
+                                         epsilon=1e-7, grad=gradient)
+        return tf.stack(losses) * tf.cast(tf.shape(x)[0], tf.float32), tf.stack(corrects)
 
     def _epoch_graph(self, order, features, targets, first_step):
         import tensorflow as tf
         n = tf.shape(order)[0]
-        loss_sum = tf.constant(0.0)
-        correct = tf.zeros([self.shapes[3][0]])
+        loss_sum = tf.zeros([len(self.params)])
+        correct = tf.zeros([len(self.params), self.shapes[0][3][0]])
         for i in tf.range((n + self.batch - 1) // self.batch):
             rows = order[i * self.batch:tf.minimum((i + 1) * self.batch, n)]
             step = first_step + tf.cast(i, tf.int64)
@@ -243,16 +278,17 @@ class _FlatAdamTrainer:
         return loss_sum / tf.cast(n, tf.float32), correct / tf.cast(n, tf.float32)
 
     def run_epoch(self, order, features, targets):
-        """One pass over the rows in `order`; returns (mean loss, per-attribute train accuracy)."""
+        """One pass over the rows in `order`; returns (mean loss [heads], train accuracy [heads, k])."""
         import tensorflow as tf
         loss, accuracy = self._epoch(tf.constant(order, tf.int32), features, targets, tf.constant(self.steps_done + 1, tf.int64))
         self.steps_done += -(-len(order) // self.batch)
-        return float(loss), accuracy.numpy()
+        return loss.numpy(), accuracy.numpy()
 
-    def copy_to_model(self):
-        w1, b1, w2, b2 = (t.numpy() for t in self._unpack(self.params))
-        self.hidden.kernel.assign(w1)
-        self.hidden.bias.assign(b1)
-        for j, layer in enumerate(self.outputs):
-            layer.kernel.assign(w2[:, j:j + 1])
-            layer.bias.assign(b2[j:j + 1])
+    def copy_to_models(self):
+        for head, (params, (hidden, outputs)) in enumerate(zip(self.params, self.layers)):
+            w1, b1, w2, b2 = (t.numpy() for t in self._unpack(head, params))
+            hidden.kernel.assign(w1)
+            hidden.bias.assign(b1)
+            for j, layer in enumerate(outputs):
+                layer.kernel.assign(w2[:, j:j + 1])
+                layer.bias.assign(b2[j:j + 1])

@@ -4,7 +4,9 @@ Grid specs are `name=v1,v2,...` for the train-heads settings in GRID_TYPES; the 
 cartesian product, in the order given. Each variant's run directory is named from its settings
 (`hidden=64_dropout=0.2_lr=0.001`), holds the usual files (metrics.json, ...), and the sweep
 writes leaderboard.csv and leaderboard.md (val accuracy, best mean first).
-The cache is read once; variants train one after another on the same in-memory features.
+The cache is read once. Variants that differ only in hidden, dropout, lr and l2 train together, in one
+pass over the in-memory features (`heads.keras_head.fit_together`); each ends exactly as if
+trained alone.
 """
 
 import itertools
@@ -14,8 +16,8 @@ from pathlib import Path
 from cache.errors import UserError
 from heads.data import load_task
 from heads.evaluate import leaderboard, to_markdown
-from heads.keras_head import aligned
-from heads.train import train_on_task
+from heads.keras_head import SHARED_SETTINGS, aligned
+from heads.train import train_together_on_task
 
 GRID_TYPES = {"hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int, "batch_size": int,
               "class_weight": str}
@@ -55,11 +57,19 @@ def run_sweep(cache, out_dir, grid, attributes=None, *, seed=0, tune_threshold=F
     task = replace(task, **{name: replace(getattr(task, name), features=aligned(getattr(task, name).features))
                             for name in ("train", "val", "test")})  # one aligned copy, shared by every variant
     out = Path(out_dir)
-    for i, settings in enumerate(variants, 1):
-        metrics = train_on_task(task, out / variant_name(settings), seed=seed, tune_threshold=tune_threshold,
-                                standardize=standardize, **settings)
-        if on_variant:
-            on_variant(i, len(variants), variant_name(settings), metrics)
+    common = {"seed": seed, "tune_threshold": tune_threshold, "standardize": standardize}
+    groups = {}
+    for settings in variants:
+        key = tuple(settings.get(k) for k in SHARED_SETTINGS)
+        groups.setdefault(key, []).append(settings)
+    done = 0
+    for group in groups.values():
+        runs = train_together_on_task(task, [out / variant_name(v) for v in group],
+                                      [{**common, **v} for v in group])
+        for settings, metrics in zip(group, runs):
+            done += 1
+            if on_variant:
+                on_variant(done, len(variants), variant_name(settings), metrics)
     board = leaderboard([out / variant_name(v) for v in variants], "val", ["accuracy"])
     board.to_csv(out / "leaderboard.csv")
     (out / "leaderboard.md").write_text(to_markdown(board))

@@ -7,10 +7,9 @@ Thresholds: 0.5, or with tune_threshold the per-attribute value that maximises a
 import time
 from pathlib import Path
 
-
 from heads import report
 from heads.data import load_task
-from heads.keras_head import KerasHead
+from heads.keras_head import KerasHead, fit_together
 from heads.metrics import attribute_metrics, tune_threshold
 
 MODEL_FILE = "model.keras"
@@ -55,20 +54,47 @@ def train_heads(cache, out_dir, attributes=None, *, allow_partial=False, on_epoc
     return train_on_task(task, out_dir, on_epoch=on_epoch, **settings)
 
 
-def train_on_task(task, out_dir, *, epochs=3, batch_size=128, hidden=128, dropout=0.2, lr=1e-3, l2=1e-4,
-                  class_weight="none", standardize=False, seed=0, tune_threshold=False, on_epoch=None):
-    """Fit one head on a loaded Task and write its run directory; returns the metrics dict."""
-    settings = {"epochs": epochs, "batch_size": batch_size, "hidden": hidden, "dropout": dropout, "lr": lr,
-                "l2": l2, "class_weight": class_weight, "standardize": standardize, "seed": seed,
-                "tune_threshold": tune_threshold}
+def _settings(epochs=3, batch_size=128, hidden=128, dropout=0.2, lr=1e-3, l2=1e-4, class_weight="none",
+              standardize=False, seed=0, tune_threshold=False):
+    """All train-heads settings, defaults filled in (recorded in config.json and metrics.json)."""
+    return {"epochs": epochs, "batch_size": batch_size, "hidden": hidden, "dropout": dropout, "lr": lr,
+            "l2": l2, "class_weight": class_weight, "standardize": standardize, "seed": seed,
+            "tune_threshold": tune_threshold}
+
+
+def _head(settings):
+    return KerasHead(**{k: v for k, v in settings.items() if k != "tune_threshold"})
+
+
+def train_on_task(task, out_dir, *, on_epoch=None, **settings):
+    """Fit one head on a loaded Task and write its run directory; returns the metrics dict.
+    settings: those of `_settings` (epochs, batch_size, hidden, dropout, lr, l2, class_weight,
+    standardize, seed, tune_threshold)."""
+    settings = _settings(**settings)
     began = time.perf_counter()
-    head = KerasHead(hidden=hidden, dropout=dropout, l2=l2, lr=lr, epochs=epochs, batch_size=batch_size,
-                     class_weight=class_weight, standardize=standardize, seed=seed)
+    head = _head(settings)
     head.fit(task.train.features, task.train.labels, task.attributes, task.val.features, task.val.labels,
              on_epoch=on_epoch)
-    seconds = time.perf_counter() - began
+    return write_run(task, out_dir, head, settings, time.perf_counter() - began)
+
+
+def train_together_on_task(task, out_dirs, settings_list):
+    """Fit heads that differ only in hidden, dropout, lr and l2 in one pass (`fit_together`) and write one
+    run directory each; returns their metrics dicts. Each run's train_seconds is the shared time
+    divided by the number of heads."""
+    settings_list = [_settings(**s) for s in settings_list]
+    began = time.perf_counter()
+    heads = [_head(s) for s in settings_list]
+    fit_together(heads, task.train.features, task.train.labels, task.attributes, task.val.features,
+                 task.val.labels)
+    seconds = (time.perf_counter() - began) / len(heads)
+    return [write_run(task, out, head, s, seconds) for out, head, s in zip(out_dirs, heads, settings_list)]
+
+
+def write_run(task, out_dir, head, settings, seconds):
+    """Score a fitted head on val and test and write its run directory; returns the metrics dict."""
     val_p = head.predict_proba(task.val.features)
-    thresholds = choose_thresholds(task, val_p, tune_threshold)
+    thresholds = choose_thresholds(task, val_p, settings["tune_threshold"])
     test_p = head.predict_proba(task.test.features)
     config = run_config(task, "keras_head", settings, seconds)
     metrics = {"attributes": evaluate_probabilities(task, {"val": val_p, "test": test_p}, thresholds),

@@ -287,3 +287,21 @@ def test_sweep_bad_grid(cache, tmp_path, grid, message):
     args = [a for g in grid for a in ("--grid", g)]
     result = invoke("sweep", cache, "--out", tmp_path / "s", *args)
     assert result.exit_code == 1 and message in result.output
+
+
+def test_heads_trained_together_equal_heads_trained_alone():
+    """fit_together shares the batch order, the gather and the random bits, not the results."""
+    from heads.keras_head import KerasHead, fit_together
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((700, 16)).astype(np.float16)
+    Y = (X[:, :2].astype(np.float32) > 0).astype(np.float32)
+    settings = [{"hidden": 8, "dropout": 0.0, "lr": 1e-3}, {"hidden": 8, "dropout": 0.5, "lr": 3e-3, "l2": 1e-2},
+                {"hidden": 12, "dropout": 0.2, "lr": 1e-3}]
+    together = [KerasHead(batch_size=64, **s) for s in settings]
+    fit_together(together, X, Y, ["A", "B"], X[:100], Y[:100])
+    for head, s in zip(together, settings):
+        alone = KerasHead(batch_size=64, **s).fit(X, Y, ["A", "B"], X[:100], Y[:100])
+        assert np.array_equal(head.predict_proba(X), alone.predict_proba(X)), s
+        assert head.history_ == alone.history_
+    with pytest.raises(ValueError, match="must share epochs"):
+        fit_together([KerasHead(epochs=2), KerasHead(epochs=3)], X, Y, ["A", "B"])
