@@ -159,6 +159,10 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
         from embed.ray_engine import connect
         connect(ray_address)  # before touching the cache: a missing Ray or cluster fails cleanly
     info = shard_info(len(dataset.image_ids), batch_size, *shard) if shard else None
+    if info and info["start"] == info["stop"]:
+        n_batches = -(-len(dataset.image_ids) // batch_size)
+        raise UserError(f"--shard {shard[0]}/{shard[1]}: {len(dataset.image_ids)} rows make {n_batches} batches "
+                        f"of {batch_size}, too few for {shard[1]} shards; use at most {n_batches}")
     rows = slice(info["start"], info["stop"]) if info else slice(0, len(dataset.image_ids))
     settings = cache_settings(dataset, backbone, feature_dtype, info)
     start = _prepare_cache(path, dataset, rows, settings, overwrite)

@@ -87,6 +87,16 @@ def test_resuming_a_shard_with_another_shard_spec_is_refused(fault_setup, tmp_pa
     assert result.exit_code == 1 and "shard.count=1 but this command gives 2" in result.output
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("3/2", "expected I/N with 0 <= I < N"),
+    ("x", "expected I/N"),
+    ("60/100", "200 rows make 50 batches of 4, too few for 100 shards; use at most 50"),
+])
+def test_bad_shard_specs_are_refused(fault_setup, tmp_path, spec, message):
+    result = invoke(*embed_args(fault_setup, tmp_path / "c.h5"), "--shard", spec)
+    assert result.exit_code == 1 and message in result.output and not (tmp_path / "c.h5").exists()
+
+
 def test_devices_all_on_a_cpu_machine_equals_the_plain_run(fault_setup, tmp_path):
     out = tmp_path / "c.h5"
     result = invoke(*embed_args(fault_setup, out), "--devices", "all")
