@@ -5,6 +5,7 @@ A file that cannot be read or decoded (missing, unreadable, truncated, not an im
 zero image and a non-empty "error"; the pipeline never drops or reorders an element.
 """
 
+import os
 import re
 
 import numpy as np
@@ -59,6 +60,11 @@ def image_batches(paths, indices, preprocessing, batch_size):
 
     elements = tf.data.Dataset.from_tensor_slices(
         {"path": tf.constant(list(paths), tf.string), "index": np.asarray(indices, np.int64)})
-    return (elements.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Fixed parallelism, autotuning off: with autotuning on, ending an iterator sometimes took
+    # 2-3 s (its tuning thread), a quarter of the time of a 256-image embed (bench/RESULTS.md).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return (elements.map(load, num_parallel_calls=os.cpu_count() or 2, deterministic=True)
             .batch(batch_size)
-            .prefetch(2))
+            .prefetch(2)
+            .with_options(options))
