@@ -31,18 +31,26 @@ def row(name, value, unit, target=None, passed=None, note=""):
     return {"name": name, "value": value, "unit": unit, "target": target or "", "passed": passed, "note": note}
 
 
-def bench_embed(workdir, size):
-    """Embed pipeline efficiency: end-to-end embed images/s / bare backbone images/s (same batches)."""
+def _sample_and_backbone(workdir, size):
+    """(ids, Dataset, Backbone): the first size["images"] real sample JPEGs, labelled train, and a
+    random-weight EfficientNetV2B0 at size["image_size"]."""
     from embed.backbones import load_backbone
     from embed.dataset import load_dataset
-    from embed.pipeline import image_batches
-    from embed.runner import embed
 
     ids = sorted(os.listdir(SAMPLE / "img_align_celeba"))[:size["images"]]
     labels = Path(workdir) / "labels.csv"
     labels.write_text("image_id,Male,partition\n" + "".join(f"{i},1,0\n" for i in ids))
     dataset = load_dataset(labels, SAMPLE / "img_align_celeba")
     backbone = load_backbone("keras:EfficientNetV2B0", weights="none", image_size=size["image_size"])
+    return ids, dataset, backbone
+
+
+def bench_embed(workdir, size):
+    """Embed pipeline efficiency: end-to-end embed images/s / bare backbone images/s (same batches)."""
+    from embed.pipeline import image_batches
+    from embed.runner import embed
+
+    ids, dataset, backbone = _sample_and_backbone(workdir, size)
     batches = [b["image"] for b in image_batches(dataset.paths, np.arange(len(ids)), backbone.preprocessing,
                                                  size["embed_batch"])]
     backbone.extract(batches[0])
@@ -75,15 +83,9 @@ def bench_embed(workdir, size):
 def bench_ray(workdir, size):
     """Ray's overhead on one machine: the same embed, local engine vs a local Ray instance."""
     import ray
-    from embed.backbones import load_backbone
-    from embed.dataset import load_dataset
     from embed.runner import embed
 
-    ids = sorted(os.listdir(SAMPLE / "img_align_celeba"))[:size["images"]]
-    labels = Path(workdir) / "ray-labels.csv"
-    labels.write_text("image_id,Male,partition\n" + "".join(f"{i},1,0\n" for i in ids))
-    dataset = load_dataset(labels, SAMPLE / "img_align_celeba")
-    backbone = load_backbone("keras:EfficientNetV2B0", weights="none", image_size=size["image_size"])
+    ids, dataset, backbone = _sample_and_backbone(workdir, size)
 
     def rate(engine):
         began = time.perf_counter()
