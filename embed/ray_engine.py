@@ -30,13 +30,13 @@ class EmbedBatches:
     def __call__(self, batch):
         """batch: {"first": [1] int, "paths": [1] list of paths} -> one row per image."""
         from embed.pipeline import image_batches
-        from embed.runner import _finish
+        from embed.runner import batch_result
 
         paths = [str(p) for p in batch["paths"][0]]
         first = int(batch["first"][0])
         indices = np.arange(first, first + len(paths))
         (element,) = image_batches(paths, indices, self.backbone.preprocessing, len(paths))
-        index, features, errors = _finish(element, self.backbone.extract(element["image"]))
+        index, features, errors = batch_result(element, self.backbone.extract(element["image"]))
         return {"index": index, "features": features, "error": np.array(errors, dtype=object)}
 
 

@@ -121,7 +121,7 @@ def local_results(paths, indices, backbones, batch_size):
     batches = image_batches(paths, indices, backbones[0].preprocessing, batch_size)
     if len(backbones) == 1:
         for batch in batches:
-            yield _finish(batch, backbones[0].extract(batch["image"]))
+            yield batch_result(batch, backbones[0].extract(batch["image"]))
         return
     in_flight = deque()
     with ThreadPoolExecutor(max_workers=len(backbones)) as pool:
@@ -129,13 +129,14 @@ def local_results(paths, indices, backbones, batch_size):
             in_flight.append((batch, pool.submit(backbones[k % len(backbones)].extract, batch["image"])))
             if len(in_flight) == len(backbones):
                 batch, features = in_flight.popleft()
-                yield _finish(batch, features.result())
+                yield batch_result(batch, features.result())
         while in_flight:
             batch, features = in_flight.popleft()
-            yield _finish(batch, features.result())
+            yield batch_result(batch, features.result())
 
 
-def _finish(batch, features):
+def batch_result(batch, features):
+    """(indices, features, errors) as numpy and str from one pipeline batch and its backbone output."""
     errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
     return batch["index"].numpy(), features.numpy(), errors
 
