@@ -133,18 +133,20 @@ def _ours(train, val, attributes):
 
 def bench_heads(features, labels, splits):
     from embed.sample import CELEBA_ATTRIBUTES
+    from heads.keras_head import aligned
     names = list(CELEBA_ATTRIBUTES)
     n_train, n_val = splits[0], splits[1]
     cols = [names.index(a) for a in HEAD_ATTRIBUTES]
-    train = (features[:n_train], labels[:n_train][:, cols])
-    val = (features[n_train:n_train + n_val], labels[n_train:n_train + n_val][:, cols])
+    train_x, val_x = aligned(features[:n_train]), aligned(features[n_train:n_train + n_val])  # as load_split returns them
+    train = (train_x, labels[:n_train][:, cols])
+    val = (val_x, labels[n_train:n_train + n_val][:, cols])
     ours_s, ours_acc = _ours(train, val, HEAD_ATTRIBUTES)
     naive_s, naive_acc = _naive_fit(train, val, HEAD_ATTRIBUTES)
     gap = max(abs(ours_acc[a] - naive_acc[a]) for a in HEAD_ATTRIBUTES) * 100
     speedup = naive_s / ours_s
     accs = ", ".join(f"{a} {100 * ours_acc[a]:.2f}/{100 * naive_acc[a]:.2f}" for a in HEAD_ATTRIBUTES)
-    all_train = (features[:n_train], labels[:n_train])
-    all_val = (features[n_train:n_train + n_val], labels[n_train:n_train + n_val])
+    all_train = (train_x, labels[:n_train])
+    all_val = (val_x, labels[n_train:n_train + n_val])
     all_s, _ = _ours(all_train, all_val, names)
     return [row("heads: naive keras Model.fit (3 attrs, 3 epochs, batch 128)", round(naive_s, 2), "s",
                 note=f"{n_train:,} x {features.shape[1]} train rows"),
