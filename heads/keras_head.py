@@ -241,17 +241,17 @@ class _FlatAdamTrainer:
 
     def loss_and_gradient(self, head, params, x_kept, y, weights):
         """(loss, gradient of loss w.r.t. the flat `params`) of head `head` on one batch whose dropout
-        is already applied (x_kept: dropped inputs are 0, kept ones unscaled), plus its logits [B, k].
+        is already applied (x_kept: dropped inputs are 0, kept ones scaled by 1 / (1 - rate), as
+        keras' Dropout does), plus its logits [B, k].
 
         The backward pass is written out (tests compare it with tf.GradientTape): autodiff of the
         same graph adds about 150 small ops per step for shapes and broadcasting, which cost more
         on 2 cores than the two large matmuls. weights: per-element class weights [B, k] or None."""
         import tensorflow as tf
         w1, b1, w2, b2 = self._unpack(head, params)
-        scale = 1.0 / (1.0 - self.dropouts[head])  # applied after the matmul: one pass fewer over x
         l2 = self.l2s[head]
-        hidden = tf.nn.relu(tf.matmul(x_kept, w1) * scale + b1)
-        logits = tf.matmul(hidden, w2) + b2
+        hidden = tf.nn.relu(tf.nn.bias_add(tf.matmul(x_kept, w1), b1))  # one fused op after Grappler
+        logits = tf.nn.bias_add(tf.matmul(hidden, w2), b2)
         batch = tf.cast(tf.shape(x_kept)[0], tf.float32)
         cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
         d_logits = tf.sigmoid(logits) - y
@@ -261,7 +261,7 @@ class _FlatAdamTrainer:
         d_logits /= batch
         d_w2 = tf.matmul(hidden, d_logits, transpose_a=True) + (2 * l2) * w2
         d_pre = tf.raw_ops.ReluGrad(gradients=tf.matmul(d_logits, w2, transpose_b=True), features=hidden)
-        d_w1 = tf.matmul(x_kept, d_pre * scale, transpose_a=True)
+        d_w1 = tf.matmul(x_kept, d_pre, transpose_a=True)
         gradient = tf.concat([tf.reshape(d_w1, [-1]), tf.reduce_sum(d_pre, 0), tf.reshape(d_w2, [-1]),
                               tf.reduce_sum(d_logits, 0)], 0)
         return loss, gradient, logits
@@ -274,10 +274,12 @@ class _FlatAdamTrainer:
         positive = y > 0.5
         t = tf.cast(step, tf.float32)
         beta1_power, beta2_power = tf.pow(0.9, t), tf.pow(0.999, t)
+        kept = {0.0: x}  # dropped and scaled inputs, per dropout rate: heads with one rate share them
+        for rate in set(self.dropouts) - {0.0}:
+            kept[rate] = tf.where(bits >= int(round(rate * 65536)), x * (1.0 / (1.0 - rate)), 0.0)
         losses, corrects = [], []
         for head, (params, m, v, lr, dropout) in enumerate(zip(self.params, self.m, self.v, self.lrs, self.dropouts)):
-            x_kept = tf.where(bits >= int(round(dropout * 65536)), x, 0.0) if dropout > 0 else x
-            loss, gradient, logits = self.loss_and_gradient(head, params, x_kept, y, weights)
+            loss, gradient, logits = self.loss_and_gradient(head, params, kept[dropout], y, weights)
             tf.raw_ops.ResourceApplyAdam(var=params.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
                                          beta2_power=beta2_power, lr=lr, beta1=0.9, beta2=0.999,
                                          epsilon=1e-7, grad=gradient)

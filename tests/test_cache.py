@@ -54,6 +54,9 @@ def test_rows_round_trip_and_failed_rows_are_excluded(tmp_path):
     assert train.rows.tolist() == [0, 2, 3, 4] and train.n_failed == 1
     np.testing.assert_allclose(train.features, features[[0, 2, 3, 4]], rtol=1e-3)
     assert train.features.dtype == np.float32 and train.image_ids == ["0.jpg", "2.jpg", "3.jpg", "4.jpg"]
+    stored = load_split(path, "train", dtype=None)  # as the heads load it: no conversion, no copy needed
+    assert stored.features.dtype == np.float16 and stored.features.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(stored.features, features[[0, 2, 3, 4]].astype(np.float16))
     val = load_split(path, 1, attributes=["B"])
     assert val.rows.tolist() == [5, 7] and val.attributes == ["B"]
     np.testing.assert_array_equal(val.labels, labels[[5, 7]][:, [1]])
@@ -72,6 +75,7 @@ def test_split_with_interleaved_partitions_reads_every_run(tmp_path):
     features = fill(path, n=7, dim=2, batch=3)
     train = load_split(path, "train")
     np.testing.assert_array_equal(train.features, features[[0, 2, 3, 6]])
+    assert train.features.ctypes.data % 64 == 0
 
 
 def test_unfinished_cache_is_refused_unless_partial_allowed(tmp_path):

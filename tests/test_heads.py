@@ -319,7 +319,7 @@ def test_written_out_backward_pass_is_the_gradient_of_the_loss(dropout, class_we
     head.model_ = build_model(16, list("abc"), 8, dropout, 1e-2)
     trainer = _FlatAdamTrainer([head], list("abc"), class_weights(Y, class_weight))
     params = tf.constant(rng.standard_normal(trainer.params[0].shape).astype(np.float32) * 0.3)
-    x_kept = tf.constant(X * (rng.random(X.shape) >= dropout))
+    x_kept = tf.constant(X * (rng.random(X.shape) >= dropout) / (1 - dropout))  # dropped and scaled
     positive, negative = class_weights(Y, class_weight)
     weights = tf.constant(Y * positive + (1 - Y) * negative) if class_weight != "none" else None
     with tf.GradientTape() as tape:
