@@ -7,7 +7,7 @@ standardize, a Normalization layer holding the train split's feature mean and va
 Loss: binary cross-entropy per output, summed, plus the L2 penalty; Adam(lr); shuffled
 mini-batches. Training (`_FlatAdamTrainer`) runs each epoch as one TensorFlow graph over one flat
 weight vector with a written-out backward pass and a fused Adam update, so no Python runs per step;
-it is the same algorithm as `model.fit` (tested), about 3.8x faster on 2 cores (bench/RESULTS.md).
+it is the same algorithm as `model.fit` (tested), 4-6x faster on 2 cores (bench/RESULTS.md).
 """
 
 import numpy as np
@@ -175,7 +175,7 @@ class _FlatAdamTrainer:
     each step is a few large ops and one fused Adam update per head (TensorFlow's ResourceApplyAdam,
     the same update rule as keras.optimizers.Adam with epsilon 1e-7), and each epoch is one graph
     (a while-loop over the batches) for all heads together. Dropout masks come from stateless
-    16-bit random numbers seeded by (seed, step), drawn once per step for every head.
+    16-bit random numbers seeded by (seed, step), drawn one step ahead and once for every head.
     The loss is the head's: per-output binary cross-entropy (from logits), averaged over the
     batch, summed over outputs, plus l2 * sum of squared output kernels; its gradient is written
     out in `loss_and_gradient`. Weights go back into the Keras models with copy_to_models()."""
@@ -250,7 +250,7 @@ class _FlatAdamTrainer:
         import tensorflow as tf
         w1, b1, w2, b2 = self._unpack(head, params)
         l2 = self.l2s[head]
-        hidden = tf.nn.relu(tf.nn.bias_add(tf.matmul(x_kept, w1), b1))  # one fused op after Grappler
+        hidden = tf.nn.relu(tf.nn.bias_add(tf.matmul(x_kept, w1), b1))  # the form Grappler's remapper fuses
         logits = tf.nn.bias_add(tf.matmul(hidden, w2), b2)
         batch = tf.cast(tf.shape(x_kept)[0], tf.float32)
         cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
