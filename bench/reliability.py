@@ -447,6 +447,8 @@ batch, so some land mid-write or mid-flush), and finalising (after the last batc
 
 ## Ctrl-C
 
+Each run is frozen (SIGSTOP) before the signal, so Ctrl-C lands mid-run; an attempt whose run had already saved every row when frozen (a 200-row run lasts about 2 s) is discarded and started again.
+
 {_table(["rows saved", "exit status", "message", "bitwise equal after resume"],
         [(c.rows_saved, c.exit_code, c.message.splitlines()[-1] if c.message else "", not c.differing)
          for c in ctrl_cs])}
