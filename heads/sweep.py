@@ -10,13 +10,12 @@ trained alone.
 """
 
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
 from cache.errors import UserError
 from heads.data import load_task
 from heads.evaluate import leaderboard, to_markdown
-from heads.keras_head import SHARED_SETTINGS, aligned
+from heads.keras_head import SHARED_SETTINGS
 from heads.train import train_together_on_task
 
 GRID_TYPES = {"hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int, "batch_size": int,
@@ -54,8 +53,6 @@ def run_sweep(cache, out_dir, grid, attributes=None, *, seed=0, tune_threshold=F
     """Train every grid variant; returns the leaderboard DataFrame (also written to out_dir)."""
     variants = parse_grid(grid)
     task = load_task(cache, attributes, allow_partial=allow_partial)
-    task = replace(task, **{name: replace(getattr(task, name), features=aligned(getattr(task, name).features))
-                            for name in ("train", "val", "test")})  # one aligned copy, shared by every variant
     out = Path(out_dir)
     common = {"seed": seed, "tune_threshold": tune_threshold, "standardize": standardize}
     groups = {}
