@@ -116,8 +116,10 @@ SHARED_SETTINGS = ("epochs", "batch_size", "class_weight", "standardize", "seed"
 def fit_together(heads, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
     """Fit several KerasHeads that differ only in hidden, dropout, lr and l2 in one pass over the data.
 
-    Each head ends exactly as if fitted alone: same initial weights, batch order and dropout masks
-    (one random draw per step, thresholded at each head's rate), its own weights and Adam state.
+    Each head runs the same algorithm as if fitted alone: same initial weights, batch order and
+    dropout masks (one random draw per step, thresholded at each head's rate), its own weights and
+    Adam state. Results agree with fitting alone to float32 rounding, not bitwise: Grappler picks
+    fused oneDNN kernels per graph, so a head's ops may run other kernels inside a bigger graph.
     Shared per step: the row gather, the dtype cast and the random bits. on_epoch(record) is called
     for the first head only.
     """

@@ -5,8 +5,8 @@ cartesian product, in the order given. Each variant's run directory is named fro
 (`hidden=64_dropout=0.2_lr=0.001`), holds the usual files (metrics.json, ...), and the sweep
 writes leaderboard.csv and leaderboard.md (val accuracy, best mean first).
 The cache is read once. Variants that differ only in hidden, dropout, lr and l2 train together, in one
-pass over the in-memory features (`heads.keras_head.fit_together`); each ends exactly as if
-trained alone.
+pass over the in-memory features (`heads.keras_head.fit_together`); each runs the same algorithm
+as if trained alone (equal to float32 rounding).
 """
 
 import itertools

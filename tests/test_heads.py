@@ -271,10 +271,13 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
         assert metrics["run"]["settings"]["hidden"] == int(name.split("_")[0].split("=")[1])
     board = (tmp_path / "s" / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 2 + 4 and (tmp_path / "s" / "leaderboard.md").is_file()
-    # a variant equals the same settings trained alone
+    # a variant equals the same settings trained alone (up to float32 rounding: see
+    # test_heads_trained_together_equal_heads_trained_alone)
     alone = train_heads(cache, tmp_path / "alone", "Male,Smiling", hidden=8, dropout=0.5)
     swept = json.loads((tmp_path / "s" / "hidden=8_dropout=0.5" / "metrics.json").read_text())
-    assert swept["attributes"] == json.loads(json.dumps(alone["attributes"]))
+    for name, by_split in alone["attributes"].items():
+        for split, values in by_split.items():
+            assert swept["attributes"][name][split] == pytest.approx(values, abs=1e-6), (name, split)
 
 
 @pytest.mark.parametrize("grid, message", [
@@ -289,8 +292,20 @@ def test_sweep_bad_grid(cache, tmp_path, grid, message):
     assert result.exit_code == 1 and message in result.output
 
 
+def assert_same_history(a, b):
+    """Histories of the same training computed in two graphs: equal up to float32 rounding."""
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]
+    for ra, rb in zip(a, b):
+        for key in ra:
+            assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
+
+
 def test_heads_trained_together_equal_heads_trained_alone():
-    """fit_together shares the batch order, the gather and the random bits, not the results."""
+    """fit_together shares the batch order, the gather and the random bits, not the results.
+
+    Tolerance, not bitwise: Grappler's remapper decides per graph which ops it fuses into oneDNN
+    kernels, so a head's ops inside a bigger graph may run different kernels than alone (on
+    AVX-512 CPUs the validation probabilities differed by 1 ulp; with remapping off, bitwise)."""
     from heads.keras_head import KerasHead, fit_together
     rng = np.random.default_rng(0)
     X = rng.standard_normal((700, 16)).astype(np.float16)
@@ -301,8 +316,8 @@ def test_heads_trained_together_equal_heads_trained_alone():
     fit_together(together, X, Y, ["A", "B"], X[:100], Y[:100])
     for head, s in zip(together, settings):
         alone = KerasHead(batch_size=64, **s).fit(X, Y, ["A", "B"], X[:100], Y[:100])
-        assert np.array_equal(head.predict_proba(X), alone.predict_proba(X)), s
-        assert head.history_ == alone.history_
+        np.testing.assert_allclose(head.predict_proba(X), alone.predict_proba(X), rtol=1e-5, atol=1e-6)
+        assert_same_history(head.history_, alone.history_)
     with pytest.raises(ValueError, match="must share epochs"):
         fit_together([KerasHead(epochs=2), KerasHead(epochs=3)], X, Y, ["A", "B"])
 
