@@ -9,12 +9,14 @@ images (unless --allow-failures), 130 interrupted (resume with the same command)
 import contextlib
 import json
 import os
+import re
 import sys
 
 import click
 
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
+from heads.defaults import ATTRIBUTES, BASELINE_MODELS, KERAS, RUN, SKLEARN
 
 EXIT_FAILED_ROWS, EXIT_INTERRUPTED = 3, 130
 
@@ -48,14 +50,49 @@ def _start_tensorflow(verbose):
     tf.get_logger().setLevel("ERROR")  # e.g. retracing notes when a sweep builds one graph per variant
 
 
+class _UsageFailure(click.ClickException):
+    """`Error: <message>` on one line, exit status 2 (bad usage found by the library)."""
+    exit_code = 2
+
+
 class Cli(click.Group):
-    """Turns a UserError from any command into `Error: <message>` and exit status 1."""
+    """Turns a UserError from any command into `Error: <message>` and exit status 1 (2 for a
+    UsageError: a bad option value only the library can judge)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except UsageError as exc:
+            raise _UsageFailure(str(exc)) from None
         except UserError as exc:
             raise click.ClickException(str(exc)) from None
+
+
+class LibraryChecked(click.ParamType):
+    """A string option checked by a library function (which raises UsageError): exit 2 if bad."""
+
+    def __init__(self, name, check):
+        self.name, self.check = name, check
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.check(value)
+        except UsageError as exc:  # click names the option itself
+            self.fail(re.sub(r"^--[\w-]+ ", "", str(exc)), param, ctx)
+
+
+def _head_spec(value):
+    from heads.architectures import parse_head
+    return parse_head(value).spec
+
+
+def _features_spec(value):
+    from heads.transforms import parse_features
+    return parse_features(value)
+
+
+HEAD = LibraryChecked("head", _head_spec)
+FEATURES = LibraryChecked("features", _features_spec)
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -236,54 +273,88 @@ def _print_epoch(record):
     click.echo(f"epoch {record['epoch']}: loss {record['loss']:.4f}{val_loss}  val: {accuracies}")
 
 
+def _attrs_option(command):
+    return click.option("--attrs", "attributes", default=",".join(ATTRIBUTES), show_default=True,
+                        help="Comma-separated attribute names, or 'all'.")(command)
+
+
+def _run_options(command):
+    """Options every command that trains on caches shares."""
+    options = [
+        _attrs_option,
+        click.option("--features", default=RUN["features"], show_default=True, type=FEATURES,
+                     help="Feature transform fitted on train only and stored with the run: raw, standardize, "
+                          "l2, pca:N, pca-whiten:N."),
+        click.option("--standardize", is_flag=True, help="Shorthand for --features standardize."),
+        click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test)."),
+        click.option("--allow-partial", is_flag=True, help="Use caches with unfinished rows."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _features(features, standardize):
+    if standardize and features not in ("raw", "standardize"):
+        raise click.BadParameter(f"--standardize contradicts --features {features}", param_hint="--standardize")
+    return "standardize" if standardize else features
+
+
+CACHES = click.argument("caches", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+
+
 @main.command("train-heads")
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@CACHES
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
-@click.option("--attrs", "attributes", default="Male,Smiling,Young", show_default=True,
-              help="Comma-separated attribute names, or 'all'.")
-@click.option("--epochs", default=3, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--hidden", default=128, show_default=True, type=click.IntRange(min=1), help="Units in the hidden layer.")
-@click.option("--dropout", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True))
-@click.option("--lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
-@click.option("--l2", default=1e-4, show_default=True, type=click.FloatRange(min=0), help="L2 penalty on the output layers.")
-@click.option("--class-weight", default="none", show_default=True, type=click.Choice(["none", "balanced"]))
-@click.option("--standardize", is_flag=True,
-              help="Standardize features with the train mean/variance (a layer saved in the model).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed and cache, same metrics.")
-@click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test).")
-@click.option("--allow-partial", is_flag=True, help="Train on a cache with unfinished rows.")
+@click.option("--head", default=KERAS["head"], show_default=True, type=HEAD,
+              help="linear, mlp:H1[,H2...] or FILE.py:FUNCTION (build(n_features, attributes) -> keras.Model "
+                   "with one sigmoid output named after each attribute).")
+@click.option("--hidden", type=click.IntRange(min=1), help="Shorthand for --head mlp:HIDDEN.")
+@click.option("--epochs", default=KERAS["epochs"], show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=KERAS["batch_size"], show_default=True, type=click.IntRange(min=1))
+@click.option("--dropout", default=KERAS["dropout"], show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout on the input features (built-in heads).")
+@click.option("--lr", default=KERAS["lr"], show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Adam learning rate.")
+@click.option("--l2", default=KERAS["l2"], show_default=True, type=click.FloatRange(min=0),
+              help="L2 penalty on the output layer (built-in heads).")
+@click.option("--class-weight", default=KERAS["class_weight"], show_default=True, type=click.Choice(["none", "balanced"]))
+@click.option("--seed", default=KERAS["seed"], show_default=True, type=int, help="Same seed and cache, same metrics.")
+@_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
-def train_heads(cache, out, attributes, epochs, batch_size, hidden, dropout, lr, l2, class_weight, standardize,
-                seed, tune_threshold, allow_partial, verbose):
-    """Train the reference Keras head on the cache: fit on train, validate each epoch, report val and test."""
+def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, class_weight, seed, attributes,
+                features, standardize, tune_threshold, allow_partial, verbose):
+    """Train a Keras head on the cache (several caches of the same images: their features joined):
+    fit on train, validate each epoch, report val and test."""
+    if hidden is not None and head != KERAS["head"]:
+        raise click.BadParameter("give --head or --hidden, not both", param_hint="--hidden")
+    features = _features(features, standardize)
     _start_tensorflow(verbose)
     from heads.report import format_table
     from heads.train import train_heads as run_training
 
-    metrics = run_training(cache, out, attributes, epochs=epochs, batch_size=batch_size, hidden=hidden,
-                           dropout=dropout, lr=lr, l2=l2, class_weight=class_weight,
-                           standardize=standardize, seed=seed,
-                           tune_threshold=tune_threshold, allow_partial=allow_partial, on_epoch=_print_epoch)
-    click.echo(format_table(metrics, title=f"keras head ({metrics['run']['train_seconds']:.1f} s training)"))
+    metrics = run_training(list(caches), out, attributes, head=f"mlp:{hidden}" if hidden else head, epochs=epochs,
+                           batch_size=batch_size, dropout=dropout, lr=lr, l2=l2, class_weight=class_weight,
+                           seed=seed, features=features, tune_threshold=tune_threshold, allow_partial=allow_partial,
+                           on_epoch=_print_epoch)
+    click.echo(format_table(metrics, title=f"keras head {metrics['run']['settings']['head']} "
+                                           f"({metrics['run']['train_seconds']:.1f} s training)"))
     click.echo(f"wrote {out}: model.keras, metrics.json, config.json, history.csv, loss.png, accuracy.png, "
                "accuracy_vs_majority.png")
 
 
 @main.command()
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@CACHES
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory; one run folder per variant.")
 @click.option("--grid", "grid", multiple=True, required=True,
-              help="name=v1,v2,... (repeat for each axis): hidden, dropout, lr, l2, epochs, batch_size, class_weight.")
-@click.option("--attrs", "attributes", default="Male,Smiling,Young", show_default=True,
-              help="Comma-separated attribute names, or 'all'.")
-@click.option("--standardize", is_flag=True, help="Standardize features in every variant (see train-heads).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test).")
-@click.option("--allow-partial", is_flag=True, help="Use a cache with unfinished rows.")
+              help="name=v1,v2,... (repeat for each axis): head, hidden, dropout, lr, l2, epochs, batch_size, "
+                   "class_weight. head=linear,mlp:128,mlp:512,128 is three heads.")
+@click.option("--seed", default=KERAS["seed"], show_default=True, type=int)
+@_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
-def sweep(cache, out, grid, attributes, standardize, seed, tune_threshold, allow_partial, verbose):
-    """Train one head per grid point on the cache and write a leaderboard (val accuracy)."""
+def sweep(caches, out, grid, seed, attributes, features, standardize, tune_threshold, allow_partial, verbose):
+    """Train one Keras head per grid point on the cache and write a leaderboard (val accuracy)."""
+    features = _features(features, standardize)
     _start_tensorflow(verbose)
     import pandas as pd
     from heads.sweep import run_sweep
@@ -292,51 +363,72 @@ def sweep(cache, out, grid, attributes, standardize, seed, tune_threshold, allow
         click.echo(f"[{i}/{total}] {name}: {metrics['run']['train_seconds']:.1f} s, val accuracy "
                    + ", ".join(f"{a} {100 * m['val']['accuracy']:.1f}%" for a, m in metrics["attributes"].items()))
 
-    board = run_sweep(cache, out, list(grid), attributes, seed=seed, tune_threshold=tune_threshold,
-                      standardize=standardize, allow_partial=allow_partial, on_variant=progress)
+    board = run_sweep(list(caches), out, list(grid), attributes, seed=seed, features=features,
+                      tune_threshold=tune_threshold, allow_partial=allow_partial, on_variant=progress)
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
         click.echo(board.to_string(na_rep="-"))
     click.echo(f"wrote {out}/<variant>/ and {out}/leaderboard.csv, leaderboard.md")
 
 
-@main.command()
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory; one subfolder per model.")
-@click.option("--models", default="majority,logreg", show_default=True,
-              help="Comma-separated: majority, logreg, linear_svm, knn.")
-@click.option("--attrs", "attributes", default="Male,Smiling,Young", show_default=True,
-              help="Comma-separated attribute names, or 'all'.")
-@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Inverse regularisation strength (logreg, linear_svm).")
-@click.option("--k", default=15, show_default=True, type=click.IntRange(min=1), help="Neighbours (knn).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test).")
-@click.option("--allow-partial", is_flag=True, help="Use a cache with unfinished rows.")
-def baselines(cache, out, models, attributes, C, k, seed, tune_threshold, allow_partial):
-    """scikit-learn baselines on the same split and attributes, same metrics.json as the heads."""
-    from heads.baselines import run_baselines
-    from heads.report import format_table
+def _head_kinds(value):
+    """--models: kinds registered in heads.registry, other than the Keras head (train-heads, sweep)."""
+    from heads.registry import KINDS, head_class
+    head_class("majority")  # imports every kind's module
+    choices = [k for k in KINDS if k != "keras_head"]
+    kinds = [m.strip() for m in value.split(",") if m.strip()]
+    for kind in kinds:
+        if kind not in choices:
+            raise UsageError(f"unknown model {kind!r}; choose from {', '.join(choices)}")
+    if not kinds:
+        raise UsageError("give at least one model")
+    return kinds
 
-    results = run_baselines(cache, out, attributes, models, C=C, k=k, seed=seed, tune_threshold=tune_threshold,
-                            allow_partial=allow_partial)
+
+@main.command()
+@CACHES
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory; one subfolder per model.")
+@click.option("--models", default=",".join(BASELINE_MODELS), show_default=True, type=LibraryChecked("models", _head_kinds),
+              help="Comma-separated: majority, logreg, linear_svm, knn (scikit-learn), and the probe protocols "
+                   "logreg-cv, knn-cosine, linear-grid.")
+@click.option("--C", "C", default=SKLEARN["C"], show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Inverse regularisation strength (logreg, linear_svm).")
+@click.option("--k", default=SKLEARN["k"], show_default=True, type=click.IntRange(min=1), help="Neighbours (knn).")
+@click.option("--refit-train-val", is_flag=True, help="logreg-cv: refit on train + val with the C chosen on val.")
+@click.option("--seed", default=SKLEARN["seed"], show_default=True, type=int)
+@_run_options
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def baselines(caches, out, models, C, k, refit_train_val, seed, attributes, features, standardize, tune_threshold,
+              allow_partial, verbose):
+    """scikit-learn baselines and probe protocols on the same splits and attributes, one run each."""
+    features = _features(features, standardize)
+    _start_tensorflow(verbose)
+    from heads.report import format_table
+    from heads.train import run_kinds
+
+    results = run_kinds(list(caches), out, models, attributes, features=features, tune_threshold=tune_threshold,
+                        allow_partial=allow_partial, C=C, k=k, seed=seed, refit_train_val=refit_train_val)
     for model, metrics in results.items():
-        click.echo(format_table(metrics, title=f"{model} ({metrics['run']['train_seconds']:.1f} s training)"))
-    click.echo(f"wrote {out}/<model>/: metrics.json, config.json, estimators.joblib, accuracy_vs_majority.png")
+        chosen = metrics["run"].get("selection")
+        note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
+        click.echo(format_table(metrics, title=f"{model} ({metrics['run']['train_seconds']:.1f} s training{note})"))
+    click.echo(f"wrote {out}/<model>/: metrics.json, config.json, the fitted model, accuracy_vs_majority.png")
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--cache", type=click.Path(dir_okay=False), help="The run's cache at a new path (checked by fingerprint).")
+@click.option("--cache", "caches", multiple=True, type=click.Path(dir_okay=False),
+              help="The run's cache at a new path (checked by fingerprint); once per cache of a fused run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--trust-model", is_flag=True, help="Load a model file that Keras' safe mode refuses (code inside).")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
-def evaluate(run_dir, split, cache, as_json, verbose):
-    """Re-evaluate a saved run (head or baseline) against its cache."""
+def evaluate(run_dir, split, caches, as_json, trust_model, verbose):
+    """Re-evaluate a saved run (any head kind) against its cache."""
     _start_tensorflow(verbose)
     from heads.evaluate import evaluate_run
     from heads.metrics import METRIC_NAMES
 
-    result = evaluate_run(run_dir, split, cache)
+    result = evaluate_run(run_dir, split, list(caches) or None, trust_model=trust_model)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -375,7 +467,7 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path):
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A run directory.")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
-@click.option("--trust-model", is_flag=True, help="The backbone is a Keras file that needs safe mode off (see embed --help).")
+@click.option("--trust-model", is_flag=True, help="Backbone or head model files need safe mode off (see embed --help).")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def predict(run_dir, images, as_json, trust_model, verbose):
     """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head)."""
@@ -399,9 +491,10 @@ def predict(run_dir, images, as_json, trust_model, verbose):
 
 
 @main.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A Keras-head run directory.")
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A run directory whose head is a TensorFlow graph (the Keras kinds).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel folder to write.")
-@click.option("--trust-model", is_flag=True, help="The backbone is a Keras file that needs safe mode off (see embed --help).")
+@click.option("--trust-model", is_flag=True, help="Backbone or head model files need safe mode off (see embed --help).")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def export(run_dir, out, trust_model, verbose):
     """Export backbone + preprocessing + head as one SavedModel (image bytes -> probabilities), for TF Serving."""
@@ -438,9 +531,9 @@ def demo(ctx, workdir, n):
     ctx.invoke(embed, data_dir=data_dir, out=cache_path, model="keras:EfficientNetV2B0", weights="none",
                overwrite=True)
     ctx.invoke(info, cache=cache_path)
-    click.echo("\nrandom-weight features are tiny (std ~1e-3), so the head standardizes its input (--standardize)")
-    ctx.invoke(train_heads, cache=cache_path, out=os.path.join(workdir, "head"), standardize=True)
-    ctx.invoke(baselines, cache=cache_path, out=os.path.join(workdir, "baselines"))
+    click.echo("\nrandom-weight features are tiny (std ~1e-3), so the head standardizes its input (--features standardize)")
+    ctx.invoke(train_heads, caches=(cache_path,), out=os.path.join(workdir, "head"), features="standardize")
+    ctx.invoke(baselines, caches=(cache_path,), out=os.path.join(workdir, "baselines"))
     ctx.invoke(compare, run_dirs=(os.path.join(workdir, "head"), os.path.join(workdir, "baselines")), split="test")
     click.echo(f"\nplots: {workdir}/head/loss.png, accuracy.png, accuracy_vs_majority.png")
 

@@ -132,9 +132,10 @@ def bench_ray(workdir, size):
 def _naive_fit(train, val, attributes):
     import keras
 
-    from heads.keras_head import build_model
+    from heads.architectures import parse_head
+    from heads.defaults import KERAS
     keras.utils.set_random_seed(0)
-    model = build_model(train[0].shape[1], attributes)
+    model = parse_head(KERAS["head"]).build(train[0].shape[1], attributes, KERAS["dropout"], KERAS["l2"])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss={a: "binary_crossentropy" for a in attributes},
                   metrics={a: ["accuracy"] for a in attributes})
     began = time.perf_counter()

@@ -12,3 +12,8 @@ class UserError(Exception):
 
 class WriteFailed(UserError):
     """Writing to the cache failed (disk full, I/O error); rows already marked done are intact."""
+
+
+class UsageError(UserError):
+    """A bad command-line value that only the library can detect (a head spec, a builder file):
+    the CLI prints it as one line and exits 2, like click's own usage errors."""

@@ -147,6 +147,32 @@ def _runs(mask):
     return list(zip(edges[::2], edges[1::2]))
 
 
+def _read_sorted_rows(stored, rows):
+    """Feature rows `rows` (increasing) of dataset `stored` into one 64-byte aligned array, read in
+    contiguous runs straight into place (no concatenation copy)."""
+    features = aligned_empty((len(rows), stored.shape[1]), stored.dtype)
+    mask = np.zeros(stored.shape[0], bool)
+    mask[rows] = True
+    filled = 0
+    for a, b in _runs(mask):
+        stored.read_direct(features, np.s_[a:b], np.s_[filled:filled + b - a])
+        filled += b - a
+    return features
+
+
+def read_feature_rows(path, rows):
+    """Features of cache rows `rows` (distinct, any order), in that order, in the stored dtype."""
+    rows = np.asarray(rows, np.int64)
+    order = np.argsort(rows, kind="stable")
+    with open_cache(path) as f:
+        features = _read_sorted_rows(f["features"], rows[order])
+    if np.all(order[:-1] < order[1:]):
+        return features
+    restored = aligned_empty(features.shape, features.dtype)
+    restored[order] = features
+    return restored
+
+
 def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
@@ -176,12 +202,7 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         rows = np.flatnonzero(wanted)
         features = None
         if with_features:
-            stored = f["features"]
-            features = aligned_empty((len(rows), stored.shape[1]), stored.dtype)
-            filled = 0
-            for a, b in _runs(wanted):  # read straight into place: no concatenation copy
-                stored.read_direct(features, np.s_[a:b], np.s_[filled:filled + b - a])
-                filled += b - a
+            features = _read_sorted_rows(f["features"], rows)
             if dtype is not None and features.dtype != dtype:
                 features = features.astype(dtype)
         labels = f["labels"][:][rows][:, columns]

@@ -1,103 +1,106 @@
 """scikit-learn baselines on the cached features, one binary classifier per attribute.
 
-Models: majority (DummyClassifier, most frequent class), logreg (StandardScaler + LogisticRegression,
-C), linear_svm (StandardScaler + LinearSVC, C; its score is sigmoid(decision_function), not a
-calibrated probability, so its threshold 0.5 is the SVM's own decision), knn (StandardScaler +
-KNeighborsClassifier; slow on a full-size cache).
-Each model's fitted estimators are saved with joblib (a pickle: load only files you made) and their
-sha256 recorded in config.json, checked before loading.
+Kinds: majority (DummyClassifier, most frequent class), logreg (StandardScaler +
+LogisticRegression, C), linear_svm (StandardScaler + LinearSVC, C; its score is
+sigmoid(decision_function), not a calibrated probability, so its threshold 0.5 is the SVM's own
+decision), knn (StandardScaler + KNeighborsClassifier, k; slow on a full-size cache).
+The fitted estimators are saved with joblib (a pickle: load only files you made); the run directory
+records their sha256 and `heads.rundir` checks it before loading.
 """
 
-import time
 from pathlib import Path
 
-import joblib
 import numpy as np
-from sklearn.dummy import DummyClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 
-from cache.errors import UserError
-from embed.backbones import sha256_file
-from heads import report
-from heads.data import load_task
-from heads.train import choose_thresholds, evaluate_probabilities, run_config
+from heads.defaults import SKLEARN
+from heads.registry import Head, register
 
-MODELS = ("majority", "logreg", "linear_svm", "knn")
-MODEL_FILE = "estimators.joblib"
+ESTIMATORS_FILE = "estimators.joblib"
 
 
-def make_estimator(model, C=1.0, k=15, seed=0):
-    if model == "majority":
-        return DummyClassifier(strategy="most_frequent")
-    if model == "logreg":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
-    if model == "linear_svm":
-        return make_pipeline(StandardScaler(), LinearSVC(C=C, random_state=seed))
-    if model == "knn":
-        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=k))
-    raise UserError(f"unknown baseline {model!r}; choose from {', '.join(MODELS)}")
-
-
-def scores(estimator, X):
+def positive_scores(estimator, X):
     """Positive-class score in [0, 1] per row (probability, or sigmoid of an SVM's margin)."""
     if hasattr(estimator, "predict_proba"):
         return estimator.predict_proba(X)[:, list(estimator.classes_).index(1)]
     return 1.0 / (1.0 + np.exp(-estimator.decision_function(X)))
 
 
-def predict_scores(estimators, X):
-    """float [n, k] from one fitted estimator per attribute."""
-    return np.stack([scores(e, X) for e in estimators], axis=1)
+class EstimatorsHead(Head):
+    """A head made of one fitted scikit-learn estimator per attribute (estimators_), pickled."""
+    files = (ESTIMATORS_FILE,)
+
+    def predict_proba(self, X):
+        X = np.asarray(X, np.float32)
+        self.check_width(X)
+        return np.stack([positive_scores(e, X) for e in self.estimators_], axis=1).astype(np.float32)
+
+    def save(self, directory):
+        import joblib
+        joblib.dump(self.estimators_, Path(directory) / ESTIMATORS_FILE)
+
+    @classmethod
+    def load(cls, directory, settings, attributes, trust_model=False):
+        """Unpickle the estimators; the caller (`heads.rundir.Run.load`) has checked their sha256."""
+        import joblib
+        head = cls(**{k: v for k, v in settings.items() if k in cls().get_params()})
+        head.estimators_ = joblib.load(Path(directory) / ESTIMATORS_FILE)
+        head.attributes_, head.n_features_in_ = list(attributes), int(head.estimators_[0].n_features_in_)
+        return head
 
 
-def load_estimators(run_dir, config):
-    """Load a run's estimators after checking the file's sha256 against its config.json."""
-    path = Path(run_dir) / MODEL_FILE
-    expected = config.get("model_sha256")
-    if not path.is_file():
-        raise UserError(f"{path}: missing")
-    if sha256_file(path) != expected:
-        raise UserError(f"{path}: sha256 differs from config.json; refusing to unpickle a changed file")
-    return joblib.load(path)
+class SklearnBaseline(EstimatorsHead):
+    """fit: one `make_estimator()` per attribute on the train split (val is not used)."""
+
+    def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
+        X = np.asarray(X, np.float32)
+        self.estimators_ = [self.make_estimator().fit(X, Y[:, j]) for j in range(len(attributes))]
+        self.attributes_, self.n_features_in_ = list(attributes), X.shape[1]
+        return self
 
 
-def parse_models(models):
-    names = [m.strip() for m in models.split(",")] if isinstance(models, str) else list(models)
-    for name in names:
-        if name not in MODELS:
-            raise UserError(f"unknown baseline {name!r}; choose from {', '.join(MODELS)}")
-    return names
+@register("majority")
+class Majority(SklearnBaseline):
+    def __init__(self):
+        pass
+
+    def make_estimator(self):
+        from sklearn.dummy import DummyClassifier
+        return DummyClassifier(strategy="most_frequent")
 
 
-def run_baselines(cache, out_dir, attributes=None, models=("majority", "logreg"), *, C=1.0, k=15, seed=0,
-                  tune_threshold=False, allow_partial=False):
-    """Fit each model per attribute on train; writes RUN_DIR/<model>/; returns {model: metrics}."""
-    task = load_task(cache, attributes, allow_partial=allow_partial)
-    train_x, val_x, test_x = (np.asarray(s.features, np.float32) for s in (task.train, task.val, task.test))
-    results = {}
-    for model in parse_models(models):
-        began = time.perf_counter()
-        estimators = [make_estimator(model, C, k, seed).fit(train_x, task.train.labels[:, j])
-                      for j in range(len(task.attributes))]
-        seconds = time.perf_counter() - began
-        val_p = predict_scores(estimators, val_x)
-        thresholds = choose_thresholds(task, val_p, tune_threshold)
-        test_p = predict_scores(estimators, test_x)
-        settings = {"model": model, "C": C, "k": k, "seed": seed, "tune_threshold": tune_threshold}
-        out = Path(out_dir) / model
-        out.mkdir(parents=True, exist_ok=True)
-        joblib.dump(estimators, out / MODEL_FILE)
-        config = {**run_config(task, model, settings, seconds), "thresholds": dict(zip(task.attributes, thresholds)),
-                  "model_sha256": sha256_file(out / MODEL_FILE)}
-        metrics = {"attributes": evaluate_probabilities(task, {"val": val_p, "test": test_p}, thresholds),
-                   "run": {"name": f"{Path(out_dir).name}/{model}", "kind": model, "cache": config["cache"]["path"],
-                           "train_seconds": config["train_seconds"], "settings": settings}}
-        report.write_json(out / "config.json", config)
-        report.write_json(out / "metrics.json", metrics)
-        report.plot_accuracy_vs_majority(metrics, out)
-        results[model] = metrics
-    return results
+@register("logreg")
+class LogReg(SklearnBaseline):
+    def __init__(self, C=SKLEARN["C"], seed=SKLEARN["seed"]):
+        self.C = C
+        self.seed = seed
+
+    def make_estimator(self):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000, random_state=self.seed))
+
+
+@register("linear_svm")
+class LinearSVM(SklearnBaseline):
+    def __init__(self, C=SKLEARN["C"], seed=SKLEARN["seed"]):
+        self.C = C
+        self.seed = seed
+
+    def make_estimator(self):
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+        return make_pipeline(StandardScaler(), LinearSVC(C=self.C, random_state=self.seed))
+
+
+@register("knn")
+class KNN(SklearnBaseline):
+    def __init__(self, k=SKLEARN["k"]):
+        self.k = k
+
+    def make_estimator(self):
+        from sklearn.neighbors import KNeighborsClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=self.k))

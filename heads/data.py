@@ -1,29 +1,41 @@
 """The cached features a head trains on: train/val/test splits for chosen attributes, validated.
 
-Reads only the cache. Rows whose image failed are left out and counted; a cache with unfinished
-rows is refused unless allow_partial.
+Reads only the caches. Rows whose image failed are left out and counted; a cache with unfinished
+rows is refused unless allow_partial. Several caches of the same images (other backbones) are
+fused: joined by image id, their features concatenated in the order given; caches whose ids,
+partition or labels differ are refused.
 """
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
-from cache.errors import UserError
-from cache.reader import attribute_names, load_split, open_cache, read_settings
+import numpy as np
 
-DEFAULT_ATTRIBUTES = ("Male", "Smiling", "Young")
+from cache import layout
+from cache.errors import UsageError, UserError
+from cache.reader import (Split, attribute_names, load_split, open_cache, read_feature_rows, read_settings,
+                          row_status)
+from heads.defaults import ATTRIBUTES
+
+CACHE_RECORD = ("dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype")
 
 
 @dataclass(frozen=True)
 class Task:
-    """train/val/test: cache.reader.Split for `attributes`, features in the cache's dtype (float16
-    or float32); cache: path; settings: the cache's root attributes (backbone, preprocessing,
-    dataset_fingerprint, ...)."""
-    cache: str
+    """train/val/test: cache.reader.Split for `attributes`, features in the stored dtype (float16 or
+    float32; fused caches side by side, first cache first); caches: one record per cache, in
+    feature order: {"path" (absolute), "dataset_fingerprint", "backbone", "preprocessing",
+    "feature_dim", "feature_dtype"}."""
+    caches: list
     attributes: list
-    train: object
-    val: object
-    test: object
-    settings: dict
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def cache(self):
+        return self.caches[0]["path"]
 
     @property
     def excluded_failed_rows(self):
@@ -33,7 +45,7 @@ class Task:
 def resolve_attributes(requested, available):
     """'all', a comma-separated string or a list -> list of names, each checked against `available`."""
     if requested is None:
-        requested = list(DEFAULT_ATTRIBUTES)
+        requested = list(ATTRIBUTES)
     elif isinstance(requested, str):
         requested = list(available) if requested.strip() == "all" else [a.strip() for a in requested.split(",") if a.strip()]
     if not requested:
@@ -48,22 +60,86 @@ def resolve_attributes(requested, available):
     return list(requested)
 
 
-def load_task(cache, attributes=None, allow_partial=False, feature_splits=("train", "val", "test")):
-    """Load train (partition 0), val (1) and test (2) for `attributes` from the cache at `cache`;
-    splits not in feature_splits get labels only (features None)."""
-    with open_cache(cache) as f:
-        available = attribute_names(f)
+def cache_record(path):
+    """What a run remembers of a cache (see Task.caches)."""
+    with open_cache(path) as f:
         settings = read_settings(f)
+    return {"path": str(Path(path).resolve()), **{k: settings[k] for k in CACHE_RECORD}}
+
+
+def load_task(caches, attributes=None, allow_partial=False, feature_splits=("train", "val", "test")):
+    """Load train (partition 0), val (1) and test (2) for `attributes` from one cache path or a list
+    of them (fused); splits not in feature_splits get labels only (features None)."""
+    paths = [caches] if isinstance(caches, (str, Path)) else list(caches)
+    if not paths:
+        raise UsageError("give at least one cache file")
+    if len(set(map(str, paths))) != len(paths):
+        raise UsageError("the same cache is given twice")
+    with open_cache(paths[0]) as f:
+        available = attribute_names(f)
     attributes = resolve_attributes(attributes, available)
-    splits = {name: load_split(cache, name, attributes, allow_partial=allow_partial, dtype=None,
-                               with_features=name in feature_splits)
-              for name in ("train", "val", "test")}
+    if len(paths) == 1:
+        splits = {name: load_split(paths[0], name, attributes, allow_partial=allow_partial, dtype=None,
+                                   with_features=name in feature_splits)
+                  for name in layout.PARTITIONS}
+    else:
+        splits = _fused_splits(paths, attributes, allow_partial, feature_splits)
     for name, split in splits.items():
         if len(split.rows) == 0:
-            raise UserError(f"{cache}: the {name} split has no embedded rows")
+            raise UserError(f"{paths[0]}: the {name} split has no embedded rows")
     train_labels = splits["train"].labels
     for j, name in enumerate(attributes):
         if train_labels[:, j].min() == train_labels[:, j].max():
-            raise UserError(f"{cache}: attribute {name} has only class {int(train_labels[0, j])} in the "
+            raise UserError(f"{paths[0]}: attribute {name} has only class {int(train_labels[0, j])} in the "
                             "train split; a classifier cannot learn it")
-    return Task(cache=str(cache), attributes=attributes, settings=settings, **splits)
+    return Task(caches=[cache_record(p) for p in paths], attributes=attributes, **splits)
+
+
+def _table(path):
+    with open_cache(path) as f:
+        return {"names": attribute_names(f), "ids": [s.decode() for s in f["image_id"][:]],
+                "partition": f["partition"][:], "labels": f["labels"][:], "status": row_status(f)}
+
+
+def _fused_splits(paths, attributes, allow_partial, feature_splits):
+    """Splits over the rows every cache embedded, in the first cache's row order."""
+    first = _table(paths[0])
+    row_of = [np.arange(len(first["ids"]))]
+    status = [first["status"]]
+    for path in paths[1:]:
+        other = _table(path)
+        if other["names"] != first["names"]:
+            raise UserError(f"{path} cannot be fused with {paths[0]}: their attribute names differ")
+        index = {image_id: row for row, image_id in enumerate(other["ids"])}
+        missing = [i for i in first["ids"] if i not in index]
+        if missing or len(other["ids"]) != len(first["ids"]):
+            example = missing[0] if missing else next(i for i in other["ids"] if i not in set(first["ids"]))
+            raise UserError(f"{path} cannot be fused with {paths[0]}: they hold different images "
+                            f"({len(other['ids'])} vs {len(first['ids'])} ids; e.g. {example} is in only one)")
+        rows = np.array([index[i] for i in first["ids"]], np.int64)
+        for what in ("partition", "labels"):
+            differ = np.flatnonzero(np.any((other[what][rows] != first[what]).reshape(len(rows), -1), axis=1))
+            if len(differ):
+                raise UserError(f"{path} cannot be fused with {paths[0]}: {what} differ for {len(differ)} "
+                                f"image(s), e.g. {first['ids'][differ[0]]}")
+        row_of.append(rows)
+        status.append(other["status"][rows])
+    status = np.stack(status)
+    not_done = np.any(status == layout.STATUS_NOT_DONE, axis=0)
+    if not_done.any() and not allow_partial:
+        raise UserError(f"{int(not_done.sum())} rows are not embedded yet in all of {', '.join(map(str, paths))}; "
+                        "finish the caches with their `embed` commands, or allow partial caches")
+    ok = np.all(status == layout.STATUS_OK, axis=0)
+    failed = np.any(status == layout.STATUS_FAILED, axis=0)
+    columns = [first["names"].index(a) for a in attributes]
+    splits = {}
+    for name, code in layout.PARTITIONS.items():
+        in_split = first["partition"] == code
+        rows = np.flatnonzero(in_split & ok)
+        features = None
+        if name in feature_splits:
+            features = np.concatenate([read_feature_rows(p, r[rows]) for p, r in zip(paths, row_of)], axis=1)
+        splits[name] = Split(features=features, labels=first["labels"][rows][:, columns], attributes=attributes,
+                             image_ids=[first["ids"][r] for r in rows], rows=rows,
+                             n_failed=int((in_split & failed).sum()))
+    return splits

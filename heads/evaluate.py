@@ -1,73 +1,46 @@
-"""`evaluate` a saved run against its cache, and `compare` runs in one leaderboard.
+"""`evaluate` a saved run against its caches, and `compare` runs in one leaderboard.
 
-A run remembers its cache's path and dataset fingerprint (config.json); evaluating against a
-cache that moved or changed is refused with the reason.
+A run remembers each cache's path and dataset fingerprint (config.json); evaluating against a
+cache that moved or changed is refused with the reason. Any head kind is loaded through
+`heads.rundir.Run`.
 """
 
-import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cache.errors import UserError
-from cache.reader import open_cache, read_settings
-from heads import report
 from heads.data import load_task
 from heads.metrics import attribute_metrics
-
-RUN_FILES = ("config.json", "metrics.json")
-
-
-def check_cache(config, cache=None):
-    """Path of the run's cache (or `cache`), after checking it is the same dataset and backbone."""
-    path = cache or config["cache"]["path"]
-    if not os.path.exists(path):
-        raise UserError(f"the run's cache {path} is not there (moved?); pass --cache NEW_PATH")
-    with open_cache(path) as f:
-        settings = read_settings(f)
-    for key in ("dataset_fingerprint", "backbone", "preprocessing"):
-        if settings[key] != config["cache"][key]:
-            raise UserError(f"{path}: its {key} differs from the one the run was trained on; "
-                            "evaluate against the run's own cache")
-    return path
+from heads.rundir import METRICS, Run, read_json
 
 
-def run_probabilities(run_dir, config, features):
-    """Scores [n, k] of the run's saved model (Keras head or scikit-learn estimators)."""
-    if config["kind"] == "keras_head":
-        import keras
-        from heads.keras_head import predict_model
-        from heads.train import MODEL_FILE
-        model = keras.saving.load_model(Path(run_dir) / MODEL_FILE, compile=False)
-        return predict_model(model, config["attributes"], np.asarray(features, np.float32))
-    from heads.baselines import load_estimators, predict_scores
-    return predict_scores(load_estimators(run_dir, config), features)
-
-
-def evaluate_run(run_dir, split="test", cache=None):
-    """Recompute a run's metrics on `split` from its saved model and cache: {"attributes": {A: {split: M}}}."""
-    config = report.read_json(Path(run_dir) / "config.json")
-    path = check_cache(config, cache)
-    task = load_task(path, config["attributes"], allow_partial=True, feature_splits=(split,))
+def evaluate_run(run_dir, split="test", caches=None, trust_model=False):
+    """Recompute a run's metrics on `split` from its saved head and caches:
+    {"attributes": {A: {split: M}}, "run": {"name", "kind", "cache"}}. caches: new paths of the
+    run's caches (one per cache it was trained on), if they moved."""
+    run = Run(run_dir)
+    if isinstance(caches, (str, Path)):
+        caches = [caches]
+    paths = run.check_caches(list(caches) if caches else None)
+    task = load_task(paths, run.attributes, allow_partial=True, feature_splits=(split,))
     data = getattr(task, split)
-    probabilities = run_probabilities(run_dir, config, data.features)
+    probabilities = run.probabilities(data.features, trust_model=trust_model)
     majority = (task.train.labels.mean(axis=0) >= 0.5).astype(int)
-    thresholds = config["thresholds"]
     return {"attributes": {name: {split: attribute_metrics(data.labels[:, j], probabilities[:, j],
-                                                           thresholds[name], majority[j])}
+                                                           run.thresholds[j], majority[j])}
                            for j, name in enumerate(task.attributes)},
-            "run": {"name": Path(run_dir).name, "kind": config["kind"], "cache": path}}
+            "run": {"name": Path(run_dir).name, "kind": run.kind, "cache": paths[0]}}
 
 
 def find_runs(paths):
     """Run directories among `paths`: a folder with metrics.json, or its subfolders that have one."""
     runs = []
     for path in map(Path, paths):
-        if (path / "metrics.json").is_file():
+        if (path / METRICS).is_file():
             runs.append(path)
-        elif path.is_dir() and any((p / "metrics.json").is_file() for p in path.iterdir()):
-            runs.extend(sorted(p for p in path.iterdir() if (p / "metrics.json").is_file()))
+        elif path.is_dir() and any((p / METRICS).is_file() for p in path.iterdir()):
+            runs.extend(sorted(p for p in path.iterdir() if (p / METRICS).is_file()))
         else:
             raise UserError(f"{path}: not a run directory (no metrics.json in it or its subfolders)")
     return runs
@@ -78,7 +51,7 @@ def leaderboard(paths, split="val", metrics=("accuracy",)):
     the mean of the first metric, best first."""
     rows = {}
     for run in find_runs(paths):
-        data = report.read_json(run / "metrics.json")
+        data = read_json(run / METRICS)
         row = {}
         for name, by_split in data["attributes"].items():
             if split not in by_split:

@@ -1,40 +1,32 @@
-"""The reference Keras head, trained fast on features held in memory.
+"""Keras heads of any architecture (`heads.architectures`), trained fast on features in memory.
 
-Architecture (the reference notebook's): Dropout(dropout) -> Dense(hidden, relu) -> one
-Dense(1, sigmoid, L2(l2)) per attribute, each output layer named after its attribute. With
-standardize, a Normalization layer holding the train split's feature mean and variance comes first
-(saved inside the model), for features whose scale is far from 1.
-Loss: binary cross-entropy per output, summed, plus the L2 penalty; Adam(lr); shuffled
-mini-batches. Training (`_FlatAdamTrainer`) runs each epoch as one TensorFlow graph over one flat
-weight vector with a written-out backward pass and a fused Adam update, so no Python runs per step;
-it is the same algorithm as `model.fit` (tested), 4-6x faster on 2 cores (bench/RESULTS.md).
+The training objective is `model.fit`'s: binary cross-entropy per output (from the logits when the
+output is a sigmoid), averaged over the batch and summed over outputs, plus the model's own losses
+(the L2 penalty); Adam(lr) with epsilon 1e-7; shuffled mini-batches; optional class weights.
+`_Trainer` runs it as one TensorFlow graph per epoch (a while-loop over the batches, no Python per
+step): each head's trainable weights are one flat vector, the gradient comes from autodiff, and
+each head gets one fused Adam update per step. Built-in specs compute their forward pass with
+`MLP.logits`, their input dropout masks drawn from 16-bit stateless random numbers (one draw per
+step, a step ahead, shared by every head of the group); any other model runs its own layers
+through `model.stateless_call` (Keras' own dropout; BatchNormalization statistics are carried
+through the loop). A model that overrides `train_step` trains with `model.fit` and says so.
 """
 
+from pathlib import Path
+
+import click
 import numpy as np
 
 from cache.errors import UserError
 from cache.reader import aligned_empty
+from heads.architectures import MLP, Builder, named_outputs, parse_head
+from heads.defaults import KERAS
+from heads.registry import Head, register
 
-EPSILON = 1e-7  # probability clipping in the validation loss, as Keras' binary cross-entropy does
-
-
-def build_model(n_features, attributes, hidden=128, dropout=0.2, l2=1e-4, standardize=None):
-    """keras.Model: float32 [B, n_features] -> {attribute: probability [B, 1]}.
-
-    standardize: None, or (mean [D], variance [D]) of the training features."""
-    import keras
-
-    inputs = keras.Input((n_features,), name="features")
-    x = inputs
-    if standardize is not None:
-        mean, variance = standardize
-        x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(x)
-    x = keras.layers.Dropout(dropout, name="dropout")(x)
-    x = keras.layers.Dense(hidden, activation="relu", name="hidden")(x)
-    outputs = {name: keras.layers.Dense(1, activation="sigmoid", name=name,
-                                        kernel_regularizer=keras.regularizers.L2(l2))(x)
-               for name in attributes}
-    return keras.Model(inputs, outputs, name="attribute_head")
+EPSILON = 1e-7  # probability clipping in binary cross-entropy, as Keras does
+MODEL_FILE = "model.keras"
+# Settings that heads trained together must share: they see the same batches in the same order.
+SHARED_SETTINGS = ("epochs", "batch_size", "class_weight", "seed")
 
 
 def aligned(array):
@@ -67,29 +59,63 @@ def class_weights(labels, mode):
     return (n / (2 * positives)).astype(np.float32), (n / (2 * (n - positives))).astype(np.float32)
 
 
-class KerasHead:
-    """scikit-learn-style estimator around `build_model`.
+@register("keras_head")
+class KerasHead(Head):
+    """A Keras head of architecture `head` (a `--head SPEC`).
 
-    fit(X [n, D] float16 or float32, Y [n, k] 0/1, attributes) -> self; learned state: model_, history_
-    (one dict per epoch: loss, val_loss, <attr>_accuracy, val_<attr>_accuracy), n_features_in_,
-    attributes_. predict_proba(X) -> float32 [n, k].
+    Learned state: model_ (keras.Model: float32 [B, D] -> {attribute: probability [B, 1]}),
+    history_ (one dict per epoch: epoch, loss, <attr>_accuracy, and with val data val_loss,
+    val_<attr>_accuracy), attributes_, n_features_in_.
     """
+    files = (MODEL_FILE,)
 
-    def __init__(self, hidden=128, dropout=0.2, l2=1e-4, lr=1e-3, epochs=3, batch_size=128,
-                 class_weight="none", standardize=False, seed=0):
-        self.hidden = hidden
+    def __init__(self, head=KERAS["head"], dropout=KERAS["dropout"], l2=KERAS["l2"], lr=KERAS["lr"],
+                 epochs=KERAS["epochs"], batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"],
+                 seed=KERAS["seed"]):
+        self.head = head
         self.dropout = dropout
         self.l2 = l2
         self.lr = lr
         self.epochs = epochs
         self.batch_size = batch_size
         self.class_weight = class_weight
-        self.standardize = standardize
         self.seed = seed
 
     def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
         fit_together([self], X, Y, attributes, X_val, Y_val, on_epoch)
         return self
+
+    def predict_proba(self, X, batch_size=8192):
+        """Probabilities float32 [n, k] for features X [n, n_features_in_]."""
+        X = np.asarray(X, np.float32)
+        self.check_width(X)
+        return predict_model(self.model_, self.attributes_, X, batch_size)
+
+    def save(self, directory):
+        self.model_.save(Path(directory) / MODEL_FILE)
+
+    @classmethod
+    def load(cls, directory, settings, attributes, trust_model=False):
+        import keras
+
+        known = cls().get_params()
+        head = cls(**{k: v for k, v in settings.items() if k in known})
+        spec = parse_head(head.head)
+        if isinstance(spec, Builder) and Path(spec.path).is_file():
+            spec.load_function()  # registers the builder file's custom layers, if any
+        path = Path(directory) / MODEL_FILE
+        try:
+            head.model_ = keras.saving.load_model(path, compile=False, safe_mode=not trust_model)
+        except ValueError as exc:
+            if "safe_mode" in str(exc) or "Lambda" in str(exc):
+                raise UserError(f"{path}: Keras safe mode refuses this model (it holds code, e.g. a Lambda "
+                                "layer); pass --trust-model only if you trust the file") from None
+            raise UserError(f"{path}: cannot load the model: {str(exc).splitlines()[0][:200]}") from None
+        head.attributes_, head.n_features_in_ = list(attributes), int(head.model_.input_shape[-1])
+        return head
+
+    def export_model(self):
+        return self.model_
 
     def _validation_record(self, probabilities, Y_val):
         p = np.clip(probabilities.astype(np.float64), EPSILON, 1 - EPSILON)
@@ -101,27 +127,15 @@ class KerasHead:
                        for j, a in enumerate(self.attributes_)})
         return record
 
-    def predict_proba(self, X, batch_size=8192):
-        """Probabilities float32 [n, k] for features X [n, n_features_in_]."""
-        X = np.asarray(X, np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise UserError(f"features have width {X.shape[-1]}, the head was trained on {self.n_features_in_}")
-        return predict_model(self.model_, self.attributes_, X, batch_size)
-
-
-# Settings that heads trained together must share: they see the same batches in the same order.
-SHARED_SETTINGS = ("epochs", "batch_size", "class_weight", "standardize", "seed")
-
 
 def fit_together(heads, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
-    """Fit several KerasHeads that differ only in hidden, dropout, lr and l2 in one pass over the data.
+    """Fit KerasHeads that share SHARED_SETTINGS in one pass over the data (any architectures).
 
     Each head runs the same algorithm as if fitted alone: same initial weights, batch order and
-    dropout masks (one random draw per step, thresholded at each head's rate), its own weights and
-    Adam state. Results agree with fitting alone to float32 rounding, not bitwise: Grappler picks
-    fused oneDNN kernels per graph, so a head's ops may run other kernels inside a bigger graph.
-    Shared per step: the row gather, the dtype cast and the random bits. on_epoch(record) is called
-    for the first head only.
+    dropout masks, its own weights and Adam state. Results agree with fitting alone to float32
+    rounding, not bitwise: Grappler picks fused oneDNN kernels per graph, so a head's ops may run
+    other kernels inside a bigger graph. Validation metrics come from each head's own Keras model,
+    the same computation alone or together. on_epoch(record) is called for the first head only.
     """
     import keras
 
@@ -135,92 +149,123 @@ def fit_together(heads, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None)
     Y = np.asarray(Y, np.float32)
     if X.ndim != 2 or Y.shape != (len(X), len(attributes)):
         raise ValueError(f"X must be [n, D] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
-    moments = ((X.mean(axis=0, dtype=np.float64).astype(np.float32), X.var(axis=0, dtype=np.float64).astype(np.float32))
-               if first.standardize else None)
     for head in heads:
         keras.utils.set_random_seed(first.seed)  # every head starts from the weights it would get alone
-        head.model_ = build_model(X.shape[1], attributes, head.hidden, head.dropout, head.l2, moments)
+        head.spec_ = parse_head(head.head)
+        head.model_ = head.spec_.build(X.shape[1], attributes, head.dropout, head.l2)
         head.attributes_, head.n_features_in_, head.history_ = list(attributes), X.shape[1], []
-    X_val_prepared = None if X_val is None else np.asarray(X_val)
-    if moments is not None:  # the Normalization layer's arithmetic, applied once up front
-        X, X_val_prepared = (None if a is None else (a - moments[0]) / np.maximum(np.sqrt(moments[1]), keras.backend.epsilon())
-                             for a in (X, X_val_prepared))
-    trainer = _FlatAdamTrainer(heads, attributes, class_weights(Y, first.class_weight))
+    weights = class_weights(Y, first.class_weight)
+    fast = [h for h in heads if not _has_own_train_step(h.model_)]
+    for head in heads:
+        if head not in fast:
+            click.echo(f"note: head {head.head} defines its own train_step; training it with keras "
+                       "Model.fit (slower)", err=True)
+            _fit_with_keras(head, X, Y, X_val, Y_val, weights, on_epoch if head is first else None)
+    if not fast:
+        return
+    trainer = _Trainer(fast, attributes, weights)
     features, targets = as_tensor(X), as_tensor(Y)
-    val_features = None if X_val_prepared is None else as_tensor(X_val_prepared)
     rng = np.random.default_rng(first.seed)
     for epoch in range(1, first.epochs + 1):
         losses, accuracies = trainer.run_epoch(rng.permutation(len(X)), features, targets)
         trainer.copy_to_models()
-        val_probabilities = None if val_features is None else trainer.probabilities(val_features)
-        for v, head in enumerate(heads):
+        for v, head in enumerate(fast):
             record = {"epoch": epoch, "loss": float(losses[v])}
             record.update({f"{a}_accuracy": float(x) for a, x in zip(attributes, accuracies[v])})
-            if val_probabilities is not None:
-                record.update(head._validation_record(val_probabilities[v], Y_val))
+            if X_val is not None:
+                record.update(head._validation_record(head.predict_proba(X_val), Y_val))
             head.history_.append(record)
-        if on_epoch:
-            on_epoch(heads[0].history_[-1])
+        if on_epoch and first in fast:
+            on_epoch(first.history_[-1])
 
 
 def predict_model(model, attributes, X, batch_size=8192):
     """Run a saved or fitted head model over X in batches; float32 [n, k] in attribute order."""
     blocks = []
     for start in range(0, len(X), batch_size):
-        out = model(X[start:start + batch_size], training=False)
-        blocks.append(np.concatenate([np.asarray(out[a]) for a in attributes], axis=1))
+        out = named_outputs(model, model(X[start:start + batch_size], training=False))
+        blocks.append(np.concatenate([np.asarray(out[a], np.float32).reshape(-1, 1) for a in attributes], axis=1))
     return np.concatenate(blocks) if blocks else np.zeros((0, len(attributes)), np.float32)
 
 
-class _FlatAdamTrainer:
-    """Trains `build_model` heads fast: each head's trainable weights live in one flat vector, so
-    each step is a few large ops and one fused Adam update per head (TensorFlow's ResourceApplyAdam,
-    the same update rule as keras.optimizers.Adam with epsilon 1e-7), and each epoch is one graph
-    (a while-loop over the batches) for all heads together. Dropout masks come from stateless
-    16-bit random numbers seeded by (seed, step), drawn one step ahead and once for every head.
-    The loss is the head's: per-output binary cross-entropy (from logits), averaged over the
-    batch, summed over outputs, plus l2 * sum of squared output kernels; its gradient is written
-    out in `loss_and_gradient`. Weights go back into the Keras models with copy_to_models()."""
+def _has_own_train_step(model):
+    import keras
+    return type(model).train_step is not keras.Model.train_step
+
+
+def _fit_with_keras(head, X, Y, X_val, Y_val, weights, on_epoch):
+    """The slow path: keras Model.fit with the same loss, optimizer and batch size."""
+    import keras
+
+    model, attributes = head.model_, head.attributes_
+    model.compile(optimizer=keras.optimizers.Adam(head.lr), loss={a: "binary_crossentropy" for a in attributes},
+                  metrics={a: ["accuracy"] for a in attributes})
+    targets = {a: Y[:, j] for j, a in enumerate(attributes)}
+    sample_weight = None
+    if head.class_weight not in (None, "none"):
+        positive, negative = weights
+        sample_weight = {a: np.where(Y[:, j] > 0.5, positive[j], negative[j]) for j, a in enumerate(attributes)}
+
+    def record(epoch, logs):
+        entry = {"epoch": epoch + 1, "loss": float(logs["loss"])}
+        entry.update({f"{a}_accuracy": float(logs.get(f"{a}_accuracy", np.nan)) for a in attributes})
+        if X_val is not None:
+            entry.update(head._validation_record(head.predict_proba(X_val), Y_val))
+        head.history_.append(entry)
+        if on_epoch:
+            on_epoch(entry)
+
+    model.fit(np.asarray(X, np.float32), targets, sample_weight=sample_weight, batch_size=head.batch_size,
+              epochs=head.epochs, shuffle=True, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=record)])
+
+
+def _cross_entropy(y, output):
+    """Per-element binary cross-entropy [B, 1] and hits (prediction == label) of one sigmoid output."""
+    import tensorflow as tf
+    logits = getattr(output, "_keras_logits", None)  # Keras' sigmoid keeps its input here
+    if logits is not None:
+        return tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits), tf.equal(logits >= 0, y > 0.5)
+    p = tf.clip_by_value(output, EPSILON, 1 - EPSILON)
+    return -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p)), tf.equal(p >= 0.5, y > 0.5)
+
+
+class _Trainer:
+    """Trains several KerasHeads on the same batches, one graph per epoch (see the module docstring).
+    Weights go back into the Keras models with copy_to_models()."""
 
     def __init__(self, heads, attributes, weights):
         import tensorflow as tf
 
-        self.layers, self.params, self.m, self.v, self.shapes, self.sizes = [], [], [], [], [], []
+        self.heads, self.attributes = heads, list(attributes)
+        self.params, self.m, self.v, self.shapes, self.sizes = [], [], [], [], []
         for head in heads:
-            hidden = head.model_.get_layer("hidden")
-            outputs = [head.model_.get_layer(a) for a in attributes]
-            w2 = np.concatenate([o.kernel.numpy() for o in outputs], axis=1)
-            b2 = np.concatenate([o.bias.numpy() for o in outputs])
-            parts = [hidden.kernel.numpy(), hidden.bias.numpy(), w2, b2]
-            flat = np.concatenate([p.ravel() for p in parts]).astype(np.float32)
-            self.layers.append((hidden, outputs))
-            self.shapes.append([p.shape for p in parts])
-            self.sizes.append([p.size for p in parts])
+            variables = head.model_.trainable_variables
+            flat = np.concatenate([v.numpy().ravel() for v in variables]).astype(np.float32)
+            self.shapes.append([tuple(v.shape) for v in variables])
+            self.sizes.append([int(np.prod(v.shape)) for v in variables])
             self.params.append(tf.Variable(flat))
             self.m.append(tf.Variable(tf.zeros_like(flat)))
             self.v.append(tf.Variable(tf.zeros_like(flat)))
-        self.lrs = [float(h.lr) for h in heads]
-        self.dropouts = [float(h.dropout) for h in heads]
-        self.l2s = [float(h.l2) for h in heads]
+        self.builtin = [isinstance(h.spec_, MLP) for h in heads]
+        self.rates = sorted({float(h.dropout) for h, b in zip(heads, self.builtin) if b and h.dropout > 0})
         self.batch, self.seed = int(heads[0].batch_size), int(heads[0].seed)
         self.steps_done = 0
         self.positive_weight, self.negative_weight = (tf.constant(w) for w in weights)
         self.weighted = not (np.all(weights[0] == 1) and np.all(weights[1] == 1))
-        # autograph=False: the graphs are written with tf.while_loop, and autograph's source
-        # conversion cost about 0.6 s of tracing per fit.
+        # autograph=False: the graph is written with tf.while_loop; autograph's conversion cost
+        # about 0.6 s of tracing per fit.
         self._epoch = tf.function(self._epoch_graph, autograph=False)
-        self._probabilities = tf.function(self._probabilities_graph, autograph=False)
 
-    def _unpack(self, head, flat):
-        """Head `head`'s flat weight vector as (w1 [D, H], b1 [H], w2 [H, k], b2 [k])."""
+    def _unpack(self, h, flat):
+        """Head h's flat weight vector as its model's trainable tensors, in order."""
         import tensorflow as tf
-        pieces = tf.split(flat, self.sizes[head])
-        return [tf.reshape(p, shape) for p, shape in zip(pieces, self.shapes[head])]
+        return [tf.reshape(p, shape) for p, shape in zip(tf.split(flat, self.sizes[h]), self.shapes[h])]
 
     def _random_bits(self, rows, width, step):
-        """uint16 [rows, width] stateless random numbers (two per 32-bit draw: a third less RNG work
-        than float uniforms), seeded by the step number alone, so the next step's bits can be drawn
-        while this step computes. A head keeps an input where bits >= dropout * 65536: the rate is
+        """uint16 [rows, width] stateless random numbers (two per 32-bit draw: half the random-number
+        work of float uniforms), seeded by the step number alone, so the next step's bits can be
+        drawn while this step computes. An input is kept where bits >= rate * 65536: the rate is
         exact to 1/65536."""
         import tensorflow as tf
         seed = tf.stack([tf.constant(self.seed, tf.int64), step])
@@ -228,106 +273,93 @@ class _FlatAdamTrainer:
         bits = tf.random.stateless_uniform([rows, halves], seed, minval=None, maxval=None, dtype=tf.uint32)
         return tf.reshape(tf.bitcast(bits, tf.uint16), [rows, 2 * halves])[:, :width]
 
-    def _probabilities_graph(self, features):
+    def _loss(self, h, weights, x, kept, y, class_weight, state):
+        """(loss, hits [B, k], new state) of head h on one batch; state: the model's non-trainable
+        variables (Keras path only)."""
         import tensorflow as tf
-        x = tf.cast(features, tf.float32)
-        out = []
-        for head, params in enumerate(self.params):
-            w1, b1, w2, b2 = self._unpack(head, params)
-            out.append(tf.sigmoid(tf.matmul(tf.nn.relu(tf.matmul(x, w1) + b1), w2) + b2))
-        return tf.stack(out)
+        head = self.heads[h]
+        if self.builtin[h]:
+            logits = MLP.logits(weights, kept[float(head.dropout)])
+            cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
+            regularization = head.l2 * tf.reduce_sum(tf.square(weights[-2]))
+            hits = tf.equal(logits >= 0, y > 0.5)
+        else:
+            out, state, losses = head.model_.stateless_call(weights, state, x, training=True, return_losses=True)
+            out = named_outputs(head.model_, out)
+            parts = [_cross_entropy(y[:, j:j + 1], out[a]) for j, a in enumerate(self.attributes)]
+            cross_entropy = tf.concat([p[0] for p in parts], 1)
+            hits = tf.concat([p[1] for p in parts], 1)
+            regularization = tf.add_n(losses) if losses else 0.0
+        if class_weight is not None:
+            cross_entropy = cross_entropy * class_weight
+        loss = tf.reduce_sum(cross_entropy) / tf.cast(tf.shape(x)[0], tf.float32) + regularization
+        return loss, hits, state
 
-    def probabilities(self, features):
-        """float32 [heads, n, k] with the current weights (no dropout), computed in one graph."""
-        return self._probabilities(features).numpy()
-
-    def loss_and_gradient(self, head, params, x_kept, y, weights):
-        """(loss, gradient of loss w.r.t. the flat `params`) of head `head` on one batch whose dropout
-        is already applied (x_kept: dropped inputs are 0, kept ones scaled by 1 / (1 - rate), as
-        keras' Dropout does), plus its logits [B, k].
-
-        The backward pass is written out (tests compare it with tf.GradientTape): autodiff of the
-        same graph adds about 150 small ops per step for shapes and broadcasting, which cost more
-        on 2 cores than the two large matmuls. weights: per-element class weights [B, k] or None."""
-        import tensorflow as tf
-        w1, b1, w2, b2 = self._unpack(head, params)
-        l2 = self.l2s[head]
-        hidden = tf.nn.relu(tf.nn.bias_add(tf.matmul(x_kept, w1), b1))  # the form Grappler's remapper fuses
-        logits = tf.nn.bias_add(tf.matmul(hidden, w2), b2)
-        batch = tf.cast(tf.shape(x_kept)[0], tf.float32)
-        cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)
-        d_logits = tf.sigmoid(logits) - y
-        if weights is not None:
-            cross_entropy, d_logits = cross_entropy * weights, d_logits * weights
-        loss = tf.reduce_sum(cross_entropy) / batch + l2 * tf.reduce_sum(tf.square(w2))
-        d_logits /= batch
-        d_w2 = tf.matmul(hidden, d_logits, transpose_a=True) + (2 * l2) * w2
-        d_pre = tf.raw_ops.ReluGrad(gradients=tf.matmul(d_logits, w2, transpose_b=True), features=hidden)
-        d_w1 = tf.matmul(x_kept, d_pre, transpose_a=True)
-        gradient = tf.concat([tf.reshape(d_w1, [-1]), tf.reduce_sum(d_pre, 0), tf.reshape(d_w2, [-1]),
-                              tf.reduce_sum(d_logits, 0)], 0)
-        return loss, gradient, logits
-
-    def _step(self, x, y, step, bits):
+    def _step(self, x, y, step, bits, states):
         """One Adam step of every head on batch (x [B, D], y [B, k]); bits: uint16 [B, D] for the
-        dropout masks (unused without dropout)."""
+        built-in heads' dropout masks. Returns (summed losses [heads], correct [heads, k], states)."""
         import tensorflow as tf
-        weights = y * self.positive_weight + (1 - y) * self.negative_weight if self.weighted else None
-        positive = y > 0.5
+        class_weight = y * self.positive_weight + (1 - y) * self.negative_weight if self.weighted else None
         t = tf.cast(step, tf.float32)
         beta1_power, beta2_power = tf.pow(0.9, t), tf.pow(0.999, t)
-        kept = {0.0: x}  # dropped and scaled inputs, per dropout rate: heads with one rate share them
-        for rate in set(self.dropouts) - {0.0}:
+        kept = {0.0: x}  # dropped and scaled inputs per rate, as keras' Dropout scales them
+        for rate in self.rates:
             kept[rate] = tf.where(bits >= int(round(rate * 65536)), x * (1.0 / (1.0 - rate)), 0.0)
-        losses, corrects = [], []
-        for head, (params, m, v, lr, dropout) in enumerate(zip(self.params, self.m, self.v, self.lrs, self.dropouts)):
-            loss, gradient, logits = self.loss_and_gradient(head, params, kept[dropout], y, weights)
+        losses, corrects, new_states = [], [], []
+        for h, (params, m, v) in enumerate(zip(self.params, self.m, self.v)):
+            with tf.GradientTape() as tape:
+                loss, hits, state = self._loss(h, self._unpack(h, params), x, kept, y, class_weight, states[h])
+            gradient = tape.gradient(loss, params)
             tf.raw_ops.ResourceApplyAdam(var=params.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
-                                         beta2_power=beta2_power, lr=lr, beta1=0.9, beta2=0.999,
-                                         epsilon=1e-7, grad=gradient)
+                                         beta2_power=beta2_power, lr=float(self.heads[h].lr), beta1=0.9,
+                                         beta2=0.999, epsilon=1e-7, grad=gradient)
             losses.append(loss)
-            corrects.append(tf.math.count_nonzero(tf.equal(logits >= 0, positive), axis=0, dtype=tf.float32))
-        return tf.stack(losses) * tf.cast(tf.shape(x)[0], tf.float32), tf.stack(corrects)
+            corrects.append(tf.math.count_nonzero(hits, axis=0, dtype=tf.float32))
+            new_states.append(state)
+        return tf.stack(losses) * tf.cast(tf.shape(x)[0], tf.float32), tf.stack(corrects), new_states
 
-    def _epoch_graph(self, order, features, targets, first_step):
+    def _epoch_graph(self, order, features, targets, first_step, states):
         import tensorflow as tf
         n = tf.shape(order)[0]
         width = features.shape[1]
-        dropout = any(self.dropouts)
 
         def bits_for(i):
             """Batch i's random bits (an empty block past the last batch)."""
             rows = tf.maximum(tf.minimum((i + 1) * self.batch, n) - i * self.batch, 0)
             return self._random_bits(rows, width, first_step + tf.cast(i, tf.int64))
 
-        def step(i, loss_sum, correct, bits):
+        def step(i, loss_sum, correct, bits, states):
             rows = order[i * self.batch:tf.minimum((i + 1) * self.batch, n)]
             x = tf.cast(tf.gather(features, rows), tf.float32)
-            loss, hits = self._step(x, tf.gather(targets, rows), first_step + tf.cast(i, tf.int64), bits)
-            # The next batch's bits are drawn in this iteration: they depend on no weight, so they
-            # are computed while this step's chain of dependent ops (forward, backward, Adam) waits
-            # on itself; drawn inside the next iteration they sat on that chain (-0.15 to -0.3 s/epoch).
-            return i + 1, loss_sum + loss, correct + hits, bits_for(i + 1) if dropout else bits
+            loss, hits, states = self._step(x, tf.gather(targets, rows), first_step + tf.cast(i, tf.int64),
+                                            bits, states)
+            # The next batch's bits are drawn in this iteration: they depend on no weight, so they are
+            # computed while this step's chain of dependent ops waits on itself (-0.15 to -0.3 s/epoch).
+            return i + 1, loss_sum + loss, correct + hits, bits_for(i + 1) if self.rates else bits, states
 
         steps = (n + self.batch - 1) // self.batch
-        start = (tf.constant(0), tf.zeros([len(self.params)]), tf.zeros([len(self.params), self.shapes[0][3][0]]),
-                 bits_for(0) if dropout else tf.zeros([0, 0], tf.uint16))
-        invariants = (tf.TensorShape([]), start[1].shape, start[2].shape, tf.TensorShape([None, None]))
-        _, loss_sum, correct, _ = tf.while_loop(lambda i, *_: i < steps, step, start, shape_invariants=invariants)
-        return loss_sum / tf.cast(n, tf.float32), correct / tf.cast(n, tf.float32)
+        start = (tf.constant(0), tf.zeros([len(self.params)]), tf.zeros([len(self.params), len(self.attributes)]),
+                 bits_for(0) if self.rates else tf.zeros([0, 0], tf.uint16), states)
+        invariants = tf.nest.map_structure(lambda t: t.shape, start)
+        invariants = (*invariants[:3], tf.TensorShape([None, None]), invariants[4])
+        _, loss_sum, correct, _, states = tf.while_loop(lambda i, *_: i < steps, step, start,
+                                                        shape_invariants=invariants)
+        return loss_sum / tf.cast(n, tf.float32), correct / tf.cast(n, tf.float32), states
 
     def run_epoch(self, order, features, targets):
         """One pass over the rows in `order`; returns (mean loss [heads], train accuracy [heads, k])."""
         import tensorflow as tf
-        loss, accuracy = self._epoch(tf.constant(order, tf.int32), features, targets, tf.constant(self.steps_done + 1, tf.int64))
+        states = [[] if builtin else [v.value for v in head.model_.non_trainable_variables]
+                  for head, builtin in zip(self.heads, self.builtin)]
+        loss, accuracy, states = self._epoch(tf.constant(order, tf.int32), features, targets,
+                                             tf.constant(self.steps_done + 1, tf.int64), states)
+        for head, state in zip(self.heads, states):
+            for variable, value in zip(head.model_.non_trainable_variables, state):  # [] for built-ins
+                variable.assign(value)
         self.steps_done += -(-len(order) // self.batch)
         return loss.numpy(), accuracy.numpy()
 
     def copy_to_models(self):
-        for head, (params, (hidden, outputs)) in enumerate(zip(self.params, self.layers)):
-            w1, b1, w2, b2 = (t.numpy() for t in self._unpack(head, params))
-            hidden.kernel.assign(w1)
-            hidden.bias.assign(b1)
-            for j, layer in enumerate(outputs):
-                layer.kernel.assign(w2[:, j:j + 1])
-                layer.bias.assign(b2[j:j + 1])
+        for h, head in enumerate(self.heads):
+            for variable, value in zip(head.model_.trainable_variables, self._unpack(h, self.params[h])):
+                variable.assign(value)

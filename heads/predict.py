@@ -1,92 +1,104 @@
-"""`predict` images with a run (backbone from the run's cache record + the trained head), and
-`export` a Keras-head run as one TensorFlow SavedModel for serving.
+"""`predict` images with a run (every backbone its caches record + the run's transform and head),
+and `export` a run whose head is a TensorFlow graph as one SavedModel for serving.
 
 Exported signatures (both return {attribute: probability float32 [B]}):
   serving_default / from_bytes: images  string [B]  raw JPEG or PNG file contents
-  from_pixels:                  pixels  float32 [B, S, S, C], already preprocessed (value range)
+  from_pixels:                  pixels  float32 [B, S, S, C], already preprocessed (value range);
+                                runs on one backbone only (not for fused runs)
 """
-
-from pathlib import Path
 
 import numpy as np
 
 from cache.errors import UserError
-from heads import report
+from heads.rundir import Run
 
 
-def _run_backbone(config, trust_model):
+def _run_backbones(run, trust_model):
+    """One backbone per cache the run was trained on, each checked against its feature width."""
     from embed.backbones import load_recorded_backbone
-    backbone = load_recorded_backbone(config["cache"]["backbone"], config["cache"]["preprocessing"],
-                                      trust_model=trust_model)
-    if backbone.feature_dim != config["cache"]["feature_dim"]:
-        raise UserError(f"backbone gives {backbone.feature_dim}-d features, the run was trained on "
-                        f"{config['cache']['feature_dim']}-d")
-    return backbone
+    backbones = []
+    for record in run.caches:
+        backbone = load_recorded_backbone(record["backbone"], record["preprocessing"], trust_model=trust_model)
+        if backbone.feature_dim != record["feature_dim"]:
+            raise UserError(f"backbone {record['backbone'].get('model')} gives {backbone.feature_dim}-d features, "
+                            f"the run was trained on {record['feature_dim']}-d")
+        backbones.append(backbone)
+    return backbones
 
 
 def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     """[{"image", "ok", "error", "attributes": {A: {"probability", "decision"}}}] per image, in order.
     An image that cannot be read is reported with its error; the others are still predicted."""
     from embed.pipeline import image_batches
-    from heads.evaluate import run_probabilities
 
-    config = report.read_json(Path(run_dir) / "config.json")
-    backbone = _run_backbone(config, trust_model)
-    attributes, thresholds = config["attributes"], config["thresholds"]
+    run = Run(run_dir)
+    transform, head = run.load(trust_model)
+    backbones = _run_backbones(run, trust_model)
+    paths = [str(i) for i in images]
+    features, errors = [], [""] * len(paths)
+    for backbone in backbones:  # a fused run decodes each image once per backbone's preprocessing
+        blocks = []
+        for batch in image_batches(paths, np.arange(len(paths)), backbone.preprocessing, batch_size):
+            blocks.append(backbone.extract(batch["image"]).numpy())
+            for index, error in zip(batch["index"].numpy(), batch["error"].numpy()):
+                errors[index] = errors[index] or error.decode("utf-8", "replace")
+        features.append(np.concatenate(blocks) if blocks else np.zeros((0, backbone.feature_dim), np.float32))
+    probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
     results = []
-    for batch in image_batches([str(i) for i in images], np.arange(len(images)), backbone.preprocessing, batch_size):
-        features = backbone.extract(batch["image"]).numpy()
-        errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
-        probabilities = run_probabilities(run_dir, config, features)
-        for index, error, p in zip(batch["index"].numpy(), errors, probabilities):
-            entry = {"image": str(images[index]), "ok": not error, "error": error or None, "attributes": None}
-            if not error:
-                entry["attributes"] = {a: {"probability": float(p[j]), "decision": int(p[j] >= thresholds[a])}
-                                       for j, a in enumerate(attributes)}
-            results.append(entry)
+    for path, error, p in zip(paths, errors, probabilities):
+        entry = {"image": path, "ok": not error, "error": error or None, "attributes": None}
+        if not error:
+            entry["attributes"] = {a: {"probability": float(p[j]), "decision": int(p[j] >= t)}
+                                   for j, (a, t) in enumerate(zip(run.attributes, run.thresholds))}
+        results.append(entry)
     return results
 
 
 def export_run(run_dir, out_dir, *, trust_model=False):
     """Write a SavedModel mapping image bytes (or preprocessed pixels) to attribute probabilities."""
-    import keras
     import tensorflow as tf
     from embed.pipeline import preprocess
-    from heads.train import MODEL_FILE
 
-    config = report.read_json(Path(run_dir) / "config.json")
-    if config["kind"] != "keras_head":
-        raise UserError(f"{run_dir}: export supports Keras-head runs; this is a {config['kind']} baseline "
-                        "(scikit-learn estimators, not a TensorFlow graph)")
-    backbone = _run_backbone(config, trust_model)
-    head = keras.saving.load_model(Path(run_dir) / MODEL_FILE, compile=False)
-    prep, attributes = backbone.preprocessing, config["attributes"]
-    size, channels = prep.image_size, prep.channels
+    run = Run(run_dir)
+    transform, head = run.load(trust_model)
+    model = head.export_model()
+    backbones = _run_backbones(run, trust_model)
+    attributes = run.attributes
+
+    def probabilities(features):
+        out = model(transform.transform_tf(tf.concat(features, axis=1)), training=False)
+        return {a: tf.reshape(out[a], [-1]) for a in attributes}
 
     class AttributeModel(tf.Module):
         def __init__(self):
             super().__init__(name="celeba_heads")
-            self.backbone = backbone.module
-            self.head = head
+            self.backbones = [b.module for b in backbones]
+            self.head = model
             self.attributes = tf.constant(attributes)
-            self.thresholds = tf.constant([config["thresholds"][a] for a in attributes], tf.float32)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, channels], tf.float32, name="pixels")])
-        def from_pixels(self, pixels):
-            out = self.head(backbone.extract(pixels), training=False)
-            return {a: out[a][:, 0] for a in attributes}
+            self.thresholds = tf.constant(run.thresholds, tf.float32)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def from_bytes(self, images):
-            def one(data):
-                image = tf.io.decode_image(data, channels=channels, expand_animations=False)
-                image.set_shape([None, None, channels])
-                return preprocess(image, prep)
-            pixels = tf.map_fn(one, images, fn_output_signature=tf.TensorSpec([size, size, channels], tf.float32))
-            return self.from_pixels(pixels)
+            features = []
+            for backbone in backbones:
+                prep = backbone.preprocessing
+
+                def one(data, prep=prep):
+                    image = tf.io.decode_image(data, channels=prep.channels, expand_animations=False)
+                    image.set_shape([None, None, prep.channels])
+                    return preprocess(image, prep)
+                spec = tf.TensorSpec([prep.image_size, prep.image_size, prep.channels], tf.float32)
+                features.append(backbone.extract(tf.map_fn(one, images, fn_output_signature=spec)))
+            return probabilities(features)
 
     module = AttributeModel()
-    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.from_bytes,
-                                                          "from_bytes": module.from_bytes,
-                                                          "from_pixels": module.from_pixels})
+    signatures = {"serving_default": module.from_bytes, "from_bytes": module.from_bytes}
+    if len(backbones) == 1:
+        prep = backbones[0].preprocessing
+        module.from_pixels = tf.function(
+            lambda pixels: probabilities([backbones[0].extract(pixels)]),
+            input_signature=[tf.TensorSpec([None, prep.image_size, prep.image_size, prep.channels], tf.float32,
+                                           name="pixels")])
+        signatures["from_pixels"] = module.from_pixels
+    tf.saved_model.save(module, str(out_dir), signatures=signatures)
     return out_dir

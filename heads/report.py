@@ -1,43 +1,10 @@
-"""A run directory's files, and the table printed for a run.
+"""How a run looks: the table printed for it and its plots (the files: `heads.rundir`)."""
 
-RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}}, "run": {...}}
-                      with M as in heads.metrics (read by evaluate, compare and outside scripts)
-RUN_DIR/config.json   every setting, the cache path, fingerprint and backbone, excluded rows
-RUN_DIR/history.csv   one row per epoch (Keras heads)
-RUN_DIR/*.png         loss.png, accuracy.png (Keras heads), accuracy_vs_majority.png
-"""
-
-import csv
-import json
 from pathlib import Path
-
-from cache.errors import UserError
 
 TABLE_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "majority_accuracy")
 SHORT = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "f1": "f1", "roc_auc": "auc",
          "majority_accuracy": "majority", "threshold": "thr"}
-
-
-def write_json(path, data):
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (is this a run directory?)") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-
-
-def write_history(path, history):
-    if not history:
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def format_table(metrics, title=None):

@@ -1,25 +1,44 @@
-"""`sweep`: train one head per point of a settings grid on one cache, then rank them.
+"""`sweep`: train one Keras head per point of a settings grid on one cache, then rank them.
 
 Grid specs are `name=v1,v2,...` for the train-heads settings in GRID_TYPES; the variants are the
-cartesian product, in the order given. Each variant's run directory is named from its settings
-(`hidden=64_dropout=0.2_lr=0.001`), holds the usual files (metrics.json, ...), and the sweep
-writes leaderboard.csv and leaderboard.md (val accuracy, best mean first).
-The cache is read once. Variants that differ only in hidden, dropout, lr and l2 train together, in one
-pass over the in-memory features (`heads.keras_head.fit_together`); each runs the same algorithm
-as if trained alone (equal to float32 rounding).
+cartesian product, in the order given. `head` takes head specs: `head=linear,mlp:128,mlp:512,128`
+is three variants (a bare number continues the mlp spec before it). Each variant's run directory
+is named from its settings (`hidden=64_dropout=0.2_lr=0.001`), holds the usual files
+(metrics.json, ...), and the sweep writes leaderboard.csv and leaderboard.md (val accuracy, best
+mean first). The cache is read and the feature transform fitted once. Variants that share
+epochs, batch_size, class_weight and seed train together, in one pass over the in-memory features
+(`heads.keras_head.fit_together`); each runs the same algorithm as if trained alone (equal to
+float32 rounding).
 """
 
 import itertools
 from pathlib import Path
 
 from cache.errors import UserError
-from heads.data import load_task
+from heads.architectures import parse_head
+from heads.defaults import RUN
 from heads.evaluate import leaderboard, to_markdown
 from heads.keras_head import SHARED_SETTINGS
-from heads.train import train_together_on_task
+from heads.train import keras_settings, prepare, train_together
 
-GRID_TYPES = {"hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int, "batch_size": int,
-              "class_weight": str}
+GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int,
+              "batch_size": int, "class_weight": str}
+
+
+def _split_values(name, values):
+    """Comma-separated grid values; for `head`, a bare number continues the mlp spec before it."""
+    items = [v.strip() for v in values.split(",")]
+    if name != "head":
+        return items
+    specs = []
+    for item in items:
+        if item.isdigit() and specs and specs[-1].startswith("mlp:"):
+            specs[-1] += "," + item
+        else:
+            specs.append(item)
+    for spec in specs:
+        parse_head(spec)
+    return specs
 
 
 def parse_grid(specs):
@@ -35,11 +54,13 @@ def parse_grid(specs):
         if name in axes:
             raise UserError(f"--grid names {name!r} twice")
         try:
-            axes[name] = [GRID_TYPES[name](v.strip()) for v in values.split(",")]
+            axes[name] = [GRID_TYPES[name](v) for v in _split_values(name, values)]
         except ValueError:
             raise UserError(f"--grid {spec!r}: values of {name} must be {GRID_TYPES[name].__name__}") from None
     if not axes:
         raise UserError("give at least one --grid name=v1,v2,...")
+    if "head" in axes and "hidden" in axes:
+        raise UserError("--grid: give head=mlp:H,... or hidden=H,..., not both")
     return [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
 
 
@@ -48,21 +69,20 @@ def variant_name(settings):
     return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
 
 
-def run_sweep(cache, out_dir, grid, attributes=None, *, seed=0, tune_threshold=False, standardize=False,
-              allow_partial=False, on_variant=None):
+def run_sweep(caches, out_dir, grid, attributes=None, *, seed=0, features=RUN["features"],
+              tune_threshold=RUN["tune_threshold"], allow_partial=False, on_variant=None):
     """Train every grid variant; returns the leaderboard DataFrame (also written to out_dir)."""
     variants = parse_grid(grid)
-    task = load_task(cache, attributes, allow_partial=allow_partial)
+    prepared = prepare(caches, attributes, features, allow_partial)
     out = Path(out_dir)
-    common = {"seed": seed, "tune_threshold": tune_threshold, "standardize": standardize}
     groups = {}
     for settings in variants:
-        key = tuple(settings.get(k) for k in SHARED_SETTINGS)
-        groups.setdefault(key, []).append(settings)
+        full = keras_settings(seed=seed, **settings)
+        groups.setdefault(tuple(full[k] for k in SHARED_SETTINGS), []).append(settings)
     done = 0
     for group in groups.values():
-        runs = train_together_on_task(task, [out / variant_name(v) for v in group],
-                                      [{**common, **v} for v in group])
+        runs = train_together(prepared, [out / variant_name(v) for v in group], [{"seed": seed, **v} for v in group],
+                              tune_threshold=tune_threshold)
         for settings, metrics in zip(group, runs):
             done += 1
             if on_variant:

@@ -1,111 +1,93 @@
-"""`train-heads`: fit the Keras head on a cache's train split, report val and test, write RUN_DIR.
+"""Train head kinds on cached features and write one run directory each (`heads.rundir`).
 
-Thresholds: 0.5, or with tune_threshold the per-attribute value that maximises accuracy on
-**val** (test rows are never read before the thresholds are fixed).
+`train_heads` fits one Keras head (`train-heads`), `train_together` several Keras heads in one
+pass (`sweep`), `run_kinds` any registered kinds side by side (`baselines`). Each loads the
+caches once, fits the feature transform on the train split only, and transforms each split once.
+Thresholds: 0.5, or with tune_threshold the per-attribute value that maximises val accuracy
+(test rows are never read before they are fixed).
 """
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from heads import report
+from heads import rundir
 from heads.data import load_task
+from heads.defaults import KERAS, RUN
 from heads.keras_head import KerasHead, fit_together
-from heads.metrics import attribute_metrics, tune_threshold
-
-MODEL_FILE = "model.keras"
-
-
-def evaluate_probabilities(task, probabilities, thresholds):
-    """metrics.json "attributes" part from {split: float [n, k]} probabilities."""
-    majority = (task.train.labels.mean(axis=0) >= 0.5).astype(int)
-    result = {}
-    for j, name in enumerate(task.attributes):
-        result[name] = {split: attribute_metrics(getattr(task, split).labels[:, j], p[:, j], thresholds[j], majority[j])
-                        for split, p in probabilities.items()}
-    return result
+from heads.registry import head_class
+from heads.transforms import Transform
 
 
-def choose_thresholds(task, val_probabilities, tune):
-    if not tune:
-        return [0.5] * len(task.attributes)
-    return [tune_threshold(task.val.labels[:, j], val_probabilities[:, j]) for j in range(len(task.attributes))]
+@dataclass
+class Prepared:
+    """A loaded task with its fitted transform and each split's transformed features."""
+    task: object
+    transform: Transform
+    train: object
+    val: object
 
 
-def run_config(task, kind, settings, seconds):
-    """config.json: what was run, on which cache, with which rows left out."""
-    return {
-        "kind": kind,
-        "settings": settings,
-        "attributes": task.attributes,
-        "cache": {"path": str(Path(task.cache).resolve()),
-                  "dataset_fingerprint": task.settings["dataset_fingerprint"],
-                  "backbone": task.settings["backbone"], "preprocessing": task.settings["preprocessing"],
-                  "feature_dim": task.settings["feature_dim"], "feature_dtype": task.settings["feature_dtype"]},
-        "rows": {"train": len(task.train.rows), "val": len(task.val.rows), "test": len(task.test.rows)},
-        "excluded_failed_rows": task.excluded_failed_rows,
-        "train_seconds": round(seconds, 3),
-    }
+def prepare(caches, attributes=None, features=RUN["features"], allow_partial=False):
+    task = load_task(caches, attributes, allow_partial=allow_partial)
+    transform = Transform(features).fit(task.train.features)
+    return Prepared(task, transform, transform.transform(task.train.features), transform.transform(task.val.features))
 
 
-def train_heads(cache, out_dir, attributes=None, *, allow_partial=False, on_epoch=None, **settings):
-    """Train the reference head on a cache; writes RUN_DIR (see heads.report), returns the metrics.
-    settings: the keyword arguments of `train_on_task`."""
-    task = load_task(cache, attributes, allow_partial=allow_partial)
-    return train_on_task(task, out_dir, on_epoch=on_epoch, **settings)
-
-
-def _settings(epochs=3, batch_size=128, hidden=128, dropout=0.2, lr=1e-3, l2=1e-4, class_weight="none",
-              standardize=False, seed=0, tune_threshold=False):
-    """All train-heads settings, defaults filled in (recorded in config.json and metrics.json)."""
-    return {"epochs": epochs, "batch_size": batch_size, "hidden": hidden, "dropout": dropout, "lr": lr,
-            "l2": l2, "class_weight": class_weight, "standardize": standardize, "seed": seed,
-            "tune_threshold": tune_threshold}
-
-
-def _head(settings):
-    return KerasHead(**{k: v for k, v in settings.items() if k != "tune_threshold"})
-
-
-def train_on_task(task, out_dir, *, on_epoch=None, **settings):
-    """Fit one head on a loaded Task and write its run directory; returns the metrics dict.
-    settings: those of `_settings` (epochs, batch_size, hidden, dropout, lr, l2, class_weight,
-    standardize, seed, tune_threshold)."""
-    settings = _settings(**settings)
+def _fit_and_write(prepared, head, out_dir, run_settings, on_epoch=None, name=None):
     began = time.perf_counter()
-    head = _head(settings)
-    head.fit(task.train.features, task.train.labels, task.attributes, task.val.features, task.val.labels,
-             on_epoch=on_epoch)
-    return write_run(task, out_dir, head, settings, time.perf_counter() - began)
+    head.fit(prepared.train, prepared.task.train.labels, prepared.task.attributes, prepared.val,
+             prepared.task.val.labels, on_epoch=on_epoch)
+    seconds = time.perf_counter() - began
+    settings = {**head.get_params(), **run_settings}
+    return rundir.write_run(out_dir, prepared.task, head, prepared.transform, settings, seconds, name=name,
+                            val_features=prepared.val)
 
 
-def train_together_on_task(task, out_dirs, settings_list):
-    """Fit heads that differ only in hidden, dropout, lr and l2 in one pass (`fit_together`) and write one
-    run directory each; returns their metrics dicts. Each run's train_seconds is the shared time
-    divided by the number of heads."""
-    settings_list = [_settings(**s) for s in settings_list]
+def keras_settings(**settings):
+    """Keras head settings with defaults filled in; `hidden` (a width) is shorthand for mlp:<hidden>."""
+    hidden = settings.pop("hidden", None)
+    if hidden is not None:
+        settings["head"] = f"mlp:{hidden}"
+    return {**KERAS, **settings}
+
+
+def train_heads(caches, out_dir, attributes=None, *, features=RUN["features"], tune_threshold=RUN["tune_threshold"],
+                allow_partial=False, on_epoch=None, **settings):
+    """Train one Keras head (settings: those of KerasHead, or hidden=N for mlp:N) on one cache or
+    several fused ones; writes RUN_DIR and returns its metrics."""
+    prepared = prepare(caches, attributes, features, allow_partial)
+    head = KerasHead(**keras_settings(**settings))
+    return _fit_and_write(prepared, head, out_dir, {"features": features, "tune_threshold": tune_threshold},
+                          on_epoch=on_epoch)
+
+
+def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_threshold"]):
+    """Fit Keras heads that share `keras_head.SHARED_SETTINGS` in one pass (`fit_together`) and write one
+    run directory each; returns their metrics. Each run's train_seconds is the shared time divided
+    by the number of heads."""
+    heads = [KerasHead(**keras_settings(**s)) for s in settings_list]
+    task = prepared.task
     began = time.perf_counter()
-    heads = [_head(s) for s in settings_list]
-    fit_together(heads, task.train.features, task.train.labels, task.attributes, task.val.features,
-                 task.val.labels)
+    fit_together(heads, prepared.train, task.train.labels, task.attributes, prepared.val, task.val.labels)
     seconds = (time.perf_counter() - began) / len(heads)
-    return [write_run(task, out, head, s, seconds) for out, head, s in zip(out_dirs, heads, settings_list)]
+    run = {"features": prepared.transform.spec, "tune_threshold": tune_threshold}
+    return [rundir.write_run(out, task, head, prepared.transform, {**head.get_params(), **run}, seconds,
+                             val_features=prepared.val)
+            for out, head in zip(out_dirs, heads)]
 
 
-def write_run(task, out_dir, head, settings, seconds):
-    """Score a fitted head on val and test and write its run directory; returns the metrics dict."""
-    val_p = head.predict_proba(task.val.features)
-    thresholds = choose_thresholds(task, val_p, settings["tune_threshold"])
-    test_p = head.predict_proba(task.test.features)
-    config = run_config(task, "keras_head", settings, seconds)
-    metrics = {"attributes": evaluate_probabilities(task, {"val": val_p, "test": test_p}, thresholds),
-               "run": {"name": Path(out_dir).name, "kind": "keras_head", "cache": config["cache"]["path"],
-                       "train_seconds": config["train_seconds"], "settings": settings}}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    head.model_.save(out / MODEL_FILE)
-    report.write_history(out / "history.csv", head.history_)
-    report.write_json(out / "config.json", {**config, "thresholds": dict(zip(task.attributes, thresholds))})
-    report.write_json(out / "metrics.json", metrics)
-    report.plot_history(head.history_, task.attributes, out)
-    report.plot_accuracy_vs_majority(metrics, out)
-    return metrics
+def run_kinds(caches, out_dir, kinds, attributes=None, *, features=RUN["features"],
+              tune_threshold=RUN["tune_threshold"], allow_partial=False, **settings):
+    """Fit each head kind in `kinds` (settings: passed to every kind that takes them) on the same
+    task and transform; writes RUN_DIR/<kind>/ each; returns {kind: metrics}."""
+    prepared = prepare(caches, attributes, features, allow_partial)
+    results = {}
+    for kind in kinds:
+        cls = head_class(kind)
+        takes = cls().get_params()
+        head = cls(**{k: v for k, v in settings.items() if k in takes})
+        results[kind] = _fit_and_write(prepared, head, Path(out_dir) / kind,
+                                       {"features": features, "tune_threshold": tune_threshold},
+                                       name=f"{Path(out_dir).name}/{kind}")
+    return results

@@ -13,10 +13,9 @@ from sklearn import metrics as skm
 import cli
 from cache import layout
 from cache.writer import CacheWriter, create_cache
-from heads.baselines import run_baselines
 from heads.evaluate import evaluate_run, leaderboard, to_markdown
 from heads.metrics import attribute_metrics, tune_threshold
-from heads.train import train_heads
+from heads.train import run_kinds, train_heads
 
 ATTRS = ["Male", "Smiling", "Young", "Bald"]
 SPLITS = {0: 600, 1: 200, 2: 200}
@@ -66,7 +65,7 @@ def head_run(cache, tmp_path_factory):
 
 def test_head_and_logreg_learn_and_majority_does_not(head_run, cache, tmp_path):
     _, head = head_run
-    base = run_baselines(cache, tmp_path / "base", ["Male", "Smiling", "Young"], ["majority", "logreg"])
+    base = run_kinds(cache, tmp_path / "base", ["majority", "logreg"], ["Male", "Smiling", "Young"])
     for name in ("Male", "Smiling"):
         for metrics in (head, base["logreg"]):
             assert metrics["attributes"][name]["val"]["accuracy"] > 0.85
@@ -160,7 +159,7 @@ def test_evaluate_reproduces_the_saved_metrics(head_run, cache, tmp_path):
     for name in ("Male", "Smiling", "Young"):
         for key, value in metrics["attributes"][name]["test"].items():
             assert again["attributes"][name]["test"][key] == pytest.approx(value, abs=1e-6), (name, key)
-    base = run_baselines(cache, tmp_path / "base", "Male", ["logreg"])
+    base = run_kinds(cache, tmp_path / "base", ["logreg"], "Male")
     assert evaluate_run(tmp_path / "base" / "logreg", "val")["attributes"]["Male"]["val"] == \
         base["logreg"]["attributes"]["Male"]["val"]
 
@@ -171,14 +170,14 @@ def test_evaluate_refuses_moved_or_changed_cache(tmp_path):
     shutil.move(tmp_path / "c.h5", tmp_path / "moved.h5")
     with pytest.raises(Exception, match="is not there \\(moved\\?\\); pass --cache"):
         evaluate_run(tmp_path / "run")
-    assert evaluate_run(tmp_path / "run", cache=tmp_path / "moved.h5")["attributes"]["Male"]["test"]["n"] == 200
+    assert evaluate_run(tmp_path / "run", caches=tmp_path / "moved.h5")["attributes"]["Male"]["test"]["n"] == 200
     planted_cache(tmp_path / "other.h5", seed=3)
     with pytest.raises(Exception, match="dataset_fingerprint differs"):
-        evaluate_run(tmp_path / "run", cache=tmp_path / "other.h5")
+        evaluate_run(tmp_path / "run", caches=tmp_path / "other.h5")
 
 
 def test_changed_estimator_file_is_not_unpickled(cache, tmp_path):
-    run_baselines(cache, tmp_path / "base", "Male", ["logreg"])
+    run_kinds(cache, tmp_path / "base", ["logreg"], "Male")
     path = tmp_path / "base" / "logreg" / "estimators.joblib"
     path.write_bytes(path.read_bytes() + b"tampered")
     with pytest.raises(Exception, match="sha256 differs"):
@@ -187,7 +186,7 @@ def test_changed_estimator_file_is_not_unpickled(cache, tmp_path):
 
 def test_compare_leaderboard_and_files(head_run, cache, tmp_path):
     out, _ = head_run
-    run_baselines(cache, tmp_path / "base", ["Male", "Smiling", "Young"], ["majority", "logreg"])
+    run_kinds(cache, tmp_path / "base", ["majority", "logreg"], ["Male", "Smiling", "Young"])
     table = leaderboard([out, tmp_path / "base"], "test", ["accuracy", "roc_auc"])
     assert list(table.index)[-1].endswith("majority")
     assert ("Male", "accuracy") in table.columns and ("mean", "roc_auc") in table.columns
@@ -237,7 +236,7 @@ def test_one_class_attribute_is_refused(tmp_path):
 
 def test_unknown_baseline_and_not_a_run(cache, tmp_path):
     result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "forest")
-    assert result.exit_code == 1 and "unknown baseline 'forest'" in result.output
+    assert result.exit_code == 2 and "unknown model 'forest'; choose from majority, logreg" in result.output
     (tmp_path / "empty").mkdir()
     result = invoke("compare", tmp_path / "empty")
     assert result.exit_code == 1 and "not a run directory" in result.output
@@ -268,7 +267,7 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
     assert "[4/4] hidden=16_dropout=0.5" in result.output
     for name in ("hidden=8_dropout=0", "hidden=8_dropout=0.5", "hidden=16_dropout=0", "hidden=16_dropout=0.5"):
         metrics = json.loads((tmp_path / "s" / name / "metrics.json").read_text())
-        assert metrics["run"]["settings"]["hidden"] == int(name.split("_")[0].split("=")[1])
+        assert metrics["run"]["settings"]["head"] == "mlp:" + name.split("_")[0].split("=")[1]
     board = (tmp_path / "s" / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 2 + 4 and (tmp_path / "s" / "leaderboard.md").is_file()
     # a variant equals the same settings trained alone (up to float32 rounding: see
@@ -310,8 +309,8 @@ def test_heads_trained_together_equal_heads_trained_alone():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((700, 16)).astype(np.float16)
     Y = (X[:, :2].astype(np.float32) > 0).astype(np.float32)
-    settings = [{"hidden": 8, "dropout": 0.0, "lr": 1e-3}, {"hidden": 8, "dropout": 0.5, "lr": 3e-3, "l2": 1e-2},
-                {"hidden": 12, "dropout": 0.2, "lr": 1e-3}]
+    settings = [{"head": "mlp:8", "dropout": 0.0, "lr": 1e-3}, {"head": "mlp:8", "dropout": 0.5, "lr": 3e-3, "l2": 1e-2},
+                {"head": "mlp:12,4", "dropout": 0.2, "lr": 1e-3}, {"head": "linear", "dropout": 0.0, "lr": 1e-2}]
     together = [KerasHead(batch_size=64, **s) for s in settings]
     fit_together(together, X, Y, ["A", "B"], X[:100], Y[:100])
     for head, s in zip(together, settings):
@@ -322,42 +321,39 @@ def test_heads_trained_together_equal_heads_trained_alone():
         fit_together([KerasHead(epochs=2), KerasHead(epochs=3)], X, Y, ["A", "B"])
 
 
-@pytest.mark.parametrize("dropout, class_weight", [(0.0, "none"), (0.5, "balanced")])
-def test_written_out_backward_pass_is_the_gradient_of_the_loss(dropout, class_weight):
-    """The trainer's hand-written gradient equals tf.GradientTape's on the same loss and mask."""
+@pytest.mark.parametrize("spec", ["linear", "mlp:8", "mlp:8,4"])
+def test_builtin_forward_pass_equals_the_keras_model(spec):
+    """MLP.logits (the fast trainer's forward pass) computes the Keras model's own logits."""
     import tensorflow as tf
-    from heads.keras_head import KerasHead, _FlatAdamTrainer, build_model, class_weights
+    from heads.architectures import parse_head
     rng = np.random.default_rng(1)
+    model = parse_head(spec).build(16, list("abc"), 0.5, 1e-2)
+    for variable in model.trainable_variables:
+        variable.assign(rng.standard_normal(variable.shape).astype(np.float32))
     X = rng.standard_normal((50, 16)).astype(np.float32)
-    Y = (rng.random((50, 3)) < 0.3).astype(np.float32)
-    head = KerasHead(hidden=8, dropout=dropout, l2=1e-2)
-    head.model_ = build_model(16, list("abc"), 8, dropout, 1e-2)
-    trainer = _FlatAdamTrainer([head], list("abc"), class_weights(Y, class_weight))
-    params = tf.constant(rng.standard_normal(trainer.params[0].shape).astype(np.float32) * 0.3)
-    x_kept = tf.constant(X * (rng.random(X.shape) >= dropout) / (1 - dropout))  # dropped and scaled
-    positive, negative = class_weights(Y, class_weight)
-    weights = tf.constant(Y * positive + (1 - Y) * negative) if class_weight != "none" else None
-    with tf.GradientTape() as tape:
-        tape.watch(params)
-        loss, gradient, _ = trainer.loss_and_gradient(0, params, x_kept, tf.constant(Y), weights)
-    np.testing.assert_allclose(gradient.numpy(), tape.gradient(loss, params).numpy(), rtol=1e-4, atol=1e-6)
-    assert 0 < loss.numpy() < 10
+    logits = parse_head(spec).logits([v.value for v in model.trainable_variables], tf.constant(X)).numpy()
+    probabilities = model(X, training=False)
+    for j, name in enumerate("abc"):
+        np.testing.assert_allclose(1 / (1 + np.exp(-logits[:, j])), np.asarray(probabilities[name])[:, 0],
+                                   rtol=1e-5, atol=1e-6)
 
 
-def test_trainer_follows_keras_fit_with_adam():
+@pytest.mark.parametrize("spec", ["mlp:8", "linear", "mlp:8,4"])
+def test_trainer_follows_keras_fit_with_adam(spec):
     """Without dropout the fast trainer is the same algorithm as model.fit: same weights after 3 steps."""
     import keras
-    from heads.keras_head import KerasHead, build_model
+    from heads.architectures import parse_head
+    from heads.keras_head import KerasHead
     rng = np.random.default_rng(2)
     X = rng.standard_normal((64, 16)).astype(np.float32)
     Y = (X[:, :2] + 0.5 * rng.standard_normal((64, 2)) > 0).astype(np.float32)
-    ours = KerasHead(hidden=8, dropout=0.0, l2=1e-2, lr=1e-2, batch_size=64, seed=3).fit(X, Y, ["A", "B"])
+    ours = KerasHead(head=spec, dropout=0.0, l2=1e-2, lr=1e-2, batch_size=64, seed=3).fit(X, Y, ["A", "B"])
     keras.utils.set_random_seed(3)
-    model = build_model(16, ["A", "B"], hidden=8, dropout=0.0, l2=1e-2)
+    model = parse_head(spec).build(16, ["A", "B"], dropout=0.0, l2=1e-2)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss={"A": "binary_crossentropy", "B": "binary_crossentropy"})
     model.fit(X, {"A": Y[:, :1], "B": Y[:, 1:]}, batch_size=64, epochs=3, shuffle=False, verbose=0)
     for ours_weight, keras_weight in zip(ours.model_.get_weights(), model.get_weights()):
         np.testing.assert_allclose(ours_weight, keras_weight, rtol=1e-4, atol=1e-6)
     keras.utils.set_random_seed(3)
-    initial = build_model(16, ["A", "B"], hidden=8).get_weights()
+    initial = parse_head(spec).build(16, ["A", "B"], 0.0, 1e-2).get_weights()
     assert not np.allclose(ours.model_.get_weights()[0], initial[0], atol=1e-3)  # training moved the weights

@@ -11,10 +11,9 @@ from cache.reader import load_split
 from embed.backbones import load_backbone
 from embed.dataset import load_dataset, locate
 from embed.runner import embed
-from heads.baselines import run_baselines
-from heads.keras_head import predict_model
 from heads.predict import export_run, predict_images
-from heads.train import train_heads
+from heads.rundir import Run
+from heads.train import run_kinds, train_heads
 
 BACKBONES = {
     "hub_saved_model": lambda probe, h5: dict(model=str(probe), image_size=32),
@@ -29,7 +28,7 @@ def run(request, sample_dir, probe_saved_model, grayscale_h5_model, tmp_path_fac
     labels, partition, images = locate(sample_dir)
     dataset = load_dataset(labels, images, partition)
     embed(dataset, backbone, root / "cache.h5", batch_size=16, feature_dtype="float32", show_progress=False)
-    train_heads(root / "cache.h5", root / "run", "Male,Smiling,Young", epochs=2, standardize=True)
+    train_heads(root / "cache.h5", root / "run", "Male,Smiling,Young", epochs=2, features="standardize")
     return root
 
 
@@ -37,9 +36,7 @@ def test_predict_matches_the_head_on_cached_features(run, sample_dir):
     test = load_split(run / "cache.h5", "test", ["Male", "Smiling", "Young"])
     images = [sample_dir / "img_align_celeba" / i for i in test.image_ids[:3]]
     results = predict_images(run / "run", images)
-    import keras
-    head = keras.saving.load_model(run / "run" / "model.keras", compile=False)
-    expected = predict_model(head, ["Male", "Smiling", "Young"], test.features[:3])
+    expected = Run(run / "run").probabilities(test.features[:3])  # the stored transform, then the head
     got = np.array([[r["attributes"][a]["probability"] for a in ("Male", "Smiling", "Young")] for r in results])
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert all(r["ok"] and r["error"] is None for r in results)
@@ -73,13 +70,13 @@ def test_exported_savedmodel_agrees_with_predict(run, sample_dir):
 
 
 def test_export_refuses_baseline_runs(run, tmp_path):
-    run_baselines(run / "cache.h5", tmp_path / "base", "Male", ["logreg"])
+    run_kinds(run / "cache.h5", tmp_path / "base", ["logreg"], "Male")
     result = CliRunner().invoke(cli.main, ["export", "--run", str(tmp_path / "base" / "logreg"),
                                            "--out", str(tmp_path / "x")])
-    assert result.exit_code == 1 and "export supports Keras-head runs" in result.output
+    assert result.exit_code == 1 and "export needs a head with a TensorFlow graph" in result.output
 
 
 def test_predict_with_a_baseline_run(run, sample_dir, tmp_path):
-    run_baselines(run / "cache.h5", tmp_path / "base", "Male", ["logreg"])
+    run_kinds(run / "cache.h5", tmp_path / "base", ["logreg"], "Male")
     results = predict_images(tmp_path / "base" / "logreg", [sample_dir / "img_align_celeba" / "000001.jpg"])
     assert 0 <= results[0]["attributes"]["Male"]["probability"] <= 1

@@ -1,0 +1,25 @@
+"""Every head setting's default, in one place: the head classes and the command line read these.
+
+KERAS: Keras heads (`train-heads`, `sweep`); the reference notebook's head is the default.
+RUN: settings of a run rather than of a head (feature transform, threshold tuning).
+SKLEARN: the scikit-learn baselines; LOGREG_CV, KNN_COSINE, LINEAR_GRID: the probe protocols.
+"""
+
+import numpy as np
+
+KERAS = {"head": "mlp:128", "dropout": 0.2, "l2": 1e-4, "lr": 1e-3, "epochs": 3, "batch_size": 128,
+         "class_weight": "none", "seed": 0}
+RUN = {"features": "raw", "tune_threshold": False}
+ATTRIBUTES = ("Male", "Smiling", "Young")
+BASELINE_MODELS = ("majority", "logreg")
+SKLEARN = {"C": 1.0, "k": 15, "seed": 0}
+# The CLIP paper's probe sweeps C on val over a log grid; we search a coarse grid of whole decades,
+# then refine by quarter decades around the best.
+LOGREG_CV = {"C_grid": tuple(10.0 ** np.arange(-4, 3)), "refine_steps": (-0.5, -0.25, 0.25, 0.5),
+             "refit_train_val": False, "max_iter": 1000, "seed": 0}
+# DINO's k-NN evaluation: cosine similarity of L2-normalised features, votes weighted by
+# exp(similarity / T) with T = 0.07, k chosen on val.
+KNN_COSINE = {"ks": (10, 20, 100, 200), "temperature": 0.07, "block_rows": 1024}
+# DINOv2-style grid of linear heads, one per learning rate, trained in one pass; best on val kept.
+LINEAR_GRID = {"lrs": tuple(float(f"{lr:.3g}") for lr in np.logspace(-5, -1, 13)), "epochs": 3,
+               "batch_size": 128, "class_weight": "none", "seed": 0}

@@ -1,0 +1,188 @@
+"""A run directory: the one module that writes and reads it, for every head kind.
+
+RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
+                       "run": {"name", "kind", "cache", "train_seconds", "settings"[, "selection"]}}
+                      M as in heads.metrics; "selection" (optional) is what the kind chose on val
+                      (a C, a k, a learning rate). Written last: a run without it is incomplete.
+RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",
+                       "cache" (the first cache's record), "caches" (every cache's record, in feature
+                       order: path, dataset_fingerprint, backbone, preprocessing, feature_dim,
+                       feature_dtype), "rows", "excluded_failed_rows", "train_seconds",
+                       "files": {file name: sha256} of every file loaded later}
+RUN_DIR/<head files>  the kind's own (model.keras, estimators.joblib, knn_*.npy), transform.npz
+RUN_DIR/history.csv, loss.png, accuracy.png   kinds trained in epochs
+RUN_DIR/accuracy_vs_majority.png
+`Run` reads one back: evaluate, predict, export and compare go through it, whatever the kind.
+"""
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from cache.errors import UserError
+from cache.reader import open_cache, read_settings
+from heads import report
+from heads.metrics import attribute_metrics, tune_threshold
+from heads.registry import head_class
+from heads.transforms import Transform
+
+CONFIG, METRICS, HISTORY = "config.json", "metrics.json", "history.csv"
+
+
+def sha256_file(path):
+    from embed.backbones import sha256_file as digest
+    return digest(path)
+
+
+def choose_thresholds(val_labels, val_probabilities, tune):
+    """0.5 per attribute, or with tune the value maximising val accuracy (test is never read)."""
+    if not tune:
+        return [0.5] * val_labels.shape[1]
+    return [tune_threshold(val_labels[:, j], val_probabilities[:, j]) for j in range(val_labels.shape[1])]
+
+
+def split_metrics(task, probabilities, thresholds):
+    """metrics.json's "attributes" part from {split: probabilities [n, k]}."""
+    majority = (task.train.labels.mean(axis=0) >= 0.5).astype(int)
+    return {name: {split: attribute_metrics(getattr(task, split).labels[:, j], p[:, j], thresholds[j], majority[j])
+                   for split, p in probabilities.items()}
+            for j, name in enumerate(task.attributes)}
+
+
+def write_json(path, data):
+    """Write JSON through a temporary name, so a reader never sees half a file."""
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (is this a run directory?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_history(path, history):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_features=None):
+    """Score a fitted head (on transformed features) on val and test and write its run directory;
+    returns the metrics dict. settings: everything the run was given (recorded as is);
+    val_features: the val split already transformed, if the caller has it."""
+    out = Path(out_dir)
+    val_p = head.predict_proba(transform.transform(task.val.features) if val_features is None else val_features)
+    thresholds = choose_thresholds(task.val.labels, val_p, settings.get("tune_threshold", False))
+    test_p = head.predict_proba(transform.transform(task.test.features))
+    run = {"name": name or out.name, "kind": head.kind, "cache": task.cache, "train_seconds": round(seconds, 3),
+           "settings": settings}
+    if head.selection_ is not None:
+        run["selection"] = head.selection_
+    metrics = {"attributes": split_metrics(task, {"val": val_p, "test": test_p}, thresholds), "run": run}
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / METRICS).exists():
+        os.remove(out / METRICS)  # the run is incomplete until its new metrics.json is written
+    head.save(out)
+    files = list(head.files) + transform.save(out)
+    config = {
+        "kind": head.kind,
+        "settings": settings,
+        "attributes": task.attributes,
+        "features": transform.spec,
+        "thresholds": dict(zip(task.attributes, thresholds)),
+        "cache": task.caches[0],
+        "caches": task.caches,
+        "rows": {"train": len(task.train.rows), "val": len(task.val.rows), "test": len(task.test.rows)},
+        "excluded_failed_rows": task.excluded_failed_rows,
+        "train_seconds": round(seconds, 3),
+        "files": {f: sha256_file(out / f) for f in files},
+    }
+    write_json(out / CONFIG, config)
+    if head.history_:
+        write_history(out / HISTORY, head.history_)
+        report.plot_history(head.history_, task.attributes, out)
+    report.plot_accuracy_vs_majority(metrics, out)
+    write_json(out / METRICS, metrics)
+    return metrics
+
+
+class Run:
+    """A run directory read back: config and metrics checked on open; `load` the head."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: not a run directory")
+        self.config = read_json(self.path / CONFIG)
+        self.metrics = read_json(self.path / METRICS)
+        for key in ("kind", "attributes", "thresholds", "cache"):
+            if key not in self.config:
+                raise UserError(f"{self.path / CONFIG}: lacks {key!r} (not written by celeba-heads?)")
+        if not isinstance(self.metrics.get("attributes"), dict):
+            raise UserError(f"{self.path / METRICS}: lacks its \"attributes\" table")
+        self.kind = self.config["kind"]
+        self.attributes = list(self.config["attributes"])
+        self.thresholds = [self.config["thresholds"][a] for a in self.attributes]
+        # runs written before the "caches" list held one cache
+        self.caches = self.config.get("caches") or [self.config["cache"]]
+
+    def _recorded_files(self):
+        files = self.config.get("files")
+        if files is None and self.config.get("model_sha256"):  # written before the "files" record
+            files = {"estimators.joblib": self.config["model_sha256"]}
+        return files or {}
+
+    def check_files(self):
+        """Refuse a file the run wrote that has changed or gone since (sha256 in config.json)."""
+        for name, digest in self._recorded_files().items():
+            path = self.path / name
+            if not path.is_file():
+                raise UserError(f"{path}: missing (the run wrote it; config.json records its sha256)")
+            if sha256_file(path) != digest:
+                raise UserError(f"{path}: sha256 differs from config.json; the file changed after the run "
+                                "wrote it, refusing to load it")
+
+    def load(self, trust_model=False):
+        """(transform, head) as the run saved them, after checking every recorded file."""
+        self.check_files()
+        cls = head_class(self.kind)
+        if "estimators.joblib" in cls.files and "estimators.joblib" not in self._recorded_files():
+            raise UserError(f"{self.path}: config.json records no sha256 for estimators.joblib; refusing to "
+                            "unpickle it")
+        transform = Transform.load(self.path, self.config.get("features", "raw"))
+        head = cls.load(self.path, self.config.get("settings", {}), self.attributes, trust_model=trust_model)
+        return transform, head
+
+    def check_caches(self, paths=None):
+        """Paths of the run's caches (or `paths`, one per recorded cache, for caches that moved),
+        after checking each holds the same dataset and backbone the run was trained on."""
+        if paths and len(paths) != len(self.caches):
+            raise UserError(f"{self.path} was trained on {len(self.caches)} cache(s); give --cache once for each")
+        checked = []
+        for record, path in zip(self.caches, paths or [c["path"] for c in self.caches]):
+            if not os.path.exists(path):
+                raise UserError(f"the run's cache {path} is not there (moved?); pass --cache NEW_PATH")
+            with open_cache(path) as f:
+                settings = read_settings(f)
+            for key in ("dataset_fingerprint", "backbone", "preprocessing"):
+                if key in record and settings[key] != record[key]:
+                    raise UserError(f"{path}: its {key} differs from the one the run was trained on; "
+                                    "evaluate against the run's own cache")
+            checked.append(str(path))
+        return checked
+
+    def probabilities(self, features, trust_model=False):
+        """float32 [n, k] for features [n, D] as the caches store them (transform applied here)."""
+        transform, head = self.load(trust_model)
+        return head.predict_proba(transform.transform(features))
+
