@@ -235,24 +235,39 @@ def merge(shards, out, overwrite):
 @main.command()
 @click.argument("cache", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(cache, as_json):
+@click.option("--check", is_flag=True, help="Also read every ok row's features and check they are finite "
+                                            "(the structure and label checks run on every open).")
+def info(cache, as_json, check):
     """Summarise a cache: shape, backbone, preprocessing, row status, splits, label rates."""
     from cache.reader import cache_info
 
-    summary = cache_info(cache)
+    summary = cache_info(cache, check=check)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
-        return
+    else:
+        _print_info(summary)
+    if check:
+        bad = summary["check"]["nonfinite_rows"]
+        if bad:
+            raise UserError(f"{cache}: check FAILED: {len(bad)} of {summary['check']['ok_rows']} ok rows hold "
+                            f"non-finite features (NaN or inf), e.g. rows {', '.join(map(str, bad[:5]))}")
+        click.echo(f"check: OK: structure, labels, partition and status valid; all {summary['check']['ok_rows']} "
+                   "ok rows have finite features")
+
+
+def _print_info(summary):
     rows, prep, backbone = summary["rows"], summary["preprocessing"], summary["backbone"]
-    weights = f", weights {backbone['weights']}" if backbone["weights"] else ""
+    weights = f", weights {backbone['weights']}" if backbone.get("weights") else ""
     click.echo(f"cache: {summary['path']} (format {summary['format_version']}, "
                f"celeba-heads {summary['tool_version']}, created {summary['created']})")
     click.echo(f"features: {summary['shape'][0]} x {summary['shape'][1]} {summary['dtype']}")
-    click.echo(f"backbone: {backbone['model']} ({backbone['kind']}{weights})"
-               + ("  RANDOM WEIGHTS" if backbone["random_weights"] else ""))
-    click.echo(f"preprocessing: {prep['image_size']}x{prep['image_size']} {prep['color']}, values in "
-               f"[{prep['value_range'][0]:g}, {prep['value_range'][1]:g}], {prep['resize']}"
-               + (" antialiased" if prep["antialias"] else ""))
+    click.echo(f"backbone: {backbone.get('model', '?')} ({backbone.get('kind', '?')}{weights})"
+               + ("  RANDOM WEIGHTS" if backbone.get("random_weights") else ""))
+    if "image_size" in prep:
+        lo, hi = (f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in prep.get("value_range") or "??")
+        click.echo(f"preprocessing: {prep['image_size']}x{prep['image_size']} {prep.get('color', '?')}, values in "
+                   f"[{lo}, {hi}], {prep.get('resize', '?')}"
+                   + (" antialiased" if prep.get("antialias") else ""))
     click.echo(f"rows: {rows['ok']} ok, {rows['failed']} failed, {rows['not_done']} not done")
     splits = summary["splits"]
     click.echo("splits: " + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()))
@@ -288,6 +303,8 @@ def _run_options(command):
         click.option("--standardize", is_flag=True, help="Shorthand for --features standardize."),
         click.option("--tune-threshold", is_flag=True, help="Per-attribute threshold maximising val accuracy (never test)."),
         click.option("--allow-partial", is_flag=True, help="Use caches with unfinished rows."),
+        click.option("--drop-nonfinite", is_flag=True,
+                     help="Leave out rows whose features hold NaN or inf (counted in config.json) instead of stopping."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -323,7 +340,7 @@ CACHES = click.argument("caches", nargs=-1, required=True, type=click.Path(exist
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, class_weight, seed, attributes,
-                features, standardize, tune_threshold, allow_partial, verbose):
+                features, standardize, tune_threshold, allow_partial, drop_nonfinite, verbose):
     """Train a Keras head on the cache (several caches of the same images: their features joined):
     fit on train, validate each epoch, report val and test."""
     if hidden is not None and head != KERAS["head"]:
@@ -336,7 +353,7 @@ def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, 
     metrics = run_training(list(caches), out, attributes, head=f"mlp:{hidden}" if hidden else head, epochs=epochs,
                            batch_size=batch_size, dropout=dropout, lr=lr, l2=l2, class_weight=class_weight,
                            seed=seed, features=features, tune_threshold=tune_threshold, allow_partial=allow_partial,
-                           on_epoch=_print_epoch)
+                           drop_nonfinite=drop_nonfinite, on_epoch=_print_epoch)
     click.echo(format_table(metrics, title=f"keras head {metrics['run']['settings']['head']} "
                                            f"({metrics['run']['train_seconds']:.1f} s training)"))
     click.echo(f"wrote {out}: model.keras, metrics.json, config.json, history.csv, loss.png, accuracy.png, "
@@ -352,7 +369,8 @@ def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, 
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=int)
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
-def sweep(caches, out, grid, seed, attributes, features, standardize, tune_threshold, allow_partial, verbose):
+def sweep(caches, out, grid, seed, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite,
+          verbose):
     """Train one Keras head per grid point on the cache and write a leaderboard (val accuracy)."""
     features = _features(features, standardize)
     _start_tensorflow(verbose)
@@ -364,7 +382,8 @@ def sweep(caches, out, grid, seed, attributes, features, standardize, tune_thres
                    + ", ".join(f"{a} {100 * m['val']['accuracy']:.1f}%" for a, m in metrics["attributes"].items()))
 
     board = run_sweep(list(caches), out, list(grid), attributes, seed=seed, features=features,
-                      tune_threshold=tune_threshold, allow_partial=allow_partial, on_variant=progress)
+                      tune_threshold=tune_threshold, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
+                      on_variant=progress)
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
         click.echo(board.to_string(na_rep="-"))
     click.echo(f"wrote {out}/<variant>/ and {out}/leaderboard.csv, leaderboard.md")
@@ -398,7 +417,7 @@ def _head_kinds(value):
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def baselines(caches, out, models, C, k, refit_train_val, seed, attributes, features, standardize, tune_threshold,
-              allow_partial, verbose):
+              allow_partial, drop_nonfinite, verbose):
     """scikit-learn baselines and probe protocols on the same splits and attributes, one run each."""
     features = _features(features, standardize)
     _start_tensorflow(verbose)
@@ -406,7 +425,8 @@ def baselines(caches, out, models, C, k, refit_train_val, seed, attributes, feat
     from heads.train import run_kinds
 
     results = run_kinds(list(caches), out, models, attributes, features=features, tune_threshold=tune_threshold,
-                        allow_partial=allow_partial, C=C, k=k, seed=seed, refit_train_val=refit_train_val)
+                        allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, C=C, k=k, seed=seed,
+                        refit_train_val=refit_train_val)
     for model, metrics in results.items():
         chosen = metrics["run"].get("selection")
         note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})

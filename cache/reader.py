@@ -10,47 +10,25 @@ import h5py
 import numpy as np
 
 from cache import layout
+from cache.check import check_structure, find_nonfinite
 from cache.errors import UserError
 
 
 def open_cache(path):
-    """Open `path` read-only and check it is a cache this version understands; returns h5py.File."""
+    """Open `path` read-only and check it is a well-formed cache this version understands
+    (`cache.check.check_structure`); returns h5py.File."""
     try:
         f = h5py.File(path, "r", locking=False)
     except FileNotFoundError:
         raise UserError(f"{path}: no such cache file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: not a readable HDF5 cache ({exc})") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: not a readable HDF5 cache ({str(exc).splitlines()[0][:160]})") from None
     try:
-        _validate(path, f)
+        check_structure(path, f)
     except Exception:
         f.close()
         raise
     return f
-
-
-def _validate(path, f):
-    missing = [a for a in layout.REQUIRED_ATTRS if a not in f.attrs]
-    if missing:
-        raise UserError(f"{path}: not a celeba-heads cache (missing attributes {', '.join(missing)})")
-    version = int(f.attrs["format_version"])
-    if version > layout.FORMAT_VERSION:
-        raise UserError(f"{path}: cache format {version} is newer than this tool's "
-                        f"{layout.FORMAT_VERSION}; upgrade celeba-heads")
-    absent = [d for d in layout.DATASETS if d not in f]
-    if absent:
-        raise UserError(f"{path}: cache lacks dataset(s) {', '.join(absent)}")
-    n, dim = int(f.attrs["n_rows"]), int(f.attrs["feature_dim"])
-    expected = {"features": (n, dim), "image_id": (n,), "partition": (n,), "status": (n,),
-                "error": (n,), "labels": (n, len(f["labels"].attrs.get("names", [])))}
-    for name, shape in expected.items():
-        if f[name].shape != shape:
-            raise UserError(f"{path}: dataset {name} has shape {f[name].shape}, expected {shape}")
-    if f["features"].dtype.name != f.attrs["feature_dtype"]:
-        raise UserError(f"{path}: features are {f['features'].dtype.name} but the file says "
-                        f"{f.attrs['feature_dtype']}")
-    if not 0 <= int(f.attrs["rows_done"]) <= n:
-        raise UserError(f"{path}: rows_done={int(f.attrs['rows_done'])} is outside 0..{n}")
 
 
 def read_settings(f):
@@ -71,9 +49,25 @@ def row_status(f):
     return status
 
 
-def cache_info(path, max_failures=20):
-    """Everything `cli.py info` shows, as a JSON-ready dict."""
+def scan_features(f):
+    """{"ok_rows": n, "nonfinite_rows": [cache rows of ok rows with NaN/inf features]}: reads every
+    ok row's features, one chunk at a time."""
+    status = row_status(f)
+    features, bad = f["features"], []
+    for start in range(0, len(status), layout.ROWS_PER_CHUNK * 16):
+        stop = min(len(status), start + layout.ROWS_PER_CHUNK * 16)
+        ok = np.flatnonzero(status[start:stop] == layout.STATUS_OK)
+        if len(ok):
+            block = features[start:stop]
+            bad.extend((start + ok[find_nonfinite(block[ok])]).tolist())
+    return {"ok_rows": int((status == layout.STATUS_OK).sum()), "nonfinite_rows": bad}
+
+
+def cache_info(path, max_failures=20, check=False):
+    """Everything `cli.py info` shows, as a JSON-ready dict; with check, also "check": the result of
+    scanning every ok row's features (`scan_features`)."""
     with open_cache(path) as f:
+        scanned = scan_features(f) if check else None
         settings = read_settings(f)
         status = row_status(f)
         partition = f["partition"][:]
@@ -112,6 +106,7 @@ def cache_info(path, max_failures=20):
         "created": settings["created"],
         "tool_version": settings["tool_version"],
         "format_version": settings["format_version"],
+        **({"check": scanned} if check else {}),
     }
 
 
@@ -121,7 +116,8 @@ class Split:
 
     features: [n, D] (float32 unless asked otherwise) or None; labels: uint8 [n, k] for `attributes`;
     image_ids: n strings; rows: int64 [n] row numbers in the cache; n_failed: rows of this
-    partition excluded because their image failed.
+    partition excluded because their image failed; n_nonfinite: rows marked ok whose features
+    hold NaN or inf, left out on request (drop_nonfinite).
     """
     features: np.ndarray
     labels: np.ndarray
@@ -129,6 +125,7 @@ class Split:
     image_ids: list
     rows: np.ndarray
     n_failed: int
+    n_nonfinite: int = 0
 
 
 def aligned_empty(shape, dtype):
@@ -173,7 +170,15 @@ def read_feature_rows(path, rows):
     return restored
 
 
-def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True):
+def nonfinite_error(path, split, count, rows, ids):
+    """The UserError for `count` ok rows with NaN/inf features; rows, ids: the first few."""
+    shown = ", ".join(f"{r} ({i})" for r, i in zip(rows, ids))
+    return UserError(f"{path}: {count} row(s) of the {split} split marked ok hold non-finite features "
+                     f"(NaN or inf), e.g. rows {shown}; re-embed them, or pass --drop-nonfinite to leave them out")
+
+
+def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True,
+               drop_nonfinite=False):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
@@ -181,6 +186,8 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
     with_features=False, Split.features is None and no feature is read. dtype=None keeps the
     stored dtype (no conversion: a float16 cache loads at the speed of reading the file).
     Features come back 64-byte aligned (`aligned_empty`), so heads train on them without a copy.
+    Rows marked ok whose features hold NaN or inf stop the load (UserError naming them) unless
+    drop_nonfinite, which leaves them out and counts them in Split.n_nonfinite.
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -200,13 +207,23 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         in_split = f["partition"][:] == code
         wanted = in_split & (status == layout.STATUS_OK)
         rows = np.flatnonzero(wanted)
-        features = None
+        features, n_nonfinite = None, 0
+        all_ids = f["image_id"][:]
         if with_features:
             features = _read_sorted_rows(f["features"], rows)
+            bad = find_nonfinite(features)
+            if bad and not drop_nonfinite:
+                name = {v: k for k, v in layout.PARTITIONS.items()}[code]
+                first = rows[bad[:3]]
+                raise nonfinite_error(path, name, len(bad), first.tolist(), [s.decode() for s in all_ids[first]])
+            if bad:
+                keep = np.ones(len(rows), bool)
+                keep[bad] = False
+                rows, features, n_nonfinite = rows[keep], features[keep], len(bad)
             if dtype is not None and features.dtype != dtype:
                 features = features.astype(dtype)
         labels = f["labels"][:][rows][:, columns]
-        ids = [s.decode() for s in f["image_id"][:][rows]] if len(rows) else []
+        ids = [s.decode() for s in all_ids[rows]] if len(rows) else []
         n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())
-    return Split(features=features, labels=labels,
-                 attributes=attributes, image_ids=ids, rows=rows, n_failed=n_failed)
+    return Split(features=features, labels=labels, attributes=attributes, image_ids=ids, rows=rows,
+                 n_failed=n_failed, n_nonfinite=n_nonfinite)

@@ -14,8 +14,9 @@ import numpy as np
 
 from cache import layout
 from cache.errors import UsageError, UserError
-from cache.reader import (Split, attribute_names, load_split, open_cache, read_feature_rows, read_settings,
-                          row_status)
+from cache.check import find_nonfinite
+from cache.reader import (Split, attribute_names, load_split, nonfinite_error, open_cache, read_feature_rows,
+                          read_settings, row_status)
 from heads.defaults import ATTRIBUTES
 
 CACHE_RECORD = ("dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype")
@@ -41,9 +42,16 @@ class Task:
     def excluded_failed_rows(self):
         return {"train": self.train.n_failed, "val": self.val.n_failed, "test": self.test.n_failed}
 
+    @property
+    def excluded_nonfinite_rows(self):
+        """Rows marked ok but holding NaN/inf features, left out on request (--drop-nonfinite)."""
+        return {"train": self.train.n_nonfinite, "val": self.val.n_nonfinite, "test": self.test.n_nonfinite}
 
-def resolve_attributes(requested, available):
-    """'all', a comma-separated string or a list -> list of names, each checked against `available`."""
+
+def resolve_attributes(requested, available, source=None):
+    """'all', a comma-separated string or a list -> list of names, each checked against `available`
+    (the attribute names of the cache at `source`, named in errors)."""
+    where = f"{source}: " if source else ""
     if requested is None:
         requested = list(ATTRIBUTES)
     elif isinstance(requested, str):
@@ -54,7 +62,7 @@ def resolve_attributes(requested, available):
         if name not in available:
             close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"unknown attribute {name!r}{hint}; valid: {', '.join(available)}")
+            raise UserError(f"{where}unknown attribute {name!r}{hint}; valid: {', '.join(available)}")
     if len(set(requested)) != len(requested):
         raise UserError(f"attribute listed twice in {','.join(requested)}")
     return list(requested)
@@ -67,9 +75,11 @@ def cache_record(path):
     return {"path": str(Path(path).resolve()), **{k: settings[k] for k in CACHE_RECORD}}
 
 
-def load_task(caches, attributes=None, allow_partial=False, feature_splits=("train", "val", "test")):
+def load_task(caches, attributes=None, allow_partial=False, feature_splits=("train", "val", "test"),
+              drop_nonfinite=False):
     """Load train (partition 0), val (1) and test (2) for `attributes` from one cache path or a list
-    of them (fused); splits not in feature_splits get labels only (features None)."""
+    of them (fused); splits not in feature_splits get labels only (features None). Rows marked ok
+    with NaN/inf features stop the load unless drop_nonfinite (then counted, see Task)."""
     paths = [caches] if isinstance(caches, (str, Path)) else list(caches)
     if not paths:
         raise UsageError("give at least one cache file")
@@ -77,13 +87,13 @@ def load_task(caches, attributes=None, allow_partial=False, feature_splits=("tra
         raise UsageError("the same cache is given twice")
     with open_cache(paths[0]) as f:
         available = attribute_names(f)
-    attributes = resolve_attributes(attributes, available)
+    attributes = resolve_attributes(attributes, available, paths[0])
     if len(paths) == 1:
         splits = {name: load_split(paths[0], name, attributes, allow_partial=allow_partial, dtype=None,
-                                   with_features=name in feature_splits)
+                                   with_features=name in feature_splits, drop_nonfinite=drop_nonfinite)
                   for name in layout.PARTITIONS}
     else:
-        splits = _fused_splits(paths, attributes, allow_partial, feature_splits)
+        splits = _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite)
     for name, split in splits.items():
         if len(split.rows) == 0:
             raise UserError(f"{paths[0]}: the {name} split has no embedded rows")
@@ -101,7 +111,7 @@ def _table(path):
                 "partition": f["partition"][:], "labels": f["labels"][:], "status": row_status(f)}
 
 
-def _fused_splits(paths, attributes, allow_partial, feature_splits):
+def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite):
     """Splits over the rows every cache embedded, in the first cache's row order."""
     first = _table(paths[0])
     row_of = [np.arange(len(first["ids"]))]
@@ -136,10 +146,18 @@ def _fused_splits(paths, attributes, allow_partial, feature_splits):
     for name, code in layout.PARTITIONS.items():
         in_split = first["partition"] == code
         rows = np.flatnonzero(in_split & ok)
-        features = None
+        features, n_nonfinite = None, 0
         if name in feature_splits:
             features = np.concatenate([read_feature_rows(p, r[rows]) for p, r in zip(paths, row_of)], axis=1)
+            bad = find_nonfinite(features)
+            if bad and not drop_nonfinite:
+                raise nonfinite_error(", ".join(map(str, paths)), name, len(bad), rows[bad[:3]].tolist(),
+                                      [first["ids"][r] for r in rows[bad[:3]]])
+            if bad:
+                keep = np.ones(len(rows), bool)
+                keep[bad] = False
+                rows, features, n_nonfinite = rows[keep], features[keep], len(bad)
         splits[name] = Split(features=features, labels=first["labels"][rows][:, columns], attributes=attributes,
                              image_ids=[first["ids"][r] for r in rows], rows=rows,
-                             n_failed=int((in_split & failed).sum()))
+                             n_failed=int((in_split & failed).sum()), n_nonfinite=n_nonfinite)
     return splits

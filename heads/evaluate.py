@@ -12,7 +12,7 @@ import pandas as pd
 from cache.errors import UserError
 from heads.data import load_task
 from heads.metrics import attribute_metrics
-from heads.rundir import METRICS, Run, read_json
+from heads.rundir import METRICS, Run
 
 
 def evaluate_run(run_dir, split="test", caches=None, trust_model=False):
@@ -51,15 +51,20 @@ def leaderboard(paths, split="val", metrics=("accuracy",)):
     the mean of the first metric, best first."""
     rows = {}
     for run in find_runs(paths):
-        data = read_json(run / METRICS)
+        checked = Run(run)
+        checked.check_files()  # a run whose model changed since it was scored is refused, not ranked
+        data = checked.metrics
         row = {}
         for name, by_split in data["attributes"].items():
-            if split not in by_split:
-                raise UserError(f"{run}/metrics.json has no {split} metrics")
+            if not isinstance(by_split, dict) or not isinstance(by_split.get(split), dict):
+                raise UserError(f"{run / METRICS}: has no {split} metrics for {name}")
             for m in metrics:
                 if m not in by_split[split]:
                     raise UserError(f"unknown metric {m!r}; choose from {', '.join(by_split[split])}")
-                row[(name, m)] = by_split[split][m]
+                value = by_split[split][m]
+                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise UserError(f"{run / METRICS}: {name} {split} {m} is {value!r}, not a number")
+                row[(name, m)] = value
         rows[str(run)] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)

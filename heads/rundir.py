@@ -104,6 +104,7 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
         "caches": task.caches,
         "rows": {"train": len(task.train.rows), "val": len(task.val.rows), "test": len(task.test.rows)},
         "excluded_failed_rows": task.excluded_failed_rows,
+        "excluded_nonfinite_rows": task.excluded_nonfinite_rows,
         "train_seconds": round(seconds, 3),
         "files": {f: sha256_file(out / f) for f in files},
     }
@@ -171,7 +172,7 @@ class Run:
         checked = []
         for record, path in zip(self.caches, paths or [c["path"] for c in self.caches]):
             if not os.path.exists(path):
-                raise UserError(f"the run's cache {path} is not there (moved?); pass --cache NEW_PATH")
+                raise UserError(f"{path}: the run's cache is not there (moved?); pass --cache NEW_PATH")
             with open_cache(path) as f:
                 settings = read_settings(f)
             for key in ("dataset_fingerprint", "backbone", "preprocessing"):

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from heads import rundir
 from heads.data import load_task
 from heads.defaults import KERAS, RUN
@@ -28,8 +30,12 @@ class Prepared:
     val: object
 
 
-def prepare(caches, attributes=None, features=RUN["features"], allow_partial=False):
-    task = load_task(caches, attributes, allow_partial=allow_partial)
+def prepare(caches, attributes=None, features=RUN["features"], allow_partial=False, drop_nonfinite=False):
+    task = load_task(caches, attributes, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite)
+    dropped = sum(task.excluded_nonfinite_rows.values())
+    if dropped:
+        click.echo(f"note: left out {dropped} row(s) whose features hold NaN or inf ({task.excluded_nonfinite_rows})",
+                   err=True)
     transform = Transform(features).fit(task.train.features)
     return Prepared(task, transform, transform.transform(task.train.features), transform.transform(task.val.features))
 
@@ -53,10 +59,10 @@ def keras_settings(**settings):
 
 
 def train_heads(caches, out_dir, attributes=None, *, features=RUN["features"], tune_threshold=RUN["tune_threshold"],
-                allow_partial=False, on_epoch=None, **settings):
+                allow_partial=False, drop_nonfinite=False, on_epoch=None, **settings):
     """Train one Keras head (settings: those of KerasHead, or hidden=N for mlp:N) on one cache or
     several fused ones; writes RUN_DIR and returns its metrics."""
-    prepared = prepare(caches, attributes, features, allow_partial)
+    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite)
     head = KerasHead(**keras_settings(**settings))
     return _fit_and_write(prepared, head, out_dir, {"features": features, "tune_threshold": tune_threshold},
                           on_epoch=on_epoch)
@@ -78,10 +84,10 @@ def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_t
 
 
 def run_kinds(caches, out_dir, kinds, attributes=None, *, features=RUN["features"],
-              tune_threshold=RUN["tune_threshold"], allow_partial=False, **settings):
+              tune_threshold=RUN["tune_threshold"], allow_partial=False, drop_nonfinite=False, **settings):
     """Fit each head kind in `kinds` (settings: passed to every kind that takes them) on the same
     task and transform; writes RUN_DIR/<kind>/ each; returns {kind: metrics}."""
-    prepared = prepare(caches, attributes, features, allow_partial)
+    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite)
     results = {}
     for kind in kinds:
         cls = head_class(kind)

@@ -1,0 +1,132 @@
+"""Validate a cache file before anything trusts it (layout: `cache.layout`).
+
+`check_structure` runs on every open (`cache.reader.open_cache`): root attributes present, parsed
+and typed; datasets present with the documented shapes and dtypes; labels in {0, 1}, partition in
+{0, 1, 2}, status in the documented codes; rows_done within 0..n_rows. It reads the small datasets
+only (labels, partition, status: about 9 MB for CelebA), never the features.
+`find_nonfinite` scans feature rows for NaN/inf (`info --check`, and every split as it loads).
+Every failure is a UserError whose one line starts with the file's path and says what is wrong.
+"""
+
+import json
+
+import numpy as np
+
+from cache import layout
+from cache.errors import UserError
+
+INT_ATTRS = ("format_version", "feature_dim", "n_rows", "rows_done")
+STR_ATTRS = ("tool_version", "created", "dataset_fingerprint", "feature_dtype")
+DICT_ATTRS = ("backbone", "preprocessing", "sources")
+VALUES = {"labels": (0, 1), "partition": tuple(layout.PARTITIONS.values()),
+          "status": (layout.STATUS_NOT_DONE, layout.STATUS_OK, layout.STATUS_FAILED)}
+ROWS_PER_SCAN = 16384
+
+
+def _attribute(path, f, name):
+    try:
+        value = f.attrs[name]
+    except Exception as exc:  # HDF5 raises several types for a damaged attribute
+        raise UserError(f"{path}: attribute {name} cannot be read ({type(exc).__name__})") from None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if name in INT_ATTRS:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise UserError(f"{path}: attribute {name} is {_show(value)}, not an integer")
+        return int(value)
+    if name in STR_ATTRS:
+        if not isinstance(value, str):
+            raise UserError(f"{path}: attribute {name} is {_show(value)}, not text")
+        return value
+    if name in DICT_ATTRS or name == "shard":
+        try:
+            parsed = json.loads(value) if isinstance(value, str) else None
+        except json.JSONDecodeError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise UserError(f"{path}: attribute {name} is not a JSON object ({_show(value)})")
+        return parsed
+    return value
+
+
+def _show(value, width=40):
+    text = repr(value.tolist() if hasattr(value, "tolist") else value)
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _dataset(path, f, name):
+    try:
+        item = f[name]
+    except KeyError:
+        raise UserError(f"{path}: cache lacks dataset {name}") from None
+    except Exception as exc:
+        raise UserError(f"{path}: dataset {name} cannot be opened ({type(exc).__name__})") from None
+    if not hasattr(item, "shape"):
+        raise UserError(f"{path}: {name} is a group, not a dataset")
+    return item
+
+
+def _read(path, dataset):
+    try:
+        return dataset[()]
+    except Exception as exc:
+        raise UserError(f"{path}: dataset {dataset.name.lstrip('/')} cannot be read "
+                        f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})") from None
+
+
+def check_structure(path, f):
+    """Raise UserError unless the open h5py.File `f` is a well-formed cache; returns the parsed root
+    attributes (as `cache.reader.read_settings` gives them)."""
+    missing = [a for a in layout.REQUIRED_ATTRS if a not in f.attrs]
+    if missing:
+        raise UserError(f"{path}: not a celeba-heads cache (missing attributes {', '.join(missing)})")
+    settings = {name: _attribute(path, f, name) for name in layout.REQUIRED_ATTRS}
+    settings["shard"] = _attribute(path, f, "shard") if "shard" in f.attrs else None
+    if settings["format_version"] > layout.FORMAT_VERSION:
+        raise UserError(f"{path}: cache format {settings['format_version']} is newer than this tool's "
+                        f"{layout.FORMAT_VERSION}; upgrade celeba-heads")
+    if settings["format_version"] < 1:
+        raise UserError(f"{path}: format_version {settings['format_version']} is not a valid version")
+    n, dim = settings["n_rows"], settings["feature_dim"]
+    if n < 0 or dim < 1:
+        raise UserError(f"{path}: n_rows={n} and feature_dim={dim} must be >= 0 and >= 1")
+    if settings["feature_dtype"] not in ("float16", "float32"):
+        raise UserError(f"{path}: feature_dtype {settings['feature_dtype']!r} is not float16 or float32")
+    if not 0 <= settings["rows_done"] <= n:
+        raise UserError(f"{path}: rows_done={settings['rows_done']} is outside 0..{n}")
+    datasets = {name: _dataset(path, f, name) for name in layout.DATASETS}
+    try:
+        names = [str(x.decode() if isinstance(x, bytes) else x) for x in datasets["labels"].attrs["names"]]
+    except Exception:
+        raise UserError(f"{path}: labels lack a readable `names` attribute (the attribute names)") from None
+    expected = {"features": (n, dim), "image_id": (n,), "partition": (n,), "status": (n,),
+                "error": (n,), "labels": (n, len(names))}
+    for name, shape in expected.items():
+        if datasets[name].shape != shape:
+            raise UserError(f"{path}: dataset {name} has shape {datasets[name].shape}, expected {shape}")
+    kinds = {"features": "f", "partition": "iu", "labels": "iu", "status": "iu", "image_id": "OSU", "error": "OSU"}
+    for name, allowed in kinds.items():
+        if datasets[name].dtype.kind not in allowed:
+            raise UserError(f"{path}: dataset {name} has dtype {datasets[name].dtype}, not the documented type")
+    if datasets["features"].dtype.name != settings["feature_dtype"]:
+        raise UserError(f"{path}: features are {datasets['features'].dtype.name} but the file says "
+                        f"{settings['feature_dtype']}")
+    for name, allowed in VALUES.items():
+        values = _read(path, datasets[name])
+        bad = ~np.isin(values, allowed)
+        if bad.any():
+            rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1)) if values.ndim > 1 else np.flatnonzero(bad)
+            raise UserError(f"{path}: {name} hold values other than {'/'.join(map(str, allowed))} "
+                            f"(rows {rows[0]}..{rows[-1]}, e.g. {values[bad][0]})")
+    return settings
+
+
+def find_nonfinite(features, first_row=0):
+    """Row offsets (relative to the array, plus first_row) whose features hold NaN or inf;
+    scans in blocks so a large split needs no full-size temporary."""
+    bad = []
+    for start in range(0, len(features), ROWS_PER_SCAN):
+        block = features[start:start + ROWS_PER_SCAN]
+        rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
+        bad.extend((rows + start + first_row).tolist())
+    return bad
