@@ -293,6 +293,11 @@ def _attrs_option(command):
                         help="Comma-separated attribute names, or 'all'.")(command)
 
 
+def _groups_option(command):
+    return click.option("--groups", help="Attributes defining groups (e.g. Male or Male,Young): metrics per "
+                                         "combination of target and group values, worst-group accuracy.")(command)
+
+
 def _run_options(command):
     """Options every command that trains on caches shares."""
     options = [
@@ -305,6 +310,7 @@ def _run_options(command):
         click.option("--allow-partial", is_flag=True, help="Use caches with unfinished rows."),
         click.option("--drop-nonfinite", is_flag=True,
                      help="Leave out rows whose features hold NaN or inf (counted in config.json) instead of stopping."),
+        _groups_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -340,22 +346,24 @@ CACHES = click.argument("caches", nargs=-1, required=True, type=click.Path(exist
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, class_weight, seed, attributes,
-                features, standardize, tune_threshold, allow_partial, drop_nonfinite, verbose):
+                features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups, verbose):
     """Train a Keras head on the cache (several caches of the same images: their features joined):
     fit on train, validate each epoch, report val and test."""
     if hidden is not None and head != KERAS["head"]:
         raise click.BadParameter("give --head or --hidden, not both", param_hint="--hidden")
     features = _features(features, standardize)
     _start_tensorflow(verbose)
-    from heads.report import format_table
+    from heads.report import format_groups, format_table
     from heads.train import train_heads as run_training
 
     metrics = run_training(list(caches), out, attributes, head=f"mlp:{hidden}" if hidden else head, epochs=epochs,
                            batch_size=batch_size, dropout=dropout, lr=lr, l2=l2, class_weight=class_weight,
                            seed=seed, features=features, tune_threshold=tune_threshold, allow_partial=allow_partial,
-                           drop_nonfinite=drop_nonfinite, on_epoch=_print_epoch)
+                           drop_nonfinite=drop_nonfinite, groups=groups, on_epoch=_print_epoch)
     click.echo(format_table(metrics, title=f"keras head {metrics['run']['settings']['head']} "
                                            f"({metrics['run']['train_seconds']:.1f} s training)"))
+    if "groups" in metrics:
+        click.echo(format_groups(metrics, "test"))
     click.echo(f"wrote {out}: model.keras, metrics.json, config.json, history.csv, loss.png, accuracy.png, "
                "accuracy_vs_majority.png")
 
@@ -370,7 +378,7 @@ def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, 
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def sweep(caches, out, grid, seed, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite,
-          verbose):
+          groups, verbose):
     """Train one Keras head per grid point on the cache and write a leaderboard (val accuracy)."""
     features = _features(features, standardize)
     _start_tensorflow(verbose)
@@ -383,7 +391,7 @@ def sweep(caches, out, grid, seed, attributes, features, standardize, tune_thres
 
     board = run_sweep(list(caches), out, list(grid), attributes, seed=seed, features=features,
                       tune_threshold=tune_threshold, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
-                      on_variant=progress)
+                      groups=groups, on_variant=progress)
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
         click.echo(board.to_string(na_rep="-"))
     click.echo(f"wrote {out}/<variant>/ and {out}/leaderboard.csv, leaderboard.md")
@@ -407,30 +415,34 @@ def _head_kinds(value):
 @CACHES
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory; one subfolder per model.")
 @click.option("--models", default=",".join(BASELINE_MODELS), show_default=True, type=LibraryChecked("models", _head_kinds),
-              help="Comma-separated: majority, logreg, linear_svm, knn (scikit-learn), and the probe protocols "
-                   "logreg-cv, knn-cosine, linear-grid.")
+              help="Comma-separated: majority, logreg, linear_svm, knn (scikit-learn), the probe protocols "
+                   "logreg-cv, knn-cosine, linear-grid, and dfr (group-balanced last-layer retraining; needs --groups).")
 @click.option("--C", "C", default=SKLEARN["C"], show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Inverse regularisation strength (logreg, linear_svm).")
 @click.option("--k", default=SKLEARN["k"], show_default=True, type=click.IntRange(min=1), help="Neighbours (knn).")
 @click.option("--refit-train-val", is_flag=True, help="logreg-cv: refit on train + val with the C chosen on val.")
+@click.option("--dfr-on", default="val", show_default=True, type=click.Choice(["val", "train"]),
+              help="dfr: refit the last layer on group-balanced subsets of val (20, the paper's DFR) or train (10).")
 @click.option("--seed", default=SKLEARN["seed"], show_default=True, type=int)
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
-def baselines(caches, out, models, C, k, refit_train_val, seed, attributes, features, standardize, tune_threshold,
-              allow_partial, drop_nonfinite, verbose):
+def baselines(caches, out, models, C, k, refit_train_val, dfr_on, seed, attributes, features, standardize,
+              tune_threshold, allow_partial, drop_nonfinite, groups, verbose):
     """scikit-learn baselines and probe protocols on the same splits and attributes, one run each."""
     features = _features(features, standardize)
     _start_tensorflow(verbose)
-    from heads.report import format_table
+    from heads.report import format_groups, format_table
     from heads.train import run_kinds
 
     results = run_kinds(list(caches), out, models, attributes, features=features, tune_threshold=tune_threshold,
-                        allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, C=C, k=k, seed=seed,
-                        refit_train_val=refit_train_val)
+                        allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, groups=groups, C=C, k=k,
+                        seed=seed, refit_train_val=refit_train_val, dfr_on=dfr_on)
     for model, metrics in results.items():
         chosen = metrics["run"].get("selection")
         note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
         click.echo(format_table(metrics, title=f"{model} ({metrics['run']['train_seconds']:.1f} s training{note})"))
+        if "groups" in metrics:
+            click.echo(format_groups(metrics, "test"))
     click.echo(f"wrote {out}/<model>/: metrics.json, config.json, the fitted model, accuracy_vs_majority.png")
 
 
@@ -441,17 +453,23 @@ def baselines(caches, out, models, C, k, refit_train_val, seed, attributes, feat
               help="The run's cache at a new path (checked by fingerprint); once per cache of a fused run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--trust-model", is_flag=True, help="Load a model file that Keras' safe mode refuses (code inside).")
+@_groups_option
+@click.option("--drop-nonfinite", is_flag=True, help="Leave out rows whose features hold NaN or inf.")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
-def evaluate(run_dir, split, caches, as_json, trust_model, verbose):
+def evaluate(run_dir, split, caches, as_json, trust_model, groups, drop_nonfinite, verbose):
     """Re-evaluate a saved run (any head kind) against its cache."""
     _start_tensorflow(verbose)
     from heads.evaluate import evaluate_run
     from heads.metrics import METRIC_NAMES
+    from heads.report import format_groups
 
-    result = evaluate_run(run_dir, split, list(caches) or None, trust_model=trust_model)
+    result = evaluate_run(run_dir, split, list(caches) or None, trust_model=trust_model, groups=groups,
+                          drop_nonfinite=drop_nonfinite)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
+    if "groups" in result:
+        click.echo(format_groups(result, split))
     click.echo(f"{run_dir} ({result['run']['kind']}) on {split} of {result['run']['cache']}")
     click.echo(f"{'attribute':<22}" + "".join(f"{m:>19}" for m in METRIC_NAMES))
     for name, by_split in result["attributes"].items():
@@ -463,16 +481,22 @@ def evaluate(run_dir, split, caches, as_json, trust_model, verbose):
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default="val", show_default=True, type=click.Choice(["val", "test"]))
-@click.option("--metrics", default="accuracy", show_default=True,
-              help="Comma-separated: accuracy, balanced_accuracy, f1, roc_auc, majority_accuracy.")
+@click.option("--metrics", "--metric", "metrics", default="accuracy", show_default=True,
+              help="Comma-separated: accuracy, balanced_accuracy, f1, roc_auc, majority_accuracy, "
+                   "worst_group_accuracy, mean_group_accuracy (the first ranks).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write it as Markdown.")
-def compare(run_dirs, split, metrics, csv_path, markdown_path):
-    """One leaderboard of runs (rows) by attribute x metric, best mean first."""
+@_groups_option
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, verbose):
+    """One leaderboard of runs (rows) by attribute x metric, best mean first. With --groups, every run
+    is scored again per group on its caches (runs trained without --groups too)."""
     import pandas as pd
+    if groups:
+        _start_tensorflow(verbose)
     from heads.evaluate import leaderboard, to_markdown
 
-    table = leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()])
+    table = leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()], groups=groups)
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
         click.echo(f"{split} split")
         click.echo(table.to_string(na_rep="-"))

@@ -394,7 +394,7 @@ def _table(header, rows):
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def write_report(path, trials, ctrl_cs, disk, reader, damaged, seconds):
+def write_report(path, trials, ctrl_cs, disk, reader, damaged, damage, seconds):
     lost = sum(bool(t.differing) for t in trials) + sum(bool(c.differing) for c in ctrl_cs)
     summary = [
         ("SIGKILL at a random moment, then the same command", len(trials), sum(t.survived for t in trials),
@@ -469,19 +469,62 @@ uninterrupted run. The writer exited {reader.writer_exit}; final cache bitwise e
 Result: `{damaged.summary_line}`, exit status {damaged.exit_code}; `info` lists {len(damaged.failed)}
 failed rows ({", ".join(damaged.failed)}).
 
+## Damaged caches and runs
+
+A cache or a run directory from elsewhere is input too. `tests/test_damage.py` takes a small valid
+cache and two valid run directories (a logreg run; a Keras head with a stored transform), applies
+one damage at a time, and requires every reader to either work correctly or fail with one line
+that starts with the damaged file's path. Run here: {damage.summary}.
+
+| suite | cases | damages | readers |
+|---|---|---|---|
+| cache fuzz (hypothesis, derandomized) | {damage.cache_cases} | attribute deleted or set to garbage (ints, floats, text, bytes, broken JSON, arrays); dataset deleted, reshaped (a row more or less, an extra axis) or retyped; labels/partition/status values out of range; NaN/inf features; attribute names garbled; harmless feature edits | `info --check`, the training commands' loader, `evaluate --cache` |
+| run-directory fuzz (hypothesis, derandomized) | {damage.run_cases} | config.json, metrics.json, history.csv, model.keras, estimators.joblib, transform.npz deleted, truncated, appended to, a key removed or set to another JSON value | `evaluate`, `compare` |
+| truncated cache files, each reader in its own process | {damage.truncations} | the file cut at a random byte (and at 0, 100, 512, 2048 bytes and one byte short) | `info` (a signal would count as a crash) |
+| targeted cases | {damage.targeted} | the reported ones: `rows_done` not a number, broken `backbone`/`preprocessing` JSON, labels 7, partition 9, status 42, NaN features in ok rows, a replaced `model.keras`, a Lambda model | `info`, `train-heads`, `baselines`, `evaluate`, `compare` |
+
+What the fuzzing found (all fixed): a string attribute holding bytes that are not UTF-8 made `info`
+crash while printing; garbage in the labels' `names` attribute was iterated as attribute names;
+a `kind` or `features` value in config.json that is not a head kind or transform ended in a
+traceback or an error without the file's name. Before this suite, the checks on open covered
+missing attributes, shapes and the format version only: wrong types, out-of-range values and
+non-finite features went through (labels 7 trained silently).
+
 ## Other failure modes, and the tests that cover them
 
 | failure | behaviour | test |
 |---|---|---|
 | damaged label/partition files (1,200 generated cases: wrong widths, bad values, duplicate ids, missing header, BOM, line ends, empty, 200 KB fields, a full-size file) | correct parse or one line naming file:line | tests/test_labels_fuzz.py |
-| truncated HDF5, wrong shape/dtype, missing attributes, future format | one-line error from every reading command | tests/test_cache.py |
+| truncated HDF5, wrong shape/dtype, missing attributes, future format | one-line error from every reading command | tests/test_cache.py, tests/test_damage.py |
 | second writer on the same cache | "locked by another process" | tests/test_cache.py |
 | resume with other settings | refused, naming the setting | tests/test_cli.py |
 | image ids escaping the image folder (`../`, absolute, symlinks) | refused | tests/test_dataset.py |
 | Keras file with Lambda layers | refused unless `--trust-model` | tests/test_backbones.py |
-| tampered baseline estimator file | refused (sha256 in config.json) | tests/test_heads.py |
+| a run's model, estimator or transform file changed after the run | refused (sha256 of every file in config.json) | tests/test_heads.py, tests/test_damage.py |
 """
     Path(path).write_text(text)
+
+
+@dataclass
+class DamageSuite:
+    summary: str
+    cache_cases: int
+    run_cases: int
+    truncations: int
+    targeted: int
+
+
+def damage_suite():
+    """Run tests/test_damage.py (the damaged caches and runs suite) and report its outcome."""
+    from tests import test_damage
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_damage.py"],
+                          cwd=ROOT, capture_output=True, text=True)
+    summary = (proc.stdout.strip().splitlines() or ["no output"])[-1].strip("= ")
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+                                "tests/test_damage.py"], cwd=ROOT, capture_output=True, text=True).stdout
+    targeted = sum("::test_" in line and "fuzz" not in line and "truncated" not in line
+                   for line in collected.splitlines())
+    return DamageSuite(summary, test_damage.CACHE_CASES, test_damage.RUN_CASES, test_damage.TRUNCATIONS, targeted)
 
 
 @click.command()
@@ -502,9 +545,12 @@ def main(trials, seed, out):
         disk = disk_full_trial(setup, work)
         reader = concurrent_reader_trial(setup, work / "reader.h5")
         damaged = damaged_images_trial(setup, work)
-    write_report(out, results, ctrl_cs, disk, reader, damaged, time.perf_counter() - began)
+    damage = damage_suite()
+    click.echo(f"damaged caches and runs: {damage.summary}")
+    write_report(out, results, ctrl_cs, disk, reader, damaged, damage, time.perf_counter() - began)
     click.echo(f"wrote {out}")
-    if not all(x.survived for x in [*results, *ctrl_cs, reader, damaged]) or not (disk.skipped or disk.survived):
+    if (not all(x.survived for x in [*results, *ctrl_cs, reader, damaged]) or not (disk.skipped or disk.survived)
+            or "failed" in damage.summary):
         sys.exit(1)
 
 

@@ -7,7 +7,7 @@ partition or labels differ are refused.
 """
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,15 @@ class Task:
     """train/val/test: cache.reader.Split for `attributes`, features in the stored dtype (float16 or
     float32; fused caches side by side, first cache first); caches: one record per cache, in
     feature order: {"path" (absolute), "dataset_fingerprint", "backbone", "preprocessing",
-    "feature_dim", "feature_dtype"}."""
+    "feature_dim", "feature_dtype"}; groups: attribute names whose values define the groups of
+    per-group metrics (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split."""
     caches: list
     attributes: list
     train: Split
     val: Split
     test: Split
+    groups: tuple = ()
+    group_labels: dict = None  # {"train"|"val"|"test": uint8 [n, len(groups)]} when groups are given
 
     @property
     def cache(self):
@@ -76,10 +79,11 @@ def cache_record(path):
 
 
 def load_task(caches, attributes=None, allow_partial=False, feature_splits=("train", "val", "test"),
-              drop_nonfinite=False):
+              drop_nonfinite=False, groups=None):
     """Load train (partition 0), val (1) and test (2) for `attributes` from one cache path or a list
     of them (fused); splits not in feature_splits get labels only (features None). Rows marked ok
-    with NaN/inf features stop the load unless drop_nonfinite (then counted, see Task)."""
+    with NaN/inf features stop the load unless drop_nonfinite (then counted, see Task). groups:
+    attribute names ('Male,Young' or a list) for per-group metrics."""
     paths = [caches] if isinstance(caches, (str, Path)) else list(caches)
     if not paths:
         raise UsageError("give at least one cache file")
@@ -88,12 +92,17 @@ def load_task(caches, attributes=None, allow_partial=False, feature_splits=("tra
     with open_cache(paths[0]) as f:
         available = attribute_names(f)
     attributes = resolve_attributes(attributes, available, paths[0])
+    groups = resolve_attributes(groups, available, paths[0]) if groups else []
+    columns = attributes + [g for g in groups if g not in attributes]
     if len(paths) == 1:
-        splits = {name: load_split(paths[0], name, attributes, allow_partial=allow_partial, dtype=None,
+        splits = {name: load_split(paths[0], name, columns, allow_partial=allow_partial, dtype=None,
                                    with_features=name in feature_splits, drop_nonfinite=drop_nonfinite)
                   for name in layout.PARTITIONS}
     else:
-        splits = _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite)
+        splits = _fused_splits(paths, columns, allow_partial, feature_splits, drop_nonfinite)
+    group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
+    splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
+              for name, split in splits.items()}
     for name, split in splits.items():
         if len(split.rows) == 0:
             raise UserError(f"{paths[0]}: the {name} split has no embedded rows")
@@ -102,7 +111,8 @@ def load_task(caches, attributes=None, allow_partial=False, feature_splits=("tra
         if train_labels[:, j].min() == train_labels[:, j].max():
             raise UserError(f"{paths[0]}: attribute {name} has only class {int(train_labels[0, j])} in the "
                             "train split; a classifier cannot learn it")
-    return Task(caches=[cache_record(p) for p in paths], attributes=attributes, **splits)
+    return Task(caches=[cache_record(p) for p in paths], attributes=attributes, groups=tuple(groups),
+                group_labels=group_labels if groups else None, **splits)
 
 
 def _table(path):

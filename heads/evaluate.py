@@ -12,25 +12,32 @@ import pandas as pd
 from cache.errors import UserError
 from heads.data import load_task
 from heads.metrics import attribute_metrics
-from heads.rundir import METRICS, Run
+from heads.rundir import METRICS, Run, split_group_metrics
 
 
-def evaluate_run(run_dir, split="test", caches=None, trust_model=False):
+def evaluate_run(run_dir, split="test", caches=None, trust_model=False, groups=None, drop_nonfinite=False):
     """Recompute a run's metrics on `split` from its saved head and caches:
-    {"attributes": {A: {split: M}}, "run": {"name", "kind", "cache"}}. caches: new paths of the
-    run's caches (one per cache it was trained on), if they moved."""
+    {"attributes": {A: {split: M}}, "run": {"name", "kind", "cache"}[, "groups": ...]}. caches: new
+    paths of the run's caches (one per cache it was trained on), if they moved. groups: attribute
+    names for per-group metrics (default: those the run was trained with, if any)."""
     run = Run(run_dir)
     if isinstance(caches, (str, Path)):
         caches = [caches]
     paths = run.check_caches(list(caches) if caches else None)
-    task = load_task(paths, run.attributes, allow_partial=True, feature_splits=(split,))
+    groups = groups or run.config.get("groups") or None
+    task = load_task(paths, run.attributes, allow_partial=True, feature_splits=(split,), groups=groups,
+                     drop_nonfinite=drop_nonfinite)
     data = getattr(task, split)
     probabilities = run.probabilities(data.features, trust_model=trust_model)
     majority = (task.train.labels.mean(axis=0) >= 0.5).astype(int)
-    return {"attributes": {name: {split: attribute_metrics(data.labels[:, j], probabilities[:, j],
-                                                           run.thresholds[j], majority[j])}
-                           for j, name in enumerate(task.attributes)},
-            "run": {"name": Path(run_dir).name, "kind": run.kind, "cache": paths[0]}}
+    result = {"attributes": {name: {split: attribute_metrics(data.labels[:, j], probabilities[:, j],
+                                                             run.thresholds[j], majority[j])}
+                             for j, name in enumerate(task.attributes)},
+              "run": {"name": Path(run_dir).name, "kind": run.kind, "cache": paths[0]}}
+    group_section = split_group_metrics(task, {split: probabilities}, run.thresholds)
+    if group_section:
+        result["groups"] = group_section
+    return result
 
 
 def find_runs(paths):
@@ -46,26 +53,41 @@ def find_runs(paths):
     return runs
 
 
-def leaderboard(paths, split="val", metrics=("accuracy",)):
+GROUP_METRICS = ("worst_group_accuracy", "mean_group_accuracy")
+
+
+def _metric(run, data, name, split, m):
+    """One metric of one attribute from a run's metrics (a group metric from its "groups" section)."""
+    if m in GROUP_METRICS:
+        section = (data.get("groups") or {}).get("attributes", {}).get(name, {}).get(split)
+        if not isinstance(section, dict):
+            raise UserError(f"{run / METRICS}: has no group metrics on {split}; train with --groups, or "
+                            "compare with --groups ATTR")
+        value = section.get(m)
+    else:
+        by_split = data["attributes"].get(name)
+        if not isinstance(by_split, dict) or not isinstance(by_split.get(split), dict):
+            raise UserError(f"{run / METRICS}: has no {split} metrics for {name}")
+        if m not in by_split[split]:
+            raise UserError(f"unknown metric {m!r}; choose from {', '.join([*by_split[split], *GROUP_METRICS])}")
+        value = by_split[split][m]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise UserError(f"{run / METRICS}: {name} {split} {m} is {value!r}, not a number")
+    return value
+
+
+def leaderboard(paths, split="val", metrics=("accuracy",), groups=None):
     """pandas DataFrame: one row per run, columns (attribute, metric) plus (mean, metric); sorted by
-    the mean of the first metric, best first."""
+    the mean of the first metric, best first. worst_group_accuracy and mean_group_accuracy come from
+    a run's groups section; with groups (attribute names) every run is scored again on `split`
+    per group (its caches and saved head), so runs trained without --groups rank too."""
     rows = {}
     for run in find_runs(paths):
         checked = Run(run)
         checked.check_files()  # a run whose model changed since it was scored is refused, not ranked
-        data = checked.metrics
-        row = {}
-        for name, by_split in data["attributes"].items():
-            if not isinstance(by_split, dict) or not isinstance(by_split.get(split), dict):
-                raise UserError(f"{run / METRICS}: has no {split} metrics for {name}")
-            for m in metrics:
-                if m not in by_split[split]:
-                    raise UserError(f"unknown metric {m!r}; choose from {', '.join(by_split[split])}")
-                value = by_split[split][m]
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                    raise UserError(f"{run / METRICS}: {name} {split} {m} is {value!r}, not a number")
-                row[(name, m)] = value
-        rows[str(run)] = row
+        data = evaluate_run(run, split, groups=groups) if groups else checked.metrics
+        rows[str(run)] = {(name, m): _metric(run, data, name, split, m)
+                          for name in data["attributes"] for m in metrics}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     for m in metrics:

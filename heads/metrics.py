@@ -6,6 +6,8 @@ majority_accuracy is the accuracy of always predicting the train split's majorit
 roc_auc is null when the split holds only one class.
 """
 
+import itertools
+
 import numpy as np
 from sklearn import metrics as skm
 
@@ -41,3 +43,31 @@ def tune_threshold(y_true, probability):
     correct = (y_true.sum() - positives_below[below]) + (below - positives_below[below])
     best = np.flatnonzero(correct == correct.max())
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
+
+
+def group_metrics(target, y_true, probability, threshold, group_names, group_labels):
+    """Per-group accuracy for one target attribute on one split.
+
+    Groups are every combination of the target's value and the group attributes' values (a group
+    attribute equal to the target is skipped), in order (0, 0), (0, 1), ... Returns
+    {"groups": [{<target>: v, <group attr>: v, ..., "n", "accuracy", "positive_rate"}],
+     "worst_group_accuracy", "mean_group_accuracy"}; an empty group has n 0 and null metrics and
+    is left out of the worst and the mean (null when every group is empty).
+    y_true 0/1 [n], probability [n], group_labels 0/1 [n, g] for group_names.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    predicted = (np.asarray(probability) >= threshold).astype(int)
+    columns = [(name, np.asarray(group_labels)[:, j].astype(int)) for j, name in enumerate(group_names)
+               if name != target]
+    keys = [(target, y_true)] + columns
+    groups = []
+    for values in itertools.product((0, 1), repeat=len(keys)):
+        member = np.all([column == v for (_, column), v in zip(keys, values)], axis=0)
+        n = int(member.sum())
+        entry = {name: v for (name, _), v in zip(keys, values)}
+        entry.update(n=n, accuracy=float(skm.accuracy_score(y_true[member], predicted[member])) if n else None,
+                     positive_rate=float(predicted[member].mean()) if n else None)
+        groups.append(entry)
+    filled = [g["accuracy"] for g in groups if g["n"]]
+    return {"groups": groups, "worst_group_accuracy": float(min(filled)) if filled else None,
+            "mean_group_accuracy": float(np.mean(filled)) if filled else None}

@@ -32,6 +32,7 @@ def register(name):
 def head_class(kind):
     """The Head subclass registered as `kind`."""
     import heads.baselines  # noqa: F401  (each module registers its kinds)
+    import heads.dfr  # noqa: F401
     import heads.keras_head  # noqa: F401
     import heads.probes  # noqa: F401
     if kind not in KINDS:

@@ -26,6 +26,24 @@ def format_table(metrics, title=None):
     return "\n".join(lines)
 
 
+def format_groups(metrics, split):
+    """Per-group table of a metrics dict with a "groups" section: one line per group, then the worst
+    and the mean group accuracy per attribute."""
+    section = metrics["groups"]
+    lines = [f"per group on {split} (groups by {', '.join(section['by'])}):"]
+    for name, by_split in section["attributes"].items():
+        result = by_split[split]
+        for group in result["groups"]:
+            keys = [k for k in group if k not in ("n", "accuracy", "positive_rate")]
+            label = ", ".join(f"{k}={group[k]}" for k in keys)
+            accuracy = "-" if group["accuracy"] is None else f"{100 * group['accuracy']:.1f}%"
+            lines.append(f"  {label:<40} n {group['n']:>7}  accuracy {accuracy:>7}")
+        worst, mean = result["worst_group_accuracy"], result["mean_group_accuracy"]
+        lines.append(f"  {name}: worst-group accuracy {'-' if worst is None else f'{100 * worst:.1f}%'}, "
+                     f"mean over groups {'-' if mean is None else f'{100 * mean:.1f}%'}")
+    return "\n".join(lines)
+
+
 def plot_history(history, attributes, out_dir):
     """loss.png and accuracy.png: train and val curves per epoch (the reference notebook's plots)."""
     import matplotlib

@@ -1,9 +1,11 @@
 """A run directory: the one module that writes and reads it, for every head kind.
 
 RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
-                       "run": {"name", "kind", "cache", "train_seconds", "settings"[, "selection"]}}
+                       "run": {"name", "kind", "cache", "train_seconds", "settings"[, "selection"]}
+                       [, "groups": {"by": [group attributes], "attributes": {"<Attr>": {"val": G, "test": G}}}]}
                       M as in heads.metrics; "selection" (optional) is what the kind chose on val
-                      (a C, a k, a learning rate). Written last: a run without it is incomplete.
+                      (a C, a k, a learning rate); G as heads.metrics.group_metrics returns it
+                      (runs trained with --groups). Written last: a run without it is incomplete.
 RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",
                        "cache" (the first cache's record), "caches" (every cache's record, in feature
                        order: path, dataset_fingerprint, backbone, preprocessing, feature_dim,
@@ -20,10 +22,10 @@ import json
 import os
 from pathlib import Path
 
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 from cache.reader import open_cache, read_settings
 from heads import report
-from heads.metrics import attribute_metrics, tune_threshold
+from heads.metrics import attribute_metrics, group_metrics, tune_threshold
 from heads.registry import head_class
 from heads.transforms import Transform
 
@@ -48,6 +50,18 @@ def split_metrics(task, probabilities, thresholds):
     return {name: {split: attribute_metrics(getattr(task, split).labels[:, j], p[:, j], thresholds[j], majority[j])
                    for split, p in probabilities.items()}
             for j, name in enumerate(task.attributes)}
+
+
+def split_group_metrics(task, probabilities, thresholds):
+    """metrics.json's "groups" section (None without task.groups): {"by": [group attributes],
+    "attributes": {A: {split: heads.metrics.group_metrics(...)}}} from {split: probabilities [n, k]}."""
+    if not task.groups:
+        return None
+    return {"by": list(task.groups),
+            "attributes": {name: {split: group_metrics(name, getattr(task, split).labels[:, j], p[:, j], thresholds[j],
+                                                       task.groups, task.group_labels[split])
+                                  for split, p in probabilities.items()}
+                           for j, name in enumerate(task.attributes)}}
 
 
 def write_json(path, data):
@@ -88,7 +102,11 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
            "settings": settings}
     if head.selection_ is not None:
         run["selection"] = head.selection_
-    metrics = {"attributes": split_metrics(task, {"val": val_p, "test": test_p}, thresholds), "run": run}
+    probabilities = {"val": val_p, "test": test_p}
+    metrics = {"attributes": split_metrics(task, probabilities, thresholds), "run": run}
+    groups = split_group_metrics(task, probabilities, thresholds)
+    if groups:
+        metrics["groups"] = groups
     out.mkdir(parents=True, exist_ok=True)
     if (out / METRICS).exists():
         os.remove(out / METRICS)  # the run is incomplete until its new metrics.json is written
@@ -99,6 +117,7 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
         "settings": settings,
         "attributes": task.attributes,
         "features": transform.spec,
+        "groups": list(task.groups),
         "thresholds": dict(zip(task.attributes, thresholds)),
         "cache": task.caches[0],
         "caches": task.caches,
@@ -117,6 +136,16 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
     return metrics
 
 
+def _kinds():
+    from heads.registry import KINDS
+    head_class("majority")  # imports every kind's module
+    return list(KINDS)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class Run:
     """A run directory read back: config and metrics checked on open; `load` the head."""
 
@@ -126,16 +155,33 @@ class Run:
             raise UserError(f"{self.path}: not a run directory")
         self.config = read_json(self.path / CONFIG)
         self.metrics = read_json(self.path / METRICS)
+        config, where = self.config, self.path / CONFIG
         for key in ("kind", "attributes", "thresholds", "cache"):
-            if key not in self.config:
-                raise UserError(f"{self.path / CONFIG}: lacks {key!r} (not written by celeba-heads?)")
+            if key not in config:
+                raise UserError(f"{where}: lacks {key!r} (not written by celeba-heads?)")
+        self.kind = config["kind"]
+        if not isinstance(self.kind, str) or self.kind not in _kinds():
+            raise UserError(f"{where}: kind {self.kind!r} is not a head kind ({', '.join(_kinds())})")
+        self.attributes = config["attributes"]
+        if (not isinstance(self.attributes, list) or not self.attributes
+                or not all(isinstance(a, str) for a in self.attributes)):
+            raise UserError(f"{where}: attributes must be a list of attribute names")
+        thresholds = config["thresholds"]
+        if not isinstance(thresholds, dict) or not all(_is_number(thresholds.get(a)) for a in self.attributes):
+            raise UserError(f"{where}: thresholds must give a number for each of {', '.join(self.attributes)}")
+        self.thresholds = [float(thresholds[a]) for a in self.attributes]
+        # runs written before the "caches" list held one cache
+        self.caches = config.get("caches") or [config["cache"]]
+        if not isinstance(self.caches, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("path"), str) for c in self.caches):
+            raise UserError(f"{where}: cache/caches must record each cache's path")
+        for key, kind in (("settings", dict), ("files", dict), ("features", str)):
+            if key in config and not isinstance(config[key], kind):
+                raise UserError(f"{where}: {key} must be a {'JSON object' if kind is dict else 'string'}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.get("files", {}).items()):
+            raise UserError(f"{where}: files must map file names to sha256 digests")
         if not isinstance(self.metrics.get("attributes"), dict):
             raise UserError(f"{self.path / METRICS}: lacks its \"attributes\" table")
-        self.kind = self.config["kind"]
-        self.attributes = list(self.config["attributes"])
-        self.thresholds = [self.config["thresholds"][a] for a in self.attributes]
-        # runs written before the "caches" list held one cache
-        self.caches = self.config.get("caches") or [self.config["cache"]]
 
     def _recorded_files(self):
         files = self.config.get("files")
@@ -160,8 +206,11 @@ class Run:
         if "estimators.joblib" in cls.files and "estimators.joblib" not in self._recorded_files():
             raise UserError(f"{self.path}: config.json records no sha256 for estimators.joblib; refusing to "
                             "unpickle it")
-        transform = Transform.load(self.path, self.config.get("features", "raw"))
-        head = cls.load(self.path, self.config.get("settings", {}), self.attributes, trust_model=trust_model)
+        try:
+            transform = Transform.load(self.path, self.config.get("features", "raw"))
+            head = cls.load(self.path, self.config.get("settings", {}), self.attributes, trust_model=trust_model)
+        except UsageError as exc:  # a setting recorded in config.json that is no longer valid
+            raise UserError(f"{self.path / CONFIG}: {exc}") from None
         return transform, head
 
     def check_caches(self, paths=None):

@@ -30,8 +30,11 @@ class Prepared:
     val: object
 
 
-def prepare(caches, attributes=None, features=RUN["features"], allow_partial=False, drop_nonfinite=False):
-    task = load_task(caches, attributes, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite)
+def prepare(caches, attributes=None, features=RUN["features"], allow_partial=False, drop_nonfinite=False,
+            groups=None):
+    """Load the task (groups: attributes for per-group metrics), fit the transform on train, and
+    transform train and val once."""
+    task = load_task(caches, attributes, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, groups=groups)
     dropped = sum(task.excluded_nonfinite_rows.values())
     if dropped:
         click.echo(f"note: left out {dropped} row(s) whose features hold NaN or inf ({task.excluded_nonfinite_rows})",
@@ -41,9 +44,14 @@ def prepare(caches, attributes=None, features=RUN["features"], allow_partial=Fal
 
 
 def _fit_and_write(prepared, head, out_dir, run_settings, on_epoch=None, name=None):
+    task = prepared.task
+    # a kind that reweights by group (dfr) is handed the group attributes' labels
+    extra = ({"group_labels": task.group_labels["train"] if task.groups else None,
+              "group_labels_val": task.group_labels["val"] if task.groups else None, "group_names": task.groups}
+             if getattr(head, "needs_groups", False) else {})
     began = time.perf_counter()
-    head.fit(prepared.train, prepared.task.train.labels, prepared.task.attributes, prepared.val,
-             prepared.task.val.labels, on_epoch=on_epoch)
+    head.fit(prepared.train, task.train.labels, task.attributes, prepared.val, task.val.labels, on_epoch=on_epoch,
+             **extra)
     seconds = time.perf_counter() - began
     settings = {**head.get_params(), **run_settings}
     return rundir.write_run(out_dir, prepared.task, head, prepared.transform, settings, seconds, name=name,
@@ -59,10 +67,10 @@ def keras_settings(**settings):
 
 
 def train_heads(caches, out_dir, attributes=None, *, features=RUN["features"], tune_threshold=RUN["tune_threshold"],
-                allow_partial=False, drop_nonfinite=False, on_epoch=None, **settings):
+                allow_partial=False, drop_nonfinite=False, groups=None, on_epoch=None, **settings):
     """Train one Keras head (settings: those of KerasHead, or hidden=N for mlp:N) on one cache or
     several fused ones; writes RUN_DIR and returns its metrics."""
-    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite)
+    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups)
     head = KerasHead(**keras_settings(**settings))
     return _fit_and_write(prepared, head, out_dir, {"features": features, "tune_threshold": tune_threshold},
                           on_epoch=on_epoch)
@@ -84,10 +92,11 @@ def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_t
 
 
 def run_kinds(caches, out_dir, kinds, attributes=None, *, features=RUN["features"],
-              tune_threshold=RUN["tune_threshold"], allow_partial=False, drop_nonfinite=False, **settings):
+              tune_threshold=RUN["tune_threshold"], allow_partial=False, drop_nonfinite=False, groups=None,
+              **settings):
     """Fit each head kind in `kinds` (settings: passed to every kind that takes them) on the same
     task and transform; writes RUN_DIR/<kind>/ each; returns {kind: metrics}."""
-    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite)
+    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups)
     results = {}
     for kind in kinds:
         cls = head_class(kind)
