@@ -78,7 +78,7 @@ class LibraryChecked(click.ParamType):
         try:
             return self.check(value)
         except UsageError as exc:  # click names the option itself
-            self.fail(re.sub(r"^--[\w-]+ ", "", str(exc)), param, ctx)
+            self.fail(re.sub(r"^--[\w-]+:? ", "", str(exc)), param, ctx)
 
 
 def _head_spec(value):
@@ -89,6 +89,11 @@ def _head_spec(value):
 def _features_spec(value):
     from heads.transforms import parse_features
     return parse_features(value)
+
+
+def _spurious(value):
+    from embed.sample import parse_spurious
+    return parse_spurious(value)
 
 
 HEAD = LibraryChecked("head", _head_spec)
@@ -150,10 +155,13 @@ def _dataset_options(command):
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
 @click.option("--ray-actors", type=click.IntRange(min=1),
               help="Backbone actors (default: one per GPU in the cluster, else one per 2 CPUs).")
+@click.option("--views", type=click.Choice(["flip"]), multiple=True,
+              help="Also store each image's features mirrored left-right (dataset features_flip): the "
+                   "backbone runs twice per image, so embedding takes twice as long.")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def embed(data_dir, labels, partition, images, official_split, out, model, weights, layer, trust_model,
           image_size, color, value_range, antialias, batch_size, feature_dtype, mixed_precision, xla,
-          overwrite, allow_failures, devices, shard, engine, ray_address, ray_actors, verbose):
+          overwrite, allow_failures, devices, shard, engine, ray_address, ray_actors, views, verbose):
     """Run the frozen backbone once over every labelled image into an HDF5 cache (resumable)."""
     from embed.dataset import load_dataset, locate
     from embed.backbones import parse_value_range
@@ -185,7 +193,8 @@ def embed(data_dir, labels, partition, images, official_split, out, model, weigh
     try:
         summary = run_embed(dataset, backbone, out, batch_size=batch_size, feature_dtype=feature_dtype,
                             overwrite=overwrite, shard=shard, replicas=backbones[1:], engine=engine,
-                            ray_address=ray_address, ray_actors=ray_actors, trust_model=trust_model)
+                            ray_address=ray_address, ray_actors=ray_actors, trust_model=trust_model,
+                            views=tuple(dict.fromkeys(views)))
     except Interrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -268,6 +277,8 @@ def _print_info(summary):
         click.echo(f"preprocessing: {prep['image_size']}x{prep['image_size']} {prep.get('color', '?')}, values in "
                    f"[{lo}, {hi}], {prep.get('resize', '?')}"
                    + (" antialiased" if prep.get("antialias") else ""))
+    if summary["views"]:
+        click.echo(f"views: orig, {', '.join(summary['views'])} (features_{summary['views'][0]} holds the mirrored images)")
     click.echo(f"rows: {rows['ok']} ok, {rows['failed']} failed, {rows['not_done']} not done")
     splits = summary["splits"]
     click.echo("splits: " + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()))
@@ -311,6 +322,11 @@ def _run_options(command):
         click.option("--drop-nonfinite", is_flag=True,
                      help="Leave out rows whose features hold NaN or inf (counted in config.json) instead of stopping."),
         _groups_option,
+        click.option("--views", default="orig", show_default=True, type=click.Choice(["orig", "mean", "concat", "augment"]),
+                     help="With a cache embedded --views flip: orig features, the mean of orig and mirrored, both "
+                          "side by side (concat), or both as training rows (augment)."),
+        click.option("--eval-view", default="orig", show_default=True, type=click.Choice(["orig", "mean"]),
+                     help="--views augment: evaluate (and predict) on orig or on the mean of both views."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -346,7 +362,8 @@ CACHES = click.argument("caches", nargs=-1, required=True, type=click.Path(exist
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, class_weight, seed, attributes,
-                features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups, verbose):
+                features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups, views, eval_view,
+                verbose):
     """Train a Keras head on the cache (several caches of the same images: their features joined):
     fit on train, validate each epoch, report val and test."""
     if hidden is not None and head != KERAS["head"]:
@@ -359,7 +376,8 @@ def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, 
     metrics = run_training(list(caches), out, attributes, head=f"mlp:{hidden}" if hidden else head, epochs=epochs,
                            batch_size=batch_size, dropout=dropout, lr=lr, l2=l2, class_weight=class_weight,
                            seed=seed, features=features, tune_threshold=tune_threshold, allow_partial=allow_partial,
-                           drop_nonfinite=drop_nonfinite, groups=groups, on_epoch=_print_epoch)
+                           drop_nonfinite=drop_nonfinite, groups=groups, views=views, eval_view=eval_view,
+                           on_epoch=_print_epoch)
     click.echo(format_table(metrics, title=f"keras head {metrics['run']['settings']['head']} "
                                            f"({metrics['run']['train_seconds']:.1f} s training)"))
     if "groups" in metrics:
@@ -378,7 +396,7 @@ def train_heads(caches, out, head, hidden, epochs, batch_size, dropout, lr, l2, 
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def sweep(caches, out, grid, seed, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite,
-          groups, verbose):
+          groups, views, eval_view, verbose):
     """Train one Keras head per grid point on the cache and write a leaderboard (val accuracy)."""
     features = _features(features, standardize)
     _start_tensorflow(verbose)
@@ -391,7 +409,7 @@ def sweep(caches, out, grid, seed, attributes, features, standardize, tune_thres
 
     board = run_sweep(list(caches), out, list(grid), attributes, seed=seed, features=features,
                       tune_threshold=tune_threshold, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
-                      groups=groups, on_variant=progress)
+                      groups=groups, views=views, eval_view=eval_view, on_variant=progress)
     with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
         click.echo(board.to_string(na_rep="-"))
     click.echo(f"wrote {out}/<variant>/ and {out}/leaderboard.csv, leaderboard.md")
@@ -427,7 +445,7 @@ def _head_kinds(value):
 @_run_options
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def baselines(caches, out, models, C, k, refit_train_val, dfr_on, seed, attributes, features, standardize,
-              tune_threshold, allow_partial, drop_nonfinite, groups, verbose):
+              tune_threshold, allow_partial, drop_nonfinite, groups, views, eval_view, verbose):
     """scikit-learn baselines and probe protocols on the same splits and attributes, one run each."""
     features = _features(features, standardize)
     _start_tensorflow(verbose)
@@ -435,7 +453,8 @@ def baselines(caches, out, models, C, k, refit_train_val, dfr_on, seed, attribut
     from heads.train import run_kinds
 
     results = run_kinds(list(caches), out, models, attributes, features=features, tune_threshold=tune_threshold,
-                        allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, groups=groups, C=C, k=k,
+                        allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, groups=groups, views=views,
+                        eval_view=eval_view, C=C, k=k,
                         seed=seed, refit_train_val=refit_train_val, dfr_on=dfr_on)
     for model, metrics in results.items():
         chosen = metrics["run"].get("selection")
@@ -554,13 +573,16 @@ def export(run_dir, out, trust_model, verbose):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
 @click.option("--n", default=512, show_default=True, type=click.IntRange(min=10), help="Number of images.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--spurious", type=LibraryChecked("spurious", lambda v: _spurious(v)),
+              help="TARGET:GROUP:RATE, e.g. Blond_Hair:Male:0.95: in train, TARGET agrees with GROUP at RATE; "
+                   "in val and test they are independent (a planted spurious correlation).")
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
-def make_sample(out, n, seed, verbose):
+def make_sample(out, n, seed, spurious, verbose):
     """Write a synthetic CelebA-layout dataset whose labels are visible in the pixels."""
     _start_tensorflow(verbose)
     from embed.sample import make_sample as write_sample
 
-    write_sample(out, n=n, seed=seed)
+    write_sample(out, n=n, seed=seed, spurious=spurious)
     click.echo(f"wrote {n} images and label/partition files (text and CSV) to {out}")
 
 

@@ -46,11 +46,16 @@ def _attribute(path, f, name):
         if not isinstance(value, str):
             raise UserError(f"{path}: attribute {name} is {_show(value)}, not text")
         return value
-    if name in DICT_ATTRS or name == "shard":
+    if name in DICT_ATTRS or name in ("shard", "views"):
         try:
             parsed = json.loads(value) if isinstance(value, str) else None
         except json.JSONDecodeError:
             parsed = None
+        if name == "views":
+            if not isinstance(parsed, list) or not all(v in layout.VIEW_DATASETS for v in parsed):
+                raise UserError(f"{path}: attribute views is not a JSON list of views "
+                                f"({', '.join(layout.VIEW_DATASETS)}): {_show(value)}")
+            return parsed
         if not isinstance(parsed, dict):
             raise UserError(f"{path}: attribute {name} is not a JSON object ({_show(value)})")
         return parsed
@@ -114,6 +119,7 @@ def check_structure(path, f):
         raise UserError(f"{path}: not a celeba-heads cache (missing attributes {', '.join(missing)})")
     settings = {name: _attribute(path, f, name) for name in layout.REQUIRED_ATTRS}
     settings["shard"] = _attribute(path, f, "shard") if "shard" in f.attrs else None
+    settings["views"] = _attribute(path, f, "views") if "views" in f.attrs else []
     if settings["format_version"] > layout.FORMAT_VERSION:
         raise UserError(f"{path}: cache format {settings['format_version']} is newer than this tool's "
                         f"{layout.FORMAT_VERSION}; upgrade celeba-heads")
@@ -126,10 +132,11 @@ def check_structure(path, f):
         raise UserError(f"{path}: feature_dtype {settings['feature_dtype']!r} is not float16 or float32")
     if not 0 <= settings["rows_done"] <= n:
         raise UserError(f"{path}: rows_done={settings['rows_done']} is outside 0..{n}")
-    datasets = {name: _dataset(path, f, name) for name in layout.DATASETS}
+    views = [layout.VIEW_DATASETS[v] for v in settings["views"]]
+    datasets = {name: _dataset(path, f, name) for name in (*layout.DATASETS, *views)}
     names = _names(path, datasets["labels"])
     expected = {"features": (n, dim), "image_id": (n,), "partition": (n,), "status": (n,),
-                "error": (n,), "labels": (n, len(names))}
+                "error": (n,), "labels": (n, len(names)), **{v: (n, dim) for v in views}}
     for name, shape in expected.items():
         if datasets[name].shape != shape:
             raise UserError(f"{path}: dataset {name} has shape {datasets[name].shape}, expected {shape}")
@@ -137,9 +144,10 @@ def check_structure(path, f):
     for name, allowed in kinds.items():
         if datasets[name].dtype.kind not in allowed:
             raise UserError(f"{path}: dataset {name} has dtype {datasets[name].dtype}, not the documented type")
-    if datasets["features"].dtype.name != settings["feature_dtype"]:
-        raise UserError(f"{path}: features are {datasets['features'].dtype.name} but the file says "
-                        f"{settings['feature_dtype']}")
+    for name in ("features", *views):
+        if datasets[name].dtype.name != settings["feature_dtype"]:
+            raise UserError(f"{path}: {name} are {datasets[name].dtype.name} but the file says "
+                            f"{settings['feature_dtype']}")
     for name, allowed in VALUES.items():
         values = _read(path, datasets[name])
         bad = ~np.isin(values, allowed)

@@ -10,6 +10,8 @@ One file holds N rows (one per labelled image, in label-file order) and A attrib
     /labels        [N, A] uint8 in {0, 1}; attribute `names` lists the A attribute names in order.
     /status        [N] int8, 0 not done, 1 ok, 2 failed.
     /error         [N] fixed-length UTF-8 (256 bytes), why a failed row failed ("" otherwise).
+    /features_flip optional, [N, D] like /features: the features of each image mirrored left-right
+                   (`embed --views flip`); present exactly when the `views` attribute lists "flip".
 
 Root attributes:
     format_version       int, this layout's version (FORMAT_VERSION).
@@ -26,6 +28,8 @@ Root attributes:
     rows_done            int, rows [0, rows_done) are finished (ok or failed). Updated in place
                          only after the rows it covers were written and flushed, so after a crash
                          every row below it is complete and nothing above it is trusted.
+    views                optional, JSON list of the extra views stored besides /features, e.g.
+                         ["flip"] (absent: none). Each is computed in the same batches as /features.
     shard                optional, only in a shard file (`embed --shard I/N`, see `cache.shards`):
                          JSON {"index", "count", "start", "stop", "total_rows", "batch_size"}; the
                          file holds rows [start, stop) of the dataset that dataset_fingerprint names.
@@ -47,13 +51,14 @@ ERROR_BYTES = 256
 ROWS_PER_CHUNK = 1024
 
 DATASETS = ("features", "image_id", "partition", "labels", "status", "error")
-JSON_ATTRS = ("backbone", "preprocessing", "sources", "shard")
+VIEW_DATASETS = {"flip": "features_flip"}  # extra view -> its dataset
+JSON_ATTRS = ("backbone", "preprocessing", "sources", "shard", "views")
 REQUIRED_ATTRS = (
     "format_version", "tool_version", "created", "backbone", "preprocessing", "feature_dim",
     "feature_dtype", "dataset_fingerprint", "sources", "n_rows", "rows_done",
 )
 # Settings an `embed` command must repeat exactly to resume a cache.
-RESUME_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint")
+RESUME_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views")
 
 
 def encode_attr(name, value):

@@ -32,9 +32,11 @@ def open_cache(path):
 
 
 def read_settings(f):
-    """Root attributes as Python values (JSON ones decoded); `shard` is None unless a shard file."""
+    """Root attributes as Python values (JSON ones decoded); `shard` is None unless a shard file,
+    `views` [] unless the cache holds extra views."""
     settings = {name: layout.decode_attr(name, f.attrs[name]) for name in layout.REQUIRED_ATTRS}
     settings["shard"] = layout.decode_attr("shard", f.attrs["shard"]) if "shard" in f.attrs else None
+    settings["views"] = layout.decode_attr("views", f.attrs["views"]) if "views" in f.attrs else []
     return settings
 
 
@@ -98,6 +100,7 @@ def cache_info(path, max_failures=20, check=False):
                  "not_done": int((status == layout.STATUS_NOT_DONE).sum())},
         "rows_done": settings["rows_done"],
         "shard": settings["shard"],
+        "views": settings["views"],
         "attributes": names,
         "splits": splits,
         "failures": failures,
@@ -178,7 +181,7 @@ def nonfinite_error(path, split, count, rows, ids):
 
 
 def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True,
-               drop_nonfinite=False):
+               drop_nonfinite=False, views=("orig",)):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
@@ -187,7 +190,9 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
     stored dtype (no conversion: a float16 cache loads at the speed of reading the file).
     Features come back 64-byte aligned (`aligned_empty`), so heads train on them without a copy.
     Rows marked ok whose features hold NaN or inf stop the load (UserError naming them) unless
-    drop_nonfinite, which leaves them out and counts them in Split.n_nonfinite.
+    drop_nonfinite, which leaves them out and counts them in Split.n_nonfinite. views: which
+    feature datasets to read ("orig" = /features, "flip" = /features_flip); with more than one,
+    Split.features is a list in that order.
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -210,8 +215,12 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         features, n_nonfinite = None, 0
         all_ids = f["image_id"][:]
         if with_features:
-            features = _read_sorted_rows(f["features"], rows)
-            bad = find_nonfinite(features)
+            stored_views = read_settings(f)["views"]
+            for view in views:
+                if view != "orig" and view not in stored_views:
+                    raise UserError(f"{path}: holds no {view} view (embed with --views {view})")
+            blocks = [_read_sorted_rows(f[layout.VIEW_DATASETS.get(v, "features")], rows) for v in views]
+            bad = sorted(set().union(*(find_nonfinite(b) for b in blocks)))
             if bad and not drop_nonfinite:
                 name = {v: k for k, v in layout.PARTITIONS.items()}[code]
                 first = rows[bad[:3]]
@@ -219,9 +228,10 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
             if bad:
                 keep = np.ones(len(rows), bool)
                 keep[bad] = False
-                rows, features, n_nonfinite = rows[keep], features[keep], len(bad)
-            if dtype is not None and features.dtype != dtype:
-                features = features.astype(dtype)
+                rows, blocks, n_nonfinite = rows[keep], [b[keep] for b in blocks], len(bad)
+            if dtype is not None:
+                blocks = [b if b.dtype == dtype else b.astype(dtype) for b in blocks]
+            features = blocks[0] if len(blocks) == 1 else blocks
         labels = f["labels"][:][rows][:, columns]
         ids = [s.decode() for s in all_ids[rows]] if len(rows) else []
         n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())

@@ -19,7 +19,7 @@ from cache.reader import attribute_names, open_cache, read_settings
 from cache.writer import CacheWriter, create_cache
 
 # Settings every shard of one dataset must share (names as stored; `shard.*` checked separately).
-SHARED_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint")
+SHARED_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views")
 
 
 def parse_shard(text):
@@ -111,10 +111,12 @@ def merge_shards(paths, out, overwrite=False):
                         "partition differ from its fingerprint)")
     create_cache(out, image_ids=ids, attribute_names=names, labels=labels, partition=partition,
                  feature_dim=settings["feature_dim"], feature_dtype=settings["feature_dtype"],
-                 settings={k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources")})
+                 settings={k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources",
+                                                    "views")})
     with CacheWriter(out) as writer:
         for path, shard_settings, _, _ in shards:  # one shard in memory at a time
             with open_cache(path) as f:
                 writer.write_rows(shard_settings["shard"]["start"], f["features"][:], f["status"][:],
-                                  [e.decode() for e in f["error"][:]])
+                                  [e.decode() for e in f["error"][:]],
+                                  views={v: f[layout.VIEW_DATASETS[v]][:] for v in settings["views"]})
     return len(ids)

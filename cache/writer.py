@@ -47,7 +47,8 @@ def create_cache(path, *, image_ids, attribute_names, labels, partition, feature
     """Write a new, empty cache (all rows "not done") at `path`, replacing any file there.
 
     image_ids: N strings; labels: uint8 [N, A] in {0, 1}; partition: int [N] in {0, 1, 2};
-    settings: the root attributes `backbone`, `preprocessing`, `dataset_fingerprint`, `sources`.
+    settings: the root attributes `backbone`, `preprocessing`, `dataset_fingerprint`, `sources`,
+    and optionally `shard` and `views` (a list of extra views, each getting its dataset).
     """
     n_rows = len(image_ids)
     labels = np.asarray(labels, dtype=np.uint8)
@@ -95,8 +96,9 @@ def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_di
     """Create every dataset and root attribute of an empty cache in the open file `f`."""
     n_rows = len(image_ids)
     chunk_rows = max(1, min(layout.ROWS_PER_CHUNK, n_rows))
-    f.create_dataset("features", shape=(n_rows, feature_dim), dtype=feature_dtype,
-                     chunks=(chunk_rows, feature_dim), dcpl=_preallocated())
+    for name in ["features"] + [layout.VIEW_DATASETS[v] for v in settings.get("views") or []]:
+        f.create_dataset(name, shape=(n_rows, feature_dim), dtype=feature_dtype,
+                         chunks=(chunk_rows, feature_dim), dcpl=_preallocated())
     f.create_dataset("error", shape=(n_rows,), dtype=h5py.string_dtype("utf-8", layout.ERROR_BYTES),
                      chunks=(chunk_rows,), dcpl=_preallocated())
     f.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
@@ -104,7 +106,7 @@ def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_di
     f.create_dataset("labels", data=labels)
     f["labels"].attrs["names"] = np.array(attribute_names, dtype=object)
     f.create_dataset("status", data=np.zeros(n_rows, np.int8))
-    attrs = dict(settings)
+    attrs = {k: v for k, v in settings.items() if not (k == "views" and not v)}  # no views: no attribute
     attrs.update(
         format_version=layout.FORMAT_VERSION,
         tool_version=_tool_version(),
@@ -135,6 +137,7 @@ class CacheWriter:
         except OSError as exc:
             raise UserError(f"{path}: cannot open the cache for writing: {exc}") from None
         self._features = self._file["features"]
+        self._views = {view: self._file[name] for view, name in layout.VIEW_DATASETS.items() if name in self._file}
         self._status = self._file["status"]
         self._error = self._file["error"]
         self._fd = self._file.id.get_vfd_handle()
@@ -149,23 +152,32 @@ class CacheWriter:
     def n_rows(self):
         return int(self._file.attrs["n_rows"])
 
-    def write_rows(self, start, features, status, errors):
+    def write_rows(self, start, features, status, errors, views=None):
         """Write rows [start, start + len(features)) and then mark them done.
 
         start must equal `rows_done`; features: [B, D] array (cast to the cache's dtype, which
-        must keep every OK row finite); status: [B] of STATUS_OK / STATUS_FAILED; errors: B strings.
+        must keep every OK row finite); status: [B] of STATUS_OK / STATUS_FAILED; errors: B strings;
+        views: {view: [B, D]} for each extra view the cache holds (`layout.VIEW_DATASETS`).
         """
         stop = start + len(features)
         if start != self.rows_done or stop > self.n_rows:
             raise ValueError(f"rows {start}:{stop} do not continue rows_done={self.rows_done}")
-        with np.errstate(over="ignore"):  # overflow is checked and reported just below
-            stored = np.asarray(features).astype(self._features.dtype)
+        views = views or {}
+        if set(views) != set(self._views):
+            raise ValueError(f"the cache holds views {sorted(self._views)}, got {sorted(views)}")
         ok = np.asarray(status) == layout.STATUS_OK
-        if not np.isfinite(stored[ok]).all():
-            raise UserError(f"features of rows {start}:{stop} overflow {self._features.dtype}; "
-                            "embed with --dtype float32")
+        stored = {}
+        for name, values, dataset in [("features", features, self._features),
+                                      *((v, views[v], self._views[v]) for v in self._views)]:
+            with np.errstate(over="ignore"):  # overflow is checked and reported just below
+                stored[name] = np.asarray(values).astype(dataset.dtype)
+            if not np.isfinite(stored[name][ok]).all():
+                raise UserError(f"features of rows {start}:{stop} overflow {dataset.dtype}; "
+                                "embed with --dtype float32")
         try:
-            self._features[start:stop] = stored
+            for view, dataset in self._views.items():
+                dataset[start:stop] = stored[view]
+            self._features[start:stop] = stored["features"]
             self._status[start:stop] = np.asarray(status, np.int8)
             self._error[start:stop] = [layout.truncate_error(e) for e in errors]
             self._file.flush()

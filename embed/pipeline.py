@@ -47,6 +47,12 @@ def preprocess(image, preprocessing):
     return resized * ((hi - lo) / 255.0) + lo
 
 
+def mirrored(images):
+    """A batch of images [B, S, S, C] mirrored left-right (the `flip` view). Resizing commutes with
+    the mirror (the sampling grid is symmetric), so this equals preprocessing the mirrored files."""
+    return tf.reverse(images, axis=[2])
+
+
 def image_batches(paths, indices, preprocessing, batch_size):
     """Batches of {"index": int64 [B], "image": float32 [B, S, S, C], "error": string [B]} in input order."""
     channels = preprocessing.channels

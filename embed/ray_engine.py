@@ -22,22 +22,24 @@ INSTALL_HINT = "--engine ray needs Ray Data: pip install 'celeba-heads[ray]' (or
 class EmbedBatches:
     """Ray actor: load the recorded backbone once, then embed one batch of image paths per call."""
 
-    def __init__(self, spec, preprocessing, trust_model):
+    def __init__(self, spec, preprocessing, trust_model, views=()):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from embed.backbones import load_recorded_backbone
         self.backbone = load_recorded_backbone(spec, preprocessing, trust_model=trust_model)
+        self.views = tuple(views)
 
     def __call__(self, batch):
         """batch: {"first": [1] int, "paths": [1] list of paths} -> one row per image."""
         from embed.pipeline import image_batches
-        from embed.runner import batch_result
+        from embed.runner import batch_result, embed_views
 
         paths = [str(p) for p in batch["paths"][0]]
         first = int(batch["first"][0])
         indices = np.arange(first, first + len(paths))
         (element,) = image_batches(paths, indices, self.backbone.preprocessing, len(paths))
-        index, features, errors = batch_result(element, self.backbone.extract(element["image"]))
-        return {"index": index, "features": features, "error": np.array(errors, dtype=object)}
+        index, features, errors, views = batch_result(element, *embed_views(self.backbone, element["image"], self.views))
+        return {"index": index, "features": features, "error": np.array(errors, dtype=object),
+                **{f"view_{v}": f for v, f in views.items()}}
 
 
 def connect(address):
@@ -60,7 +62,7 @@ def connect(address):
     return ray
 
 
-def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_model=False):
+def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_model=False, views=()):
     """Like `embed.runner.local_results`, on the Ray cluster `connect` joined: yields (indices,
     features, errors) in order, in the same batches (indices[0] + k*batch_size ...)."""
     import ray
@@ -79,6 +81,7 @@ def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_mode
         EmbedBatches, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
         num_cpus=cpus_per_actor,
         fn_constructor_kwargs={"spec": backbone.spec, "preprocessing": backbone.preprocessing.to_dict(),
-                               "trust_model": trust_model})
+                               "trust_model": trust_model, "views": list(views)})
     for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-        yield batch["index"], np.array(batch["features"], np.float32), [str(e) for e in batch["error"]]
+        yield (batch["index"], np.array(batch["features"], np.float32), [str(e) for e in batch["error"]],
+               {v: np.array(batch[f"view_{v}"], np.float32) for v in views})

@@ -48,9 +48,9 @@ class Interrupted(Exception):
                          "run the same command again to resume")
 
 
-def cache_settings(dataset, backbone, feature_dtype, shard=None):
+def cache_settings(dataset, backbone, feature_dtype, shard=None, views=()):
     """The root attributes `embed` writes, and must find unchanged to resume. shard: the `shard`
-    attribute of a shard file (`cache.shards.shard_info`), else None."""
+    attribute of a shard file (`cache.shards.shard_info`), else None; views: extra views."""
     settings = {
         "backbone": backbone.spec,
         "preprocessing": backbone.preprocessing.to_dict(),
@@ -59,6 +59,7 @@ def cache_settings(dataset, backbone, feature_dtype, shard=None):
         "dataset_fingerprint": dataset.fingerprint(),
         "sources": dataset.sources,
         "shard": shard,
+        "views": list(views),
     }
     return settings
 
@@ -88,7 +89,7 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
             raise UserError(f"{path} was made with {name}={old!r} but this command gives {new!r}; "
                             "repeat the original settings to resume, or pass --overwrite to start afresh")
         return stored["rows_done"]
-    attrs = {k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources")}
+    attrs = {k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources", "views")}
     if settings["shard"] is not None:
         attrs["shard"] = settings["shard"]
     create_cache(path, image_ids=dataset.image_ids[rows], attribute_names=dataset.attribute_names,
@@ -99,7 +100,8 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
 
 def _warn_if_disk_short(path, rows_left, settings):
     """Warn up front when the rows still to embed will not fit in the free space beside `path`."""
-    row_bytes = settings["feature_dim"] * np.dtype(settings["feature_dtype"]).itemsize + layout.ERROR_BYTES
+    row_bytes = ((1 + len(settings["views"])) * settings["feature_dim"] * np.dtype(settings["feature_dtype"]).itemsize
+                 + layout.ERROR_BYTES)
     needed = rows_left * row_bytes
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     if needed > free:
@@ -108,48 +110,59 @@ def _warn_if_disk_short(path, rows_left, settings):
                    "same command to resume)", err=True)
 
 
-def local_results(paths, indices, backbones, batch_size):
-    """Embed `paths` in fixed batches on this machine; yields (indices, features, errors) in order.
+def local_results(paths, indices, backbones, batch_size, views=()):
+    """Embed `paths` in fixed batches on this machine; yields (indices, features, errors, views) in order.
 
     backbones: one copy of the same model per device; batch k runs on backbones[k % len], up to
     one batch per device at once. Every batch is computed whole, on one device, exactly as with a
     single device, so the features do not depend on the number of devices.
-    indices: int [n] cache rows; features: float32 numpy [B, D]; errors: B strings ("" if OK).
+    indices: int [n] cache rows; features: float32 numpy [B, D]; errors: B strings ("" if OK);
+    views: {view: float32 [B, D]} for each extra view asked for (`embed_views`).
     """
     from embed.pipeline import image_batches
 
     batches = image_batches(paths, indices, backbones[0].preprocessing, batch_size)
     if len(backbones) == 1:
         for batch in batches:
-            yield batch_result(batch, backbones[0].extract(batch["image"]))
+            yield batch_result(batch, *embed_views(backbones[0], batch["image"], views))
         return
     in_flight = deque()
     with ThreadPoolExecutor(max_workers=len(backbones)) as pool:
         for k, batch in enumerate(batches):
-            in_flight.append((batch, pool.submit(backbones[k % len(backbones)].extract, batch["image"])))
+            in_flight.append((batch, pool.submit(embed_views, backbones[k % len(backbones)], batch["image"], views)))
             if len(in_flight) == len(backbones):
                 batch, features = in_flight.popleft()
-                yield batch_result(batch, features.result())
+                yield batch_result(batch, *features.result())
         while in_flight:
             batch, features = in_flight.popleft()
-            yield batch_result(batch, features.result())
+            yield batch_result(batch, *features.result())
 
 
-def batch_result(batch, features):
-    """(indices, features, errors) as numpy and str from one pipeline batch and its backbone output."""
+def embed_views(backbone, images, views=()):
+    """(features, {view: features}) of a batch of images [B, S, S, C]: the "flip" view runs the
+    backbone on the batch mirrored left-right (the same batch, so the same batch composition)."""
+    from embed.pipeline import mirrored
+    return backbone.extract(images), {view: backbone.extract(mirrored(images)) for view in views}
+
+
+def batch_result(batch, features, views=None):
+    """(indices, features, errors, views) as numpy and str from one pipeline batch and its backbone
+    outputs."""
     errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
-    return batch["index"].numpy(), features.numpy(), errors
+    return batch["index"].numpy(), features.numpy(), errors, {v: f.numpy() for v, f in (views or {}).items()}
 
 
 def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", overwrite=False,
           show_progress=True, shard=None, replicas=(), engine="local", ray_address=None, ray_actors=None,
-          trust_model=False):
+          trust_model=False, views=()):
     """Embed every not-yet-done row of `dataset` into the cache at `path`; returns EmbedSummary.
 
     shard: (I, N) to embed only shard I of N (`cache.shards`) into a shard file. replicas: more
     copies of `backbone` on other devices (see `local_results`). engine: "local", or "ray" to run
     the backbone in `ray_actors` Ray actors (`embed.ray_engine`; needs the `ray` extra) at ray_address,
     each loading the model as `backbone.spec` records it (trust_model: as for `load_backbone`).
+    views: extra views to store besides the features, e.g. ("flip",) (`cache.layout`); each doubles
+    the backbone's work.
     Raises Interrupted on Ctrl-C and WriteFailed on a failed write, after saving finished batches.
     """
     from cache.shards import shard_info
@@ -165,7 +178,7 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
         raise UserError(f"--shard {shard[0]}/{shard[1]}: {len(dataset.image_ids)} rows make {n_batches} batches "
                         f"of {batch_size}, too few for {shard[1]} shards; use at most {n_batches}")
     rows = slice(info["start"], info["stop"]) if info else slice(0, len(dataset.image_ids))
-    settings = cache_settings(dataset, backbone, feature_dtype, info)
+    settings = cache_settings(dataset, backbone, feature_dtype, info, views)
     start = _prepare_cache(path, dataset, rows, settings, overwrite)
     n_rows = rows.stop - rows.start
     summary = EmbedSummary(path=str(path), n_rows=n_rows, started_at_row=start)
@@ -176,9 +189,9 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
     if engine == "ray":
         from embed.ray_engine import ray_results
         results = ray_results(paths, np.arange(start, n_rows), backbone, batch_size, actors=ray_actors,
-                              trust_model=trust_model)
+                              trust_model=trust_model, views=views)
     else:
-        results = local_results(paths, np.arange(start, n_rows), [backbone, *replicas], batch_size)
+        results = local_results(paths, np.arange(start, n_rows), [backbone, *replicas], batch_size, views)
     ids = dataset.image_ids[rows]
     began = time.perf_counter()
     # closing(results): stop the input pipeline here, even on an error; a tf.data iterator left for
@@ -189,13 +202,14 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
                               item_show_func=lambda rate: rate) as bar:
         pending = None
         try:
-            for index, features, errors in results:
+            for index, features, errors, extra in results:
                 failed = np.array([bool(e) for e in errors])
-                features[failed] = np.nan
+                for values in (features, *extra.values()):
+                    values[failed] = np.nan
                 status = np.where(failed, layout.STATUS_FAILED, layout.STATUS_OK)
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(writer.write_rows, int(index[0]), features, status, errors)
+                pending = pool.submit(writer.write_rows, int(index[0]), features, status, errors, extra)
                 summary.rows_ok += int((~failed).sum())
                 summary.rows_failed += int(failed.sum())
                 summary.failures += [(ids[i], e) for i, e in zip(index, errors) if e]

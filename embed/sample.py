@@ -51,8 +51,45 @@ def draw_face(labels, rng):
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def make_sample(out_dir, n=512, seed=0):
-    """Write an n-image synthetic CelebA-layout dataset into out_dir; returns the labels [n, 40]."""
+def parse_spurious(text):
+    """'TARGET:GROUP:RATE' -> (target, group, rate); UsageError names what is wrong."""
+    import difflib
+
+    from cache.errors import UsageError
+    parts = str(text).split(":")
+    if len(parts) != 3:
+        raise UsageError(f"--spurious {text!r}: expected TARGET:GROUP:RATE, e.g. Blond_Hair:Male:0.95")
+    target, group, rate = parts
+    for name in (target, group):
+        if name not in CELEBA_ATTRIBUTES:
+            close = difflib.get_close_matches(name, list(CELEBA_ATTRIBUTES), n=1, cutoff=0.5)
+            raise UsageError(f"--spurious: unknown attribute {name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+    if target == group:
+        raise UsageError("--spurious: TARGET and GROUP must differ")
+    try:
+        rate = float(rate)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise UsageError(f"--spurious {text!r}: RATE must be a number in [0, 1]")
+    return target, group, rate
+
+
+def plant_spurious(labels, train_rows, spurious, rng):
+    """In `train_rows`, set the target attribute to agree with the group attribute at `rate`; other
+    rows keep labels drawn independently (so in val and test the two are unrelated)."""
+    names = list(CELEBA_ATTRIBUTES)
+    target, group, rate = spurious
+    t, g = names.index(target), names.index(group)
+    agree = rng.random(len(labels)) < rate
+    planted = np.where(agree, labels[:, g], 1 - labels[:, g])
+    labels[train_rows, t] = planted[train_rows]
+    return labels
+
+
+def make_sample(out_dir, n=512, seed=0, spurious=None):
+    """Write an n-image synthetic CelebA-layout dataset into out_dir; returns the labels [n, 40].
+    spurious: (target, group, rate) from `parse_spurious`, planting a correlation in train only."""
     import tensorflow as tf
 
     if n < 10:
@@ -63,12 +100,14 @@ def make_sample(out_dir, n=512, seed=0):
     rng = np.random.default_rng(seed)
     names = list(CELEBA_ATTRIBUTES)
     labels = (rng.random((n, len(names))) < np.array(list(CELEBA_ATTRIBUTES.values()))).astype(np.uint8)
+    train_rows = np.arange(n) < int(n * 0.8)
+    if spurious:
+        labels = plant_spurious(labels, train_rows, spurious, rng)
     ids = [f"{i:06d}.jpg" for i in range(1, n + 1)]
     for image_id, row in zip(ids, labels):
         jpeg = tf.io.encode_jpeg(draw_face(row, rng), quality=90)
         (images / image_id).write_bytes(jpeg.numpy())
-    partition = np.zeros(n, np.int8)
-    partition[int(n * 0.8):] = 1
+    partition = np.where(train_rows, 0, 1).astype(np.int8)
     partition[int(n * 0.9):] = 2
     signed = np.where(labels == 1, "1", "-1")
     text = [str(n), " ".join(names)] + [f"{i} " + " ".join(f"{v:>2}" for v in row) for i, row in zip(ids, signed)]

@@ -20,6 +20,23 @@ from cache.reader import (Split, attribute_names, load_split, nonfinite_error, o
 from heads.defaults import ATTRIBUTES
 
 CACHE_RECORD = ("dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype")
+VIEWS = ("orig", "mean", "concat", "augment")  # --views: how heads use a cache's mirrored view
+
+
+def needs_flip(views, eval_view="orig"):
+    """Whether features in this views mode need the flip view (to train or to evaluate)."""
+    return views in ("mean", "concat", "augment") and not (views == "augment" and eval_view == "orig")
+
+
+def view_features(views, eval_view, orig, flip, concat=None):
+    """The features a head sees (evaluation rows) from the orig and flip views [n, D] (numpy arrays
+    or tensors): orig; mean (orig + flip) / 2; concat [orig, flip] ([n, 2D]); augment: eval_view's
+    (orig or mean). concat: the concatenation function for tensors (default numpy's)."""
+    if views == "orig" or (views == "augment" and eval_view == "orig"):
+        return orig
+    if views == "concat":
+        return (concat or (lambda parts: np.concatenate(parts, axis=1)))([orig, flip])
+    return (orig + flip) / 2  # mean, or augment evaluated on the mean
 
 
 @dataclass(frozen=True)
@@ -28,7 +45,9 @@ class Task:
     float32; fused caches side by side, first cache first); caches: one record per cache, in
     feature order: {"path" (absolute), "dataset_fingerprint", "backbone", "preprocessing",
     "feature_dim", "feature_dtype"}; groups: attribute names whose values define the groups of
-    per-group metrics (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split."""
+    per-group metrics (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split;
+    views, eval_view: how the mirrored view is used (`view_features`): each split's features are
+    the evaluation view, and with "augment" train_augment holds the train rows' flip view."""
     caches: list
     attributes: list
     train: Split
@@ -36,6 +55,9 @@ class Task:
     test: Split
     groups: tuple = ()
     group_labels: dict = None  # {"train"|"val"|"test": uint8 [n, len(groups)]} when groups are given
+    views: str = "orig"
+    eval_view: str = "orig"
+    train_augment: object = None  # views "augment": the train rows' flip view, trained on as more rows
 
     @property
     def cache(self):
@@ -79,7 +101,7 @@ def cache_record(path):
 
 
 def load_task(caches, attributes=None, allow_partial=False, feature_splits=("train", "val", "test"),
-              drop_nonfinite=False, groups=None):
+              drop_nonfinite=False, groups=None, views="orig", eval_view="orig"):
     """Load train (partition 0), val (1) and test (2) for `attributes` from one cache path or a list
     of them (fused); splits not in feature_splits get labels only (features None). Rows marked ok
     with NaN/inf features stop the load unless drop_nonfinite (then counted, see Task). groups:
@@ -94,10 +116,24 @@ def load_task(caches, attributes=None, allow_partial=False, feature_splits=("tra
     attributes = resolve_attributes(attributes, available, paths[0])
     groups = resolve_attributes(groups, available, paths[0]) if groups else []
     columns = attributes + [g for g in groups if g not in attributes]
+    if views not in VIEWS or eval_view not in ("orig", "mean"):
+        raise UsageError(f"--views {views!r} / --eval-view {eval_view!r}: use {', '.join(VIEWS)} / orig, mean")
+    flip = needs_flip(views, eval_view) or views == "augment"
+    train_augment = None
     if len(paths) == 1:
-        splits = {name: load_split(paths[0], name, columns, allow_partial=allow_partial, dtype=None,
-                                   with_features=name in feature_splits, drop_nonfinite=drop_nonfinite)
-                  for name in layout.PARTITIONS}
+        splits = {}
+        for name in layout.PARTITIONS:
+            split = load_split(paths[0], name, columns, allow_partial=allow_partial, dtype=None,
+                               with_features=name in feature_splits, drop_nonfinite=drop_nonfinite,
+                               views=("orig", "flip") if flip else ("orig",))
+            if flip and split.features is not None:
+                orig, mirrored = split.features
+                if name == "train" and views == "augment":
+                    train_augment = mirrored
+                split = replace(split, features=view_features(views, eval_view, orig, mirrored))
+            splits[name] = split
+    elif views != "orig":
+        raise UsageError("--views other than orig works on one cache at a time, not on fused caches")
     else:
         splits = _fused_splits(paths, columns, allow_partial, feature_splits, drop_nonfinite)
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
@@ -112,7 +148,8 @@ def load_task(caches, attributes=None, allow_partial=False, feature_splits=("tra
             raise UserError(f"{paths[0]}: attribute {name} has only class {int(train_labels[0, j])} in the "
                             "train split; a classifier cannot learn it")
     return Task(caches=[cache_record(p) for p in paths], attributes=attributes, groups=tuple(groups),
-                group_labels=group_labels if groups else None, **splits)
+                group_labels=group_labels if groups else None, views=views, eval_view=eval_view,
+                train_augment=train_augment, **splits)
 
 
 def _table(path):

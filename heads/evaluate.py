@@ -26,7 +26,7 @@ def evaluate_run(run_dir, split="test", caches=None, trust_model=False, groups=N
     paths = run.check_caches(list(caches) if caches else None)
     groups = groups or run.config.get("groups") or None
     task = load_task(paths, run.attributes, allow_partial=True, feature_splits=(split,), groups=groups,
-                     drop_nonfinite=drop_nonfinite)
+                     drop_nonfinite=drop_nonfinite, views=run.views, eval_view=run.eval_view)
     data = getattr(task, split)
     probabilities = run.probabilities(data.features, trust_model=trust_model)
     majority = (task.train.labels.mean(axis=0) >= 0.5).astype(int)

@@ -1,5 +1,5 @@
-"""`predict` images with a run (every backbone its caches record + the run's transform and head),
-and `export` a run whose head is a TensorFlow graph as one SavedModel for serving.
+"""`predict` images with a run (every backbone its caches record, in the run's views, + the run's
+transform and head), and `export` a run whose head is a TensorFlow graph as one SavedModel for serving.
 
 Exported signatures (both return {attribute: probability float32 [B]}):
   serving_default / from_bytes: images  string [B]  raw JPEG or PNG file contents
@@ -10,6 +10,7 @@ Exported signatures (both return {attribute: probability float32 [B]}):
 import numpy as np
 
 from cache.errors import UserError
+from heads.data import needs_flip, view_features
 from heads.rundir import Run
 
 
@@ -26,6 +27,16 @@ def _run_backbones(run, trust_model):
     return backbones
 
 
+def _view_features(run, backbone, images):
+    """The backbone's features of a batch in the view the run was trained and evaluated on."""
+    import tensorflow as tf
+
+    from embed.pipeline import mirrored
+    flip = backbone.extract(mirrored(images)) if needs_flip(run.views, run.eval_view) else None
+    return view_features(run.views, run.eval_view, backbone.extract(images), flip,
+                         concat=lambda parts: tf.concat(parts, axis=1))
+
+
 def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     """[{"image", "ok", "error", "attributes": {A: {"probability", "decision"}}}] per image, in order.
     An image that cannot be read is reported with its error; the others are still predicted."""
@@ -39,7 +50,7 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     for backbone in backbones:  # a fused run decodes each image once per backbone's preprocessing
         blocks = []
         for batch in image_batches(paths, np.arange(len(paths)), backbone.preprocessing, batch_size):
-            blocks.append(backbone.extract(batch["image"]).numpy())
+            blocks.append(_view_features(run, backbone, batch["image"]).numpy())
             for index, error in zip(batch["index"].numpy(), batch["error"].numpy()):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")
         features.append(np.concatenate(blocks) if blocks else np.zeros((0, backbone.feature_dim), np.float32))
@@ -88,7 +99,7 @@ def export_run(run_dir, out_dir, *, trust_model=False):
                     image.set_shape([None, None, prep.channels])
                     return preprocess(image, prep)
                 spec = tf.TensorSpec([prep.image_size, prep.image_size, prep.channels], tf.float32)
-                features.append(backbone.extract(tf.map_fn(one, images, fn_output_signature=spec)))
+                features.append(_view_features(run, backbone, tf.map_fn(one, images, fn_output_signature=spec)))
             return probabilities(features)
 
     module = AttributeModel()
@@ -96,7 +107,7 @@ def export_run(run_dir, out_dir, *, trust_model=False):
     if len(backbones) == 1:
         prep = backbones[0].preprocessing
         module.from_pixels = tf.function(
-            lambda pixels: probabilities([backbones[0].extract(pixels)]),
+            lambda pixels: probabilities([_view_features(run, backbones[0], pixels)]),
             input_signature=[tf.TensorSpec([None, prep.image_size, prep.image_size, prep.channels], tf.float32,
                                            name="pixels")])
         signatures["from_pixels"] = module.from_pixels

@@ -7,6 +7,7 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                       (a C, a k, a learning rate); G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
 RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",
+                       "groups", "views", "eval_view" (how the mirrored view is used),
                        "cache" (the first cache's record), "caches" (every cache's record, in feature
                        order: path, dataset_fingerprint, backbone, preprocessing, feature_dim,
                        feature_dtype), "rows", "excluded_failed_rows", "train_seconds",
@@ -25,6 +26,7 @@ from pathlib import Path
 from cache.errors import UsageError, UserError
 from cache.reader import open_cache, read_settings
 from heads import report
+from heads.data import VIEWS
 from heads.metrics import attribute_metrics, group_metrics, tune_threshold
 from heads.registry import head_class
 from heads.transforms import Transform
@@ -118,6 +120,8 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
         "attributes": task.attributes,
         "features": transform.spec,
         "groups": list(task.groups),
+        "views": task.views,
+        "eval_view": task.eval_view,
         "thresholds": dict(zip(task.attributes, thresholds)),
         "cache": task.caches[0],
         "caches": task.caches,
@@ -175,11 +179,14 @@ class Run:
         if not isinstance(self.caches, list) or not all(
                 isinstance(c, dict) and isinstance(c.get("path"), str) for c in self.caches):
             raise UserError(f"{where}: cache/caches must record each cache's path")
-        for key, kind in (("settings", dict), ("files", dict), ("features", str)):
+        for key, kind in (("settings", dict), ("files", dict), ("features", str), ("views", str), ("eval_view", str)):
             if key in config and not isinstance(config[key], kind):
                 raise UserError(f"{where}: {key} must be a {'JSON object' if kind is dict else 'string'}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.get("files", {}).items()):
             raise UserError(f"{where}: files must map file names to sha256 digests")
+        self.views, self.eval_view = config.get("views", "orig"), config.get("eval_view", "orig")
+        if self.views not in VIEWS or self.eval_view not in ("orig", "mean"):
+            raise UserError(f"{where}: views {self.views!r} / eval_view {self.eval_view!r} are not known")
         if not isinstance(self.metrics.get("attributes"), dict):
             raise UserError(f"{self.path / METRICS}: lacks its \"attributes\" table")
 

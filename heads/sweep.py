@@ -71,10 +71,10 @@ def variant_name(settings):
 
 def run_sweep(caches, out_dir, grid, attributes=None, *, seed=0, features=RUN["features"],
               tune_threshold=RUN["tune_threshold"], allow_partial=False, drop_nonfinite=False, groups=None,
-              on_variant=None):
+              views="orig", eval_view="orig", on_variant=None):
     """Train every grid variant; returns the leaderboard DataFrame (also written to out_dir)."""
     variants = parse_grid(grid)
-    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups)
+    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups, views, eval_view)
     out = Path(out_dir)
     groups = {}
     for settings in variants:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 from heads import rundir
 from heads.data import load_task
@@ -23,34 +24,43 @@ from heads.transforms import Transform
 
 @dataclass
 class Prepared:
-    """A loaded task with its fitted transform and each split's transformed features."""
+    """A loaded task with its fitted transform, the transformed training rows and labels (both
+    views with --views augment) and the transformed val split."""
     task: object
     transform: Transform
     train: object
+    train_labels: object
     val: object
 
 
 def prepare(caches, attributes=None, features=RUN["features"], allow_partial=False, drop_nonfinite=False,
-            groups=None):
-    """Load the task (groups: attributes for per-group metrics), fit the transform on train, and
-    transform train and val once."""
-    task = load_task(caches, attributes, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, groups=groups)
+            groups=None, views="orig", eval_view="orig"):
+    """Load the task (groups: attributes for per-group metrics; views: how the mirrored view is
+    used), fit the transform on the training rows, and transform them and val once."""
+    task = load_task(caches, attributes, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite, groups=groups,
+                     views=views, eval_view=eval_view)
     dropped = sum(task.excluded_nonfinite_rows.values())
     if dropped:
         click.echo(f"note: left out {dropped} row(s) whose features hold NaN or inf ({task.excluded_nonfinite_rows})",
                    err=True)
-    transform = Transform(features).fit(task.train.features)
-    return Prepared(task, transform, transform.transform(task.train.features), transform.transform(task.val.features))
+    train_x, train_y = task.train.features, task.train.labels
+    if task.train_augment is not None:  # both views as training rows, each with its image's labels
+        train_x, train_y = np.concatenate([train_x, task.train_augment]), np.concatenate([train_y, train_y])
+    transform = Transform(features).fit(train_x)
+    return Prepared(task, transform, transform.transform(train_x), train_y, transform.transform(task.val.features))
 
 
 def _fit_and_write(prepared, head, out_dir, run_settings, on_epoch=None, name=None):
     task = prepared.task
     # a kind that reweights by group (dfr) is handed the group attributes' labels
-    extra = ({"group_labels": task.group_labels["train"] if task.groups else None,
+    train_groups = task.group_labels["train"] if task.groups else None
+    if train_groups is not None and len(train_groups) != len(prepared.train_labels):  # --views augment
+        train_groups = np.concatenate([train_groups, train_groups])
+    extra = ({"group_labels": train_groups,
               "group_labels_val": task.group_labels["val"] if task.groups else None, "group_names": task.groups}
              if getattr(head, "needs_groups", False) else {})
     began = time.perf_counter()
-    head.fit(prepared.train, task.train.labels, task.attributes, prepared.val, task.val.labels, on_epoch=on_epoch,
+    head.fit(prepared.train, prepared.train_labels, task.attributes, prepared.val, task.val.labels, on_epoch=on_epoch,
              **extra)
     seconds = time.perf_counter() - began
     settings = {**head.get_params(), **run_settings}
@@ -67,10 +77,11 @@ def keras_settings(**settings):
 
 
 def train_heads(caches, out_dir, attributes=None, *, features=RUN["features"], tune_threshold=RUN["tune_threshold"],
-                allow_partial=False, drop_nonfinite=False, groups=None, on_epoch=None, **settings):
+                allow_partial=False, drop_nonfinite=False, groups=None, views="orig", eval_view="orig", on_epoch=None,
+                **settings):
     """Train one Keras head (settings: those of KerasHead, or hidden=N for mlp:N) on one cache or
     several fused ones; writes RUN_DIR and returns its metrics."""
-    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups)
+    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups, views, eval_view)
     head = KerasHead(**keras_settings(**settings))
     return _fit_and_write(prepared, head, out_dir, {"features": features, "tune_threshold": tune_threshold},
                           on_epoch=on_epoch)
@@ -83,7 +94,7 @@ def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_t
     heads = [KerasHead(**keras_settings(**s)) for s in settings_list]
     task = prepared.task
     began = time.perf_counter()
-    fit_together(heads, prepared.train, task.train.labels, task.attributes, prepared.val, task.val.labels)
+    fit_together(heads, prepared.train, prepared.train_labels, task.attributes, prepared.val, task.val.labels)
     seconds = (time.perf_counter() - began) / len(heads)
     run = {"features": prepared.transform.spec, "tune_threshold": tune_threshold}
     return [rundir.write_run(out, task, head, prepared.transform, {**head.get_params(), **run}, seconds,
@@ -93,10 +104,10 @@ def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_t
 
 def run_kinds(caches, out_dir, kinds, attributes=None, *, features=RUN["features"],
               tune_threshold=RUN["tune_threshold"], allow_partial=False, drop_nonfinite=False, groups=None,
-              **settings):
+              views="orig", eval_view="orig", **settings):
     """Fit each head kind in `kinds` (settings: passed to every kind that takes them) on the same
     task and transform; writes RUN_DIR/<kind>/ each; returns {kind: metrics}."""
-    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups)
+    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups, views, eval_view)
     results = {}
     for kind in kinds:
         cls = head_class(kind)
