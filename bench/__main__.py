@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("CELEBA_SAMPLE", ROOT.parent / "shared" / "celeba-sample"))
 HEAD_ATTRIBUTES = ["Male", "Smiling", "Young"]
 
-GROUPS = ("embed", "heads", "baselines", "probes", "cache", "sweep", "ray")
+GROUPS = ("embed", "heads", "baselines", "probes", "views", "cache", "sweep", "ray")
 FULL = {"images": 512, "image_size": 224, "embed_batch": 64, "rounds": 7, "splits": (162_770, 19_867, 19_962),
         "seeds": (0, 1, 2)}
 QUICK = {"images": 24, "image_size": 64, "embed_batch": 8, "rounds": 1, "splits": (3_000, 600, 600), "seeds": (0,)}
@@ -259,6 +259,84 @@ def bench_baselines(features, labels, splits):
                 note="val %: " + ", ".join(accuracies))]
 
 
+def _pixel_backbone(path):
+    """A fixed, weight-free representation of a face: 64x64 RGB averaged over 4x4 blocks (768-d),
+    as a .keras file cut at layer "embedding". Real signal without pretrained weights."""
+    import keras
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.AveragePooling2D(4)(inputs)
+    x = keras.layers.Flatten(name="embedding")(x)
+    keras.Model(inputs, keras.layers.Dense(1)(x)).save(path)
+    return path
+
+
+def bench_views(workdir, features, labels, splits, quick):
+    """Mirrored views and groups on the real sample (a fixed pixel backbone embedded with --views
+    flip): logreg and the reference head on orig / mean / augment for Male, Smiling, Young, and ERM
+    vs DFR worst-group accuracy for Blond_Hair x Male over seeds; plus the time --views augment costs
+    the reference head on the CelebA-size synthetic cache (twice the training rows)."""
+    from embed.backbones import load_backbone
+    from embed.dataset import load_dataset
+    from embed.runner import embed
+    from heads.keras_head import KerasHead, aligned
+    from heads.train import run_kinds, train_heads
+
+    work = Path(workdir)
+    backbone = load_backbone(str(_pixel_backbone(work / "pixels.keras")), layer="embedding", value_range=(0.0, 1.0))
+    dataset = load_dataset(SAMPLE / "list_attr_celeba.txt", SAMPLE / "img_align_celeba", SAMPLE / "list_eval_partition.txt")
+    cache = work / "sample-views.h5"
+    began = time.perf_counter()
+    embed(dataset, backbone, cache, batch_size=64, show_progress=False, views=("flip",), feature_dtype="float32")
+    embed_s = time.perf_counter() - began
+    seeds = (0,) if quick else (0, 1, 2)
+    rows = [row("views: real sample embedded with --views flip (pixel backbone, 768-d)", round(embed_s, 1), "s",
+                note=f"{len(dataset.image_ids)} real images; the backbone runs twice per image")]
+    for views in ("orig", "mean", "augment"):
+        logreg = run_kinds(cache, work / f"lr-{views}", ["logreg"], HEAD_ATTRIBUTES, views=views)["logreg"]
+        heads = [train_heads(cache, work / f"h-{views}-{seed}", HEAD_ATTRIBUTES, features="standardize", seed=seed,
+                             views=views, epochs=10) for seed in seeds]
+        for name, results in (("logreg", [logreg]), ("reference head (10 epochs)", heads)):
+            accuracy = {a: [r["attributes"][a]["test"]["accuracy"] for r in results] for a in HEAD_ATTRIBUTES}
+            mean = np.mean([np.mean(v) for v in accuracy.values()])
+            spread = "" if len(results) == 1 else f"; min-max over {len(results)} seeds " + ", ".join(
+                f"{a} {100 * min(v):.1f}-{100 * max(v):.1f}" for a, v in accuracy.items())
+            rows.append(row(f"views: {name}, --views {views}, test accuracy (mean of 3 attrs)", round(100 * mean, 2), "%",
+                            note=", ".join(f"{a} {100 * np.mean(v):.1f}" for a, v in accuracy.items()) + spread))
+    # The sample's val split has no blond men, so DFR for Blond_Hair fits on train (5 blond men);
+    # Smiling x Male has every group in every split, so there DFR runs as in the paper, on val.
+    for target, dfr_on in (("Blond_Hair", "train"), ("Smiling", "val")):
+        worst = {"logreg": [], "dfr": []}
+        for seed in (0,) if quick else range(5):
+            runs = run_kinds(cache, work / f"dfr-{target}-{seed}", ["logreg", "dfr"], target, groups="Male",
+                             features="standardize", seed=seed, dfr_on=dfr_on)
+            for kind in worst:
+                worst[kind].append(runs[kind]["groups"]["attributes"][target]["test"])
+        sizes = ", ".join(f"{target}={g[target]}/Male={g['Male']}: {g['n']}" for g in worst["logreg"][0]["groups"])
+        for kind, results in worst.items():
+            values = [r["worst_group_accuracy"] for r in results]
+            label = f"dfr (--dfr-on {dfr_on})" if kind == "dfr" else "logreg (ERM)"
+            rows.append(row(f"groups: {target} x Male, {label}, test worst-group accuracy",
+                            round(100 * float(np.mean(values)), 1), "%",
+                            note=f"{len(values)} seeds: {', '.join(f'{100 * v:.1f}' for v in values)}; mean over groups "
+                                 f"{100 * np.mean([r['mean_group_accuracy'] for r in results]):.1f} %; test n per group "
+                                 f"{sizes}"))
+    names = list(__import__("embed.sample", fromlist=["x"]).CELEBA_ATTRIBUTES)
+    cols = [names.index(a) for a in HEAD_ATTRIBUTES]
+    n_train = splits[0]
+    train_x = features[:n_train]
+    flipped = aligned(np.concatenate([train_x, train_x + 0.01 * np.float32(1)]))  # stands for the flip view
+    y = labels[:n_train][:, cols]
+    began = time.perf_counter()
+    KerasHead().fit(aligned(train_x), y, HEAD_ATTRIBUTES)
+    orig_s = time.perf_counter() - began
+    began = time.perf_counter()
+    KerasHead().fit(flipped, np.concatenate([y, y]), HEAD_ATTRIBUTES)
+    augment_s = time.perf_counter() - began
+    rows.append(row("views: reference head, --views augment (both views as training rows)", round(augment_s, 2), "s",
+                    note=f"{2 * n_train:,} training rows; --views orig {orig_s:.2f} s on {n_train:,}"))
+    return rows
+
+
 def bench_cache_io(workdir, features, labels, splits):
     from bench.synthetic import write_synthetic_cache
     from cache.reader import cache_info, load_split
@@ -376,7 +454,7 @@ def main(quick, results, only):
         if "embed" in groups:
             rows += bench_embed(workdir, size)
         features = labels = None
-        if groups & {"heads", "baselines", "probes", "cache", "sweep"}:
+        if groups & {"heads", "baselines", "probes", "views", "cache", "sweep"}:
             features, labels = planted(sum(size["splits"]), 1280)
         if "heads" in groups:
             rows += bench_heads(features, labels, size["splits"], size["seeds"])
@@ -384,6 +462,8 @@ def main(quick, results, only):
             rows += bench_baselines(features, labels, size["splits"])
         if "probes" in groups:
             rows += bench_probes(features, labels, size["splits"])
+        if "views" in groups:
+            rows += bench_views(workdir, features, labels, size["splits"], quick)
         if "cache" in groups:
             rows += bench_cache_io(workdir, features, labels, size["splits"])
         if "sweep" in groups:

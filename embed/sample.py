@@ -33,8 +33,9 @@ WIDTH, HEIGHT = 178, 218
 GRID_ROWS, GRID_COLS = 8, 5
 
 
-def draw_face(labels, rng):
-    """uint8 [HEIGHT, WIDTH, 3] image showing the 40 0/1 `labels` (CelebA order)."""
+def draw_face(labels, rng, hidden=None):
+    """uint8 [HEIGHT, WIDTH, 3] image showing the 40 0/1 `labels` (CelebA order); the attribute
+    named `hidden`, if any, gets no square (its label is not visible in this image)."""
     names = list(CELEBA_ATTRIBUTES)
     label = dict(zip(names, labels))
     image = np.full((HEIGHT, WIDTH, 3), 150.0 if label["Young"] else 90.0)
@@ -44,7 +45,7 @@ def draw_face(labels, rng):
         image[151:200:6] += 60.0
     cell_h, cell_w = HEIGHT // GRID_ROWS, WIDTH // GRID_COLS
     for k, positive in enumerate(labels):
-        if positive:
+        if positive and names[k] != hidden:
             top, left = (k // GRID_COLS) * cell_h + cell_h // 4, (k % GRID_COLS) * cell_w + cell_w // 4
             image[top:top + cell_h // 2, left:left + cell_w // 2] = 245.0
     image += rng.normal(0.0, 10.0, image.shape)
@@ -75,6 +76,9 @@ def parse_spurious(text):
     return target, group, rate
 
 
+SPURIOUS_CUE_RATE = 0.7  # with --spurious, the target's square shows in this share of its positives
+
+
 def plant_spurious(labels, train_rows, spurious, rng):
     """In `train_rows`, set the target attribute to agree with the group attribute at `rate`; other
     rows keep labels drawn independently (so in val and test the two are unrelated)."""
@@ -89,7 +93,8 @@ def plant_spurious(labels, train_rows, spurious, rng):
 
 def make_sample(out_dir, n=512, seed=0, spurious=None):
     """Write an n-image synthetic CelebA-layout dataset into out_dir; returns the labels [n, 40].
-    spurious: (target, group, rate) from `parse_spurious`, planting a correlation in train only."""
+    spurious: (target, group, rate) from `parse_spurious`, planting a correlation in train only;
+    the target's square then shows in SPURIOUS_CUE_RATE of its positive images only."""
     import tensorflow as tf
 
     if n < 10:
@@ -103,9 +108,13 @@ def make_sample(out_dir, n=512, seed=0, spurious=None):
     train_rows = np.arange(n) < int(n * 0.8)
     if spurious:
         labels = plant_spurious(labels, train_rows, spurious, rng)
+    # With a planted correlation the target's own cue is imperfect, as in real faces: its square
+    # shows in SPURIOUS_CUE_RATE of the positives, so the group's strong global cue is the shortcut
+    # a plain head takes.
+    hidden = (rng.random(n) >= SPURIOUS_CUE_RATE) if spurious else np.zeros(n, bool)
     ids = [f"{i:06d}.jpg" for i in range(1, n + 1)]
-    for image_id, row in zip(ids, labels):
-        jpeg = tf.io.encode_jpeg(draw_face(row, rng), quality=90)
+    for image_id, row, hide in zip(ids, labels, hidden):
+        jpeg = tf.io.encode_jpeg(draw_face(row, rng, spurious[0] if hide else None), quality=90)
         (images / image_id).write_bytes(jpeg.numpy())
     partition = np.where(train_rows, 0, 1).astype(np.int8)
     partition[int(n * 0.9):] = 2

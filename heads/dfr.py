@@ -6,7 +6,8 @@ For one target:
   1. C is chosen by worst-group accuracy: val is split in two seeded halves; for each C of the
      grid, an L1 logistic regression (liblinear, as the paper's code) is fitted on a group-balanced
      subset (every group downsampled to the smallest) of the fitting data (the first half of val
-     for dfr_on="val", train for "train") and scored on the second half of val.
+     for dfr_on="val", train for "train") and scored on the second half of val (worst over the
+     groups it has rows of).
   2. With that C, `refits` fresh group-balanced subsets of the fitting data (all of val, or train)
      are fitted and their coefficients averaged: 20 on val and 10 on train, as in the paper.
 Features are standardized with the mean and std of the fitting data. The run stores the scaler and
@@ -39,6 +40,7 @@ def balanced_subset(ids, rng):
 
 
 def worst_group_accuracy(y, predicted, ids):
+    """The lowest accuracy over the groups that have rows."""
     return min(float((predicted[ids == g] == y[ids == g]).mean()) for g in np.unique(ids))
 
 
@@ -84,11 +86,10 @@ class DFR(Head):
             others = [k for k, g in enumerate(group_names) if g != name]
             ids = {what: group_ids(y[:, j], g[:, others]) for what, (_, y, g) in
                    (("final", final), ("tuning", tuning), ("held_out", (None, Y_val[held_out], G_val[held_out])))}
-            for what, where in (("tuning", "the rows C is tuned on"), ("held_out", "the held-out half of val"),
-                                ("final", f"the {self.dfr_on} split")):
+            for what, where in (("tuning", "the rows C is tuned on"), ("final", f"the {self.dfr_on} split")):
                 if len(np.unique(ids[what])) < 2 ** (1 + len(others)):
-                    raise UserError(f"dfr for {name}: some group has no rows in {where}; it cannot balance the "
-                                    "groups (use fewer group attributes)")
+                    raise UserError(f"dfr for {name}: some group has no rows in {where}, so it cannot balance the "
+                                    "groups (try --dfr-on train, or fewer group attributes)")
             curve = {}
             for C in self.C_grid:
                 model = self._fit_one(tuning_x, tuning[1][:, j], C, balanced_subset(ids["tuning"], rng))

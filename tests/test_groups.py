@@ -134,3 +134,17 @@ def test_compare_worst_group_needs_group_metrics(cache, tmp_path):
     assert result.exit_code == 1 and "has no group metrics" in result.stderr
     saved = json.loads((tmp_path / "b" / "majority" / "metrics.json").read_text())
     assert "groups" not in saved
+
+
+def test_make_sample_plants_the_correlation_in_train_only(tmp_path):
+    import pandas as pd
+    result = invoke("make-sample", "--out", tmp_path / "s", "--n", "300", "--spurious", "Blond_Hair:Male:0.95")
+    assert result.exit_code == 0, result.output
+    labels = pd.read_csv(tmp_path / "s" / "list_attr_celeba.csv")
+    partition = pd.read_csv(tmp_path / "s" / "list_eval_partition.csv")["partition"]
+    agree = labels["Blond_Hair"] == labels["Male"]
+    assert agree[partition == 0].mean() > 0.9 and agree[partition != 0].mean() < 0.8
+    for bad, message in [("Blond_Hair:Mael:0.9", "did you mean Male?"), ("Blond_Hair:Male", "TARGET:GROUP:RATE"),
+                         ("Male:Male:0.5", "must differ"), ("Blond_Hair:Male:2", "RATE must be a number in [0, 1]")]:
+        result = invoke("make-sample", "--out", tmp_path / "x", "--spurious", bad)
+        assert result.exit_code == 2 and message in result.output, (bad, result.output)
