@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= demo-output
 
-.PHONY: setup demo test bench reliability clean
+.PHONY: setup demo test bench reliability browser screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ bench: setup
 
 reliability: setup
 	$(BIN)/python -m bench.reliability
+
+# Debian's Chromium, for the test that renders the HTML report (skipped, saying why, without it)
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+screenshot: demo browser
+	$(BIN)/python -m bench.screenshot
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache .hypothesis

@@ -569,6 +569,47 @@ def export(run_dir, out, trust_model, verbose):
                "from_pixels (float32 [B, S, S, C] preprocessed)")
 
 
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (must not exist or be empty).")
+@click.option("--n", default=5000, show_default=True, type=click.IntRange(min=1), help="Rows to sample.")
+@click.option("--split", default="val", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--attrs", "attributes", default=",".join(ATTRIBUTES), show_default=True,
+              help="Attributes in the metadata (comma-separated, or 'all').")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--images", type=click.Path(file_okay=False), help="The image folder, if it moved since embedding.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def projector(cache, out, n, split, attributes, seed, images, verbose):
+    """Export a sample of the cache for TensorBoard's Embedding Projector (features, metadata, sprite)."""
+    _start_tensorflow(verbose)
+    from heads.projector import export_projector
+
+    result = export_projector(cache, out, n=n, split=split, attributes=attributes, seed=seed, images=images)
+    sprite = f", sprite {result['sprite'][0]}x{result['sprite'][1]}" if result["sprite"] else ", no sprite"
+    click.echo(f"wrote {out}: {result['rows']} rows, metadata.tsv{sprite}")
+    if result["note"]:
+        click.echo(f"note: {result['note']}", err=True)
+    click.echo(f"view it: tensorboard --logdir {out}  (Projector tab)")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["val", "test"]),
+              help="The split whose errors the galleries show.")
+@click.option("--errors", "n_errors", default=24, show_default=True, type=click.IntRange(min=0),
+              help="Most confident errors shown per attribute.")
+@click.option("--images", type=click.Path(file_okay=False), help="The image folder, if it moved since embedding.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
+def report(runs, out, split, n_errors, images, verbose):
+    """One self-contained HTML page: leaderboard, metrics vs majority, plots, groups, error galleries."""
+    _start_tensorflow(verbose)
+    from heads.html_report import build_report
+
+    count = build_report(list(runs), out, split=split, n_errors=n_errors, images=images)
+    click.echo(f"wrote {out}: {count} run(s)")
+
+
 @main.command("make-sample")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
 @click.option("--n", default=512, show_default=True, type=click.IntRange(min=10), help="Number of images.")
@@ -600,8 +641,12 @@ def demo(ctx, workdir, n):
     click.echo("\nrandom-weight features are tiny (std ~1e-3), so the head standardizes its input (--features standardize)")
     ctx.invoke(train_heads, caches=(cache_path,), out=os.path.join(workdir, "head"), features="standardize")
     ctx.invoke(baselines, caches=(cache_path,), out=os.path.join(workdir, "baselines"))
-    ctx.invoke(compare, run_dirs=(os.path.join(workdir, "head"), os.path.join(workdir, "baselines")), split="test")
-    click.echo(f"\nplots: {workdir}/head/loss.png, accuracy.png, accuracy_vs_majority.png")
+    runs = (os.path.join(workdir, "head"), os.path.join(workdir, "baselines"))
+    ctx.invoke(compare, run_dirs=runs, split="test")
+    ctx.invoke(report, runs=runs, out=os.path.join(workdir, "report.html"))
+    click.echo(f"\nplots: {workdir}/head/loss.png, accuracy.png, accuracy_vs_majority.png; TensorBoard: "
+               f"tensorboard --logdir {workdir}/head/tb")
+    click.echo(f"report: {os.path.abspath(os.path.join(workdir, 'report.html'))}")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,9 @@ from heads.metrics import attribute_metrics
 from heads.rundir import METRICS, Run, split_group_metrics
 
 
-def evaluate_run(run_dir, split="test", caches=None, trust_model=False, groups=None, drop_nonfinite=False):
-    """Recompute a run's metrics on `split` from its saved head and caches:
-    {"attributes": {A: {split: M}}, "run": {"name", "kind", "cache"}[, "groups": ...]}. caches: new
-    paths of the run's caches (one per cache it was trained on), if they moved. groups: attribute
-    names for per-group metrics (default: those the run was trained with, if any)."""
+def split_predictions(run_dir, split="test", caches=None, trust_model=False, groups=None, drop_nonfinite=False):
+    """(Run, Task, paths, probabilities float32 [n, k]) of a run's saved head on one split of its
+    caches (checked by fingerprint; `caches`: their new paths if they moved)."""
     run = Run(run_dir)
     if isinstance(caches, (str, Path)):
         caches = [caches]
@@ -27,8 +25,16 @@ def evaluate_run(run_dir, split="test", caches=None, trust_model=False, groups=N
     groups = groups or run.config.get("groups") or None
     task = load_task(paths, run.attributes, allow_partial=True, feature_splits=(split,), groups=groups,
                      drop_nonfinite=drop_nonfinite, views=run.views, eval_view=run.eval_view)
+    return run, task, paths, run.probabilities(getattr(task, split).features, trust_model=trust_model)
+
+
+def evaluate_run(run_dir, split="test", caches=None, trust_model=False, groups=None, drop_nonfinite=False):
+    """Recompute a run's metrics on `split` from its saved head and caches:
+    {"attributes": {A: {split: M}}, "run": {"name", "kind", "cache"}[, "groups": ...]}. caches: new
+    paths of the run's caches (one per cache it was trained on), if they moved. groups: attribute
+    names for per-group metrics (default: those the run was trained with, if any)."""
+    run, task, paths, probabilities = split_predictions(run_dir, split, caches, trust_model, groups, drop_nonfinite)
     data = getattr(task, split)
-    probabilities = run.probabilities(data.features, trust_model=trust_model)
     majority = (task.train.labels.mean(axis=0) >= 0.5).astype(int)
     result = {"attributes": {name: {split: attribute_metrics(data.labels[:, j], probabilities[:, j],
                                                              run.thresholds[j], majority[j])}

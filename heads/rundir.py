@@ -13,7 +13,8 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
                        feature_dtype), "rows", "excluded_failed_rows", "train_seconds",
                        "files": {file name: sha256} of every file loaded later}
 RUN_DIR/<head files>  the kind's own (model.keras, estimators.joblib, knn_*.npy), transform.npz
-RUN_DIR/history.csv, loss.png, accuracy.png   kinds trained in epochs
+RUN_DIR/history.csv, loss.png, accuracy.png, tb/ (TensorBoard events, `heads.tensorboard`)
+                      kinds trained in epochs
 RUN_DIR/accuracy_vs_majority.png
 `Run` reads one back: evaluate, predict, export and compare go through it, whatever the kind.
 """
@@ -29,6 +30,7 @@ from heads import report
 from heads.data import VIEWS
 from heads.metrics import attribute_metrics, group_metrics, tune_threshold
 from heads.registry import head_class
+from heads.tensorboard import write_run_events
 from heads.transforms import Transform
 
 CONFIG, METRICS, HISTORY = "config.json", "metrics.json", "history.csv"
@@ -92,10 +94,11 @@ def write_history(path, history):
         writer.writerows(history)
 
 
-def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_features=None):
+def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_features=None, hparams=None):
     """Score a fitted head (on transformed features) on val and test and write its run directory;
     returns the metrics dict. settings: everything the run was given (recorded as is);
-    val_features: the val split already transformed, if the caller has it."""
+    val_features: the val split already transformed, if the caller has it; hparams: a sweep
+    variant's grid values (its TensorBoard HParams session)."""
     out = Path(out_dir)
     val_p = head.predict_proba(transform.transform(task.val.features) if val_features is None else val_features)
     thresholds = choose_thresholds(task.val.labels, val_p, settings.get("tune_threshold", False))
@@ -135,6 +138,7 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
     if head.history_:
         write_history(out / HISTORY, head.history_)
         report.plot_history(head.history_, task.attributes, out)
+        write_run_events(out, head.history_, metrics, hparams)
     report.plot_accuracy_vs_majority(metrics, out)
     write_json(out / METRICS, metrics)
     return metrics

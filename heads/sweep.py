@@ -5,7 +5,8 @@ cartesian product, in the order given. `head` takes head specs: `head=linear,mlp
 is three variants (a bare number continues the mlp spec before it). Each variant's run directory
 is named from its settings (`hidden=64_dropout=0.2_lr=0.001`), holds the usual files
 (metrics.json, ...), and the sweep writes leaderboard.csv and leaderboard.md (val accuracy, best
-mean first). The cache is read and the feature transform fitted once. Variants that share
+mean first), and TensorBoard's HParams experiment (`heads.tensorboard`). The cache is read and the
+feature transform fitted once. Variants that share
 epochs, batch_size, class_weight and seed train together, in one pass over the in-memory features
 (`heads.keras_head.fit_together`); each runs the same algorithm as if trained alone (equal to
 float32 rounding).
@@ -19,6 +20,7 @@ from heads.architectures import parse_head
 from heads.defaults import RUN
 from heads.evaluate import leaderboard, to_markdown
 from heads.keras_head import SHARED_SETTINGS
+from heads.tensorboard import write_sweep_experiment
 from heads.train import keras_settings, prepare, train_together
 
 GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int,
@@ -83,11 +85,12 @@ def run_sweep(caches, out_dir, grid, attributes=None, *, seed=0, features=RUN["f
     done = 0
     for group in groups.values():
         runs = train_together(prepared, [out / variant_name(v) for v in group], [{"seed": seed, **v} for v in group],
-                              tune_threshold=tune_threshold)
+                              tune_threshold=tune_threshold, hparams=group)
         for settings, metrics in zip(group, runs):
             done += 1
             if on_variant:
                 on_variant(done, len(variants), variant_name(settings), metrics)
+    write_sweep_experiment(out, variants, prepared.task.attributes)
     board = leaderboard([out / variant_name(v) for v in variants], "val", ["accuracy"])
     board.to_csv(out / "leaderboard.csv")
     (out / "leaderboard.md").write_text(to_markdown(board))

@@ -87,10 +87,10 @@ def train_heads(caches, out_dir, attributes=None, *, features=RUN["features"], t
                           on_epoch=on_epoch)
 
 
-def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_threshold"]):
+def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_threshold"], hparams=None):
     """Fit Keras heads that share `keras_head.SHARED_SETTINGS` in one pass (`fit_together`) and write one
     run directory each; returns their metrics. Each run's train_seconds is the shared time divided
-    by the number of heads."""
+    by the number of heads. hparams: per head, the sweep grid values (TensorBoard HParams)."""
     heads = [KerasHead(**keras_settings(**s)) for s in settings_list]
     task = prepared.task
     began = time.perf_counter()
@@ -98,8 +98,8 @@ def train_together(prepared, out_dirs, settings_list, tune_threshold=RUN["tune_t
     seconds = (time.perf_counter() - began) / len(heads)
     run = {"features": prepared.transform.spec, "tune_threshold": tune_threshold}
     return [rundir.write_run(out, task, head, prepared.transform, {**head.get_params(), **run}, seconds,
-                             val_features=prepared.val)
-            for out, head in zip(out_dirs, heads)]
+                             val_features=prepared.val, hparams=values)
+            for out, head, values in zip(out_dirs, heads, hparams or [None] * len(heads))]
 
 
 def run_kinds(caches, out_dir, kinds, attributes=None, *, features=RUN["features"],

@@ -1,0 +1,187 @@
+"""`report`: one self-contained static HTML page about runs (images inlined; no server, no network,
+no JS framework).
+
+The page holds: the leaderboard of every run (val and test accuracy per attribute and their mean;
+sortable by clicking a column, a few lines of plain JS); per run, each attribute's val and test
+metrics against the majority-class baseline, the run's plots, its per-group tables when it has
+them, and per attribute a gallery of its most confident errors on the chosen split (thumbnail, id,
+true label, predicted probability), the images read from the folder the cache records (or
+`images`). When the images cannot be read, the page says so in place of the gallery. The page is
+written to a temporary name and renamed when complete.
+"""
+
+import base64
+import html
+import os
+from pathlib import Path
+
+import numpy as np
+
+from cache.errors import UserError
+from heads.evaluate import find_runs, split_predictions
+from heads.rundir import Run
+from heads.thumbnails import image_folder, png, thumbnail
+
+PLOTS = ("accuracy_vs_majority.png", "loss.png", "accuracy.png")
+THUMBNAIL = 96
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; cursor: pointer; }
+td:first-child, th:first-child { text-align: left; }
+.gallery { display: flex; flex-wrap: wrap; gap: 0.5em; margin-bottom: 1.5em; }
+figure { margin: 0; width: 104px; font-size: 11px; text-align: center; }
+figure img { width: 96px; height: 96px; display: block; margin: 0 auto; }
+.plots img { max-width: 380px; margin-right: 0.5em; }
+.note { background: #fff4d6; padding: 0.5em; border-left: 4px solid #e0a800; }
+"""
+SORT_JS = """
+document.querySelectorAll("table.sortable th").forEach(function (th, column) {
+  th.addEventListener("click", function () {
+    var body = th.closest("table").tBodies[0];
+    var rows = Array.from(body.rows);
+    var descending = th.dataset.order !== "desc";
+    th.dataset.order = descending ? "desc" : "asc";
+    rows.sort(function (a, b) {
+      var x = a.cells[column].dataset.value, y = b.cells[column].dataset.value;
+      var order = isNaN(x) || isNaN(y) ? x.localeCompare(y) : Number(x) - Number(y);
+      return descending ? -order : order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  });
+});
+"""
+
+
+def _percent(value):
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def _cell(value, text=None):
+    data = "" if value is None else value
+    return f'<td data-value="{html.escape(str(data))}">{html.escape(text if text is not None else str(value))}</td>'
+
+
+def _data_uri(png_bytes):
+    return "data:image/png;base64," + base64.b64encode(png_bytes).decode()
+
+
+def _leaderboard(runs):
+    attributes = list(dict.fromkeys(a for run in runs for a in run.attributes))
+    head = "".join(f"<th>{html.escape(a)} {s}</th>" for a in attributes for s in ("val", "test"))
+    lines = [f'<table class="sortable" id="leaderboard"><thead><tr><th>run</th><th>kind</th>{head}'
+             "<th>mean val</th><th>mean test</th></tr></thead><tbody>"]
+    for run in runs:
+        cells = [_cell(str(run.path)), _cell(run.kind)]
+        means = {"val": [], "test": []}
+        for a in attributes:
+            for split in ("val", "test"):
+                value = run.metrics["attributes"].get(a, {}).get(split, {}).get("accuracy")
+                cells.append(_cell(value, _percent(value)))
+                if value is not None:
+                    means[split].append(value)
+        for split in ("val", "test"):
+            value = float(np.mean(means[split])) if means[split] else None
+            cells.append(_cell(value, _percent(value)))
+        lines.append("<tr>" + "".join(cells) + "</tr>")
+    lines.append("</tbody></table>")
+    return "\n".join(lines)
+
+
+def _metrics_table(run):
+    rows = ["<table class=\"metrics\"><thead><tr><th>attribute</th><th>val accuracy</th><th>test accuracy</th>"
+            "<th>test majority</th><th>test balanced acc.</th><th>test ROC AUC</th><th>threshold</th></tr></thead><tbody>"]
+    for name, by_split in run.metrics["attributes"].items():
+        val, test = by_split.get("val", {}), by_split.get("test", {})
+        auc = test.get("roc_auc")
+        rows.append("<tr>" + _cell(name) + _cell(val.get("accuracy"), _percent(val.get("accuracy")))
+                    + _cell(test.get("accuracy"), _percent(test.get("accuracy")))
+                    + _cell(test.get("majority_accuracy"), _percent(test.get("majority_accuracy")))
+                    + _cell(test.get("balanced_accuracy"), _percent(test.get("balanced_accuracy")))
+                    + _cell(auc, "–" if auc is None else f"{auc:.3f}")
+                    + _cell(test.get("threshold"), f"{test.get('threshold', 0.5):g}") + "</tr>")
+    rows.append("</tbody></table>")
+    return "\n".join(rows)
+
+
+def _group_tables(run):
+    section = run.metrics.get("groups")
+    if not section:
+        return ""
+    parts = [f"<h3>Per group (by {html.escape(', '.join(section['by']))})</h3>"]
+    for name, by_split in section["attributes"].items():
+        for split, result in by_split.items():
+            keys = [k for k in result["groups"][0] if k not in ("n", "accuracy", "positive_rate")]
+            parts.append(f'<table class="groups"><caption>{html.escape(name)}, {split}: worst-group accuracy '
+                         f'{_percent(result["worst_group_accuracy"])} %</caption><thead><tr>'
+                         + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "<th>n</th><th>accuracy</th></tr></thead><tbody>")
+            for group in result["groups"]:
+                parts.append("<tr>" + "".join(_cell(group[k]) for k in keys) + _cell(group["n"])
+                             + _cell(group["accuracy"], _percent(group["accuracy"])) + "</tr>")
+            parts.append("</tbody></table>")
+    return "\n".join(parts)
+
+
+def _plots(run):
+    images = [f'<img alt="{name}" src="{_data_uri((run.path / name).read_bytes())}">'
+              for name in PLOTS if (run.path / name).is_file()]
+    return f'<div class="plots">{"".join(images)}</div>' if images else ""
+
+
+def _gallery(run, split, n_errors, images, thumbnails):
+    """Per attribute, the n most confident errors on `split` (largest |p - threshold|)."""
+    try:
+        run, task, paths, probabilities = split_predictions(run.path, split)
+    except UserError as exc:
+        return f'<p class="note">No gallery: {html.escape(str(exc))}</p>'
+    folder, why = image_folder(paths[0], images)
+    if folder is None:
+        return f'<p class="note">No gallery: {html.escape(why)}</p>'
+    data = getattr(task, split)
+    parts = []
+    for j, name in enumerate(task.attributes):
+        threshold = run.thresholds[j]
+        predicted = probabilities[:, j] >= threshold
+        wrong = np.flatnonzero(predicted != (data.labels[:, j] > 0))
+        worst = wrong[np.argsort(-np.abs(probabilities[wrong, j] - threshold), kind="stable")][:n_errors]
+        parts.append(f"<h4>{html.escape(name)}: no errors on {split}</h4>" if not len(wrong) else
+                     f"<h4>{html.escape(name)}: {len(wrong)} errors on {split}, the {len(worst)} most confident</h4>")
+        figures, unreadable = [], 0
+        for row in worst:
+            image_id = data.image_ids[row]
+            if image_id not in thumbnails:
+                picture = thumbnail(folder / image_id, THUMBNAIL)
+                thumbnails[image_id] = None if picture is None else _data_uri(png(picture))
+            if thumbnails[image_id] is None:
+                unreadable += 1
+                continue
+            figures.append(f'<figure><img alt="{html.escape(image_id)}" src="{thumbnails[image_id]}">'
+                           f"<figcaption>{html.escape(image_id)}<br>true {int(data.labels[row, j])}, "
+                           f"p = {probabilities[row, j]:.3f}</figcaption></figure>")
+        if unreadable:
+            parts.append(f'<p class="note">{unreadable} image(s) could not be read from {html.escape(str(folder))}.</p>')
+        parts.append(f'<div class="gallery">{"".join(figures)}</div>')
+    return "\n".join(parts)
+
+
+def build_report(paths, out, *, split="test", n_errors=24, images=None):
+    """Write the report page for the runs among `paths` (run or sweep directories) to `out`;
+    returns the number of runs."""
+    runs = [Run(path) for path in find_runs(paths)]
+    for run in runs:
+        run.check_files()
+    thumbnails = {}
+    body = [f"<h1>celeba-heads report</h1><p>{len(runs)} run(s); galleries on the {split} split.</p>",
+            "<h2>Leaderboard</h2>", _leaderboard(runs)]
+    for run in runs:
+        body += [f"<h2>{html.escape(str(run.path))} <small>({html.escape(run.kind)})</small></h2>", _metrics_table(run),
+                 _plots(run), _group_tables(run), f"<h3>Most confident errors ({split})</h3>",
+                 _gallery(run, split, n_errors, images, thumbnails)]
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>celeba-heads report</title>"
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + f"\n<script>{SORT_JS}</script></body></html>\n")
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return len(runs)

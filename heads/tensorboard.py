@@ -1,0 +1,78 @@
+"""TensorBoard event files for runs and sweeps (written with tf.summary; `tensorboard --logdir DIR`).
+
+RUN_DIR/tb/   per epoch (step = epoch): train/loss, val/loss, train/<attr>_accuracy,
+              val/<attr>_accuracy; at the end (step = last epoch): final/<split>_<attr>_<metric>
+              for accuracy, balanced_accuracy, f1 and roc_auc, and final/<split>_mean_accuracy.
+SWEEP_DIR/    the HParams plugin's experiment (every grid key and its values; the final metrics),
+              and each variant's tb/ holds its session (its grid values), so TensorBoard's HParams
+              tab shows the sweep as a table and a parallel-coordinates view.
+"""
+
+from pathlib import Path
+
+TB_DIR = "tb"
+FINAL_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc")
+
+
+def _final_scalars(metrics):
+    """{tag: value} of a run's val/test metrics (None values left out)."""
+    scalars = {}
+    for split in ("val", "test"):
+        values = []
+        for name, by_split in metrics["attributes"].items():
+            for m in FINAL_METRICS:
+                value = by_split.get(split, {}).get(m)
+                if value is not None:
+                    scalars[f"final/{split}_{name}_{m}"] = value
+            if by_split.get(split, {}).get("accuracy") is not None:
+                values.append(by_split[split]["accuracy"])
+        if values:
+            scalars[f"final/{split}_mean_accuracy"] = sum(values) / len(values)
+    return scalars
+
+
+def write_run_events(run_dir, history, metrics, hparams=None):
+    """Write RUN_DIR/tb/: the per-epoch history, the final metrics, and (for a sweep variant) its
+    HParams session with `hparams` {grid key: value}."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(Path(run_dir) / TB_DIR))
+    with writer.as_default():
+        for record in history:
+            step = int(record["epoch"])
+            for key, value in record.items():
+                if key == "epoch":
+                    continue
+                split, name = ("val", key[4:]) if key.startswith("val_") else ("train", key)
+                tf.summary.scalar(f"{split}/{name}", float(value), step=step)
+        last = int(history[-1]["epoch"]) if history else 0
+        for tag, value in _final_scalars(metrics).items():
+            tf.summary.scalar(tag, float(value), step=last)
+        if hparams:
+            from tensorboard.plugins.hparams import api as hp
+            hp.hparams({k: _hparam_value(v) for k, v in hparams.items()}, trial_id=Path(run_dir).name)
+    writer.close()
+
+
+def _hparam_value(value):
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def write_sweep_experiment(sweep_dir, grid, attributes):
+    """The HParams experiment of a sweep: one HParam per grid key with its values, and the final
+    mean and per-attribute accuracies as its metrics."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    keys = {}
+    for variant in grid:
+        for key, value in variant.items():
+            keys.setdefault(key, []).append(_hparam_value(value))
+    hparams = [hp.HParam(key, hp.Discrete(sorted(set(values), key=str))) for key, values in keys.items()]
+    metrics = [hp.Metric(f"final/{split}_mean_accuracy", display_name=f"{split} mean accuracy")
+               for split in ("val", "test")]
+    metrics += [hp.Metric(f"final/val_{a}_accuracy", display_name=f"val {a} accuracy") for a in attributes]
+    writer = tf.summary.create_file_writer(str(sweep_dir))
+    with writer.as_default():
+        hp.hparams_config(hparams=hparams, metrics=metrics)
+    writer.close()
