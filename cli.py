@@ -16,6 +16,7 @@ import click
 
 from cache.errors import UsageError, UserError
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
+from embed.defaults import BATCH_SIZE, LOG_EVERY, MAX_PIXELS
 from heads.defaults import ATTRIBUTES, BASELINE_MODELS, KERAS, RUN, SKLEARN
 
 EXIT_FAILED_ROWS, EXIT_INTERRUPTED = 3, 130
@@ -81,6 +82,12 @@ class LibraryChecked(click.ParamType):
             self.fail(re.sub(r"^--[\w-]+:? ", "", str(exc)), param, ctx)
 
 
+def _library(module):
+    """A library module imported on first use (so `--help` stays instant)."""
+    import importlib
+    return importlib.import_module(module)
+
+
 def _head_spec(value):
     from heads.architectures import parse_head
     return parse_head(value).spec
@@ -136,20 +143,30 @@ def _dataset_options(command):
                    "they can run arbitrary code; turn it off only for files you made or trust.")
 @click.option("--image-size", type=click.IntRange(min=8), help="Override the backbone's input size (pixels).")
 @click.option("--color", type=click.Choice(["rgb", "grayscale"]), help="Override the backbone's colour mode.")
-@click.option("--value-range", help="Override the pixel range the backbone expects, as LO,HI (e.g. 0,1).")
+@click.option("--value-range", type=LibraryChecked("LO,HI", lambda v: _library("embed.backbones").parse_value_range(v)),
+              help="Override the pixel range the backbone expects, as LO,HI (e.g. 0,1).")
 @click.option("--antialias", is_flag=True, help="Antialias when resizing (the reference used plain bilinear).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=click.IntRange(min=1))
 @click.option("--dtype", "feature_dtype", default="float16", show_default=True,
               type=click.Choice(["float16", "float32"]), help="Feature dtype in the cache.")
 @click.option("--mixed-precision", is_flag=True, help="GPU: run a Keras backbone in mixed float16.")
 @click.option("--xla", is_flag=True, help="Compile the backbone with XLA (jit_compile).")
 @click.option("--overwrite", is_flag=True, help="Start afresh even if --out exists.")
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some images failed.")
+@click.option("--retry-failed", is_flag=True,
+              help="Re-embed the rows marked failed (after fixing their files), each in its whole batch; ok rows "
+                   "are left as they are. Then finish the cache if it is unfinished.")
+@click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1),
+              help="Images larger than this (read from the file header, before decoding) become failed rows: "
+                   "decompression bombs cannot exhaust memory.")
+@click.option("--log-every", default=LOG_EVERY, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds between progress lines when stderr is not a terminal (logs of nohup or cluster jobs).")
 @click.option("--devices", default="1", show_default=True,
               help="all, or how many GPUs to use (whole batches go round-robin, one model copy per GPU); "
                    "a machine without GPUs has one device, its CPU.")
-@click.option("--shard", help="I/N: embed only shard I of N (a contiguous block of whole batches) into --out; "
-                              "join the N shard files with `cli.py merge`.")
+@click.option("--shard", type=LibraryChecked("I/N", lambda v: _library("cache.shards").parse_shard(v)),
+              help="I/N: embed only shard I of N (a contiguous block of whole batches) into --out; "
+                   "join the N shard files with `cli.py merge`.")
 @click.option("--engine", default="local", show_default=True, type=click.Choice(["local", "ray"]),
               help="ray: run the backbone in a Ray actor pool (pip install 'celeba-heads[ray]').")
 @click.option("--ray-address", help="Ray cluster to join (default: start a local one).")
@@ -161,24 +178,23 @@ def _dataset_options(command):
 @click.option("--verbose", is_flag=True, help="Show TensorFlow's log output.")
 def embed(data_dir, labels, partition, images, official_split, out, model, weights, layer, trust_model,
           image_size, color, value_range, antialias, batch_size, feature_dtype, mixed_precision, xla,
-          overwrite, allow_failures, devices, shard, engine, ray_address, ray_actors, views, verbose):
+          overwrite, allow_failures, retry_failed, max_pixels, log_every, devices, shard, engine, ray_address,
+          ray_actors, views, verbose):
     """Run the frozen backbone once over every labelled image into an HDF5 cache (resumable)."""
     from embed.dataset import load_dataset, locate
-    from embed.backbones import parse_value_range
 
-    from cache.shards import parse_shard
-
-    value_range = parse_value_range(value_range) if value_range else None
-    shard = parse_shard(shard) if shard else None
     if engine != "ray" and (ray_address or ray_actors):
-        raise UserError("--ray-address and --ray-actors apply to --engine ray only")
+        raise click.UsageError("--ray-address and --ray-actors apply to --engine ray only")
     if engine == "ray" and devices != "1":
-        raise UserError("--devices applies to --engine local; Ray places one actor per GPU itself")
+        raise click.UsageError("--devices applies to --engine local; Ray places one actor per GPU itself")
+    if retry_failed and overwrite:
+        raise click.UsageError("--retry-failed keeps the cache's ok rows; it cannot be combined with --overwrite")
     labels_path, partition_path, images_dir = locate(data_dir, labels, partition, images)
     dataset = load_dataset(labels_path, images_dir, partition_path, use_official_split=official_split)
     _report_dataset(dataset)
     _start_tensorflow(verbose)
     from embed.backbones import load_backbone, resolve_devices
+    from embed.engines import LocalEngine
     from embed.runner import Interrupted, embed as run_embed
     from cache.reader import cache_info
 
@@ -187,17 +203,24 @@ def embed(data_dir, labels, partition, images, official_split, out, model, weigh
                                mixed_precision=mixed_precision, xla=xla, device=device)
                  for device in resolve_devices(devices)]
     backbone = backbones[0]
+    if engine == "ray":
+        from embed.ray_engine import RayEngine
+        runs_on = RayEngine(backbone, ray_address, ray_actors, trust_model, max_pixels)
+    else:
+        runs_on = LocalEngine(backbones, max_pixels=max_pixels)
     prep = backbone.preprocessing
     click.echo(f"backbone: {model} -> {backbone.feature_dim}-d; input {prep.image_size}x{prep.image_size} "
                f"{prep.color}, values in [{prep.value_range[0]:g}, {prep.value_range[1]:g}]")
     try:
-        summary = run_embed(dataset, backbone, out, batch_size=batch_size, feature_dtype=feature_dtype,
-                            overwrite=overwrite, shard=shard, replicas=backbones[1:], engine=engine,
-                            ray_address=ray_address, ray_actors=ray_actors, trust_model=trust_model,
-                            views=tuple(dict.fromkeys(views)))
+        summary = run_embed(dataset, backbone, out, engine=runs_on, batch_size=batch_size, feature_dtype=feature_dtype,
+                            overwrite=overwrite, shard=shard, views=tuple(dict.fromkeys(views)),
+                            retry_failed=retry_failed, log_every=log_every)
     except Interrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_INTERRUPTED)
+    if retry_failed:
+        click.echo(f"retried {summary.retried} failed row(s): {summary.retried_ok} now ok, "
+                   f"{summary.retried - summary.retried_ok} still failed")
     if summary.started_at_row >= summary.n_rows:
         click.echo(f"{out} is already complete; nothing to embed")
     elif summary.started_at_row:

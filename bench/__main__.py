@@ -50,11 +50,11 @@ def _sample_and_backbone(workdir, size):
 
 def bench_embed(workdir, size):
     """Embed pipeline efficiency: end-to-end embed images/s / bare backbone images/s (same batches)."""
-    from embed.pipeline import image_batches
+    from embed.pipeline import ImageBatches
     from embed.runner import embed
 
     ids, dataset, backbone = _sample_and_backbone(workdir, size)
-    batches = [b["image"] for b in image_batches(dataset.paths, np.arange(len(ids)), backbone.preprocessing,
+    batches = [b["image"] for b in ImageBatches(dataset.paths, np.arange(len(ids)), backbone.preprocessing,
                                                  size["embed_batch"])]
     backbone.extract(batches[0])
 
@@ -105,6 +105,7 @@ def bench_ray(workdir, size):
     """Ray's overhead on one machine: the same embed, local engine vs a local Ray instance."""
     import ray
 
+    from embed.ray_engine import RayEngine
     from embed.runner import embed
 
     ids, dataset, backbone = _sample_and_backbone(workdir, size)
@@ -112,7 +113,7 @@ def bench_ray(workdir, size):
     def rate(engine):
         began = time.perf_counter()
         embed(dataset, backbone, Path(workdir) / f"{engine}.h5", batch_size=size["embed_batch"], overwrite=True,
-              show_progress=False, engine=engine)
+              show_progress=False, engine=RayEngine(backbone) if engine == "ray" else None)
         return len(ids) / (time.perf_counter() - began)
 
     rate("local")  # warm: the first embed in a process pays tf.data start-up

@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from cache import layout
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 from cache.reader import attribute_names, open_cache, read_settings
 from cache.writer import CacheWriter, create_cache
 
@@ -26,7 +26,7 @@ def parse_shard(text):
     """'I/N' -> (I, N) with 0 <= I < N."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
     if not match or not int(match.group(1)) < int(match.group(2)):
-        raise UserError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+        raise UsageError(f"--shard {text!r}: expected I/N with 0 <= I < N, e.g. 0/4")
     return int(match.group(1)), int(match.group(2))
 
 

@@ -189,6 +189,31 @@ class CacheWriter:
             self._failed = True
             raise _write_failure(self.path, exc, f"writing rows {start}:{stop}") from None
 
+    def rewrite_rows(self, rows, features, status, errors, views=None):
+        """Overwrite finished rows (distinct, below rows_done), e.g. failed rows embedded again:
+        features first, flushed, then status and errors, so a crash in between leaves the old
+        status (a failed row's features are never read)."""
+        rows = np.asarray(rows, np.int64)
+        if len(rows) == 0:
+            return
+        if rows.max() >= self.rows_done or len(np.unique(rows)) != len(rows):
+            raise ValueError(f"rows to rewrite must be distinct and below rows_done={self.rows_done}")
+        order = np.argsort(rows)  # h5py writes a selection of rows in increasing order
+        rows = rows[order]
+        views = views or {}
+        try:
+            for name, values, dataset in [("features", features, self._features),
+                                          *((v, views[v], self._views[v]) for v in self._views)]:
+                dataset[rows] = np.asarray(values)[order].astype(dataset.dtype)
+            self._file.flush()
+            os.fsync(self._fd)
+            self._status[rows] = np.asarray(status, np.int8)[order]
+            self._error[rows] = [layout.truncate_error(errors[i]) for i in order]
+            self._file.flush()
+        except (OSError, RuntimeError) as exc:
+            self._failed = True
+            raise _write_failure(self.path, exc, f"rewriting {len(rows)} rows") from None
+
     def close(self):
         """Close the file. After a failed write, HDF5's final flush fails the same way; that error
         was already raised by write_rows, and rows_done on disk still marks the last good batch."""

@@ -20,7 +20,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 
 DEFAULT_MODEL = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_b0/feature_vector/2"
 KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -81,9 +81,9 @@ def parse_value_range(text):
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"--value-range {text!r}: expected LO,HI such as 0,1 or -1,1") from None
+        raise UsageError(f"--value-range {text!r}: expected LO,HI such as 0,1 or -1,1") from None
     if not lo < hi:
-        raise UserError(f"--value-range {text!r}: LO must be below HI")
+        raise UsageError(f"--value-range {text!r}: LO must be below HI")
     return lo, hi
 
 

@@ -22,21 +22,22 @@ INSTALL_HINT = "--engine ray needs Ray Data: pip install 'celeba-heads[ray]' (or
 class EmbedBatches:
     """Ray actor: load the recorded backbone once, then embed one batch of image paths per call."""
 
-    def __init__(self, spec, preprocessing, trust_model, views=()):
+    def __init__(self, spec, preprocessing, trust_model, views=(), max_pixels=None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from embed.backbones import load_recorded_backbone
         self.backbone = load_recorded_backbone(spec, preprocessing, trust_model=trust_model)
-        self.views = tuple(views)
+        self.views, self.max_pixels = tuple(views), max_pixels
 
     def __call__(self, batch):
         """batch: {"first": [1] int, "paths": [1] list of paths} -> one row per image."""
-        from embed.pipeline import image_batches
-        from embed.runner import batch_result, embed_views
+        from embed.engines import batch_result, embed_views
+        from embed.pipeline import MAX_PIXELS, ImageBatches
 
         paths = [str(p) for p in batch["paths"][0]]
         first = int(batch["first"][0])
         indices = np.arange(first, first + len(paths))
-        (element,) = image_batches(paths, indices, self.backbone.preprocessing, len(paths))
+        (element,) = ImageBatches(paths, indices, self.backbone.preprocessing, len(paths),
+                                  max_pixels=self.max_pixels or MAX_PIXELS)
         index, features, errors, views = batch_result(element, *embed_views(self.backbone, element["image"], self.views))
         return {"index": index, "features": features, "error": np.array(errors, dtype=object),
                 **{f"view_{v}": f for v, f in views.items()}}
@@ -62,9 +63,26 @@ def connect(address):
     return ray
 
 
-def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_model=False, views=()):
-    """Like `embed.runner.local_results`, on the Ray cluster `connect` joined: yields (indices,
-    features, errors) in order, in the same batches (indices[0] + k*batch_size ...)."""
+class RayEngine:
+    """The engine interface (`embed.engines`) on a Ray cluster: `address` (None: a local instance),
+    `actors` backbone actors (default: one per GPU, else one per 2 CPUs), each loading the model as
+    `backbone.spec` records it (trust_model: as for `load_backbone`)."""
+
+    def __init__(self, backbone, address=None, actors=None, trust_model=False, max_pixels=None):
+        self.backbone, self.address, self.actors = backbone, address, actors
+        self.trust_model, self.max_pixels = trust_model, max_pixels
+
+    def connect(self):
+        connect(self.address)
+
+    def results(self, paths, indices, batch_size, views=()):
+        return ray_results(paths, indices, self.backbone, batch_size, actors=self.actors,
+                           trust_model=self.trust_model, views=views, max_pixels=self.max_pixels)
+
+
+def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_model=False, views=(), max_pixels=None):
+    """Like `embed.engines.LocalEngine.results`, on the Ray cluster `connect` joined: yields (indices,
+    features, errors, views) in order, in the same batches (indices[0] + k*batch_size ...)."""
     import ray
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -81,7 +99,7 @@ def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_mode
         EmbedBatches, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if gpus else 0,
         num_cpus=cpus_per_actor,
         fn_constructor_kwargs={"spec": backbone.spec, "preprocessing": backbone.preprocessing.to_dict(),
-                               "trust_model": trust_model, "views": list(views)})
+                               "trust_model": trust_model, "views": list(views), "max_pixels": max_pixels})
     for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
         yield (batch["index"], np.array(batch["features"], np.float32), [str(e) for e in batch["error"]],
                {v: np.array(batch[f"view_{v}"], np.float32) for v in views})

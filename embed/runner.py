@@ -1,15 +1,15 @@
-"""The embedding pass: Dataset -> image_batches -> backbone -> CacheWriter, resumable.
+"""The embedding pass: Dataset -> engine (decode, backbone) -> CacheWriter, resumable.
 
 Rows are processed in dataset order in fixed batches [k*B, (k+1)*B); a resumed run starts at the
 cache's rows_done (a batch boundary), so it recomputes nothing already written and feeds the
 backbone the same batches an uninterrupted run would. Writing batch k overlaps computing k+1.
 """
 
+import datetime
 import os
 import shutil
 import sys
 import time
-from collections import deque
 from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,8 +19,9 @@ import numpy as np
 
 from cache import layout
 from cache.errors import UserError, WriteFailed
-from cache.reader import open_cache, read_settings
+from cache.reader import open_cache, read_settings, row_status
 from cache.writer import CacheWriter, create_cache
+from embed.defaults import BATCH_SIZE, LOG_EVERY
 
 
 @dataclass
@@ -33,10 +34,12 @@ class EmbedSummary:
     rows_failed: int = 0
     seconds: float = 0.0
     failures: list = field(default_factory=list)
+    retried: int = 0       # --retry-failed: failed rows embedded again ...
+    retried_ok: int = 0    # ... of which now ok
 
     @property
     def images_per_second(self):
-        done = self.rows_ok + self.rows_failed
+        done = self.rows_ok + self.rows_failed + self.retried
         return done / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -110,68 +113,93 @@ def _warn_if_disk_short(path, rows_left, settings):
                    "same command to resume)", err=True)
 
 
-def local_results(paths, indices, backbones, batch_size, views=()):
-    """Embed `paths` in fixed batches on this machine; yields (indices, features, errors, views) in order.
+class Progress:
+    """Progress on stderr: a bar on a terminal; otherwise (nohup, cluster jobs, CI) a line every
+    log_every seconds with rows done/total, images/s and the ETA, so a log shows where a run is."""
 
-    backbones: one copy of the same model per device; batch k runs on backbones[k % len], up to
-    one batch per device at once. Every batch is computed whole, on one device, exactly as with a
-    single device, so the features do not depend on the number of devices.
-    indices: int [n] cache rows; features: float32 numpy [B, D]; errors: B strings ("" if OK);
-    views: {view: float32 [B, D]} for each extra view asked for (`embed_views`).
-    """
-    from embed.pipeline import image_batches
+    def __init__(self, total, done=0, log_every=LOG_EVERY, show=True, label="embedding"):
+        self.total, self.done, self.log_every, self.label = total, done, log_every, label
+        self.began = self.last = time.perf_counter()
+        self.counted = 0
+        self.bar = None
+        if show and sys.stderr.isatty():
+            self.bar = click.progressbar(length=total - done, label=label, file=sys.stderr, show_pos=True,
+                                         show_eta=True, item_show_func=lambda rate: rate)
+            self.bar.__enter__()
+        self.logging = show and self.bar is None
 
-    batches = image_batches(paths, indices, backbones[0].preprocessing, batch_size)
-    if len(backbones) == 1:
-        for batch in batches:
-            yield batch_result(batch, *embed_views(backbones[0], batch["image"], views))
-        return
-    in_flight = deque()
-    with ThreadPoolExecutor(max_workers=len(backbones)) as pool:
-        for k, batch in enumerate(batches):
-            in_flight.append((batch, pool.submit(embed_views, backbones[k % len(backbones)], batch["image"], views)))
-            if len(in_flight) == len(backbones):
-                batch, features = in_flight.popleft()
-                yield batch_result(batch, *features.result())
-        while in_flight:
-            batch, features = in_flight.popleft()
-            yield batch_result(batch, *features.result())
+    def update(self, rows):
+        self.counted += rows
+        now = time.perf_counter()
+        rate = self.counted / max(now - self.began, 1e-9)
+        if self.bar is not None:
+            self.bar.update(rows, f"{rate:.1f} img/s")
+        elif self.logging and now - self.last >= self.log_every:
+            self.last = now
+            done = self.done + self.counted
+            eta = (self.total - done) / rate if rate > 0 else 0
+            click.echo(f"{self.label}: {done}/{self.total} rows ({100 * done / max(self.total, 1):.1f} %), "
+                       f"{rate:.1f} images/s, ETA {datetime.timedelta(seconds=round(eta))}", err=True)
 
-
-def embed_views(backbone, images, views=()):
-    """(features, {view: features}) of a batch of images [B, S, S, C]: the "flip" view runs the
-    backbone on the batch mirrored left-right (the same batch, so the same batch composition)."""
-    from embed.pipeline import mirrored
-    return backbone.extract(images), {view: backbone.extract(mirrored(images)) for view in views}
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
 
 
-def batch_result(batch, features, views=None):
-    """(indices, features, errors, views) as numpy and str from one pipeline batch and its backbone
-    outputs."""
-    errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
-    return batch["index"].numpy(), features.numpy(), errors, {v: f.numpy() for v, f in (views or {}).items()}
+def _retry_windows(statuses, batch_size):
+    """Cache rows to recompute for --retry-failed: every batch window holding a failed row, whole
+    (so each image is computed in the batch a plain run computes it in), in order."""
+    failed = np.flatnonzero(statuses == layout.STATUS_FAILED)
+    windows = sorted(set((failed // batch_size).tolist()))
+    return np.concatenate([np.arange(w * batch_size, min((w + 1) * batch_size, len(statuses))) for w in windows]
+                          ) if windows else np.zeros(0, np.int64)
 
 
-def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", overwrite=False,
-          show_progress=True, shard=None, replicas=(), engine="local", ray_address=None, ray_actors=None,
-          trust_model=False, views=()):
+def retry_failed_rows(dataset, rows, path, engine, batch_size, views, summary, show_progress, log_every):
+    """Re-embed the rows of `path` marked failed (the files may have been fixed); ok rows stay as
+    they are. Returns the number of rows retried."""
+    with open_cache(path) as f:
+        status = row_status(f)
+    recompute = _retry_windows(status, batch_size)
+    retried = 0
+    progress = Progress(int((status == layout.STATUS_FAILED).sum()), 0, log_every, show_progress,
+                        label="retrying failed rows")
+    with CacheWriter(path) as writer:
+        paths = dataset.paths[rows]
+        results = engine.results([paths[i] for i in recompute], recompute, batch_size, views)
+        with closing(results), closing(progress):
+            for index, features, errors, extra in results:
+                chosen = status[index] == layout.STATUS_FAILED  # only the failed rows are written
+                failed = np.array([bool(e) for e in errors])[chosen]
+                new_status = np.where(failed, layout.STATUS_FAILED, layout.STATUS_OK)
+                writer.rewrite_rows(index[chosen], features[chosen], new_status, [e for e, c in zip(errors, chosen) if c],
+                                    {v: x[chosen] for v, x in extra.items()})
+                retried += int(chosen.sum())
+                summary.retried_ok += int((~failed).sum())
+                summary.failures += [(dataset.image_ids[rows][i], e) for i, e, c in zip(index, errors, chosen) if c and e]
+                progress.update(int(chosen.sum()))
+    return retried
+
+
+def embed(dataset, backbone, path, *, engine=None, batch_size=BATCH_SIZE, feature_dtype="float16", overwrite=False,
+          show_progress=True, shard=None, views=(), retry_failed=False, log_every=LOG_EVERY):
     """Embed every not-yet-done row of `dataset` into the cache at `path`; returns EmbedSummary.
 
-    shard: (I, N) to embed only shard I of N (`cache.shards`) into a shard file. replicas: more
-    copies of `backbone` on other devices (see `local_results`). engine: "local", or "ray" to run
-    the backbone in `ray_actors` Ray actors (`embed.ray_engine`; needs the `ray` extra) at ray_address,
-    each loading the model as `backbone.spec` records it (trust_model: as for `load_backbone`).
-    views: extra views to store besides the features, e.g. ("flip",) (`cache.layout`); each doubles
-    the backbone's work.
+    engine: where the backbone runs (`embed.engines`; default this machine, `backbone` on one
+    device). shard: (I, N) to embed only shard I of N (`cache.shards`) into a shard file. views:
+    extra views to store besides the features, e.g. ("flip",) (`cache.layout`); each doubles the
+    backbone's work. retry_failed: first re-embed the rows marked failed (after the files were
+    fixed), each in its whole batch window, leaving ok rows untouched. log_every: seconds between
+    progress lines when stderr is not a terminal.
     Raises Interrupted on Ctrl-C and WriteFailed on a failed write, after saving finished batches.
     """
     from cache.shards import shard_info
+    from embed.engines import LocalEngine
 
     if batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    if engine == "ray":
-        from embed.ray_engine import connect
-        connect(ray_address)  # before touching the cache: a missing Ray or cluster fails cleanly
+    engine = engine or LocalEngine([backbone])
+    engine.connect()  # before touching the cache: a missing Ray or cluster fails cleanly
     info = shard_info(len(dataset.image_ids), batch_size, *shard) if shard else None
     if info and info["start"] == info["stop"]:
         n_batches = -(-len(dataset.image_ids) // batch_size)
@@ -179,27 +207,28 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
                         f"of {batch_size}, too few for {shard[1]} shards; use at most {n_batches}")
     rows = slice(info["start"], info["stop"]) if info else slice(0, len(dataset.image_ids))
     settings = cache_settings(dataset, backbone, feature_dtype, info, views)
+    if retry_failed and not os.path.exists(path):
+        raise UserError(f"{path}: no such cache; --retry-failed re-embeds the failed rows of an existing cache")
     start = _prepare_cache(path, dataset, rows, settings, overwrite)
     n_rows = rows.stop - rows.start
     summary = EmbedSummary(path=str(path), n_rows=n_rows, started_at_row=start)
+    began = time.perf_counter()
+    if retry_failed:
+        try:
+            summary.retried = retry_failed_rows(dataset, rows, path, engine, batch_size, views, summary,
+                                                show_progress, log_every)
+        except KeyboardInterrupt:
+            raise Interrupted(path, start, n_rows) from None
     if start >= n_rows:
+        summary.seconds = time.perf_counter() - began
         return summary
     _warn_if_disk_short(path, n_rows - start, settings)
-    paths = dataset.paths[rows][start:]
-    if engine == "ray":
-        from embed.ray_engine import ray_results
-        results = ray_results(paths, np.arange(start, n_rows), backbone, batch_size, actors=ray_actors,
-                              trust_model=trust_model, views=views)
-    else:
-        results = local_results(paths, np.arange(start, n_rows), [backbone, *replicas], batch_size, views)
+    results = engine.results(dataset.paths[rows][start:], np.arange(start, n_rows), batch_size, views)
     ids = dataset.image_ids[rows]
-    began = time.perf_counter()
+    progress = Progress(n_rows, start, log_every, show_progress)
     # closing(results): stop the input pipeline here, even on an error; a tf.data iterator left for
     # interpreter shutdown to collect can hang the exit.
-    with closing(results), CacheWriter(path) as writer, ThreadPoolExecutor(max_workers=1) as pool, \
-            click.progressbar(length=n_rows - start, label="embedding", file=sys.stderr,
-                              show_pos=True, show_eta=True, hidden=not show_progress,
-                              item_show_func=lambda rate: rate) as bar:
+    with closing(results), CacheWriter(path) as writer, ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         try:
             for index, features, errors, extra in results:
@@ -213,8 +242,7 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
                 summary.rows_ok += int((~failed).sum())
                 summary.rows_failed += int(failed.sum())
                 summary.failures += [(ids[i], e) for i, e in zip(index, errors) if e]
-                elapsed = time.perf_counter() - began
-                bar.update(len(index), f"{(summary.rows_ok + summary.rows_failed) / elapsed:.1f} img/s")
+                progress.update(len(index))
             if pending is not None:
                 pending.result()
         except KeyboardInterrupt:
@@ -224,5 +252,7 @@ def embed(dataset, backbone, path, *, batch_size=64, feature_dtype="float16", ov
         except WriteFailed as exc:
             raise WriteFailed(f"{exc}; rows 0:{writer.rows_saved} are saved: fix the cause "
                               "and run the same command again to resume") from None
+        finally:
+            progress.close()
     summary.seconds = time.perf_counter() - began
     return summary

@@ -40,7 +40,7 @@ def _view_features(run, backbone, images):
 def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     """[{"image", "ok", "error", "attributes": {A: {"probability", "decision"}}}] per image, in order.
     An image that cannot be read is reported with its error; the others are still predicted."""
-    from embed.pipeline import image_batches
+    from embed.pipeline import ImageBatches
 
     run = Run(run_dir)
     transform, head = run.load(trust_model)
@@ -49,7 +49,7 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     features, errors = [], [""] * len(paths)
     for backbone in backbones:  # a fused run decodes each image once per backbone's preprocessing
         blocks = []
-        for batch in image_batches(paths, np.arange(len(paths)), backbone.preprocessing, batch_size):
+        for batch in ImageBatches(paths, np.arange(len(paths)), backbone.preprocessing, batch_size):
             blocks.append(_view_features(run, backbone, batch["image"]).numpy())
             for index, error in zip(batch["index"].numpy(), batch["error"].numpy()):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")

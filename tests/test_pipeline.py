@@ -6,7 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 from embed.backbones import Preprocessing
-from embed.pipeline import image_batches, preprocess
+from embed.pipeline import ImageBatches, preprocess
 
 UNIT_RGB = Preprocessing(image_size=16, color="rgb", value_range=(0.0, 1.0))
 
@@ -32,7 +32,7 @@ def make_images(folder):
 
 def run(paths, prep=UNIT_RGB, batch_size=4):
     out = {"index": [], "image": [], "error": []}
-    for batch in image_batches([str(p) for p in paths], np.arange(len(paths)) + 100, prep, batch_size):
+    for batch in ImageBatches([str(p) for p in paths], np.arange(len(paths)) + 100, prep, batch_size):
         for key in out:
             out[key].extend(batch[key].numpy())
     return out
@@ -54,14 +54,15 @@ def test_every_file_yields_one_element_in_order_with_its_reason(tmp_path):
 
 
 def test_unreadable_file_is_recorded(tmp_path, monkeypatch):
-    """Permission denied (simulated: CI runs as root, who reads any file)."""
+    """Permission denied, simulated in the per-file path (CI runs as root, who reads any file); the
+    missing file sends its window there."""
     import embed.pipeline
     make_images(tmp_path)
 
     def denied(path, mode="r"):
         raise PermissionError(13, "Permission denied", path)
     monkeypatch.setattr(embed.pipeline, "open", denied, raising=False)
-    out = run([tmp_path / "good.jpg"])
+    out = run([tmp_path / "good.jpg", tmp_path / "absent.jpg"])
     assert out["error"][0].decode() == "cannot read: Permission denied"
 
 
