@@ -88,21 +88,26 @@ def rows_written_not_done(path):
     return int(written.sum())
 
 
-def prepare(workdir):
-    """Generate the dataset and a tiny conv backbone (a real .keras file) in `workdir`, then time an
-    uninterrupted run: kill moments are drawn from its timings, results compared with its cache."""
+def prepare_model(path):
+    """A tiny conv backbone saved as a real .keras file at `path` (32x32 RGB -> 256-d)."""
     import keras
-    from embed.sample import make_sample
-
-    workdir = Path(workdir)
-    make_sample(workdir / "data", n=N_IMAGES, seed=5)
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(256, activation="tanh", name="embedding")(x)  # the default cut: before the classifier
-    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(workdir / "tiny.keras")
-    setup = Setup(workdir / "data", workdir / "tiny.keras")
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(path)
+    return Path(path)
+
+
+def prepare(workdir):
+    """Generate the dataset and a tiny conv backbone (a real .keras file) in `workdir`, then time an
+    uninterrupted run: kill moments are drawn from its timings, results compared with its cache."""
+    from embed.sample import make_sample
+
+    workdir = Path(workdir)
+    make_sample(workdir / "data", n=N_IMAGES, seed=5)
+    setup = Setup(workdir / "data", prepare_model(workdir / "tiny.keras"))
     out = workdir / "reference.h5"
     began = time.perf_counter()
     proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
