@@ -94,27 +94,22 @@ def mirrored(images):
 
 def _graph_pixel_count(data):
     """Pixels of a JPEG or PNG from its header, in graph mode; any other format raises (the window
-    then goes to the per-file path, which reads more headers)."""
-    def png():
-        dims = tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8)
-        dims = tf.cast(dims, tf.int64)
-        width = dims[0] * 2**24 + dims[1] * 2**16 + dims[2] * 2**8 + dims[3]
-        height = dims[4] * 2**24 + dims[5] * 2**16 + dims[6] * 2**8 + dims[7]
-        return width * height
-
+    then goes to the per-file path, which reads more headers). One cond, not a case: per image,
+    control flow costs as much as the header check itself."""
     def jpeg():
         shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
         return shape[0] * shape[1]
 
-    def other():
-        check = tf.debugging.Assert(False, ["not a JPEG or PNG: checked by the per-file path"])
+    def png():
+        check = tf.debugging.Assert(tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n"),
+                                    ["not a JPEG or PNG: checked by the per-file path"])
         with tf.control_dependencies([check]):
-            return tf.constant(0, tf.int64)
+            dims = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
+        width = dims[0] * 2**24 + dims[1] * 2**16 + dims[2] * 2**8 + dims[3]
+        height = dims[4] * 2**24 + dims[5] * 2**16 + dims[6] * 2**8 + dims[7]
+        return width * height
 
-    is_png = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n"),
-                            tf.strings.length(data) >= 24)
-    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
-    return tf.case([(is_png, png), (is_jpeg, jpeg)], default=other)
+    return tf.cond(tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8"), jpeg, png)
 
 
 def _threading(threads):
@@ -145,7 +140,9 @@ def _fast_windows(paths, indices, preprocessing, batch_size, threads, max_pixels
     return (tf.data.Dataset.from_tensor_slices({"path": tf.constant(list(paths), tf.string),
                                                 "index": np.asarray(indices, np.int64)})
             .batch(batch_size)
-            .map(window, num_parallel_calls=threads, deterministic=True)
+            # one window more than threads in flight: a thread that finishes its window finds the
+            # next one queued (measured: 0.96 -> 1.0 of the graph-only pipeline on 2 cores)
+            .map(window, num_parallel_calls=threads + 1, deterministic=True)
             .prefetch(2)
             .with_options(_threading(threads)))
 
