@@ -153,3 +153,34 @@ def test_runner_and_engines_import_no_cycle():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
     source = (ROOT / "embed" / "runner.py").read_text()
     assert "ray_engine" not in source and "import ray" not in source
+
+
+def test_windows_stay_aligned_even_if_map_and_batch_are_not_fused(tmp_path, monkeypatch):
+    """Unfused, a failing file shifts the following batches; ImageBatches sees it by the indices
+    and restarts the fast path at the next window, so rows still land in their windows."""
+    import tensorflow as tf
+
+    import embed.pipeline
+    expected = make_images(tmp_path)
+    paths = [str(tmp_path / name) for name in expected] + [str(tmp_path / "good.jpg")] * 7
+    prep = Preprocessing(image_size=16, color="rgb", value_range=(0.0, 1.0))
+    fused = collect(ImageBatches(paths, np.arange(len(paths)), prep, 4))
+    original = embed.pipeline._fast_batches
+
+    def unfused(*args):
+        options = tf.data.Options()
+        options.experimental_optimization.map_and_batch_fusion = False
+        return original(*args).with_options(options)
+    starts, raw = [], iter(unfused(paths, np.arange(len(paths)), prep, 4, 2, 10**8))
+    while True:
+        try:
+            starts.append(int(next(raw)["index"][0]))
+        except StopIteration:
+            break
+        except tf.errors.OpError:
+            pass
+    assert any(start % 4 for start in starts), starts  # unfused, the batches do shift
+    monkeypatch.setattr(embed.pipeline, "_fast_batches", unfused)
+    out = collect(ImageBatches(paths, np.arange(len(paths)), prep, 4))
+    np.testing.assert_array_equal(out["index"], np.arange(len(paths)))
+    assert out["error"].tolist() == fused["error"].tolist() and out["image"].tobytes() == fused["image"].tobytes()
