@@ -440,6 +440,18 @@ def bench_views(workdir, features, labels, splits, quick):
                 f"{a} {100 * min(v):.1f}-{100 * max(v):.1f}" for a, v in accuracy.items())
             rows.append(row(f"views: {name}, --views {views}, test accuracy (mean of 3 attrs)", round(100 * mean, 2), "%",
                             note=", ".join(f"{a} {100 * np.mean(v):.1f}" for a, v in accuracy.items()) + spread))
+    kinds = run_kinds(cache, work / "kinds", ["majority", "logreg-cv", "knn-cosine", "linear-grid"], HEAD_ATTRIBUTES,
+                      features="standardize")
+    kinds.update({spec: train_heads(cache, work / f"spec-{spec}", HEAD_ATTRIBUTES, head=spec, features="standardize",
+                                    epochs=10) for spec in ("linear", "mlp:512,128")})
+    for kind, metrics in kinds.items():
+        accuracy = {a: metrics["attributes"][a]["test"]["accuracy"] for a in HEAD_ATTRIBUTES}
+        chosen = metrics["run"].get("selection") or {}
+        rows.append(row(f"kinds: {kind} on the real sample, test accuracy (mean of 3 attrs)",
+                        round(100 * float(np.mean(list(accuracy.values()))), 2), "%",
+                        note=", ".join(f"{a} {100 * v:.1f}" for a, v in accuracy.items())
+                             + (f"; chose {json.dumps({k: v for k, v in chosen.items() if not k.startswith('val_')})}"
+                                if chosen else "")))
     # The sample's val split has no blond men, so DFR for Blond_Hair fits on train (5 blond men);
     # Smiling x Male has every group in every split, so there DFR runs as in the paper, on val.
     for target, dfr_on in (("Blond_Hair", "train"), ("Smiling", "val")):
