@@ -226,9 +226,9 @@ def bench_rehearsal(workdir, quick):
             row("rehearsal: embed images/s, first 10 % of rows", round(first) if np.isfinite(first) else "n/a", "images/s",
                 note="tiny conv backbone at 32 px, batch 256: the input pipeline's pace"),
             row("rehearsal: embed images/s, last 10 % of rows", round(last) if np.isfinite(last) else "n/a", "images/s",
-                note=f"last / first = {last / first:.2f} (flat: no slowdown with N)"),
+                note=f"last / first = {last / first:.2f}"),
             row("rehearsal: embed memory at 10 % / 90 % of rows, peak", round(rss_at(0.9), 2), "GB RSS at 90 %",
-                note=f"{rss_at(0.1):.2f} GB at 10 %, peak {peak_kb / 1e6:.2f} GB (flat: nothing grows with N)"),
+                note=f"{rss_at(0.1):.2f} GB at 10 %, peak {peak_kb / 1e6:.2f} GB"),
             row("rehearsal: cache file size / layout's prediction", round(size_bytes / predicted, 3), "ratio",
                 note=f"{size_bytes / 1e6:.0f} MB on disk; predicted {predicted / 1e6:.0f} MB (features float16 "
                      "+ 256-byte error texts + ids, labels, partition, status)"),
