@@ -18,7 +18,6 @@ from embed.backbones import load_backbone
 from embed.dataset import load_dataset, locate
 from embed.runner import embed
 from heads.html_report import build_report
-from heads.projector import export_projector
 from heads.train import run_kinds, train_heads
 from tests.conftest import copy_dataset
 
