@@ -176,6 +176,7 @@ def bench_rehearsal(workdir, quick):
     began = time.perf_counter()
     make_sample(work / "full", n=n, seed=0)
     sample_s = time.perf_counter() - began
+    os.sync()  # the sample's ~2 GB of new files would otherwise be written back during the embed
     model = prepare_model(work / "tiny.keras")
     out = work / "full.h5"
     command = [sys.executable, str(ROOT / "cli.py"), "embed", "--data-dir", str(work / "full"), "--out", str(out),
