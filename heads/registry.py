@@ -7,7 +7,7 @@ Every head kind (Keras heads, scikit-learn baselines, the probe protocols) is a 
                                   chooses something on val (C, k, a learning rate) or reports it
   predict_proba(X) -> float32 [n, k] in attribute order; checks X's width
   save(directory)                 writes the files named in `files`
-  load(directory, settings, trust_model=False) -> a fitted head (classmethod)
+  load(directory, settings, attributes, trust_model=False) -> a fitted head (classmethod)
 Learned state ends in `_`: attributes_, n_features_in_, history_ (one dict per epoch, Keras
 kinds), selection_ (what was chosen on val, recorded in metrics.json, or None).
 `heads.rundir` writes and reads a run directory around any of them.
