@@ -440,9 +440,8 @@ def sweep(caches, out, grid, seed, attributes, features, standardize, tune_thres
 
 def _head_kinds(value):
     """--models: kinds registered in heads.registry, other than the Keras head (train-heads, sweep)."""
-    from heads.registry import KINDS, head_class
-    head_class("majority")  # imports every kind's module
-    choices = [k for k in KINDS if k != "keras_head"]
+    from heads.registry import kind_names
+    choices = [k for k in kind_names() if k != "keras_head"]
     kinds = [m.strip() for m in value.split(",") if m.strip()]
     for kind in kinds:
         if kind not in choices:

@@ -42,7 +42,7 @@ class EstimatorsHead(Head):
     def load(cls, directory, settings, attributes, trust_model=False):
         """Unpickle the estimators; the caller (`heads.rundir.Run.load`) has checked their sha256."""
         import joblib
-        head = cls(**{k: v for k, v in settings.items() if k in cls().get_params()})
+        head = cls.from_settings(settings)
         head.estimators_ = joblib.load(Path(directory) / ESTIMATORS_FILE)
         head.attributes_, head.n_features_in_ = list(attributes), int(head.estimators_[0].n_features_in_)
         return head

@@ -118,7 +118,7 @@ class DFR(Head):
 
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
-        head = cls(**{k: v for k, v in settings.items() if k in cls().get_params()})
+        head = cls.from_settings(settings)
         path = Path(directory) / DFR_FILE
         try:
             with np.load(path, allow_pickle=False) as data:

@@ -98,8 +98,7 @@ class KerasHead(Head):
     def load(cls, directory, settings, attributes, trust_model=False):
         import keras
 
-        known = cls().get_params()
-        head = cls(**{k: v for k, v in settings.items() if k in known})
+        head = cls.from_settings(settings)
         spec = parse_head(head.head)
         if isinstance(spec, Builder) and Path(spec.path).is_file():
             spec.load_function()  # registers the builder file's custom layers, if any

@@ -170,7 +170,7 @@ class KnnCosine(Head):
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
         directory = Path(directory)
-        head = cls(**{k: v for k, v in settings.items() if k in cls().get_params()})
+        head = cls.from_settings(settings)
         head._index(np.load(directory / "knn_features.npy").astype(np.float32),
                     np.load(directory / "knn_labels.npy"))
         head.k_ = json.loads((directory / "knn_k.json").read_text())
@@ -215,7 +215,7 @@ class LinearGrid(Head):
 
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
-        head = cls(**{k: v for k, v in settings.items() if k in cls().get_params()})
+        head = cls.from_settings(settings)
         head.best_ = KerasHead.load(directory, {"head": "linear"}, attributes, trust_model)
         head.attributes_, head.n_features_in_ = list(attributes), head.best_.n_features_in_
         return head

@@ -29,13 +29,18 @@ def register(name):
     return decorate
 
 
-def head_class(kind):
-    """The Head subclass registered as `kind`."""
+def kind_names():
+    """Every registered kind's name (importing the modules that register them)."""
     import heads.baselines  # noqa: F401  (each module registers its kinds)
     import heads.dfr  # noqa: F401
     import heads.keras_head  # noqa: F401
     import heads.probes  # noqa: F401
-    if kind not in KINDS:
+    return list(KINDS)
+
+
+def head_class(kind):
+    """The Head subclass registered as `kind`."""
+    if kind not in kind_names():
         raise UserError(f"unknown head kind {kind!r}; choose from {', '.join(KINDS)}")
     return KINDS[kind]
 
@@ -50,6 +55,13 @@ class Head:
     files = ()
     history_ = ()
     selection_ = None
+
+    @classmethod
+    def from_settings(cls, settings):
+        """An unfitted head from a settings dict, ignoring keys this kind does not take (runs share
+        one settings dict across kinds; older runs recorded keys that are gone)."""
+        takes = cls().get_params()
+        return cls(**{k: v for k, v in settings.items() if k in takes})
 
     def get_params(self):
         """{name: value} of the constructor's settings (recorded in config.json)."""

@@ -29,16 +29,12 @@ from cache.reader import open_cache, read_settings
 from heads import report
 from heads.data import VIEWS
 from heads.metrics import attribute_metrics, group_metrics, tune_threshold
-from heads.registry import head_class
+from embed.backbones import sha256_file
+from heads.registry import head_class, kind_names
 from heads.tensorboard import write_run_events
 from heads.transforms import Transform
 
 CONFIG, METRICS, HISTORY = "config.json", "metrics.json", "history.csv"
-
-
-def sha256_file(path):
-    from embed.backbones import sha256_file as digest
-    return digest(path)
 
 
 def choose_thresholds(val_labels, val_probabilities, tune):
@@ -144,12 +140,6 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
     return metrics
 
 
-def _kinds():
-    from heads.registry import KINDS
-    head_class("majority")  # imports every kind's module
-    return list(KINDS)
-
-
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -168,8 +158,8 @@ class Run:
             if key not in config:
                 raise UserError(f"{where}: lacks {key!r} (not written by celeba-heads?)")
         self.kind = config["kind"]
-        if not isinstance(self.kind, str) or self.kind not in _kinds():
-            raise UserError(f"{where}: kind {self.kind!r} is not a head kind ({', '.join(_kinds())})")
+        if not isinstance(self.kind, str) or self.kind not in kind_names():
+            raise UserError(f"{where}: kind {self.kind!r} is not a head kind ({', '.join(kind_names())})")
         self.attributes = config["attributes"]
         if (not isinstance(self.attributes, list) or not self.attributes
                 or not all(isinstance(a, str) for a in self.attributes)):

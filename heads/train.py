@@ -110,9 +110,7 @@ def run_kinds(caches, out_dir, kinds, attributes=None, *, features=RUN["features
     prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups, views, eval_view)
     results = {}
     for kind in kinds:
-        cls = head_class(kind)
-        takes = cls().get_params()
-        head = cls(**{k: v for k, v in settings.items() if k in takes})
+        head = head_class(kind).from_settings(settings)
         results[kind] = _fit_and_write(prepared, head, Path(out_dir) / kind,
                                        {"features": features, "tune_threshold": tune_threshold},
                                        name=f"{Path(out_dir).name}/{kind}")
