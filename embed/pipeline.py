@@ -96,8 +96,7 @@ def mirrored(images):
 def _graph_pixel_count(data, kind):
     """Pixels of a `kind` ("jpeg" or "png") file from its header, in graph mode; a file of another
     kind raises, and its window goes to the per-file path (which reads every header kind). One
-    kind per pipeline, with no control flow: a cond choosing the parser per image cost 10 % of the
-    pipeline's speed."""
+    kind per pipeline, with no control flow: a cond per image costs 6-10 % of the pipeline's speed."""
     if kind == "jpeg":
         shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
         return shape[0] * shape[1]
@@ -136,7 +135,9 @@ def _fast_batches(paths, indices, preprocessing, batch_size, threads, max_pixels
 
     def one(element):
         data = tf.io.read_file(element["path"])
-        check = tf.debugging.assert_less_equal(_graph_pixel_count(data, kind), tf.constant(max_pixels, tf.int64))
+        # Assert with string data only: tf.debugging.Assert guards any other data (assert_less_equal's
+        # int64 values) with a cond per image, which cost 6-10 % of the pipeline (bench/RESULTS.md).
+        check = tf.debugging.Assert(_graph_pixel_count(data, kind) <= max_pixels, ["more pixels than max_pixels"])
         with tf.control_dependencies([check]):
             image = tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.uint8)
         image.set_shape([None, None, channels])

@@ -23,3 +23,7 @@ def test_quick_benchmark_runs_and_writes_its_table(celeba_sample, tmp_path):
                     "ray: Ray engine, instance already running"):
         assert measure in text, measure
     assert "| PASS |" in text or "| MISS |" in text
+    # every row names its group, so `--only` keeps the rows of the groups it does not run
+    from bench.__main__ import GROUPS, _group
+    measures = [line.split(" | ")[0][2:] for line in text.splitlines() if line.startswith("| ") and " | " in line]
+    assert [m for m in measures[1:] if _group(m) not in GROUPS] == []
