@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 import cli
 from embed.backbones import Preprocessing
@@ -60,6 +61,20 @@ def test_damaged_files_keep_their_reasons_and_good_neighbours_their_pixels(tmp_p
     assert 0 < batches.windows_redone < len(paths) // 4 + 1  # the last window (good files) stayed fast
     for name, error in zip(expected, fast["error"]):
         assert (expected[name] or "") in error.decode() and bool(error) == bool(expected[name]), name
+
+
+def test_a_large_image_among_small_ones_is_resized_from_uint8_in_the_per_file_path(tmp_path):
+    rng = np.random.default_rng(3)
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(tmp_path / f"{i}.jpg")
+    Image.fromarray(rng.integers(0, 256, (400, 300, 3), dtype=np.uint8)).save(tmp_path / "5.jpg")  # 120,000 pixels
+    paths = [str(tmp_path / f"{i}.jpg") for i in range(7)]
+    prep = Preprocessing(image_size=32, color="rgb", value_range=(0.0, 1.0))  # float resize up to 4 * 32^2 pixels
+    batches = ImageBatches(paths, np.arange(7), prep, 2)
+    fast = collect(batches)
+    assert batches.float_resize and batches.windows_redone == 1  # only the large image's window
+    assert (fast["error"] == b"").all()
+    assert fast["image"].tobytes() == collect(per_file_batches(paths, np.arange(7), prep, 2))["image"].tobytes()
 
 
 def png_bomb(path, side):

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from embed.backbones import Preprocessing
@@ -105,3 +107,25 @@ def test_antialias_changes_downscaling_only_when_asked(tmp_path):
     smooth = run([tmp_path / "stripes.png"], Preprocessing(8, "rgb", (0.0, 1.0), antialias=True))["image"][0]
     assert np.abs(plain - 0.5).max() == pytest.approx(0.5)  # plain bilinear samples single stripes
     assert np.abs(smooth - 0.5).max() < 0.4  # antialiasing averages neighbouring stripes
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 70), width=st.integers(1, 70), size=st.integers(1, 48),
+       method=st.sampled_from([("bilinear", False), ("bilinear", True), ("bicubic", False), ("area", False)]),
+       value_range=st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)]), seed=st.integers(0, 2**16))
+def test_preprocess_gives_the_same_values_from_uint8_or_float32_and_never_leaves_the_range(
+        height, width, size, method, value_range, seed):
+    """The fast path resizes float32 copies of small images, the per-file path uint8 (same machine,
+    so bitwise); plain bilinear skips the clip because it cannot overshoot: the clipped formula
+    gives the same bits."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    pixels[0, 0], pixels[-1, -1] = 0, 255  # both ends of the range in every image
+    prep = Preprocessing(size, "rgb", value_range, resize=method[0], antialias=method[1])
+    from_uint8 = preprocess(tf.constant(pixels), prep).numpy()
+    from_float = preprocess(tf.constant(pixels.astype(np.float32)), prep).numpy()
+    assert from_uint8.tobytes() == from_float.tobytes()
+    lo, hi = value_range
+    assert lo <= from_uint8.min() and from_uint8.max() <= hi
+    resized = tf.image.resize(pixels, [size, size], method=method[0], antialias=method[1])
+    clipped = (tf.clip_by_value(resized, 0.0, 255.0) * ((hi - lo) / 255.0) + lo).numpy()
+    assert from_uint8.tobytes() == clipped.tobytes()
