@@ -162,3 +162,18 @@ def test_make_sample_writes_both_formats(tmp_path):
                      "list_eval_partition.csv", "list_eval_partition.txt"]
     assert len(os.listdir(tmp_path / "s" / "img_align_celeba")) == 12
     assert (tmp_path / "s" / "list_attr_celeba.txt").read_bytes().startswith(b"12\r\n5_o_Clock_Shadow ")
+
+
+def test_make_sample_same_seed_same_files_although_written_on_every_core(tmp_path):
+    from embed.sample import make_sample
+
+    def files(folder):
+        return {name: (folder / "img_align_celeba" / name).read_bytes()
+                for name in sorted(os.listdir(folder / "img_align_celeba"))}
+    spurious = ("Blond_Hair", "Male", 0.9)
+    make_sample(tmp_path / "a", n=150, seed=7, spurious=spurious)  # more images than are in flight at once
+    make_sample(tmp_path / "b", n=150, seed=7, spurious=spurious)
+    make_sample(tmp_path / "c", n=150, seed=8, spurious=spurious)
+    a, b, c = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
+    assert len(a) == 150 and a == b
+    assert sum(a[name] != c[name] for name in a) == 150
