@@ -130,6 +130,11 @@ def sniff(paths):
     return "jpeg", None
 
 
+def float_resize_limit(preprocessing):
+    """The most pixels an image may have for the fast path to resize a float32 copy of it."""
+    return FLOAT_RESIZE_FACTOR * preprocessing.image_size ** 2
+
+
 def _threading(threads):
     # Fixed parallelism, autotuning off: with autotuning on, ending an iterator sometimes took
     # 2-3 s (its tuning thread), a quarter of the time of a 256-image embed (bench/RESULTS.md).
@@ -147,7 +152,7 @@ def _fast_batches(paths, indices, preprocessing, batch_size, threads, max_pixels
     the output's pixels (larger ones raise, and their windows resize from uint8 in the per-file path)."""
     channels = preprocessing.channels
     if float_resize:
-        max_pixels = min(max_pixels, FLOAT_RESIZE_FACTOR * preprocessing.image_size ** 2)
+        max_pixels = min(max_pixels, float_resize_limit(preprocessing))
 
     def one(element):
         data = tf.io.read_file(element["path"])
@@ -203,7 +208,7 @@ class ImageBatches:
         self.preprocessing, self.batch_size = preprocessing, batch_size
         self.threads, self.max_pixels = threads or os.cpu_count() or 2, max_pixels
         self.kind, pixels = sniff(self.paths)
-        self.float_resize = pixels is not None and pixels <= FLOAT_RESIZE_FACTOR * preprocessing.image_size ** 2
+        self.float_resize = pixels is not None and pixels <= float_resize_limit(preprocessing)
         self.windows_redone = 0
         self._iterator = None
 

@@ -123,8 +123,8 @@ def make_sample(out_dir, n=512, seed=0, spurious=None):
     hidden = (rng.random(n) >= SPURIOUS_CUE_RATE) if spurious else np.zeros(n, bool)
     ids = [f"{i:06d}.jpg" for i in range(1, n + 1)]
 
-    def write(path, row, noise, hidden):
-        path.write_bytes(tf.io.encode_jpeg(draw_face(row, noise, hidden), quality=90).numpy())
+    def write(path, row, noise, hidden_attribute):
+        path.write_bytes(tf.io.encode_jpeg(draw_face(row, noise, hidden_attribute), quality=90).numpy())
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         pending = deque()  # at most 64 images in flight: memory stays flat for any n
