@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= demo-output
 
-.PHONY: setup demo test bench reliability browser screenshot clean
+.PHONY: setup demo test reliability bench bench-quick browser screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -17,14 +17,20 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(BIN)/python cli.py demo --workdir $(WORKDIR)
 
+# The suite people run before every commit: every code path, a few kills and fuzz cases (harness.trials).
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The long trials at full count (20 kills, 1,100 fuzz cases); rewrites docs/RELIABILITY.md.
+reliability: setup
+	CELEBA_HEADS_TRIALS=full $(BIN)/python -m bench.reliability
 
 bench: setup
 	$(BIN)/python -m bench
 
-reliability: setup
-	$(BIN)/python -m bench.reliability
+# Every benchmark group at shrunk sizes: the scripts run (the figures mean nothing).
+bench-quick: setup
+	$(BIN)/python -m bench --quick
 
 # Debian's Chromium, for the test that renders the HTML report (skipped, saying why, without it)
 browser:

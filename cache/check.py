@@ -113,8 +113,9 @@ def _names(path, labels):
 
 
 def check_structure(path, f):
-    """Raise UserError unless the open h5py.File `f` is a well-formed cache; returns the parsed root
-    attributes (as `cache.reader.read_settings` gives them)."""
+    """Raise UserError unless the open h5py.File `f` is a well-formed cache; returns (settings, names):
+    the root attributes parsed and typed (`shard` None unless a shard file, `views` [] unless the
+    cache holds extra views), and the attribute names the labels' `names` lists."""
     missing = [a for a in layout.REQUIRED_ATTRS if a not in f.attrs]
     if missing:
         raise UserError(f"{path}: not a celeba-heads cache (missing attributes {', '.join(missing)})")
@@ -158,7 +159,7 @@ def check_structure(path, f):
             rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1)) if values.ndim > 1 else np.flatnonzero(bad)
             raise UserError(f"{path}: {name} hold values other than {'/'.join(map(str, allowed))} "
                             f"(rows {rows[0]}..{rows[-1]}, e.g. {values[bad][0]})")
-    return settings
+    return settings, names
 
 
 def find_nonfinite(features, first_row=0):

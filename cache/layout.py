@@ -66,15 +66,6 @@ def encode_attr(name, value):
     return json.dumps(value, sort_keys=True) if name in JSON_ATTRS else value
 
 
-def decode_attr(name, value):
-    """Inverse of `encode_attr`; numpy scalars become Python scalars."""
-    if name in JSON_ATTRS:
-        return json.loads(value)
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
 def truncate_error(text):
     """Encode an error message as UTF-8 cut to ERROR_BYTES without splitting a character."""
     data = text.encode("utf-8")[:ERROR_BYTES]
@@ -88,4 +79,14 @@ def dataset_fingerprint(image_ids, attribute_names, labels, partition):
     digest.update(b"\0" + "\n".join(image_ids).encode() + b"\0")
     digest.update(np.ascontiguousarray(labels, np.uint8).tobytes())
     digest.update(np.ascontiguousarray(partition, np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def sha256_file(path):
+    """sha256 hex digest of a file's bytes: what a cache records of a model file (`backbone.sha256`)
+    and a run of every file it wrote."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()

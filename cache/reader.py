@@ -14,34 +14,29 @@ from cache.check import check_structure, find_nonfinite
 from cache.errors import UserError
 
 
+class CacheFile(h5py.File):
+    """An open cache whose structure was checked: `settings` holds the root attributes as Python
+    values (JSON ones decoded; `shard` None unless a shard file, `views` [] unless the cache holds
+    extra views), `attribute_names` the A attribute names; both parsed once, on open."""
+    settings: dict
+    attribute_names: list
+
+
 def open_cache(path):
     """Open `path` read-only and check it is a well-formed cache this version understands
-    (`cache.check.check_structure`); returns h5py.File."""
+    (`cache.check.check_structure`); returns a CacheFile (an h5py.File)."""
     try:
-        f = h5py.File(path, "r", locking=False)
+        f = CacheFile(path, "r", locking=False)
     except FileNotFoundError:
         raise UserError(f"{path}: no such cache file") from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{path}: not a readable HDF5 cache ({str(exc).splitlines()[0][:160]})") from None
     try:
-        check_structure(path, f)
+        f.settings, f.attribute_names = check_structure(path, f)
     except Exception:
         f.close()
         raise
     return f
-
-
-def read_settings(f):
-    """Root attributes as Python values (JSON ones decoded); `shard` is None unless a shard file,
-    `views` [] unless the cache holds extra views."""
-    settings = {name: layout.decode_attr(name, f.attrs[name]) for name in layout.REQUIRED_ATTRS}
-    settings["shard"] = layout.decode_attr("shard", f.attrs["shard"]) if "shard" in f.attrs else None
-    settings["views"] = layout.decode_attr("views", f.attrs["views"]) if "views" in f.attrs else []
-    return settings
-
-
-def attribute_names(f):
-    return [str(n) for n in f["labels"].attrs["names"]]
 
 
 def row_status(f):
@@ -70,11 +65,11 @@ def cache_info(path, max_failures=20, check=False):
     scanning every ok row's features (`scan_features`)."""
     with open_cache(path) as f:
         scanned = scan_features(f) if check else None
-        settings = read_settings(f)
+        settings = f.settings
         status = row_status(f)
         partition = f["partition"][:]
         labels = f["labels"][:]
-        names = attribute_names(f)
+        names = f.attribute_names
         failed = np.flatnonzero(status == layout.STATUS_FAILED)
         ids = f["image_id"]
         failures = [{"row": int(i), "image_id": ids[i].decode(), "error": f["error"][i].decode()}
@@ -203,7 +198,7 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         if not_done and not allow_partial:
             raise UserError(f"{path}: {not_done} of {len(status)} rows are not embedded yet; finish "
                             "the cache with the same `embed` command, or allow a partial cache")
-        names = attribute_names(f)
+        names = f.attribute_names
         attributes = names if attributes is None else list(attributes)
         unknown = [a for a in attributes if a not in names]
         if unknown:
@@ -215,7 +210,7 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         features, n_nonfinite = None, 0
         all_ids = f["image_id"][:]
         if with_features:
-            stored_views = read_settings(f)["views"]
+            stored_views = f.settings["views"]
             for view in views:
                 if view != "orig" and view not in stored_views:
                     raise UserError(f"{path}: holds no {view} view (embed with --views {view})")

@@ -15,7 +15,7 @@ import numpy as np
 
 from cache import layout
 from cache.errors import UsageError, UserError
-from cache.reader import attribute_names, open_cache, read_settings
+from cache.reader import open_cache
 from cache.writer import CacheWriter, create_cache
 
 # Settings every shard of one dataset must share (names as stored; `shard.*` checked separately).
@@ -47,7 +47,7 @@ def shard_info(n_rows, batch_size, index, count):
 
 def _read_shard(path):
     with open_cache(path) as f:
-        settings = read_settings(f)
+        settings = f.settings
         if settings["shard"] is None:
             raise UserError(f"{path}: not a shard (made without --shard)")
         if settings["rows_done"] < settings["n_rows"]:
@@ -56,7 +56,7 @@ def _read_shard(path):
                             "embed command to finish it")
         rows = {name: f[name][:] for name in ("labels", "partition")}
         rows["image_id"] = [s.decode() for s in f["image_id"][:]]
-        return settings, attribute_names(f), rows
+        return settings, f.attribute_names, rows
 
 
 def _check_together(shards):

@@ -11,20 +11,22 @@ SPEC kinds:
     last), loaded in Keras safe mode unless trust_model.
 The SavedModel is called directly (no `hub.KerasLayer`, which Keras 3 models cannot hold).
 A 4-D output is global-average-pooled. Every backbone maps float32 images [B, S, S, C] in its
-value range to float32 features [B, D].
+value range to float32 features [B, D]. A `BackboneSpec` names the model and every override;
+`load_backbone` resolves it.
 """
 
-import hashlib
+import logging
 import re
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cache.errors import UsageError, UserError
+from cache.layout import sha256_file
 
 DEFAULT_MODEL = "https://tfhub.dev/google/imagenet/efficientnet_v2_imagenet21k_ft1k_b0/feature_vector/2"
 KERAS_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
 RANDOM_WEIGHTS_SEED = 0
+log = logging.getLogger(__name__)
 
 # TF-Hub EfficientNetV2 handles: input size by variant; all take RGB in [0, 1].
 HUB_EFFICIENTNET_V2 = re.compile(r"efficientnet[_-]v2.*?[_-](b0|b1|b2|b3|s|m|l|xl)([_/-]|$)", re.I)
@@ -64,6 +66,26 @@ class Preprocessing:
         return {**asdict(self), "value_range": list(self.value_range)}
 
 
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which backbone to load and how to feed it. model: a TF-Hub handle, a SavedModel folder,
+    keras:<Name> or a Keras model file; weights: for keras:<Name>, imagenet (None), none (random)
+    or a weights file; layer: for a model file, the layer whose output is the feature (default: the
+    one before the last); image_size, color ("rgb"/"grayscale"), value_range (lo, hi), antialias:
+    overrides of the model's own preprocessing; trust_model: load a model file with Keras' safe mode
+    off; mixed_precision (keras:<Name>, GPUs), xla: how the backbone runs."""
+    model: str = DEFAULT_MODEL
+    weights: str = None
+    layer: str = None
+    image_size: int = None
+    color: str = None
+    value_range: tuple = None
+    antialias: bool = False
+    trust_model: bool = False
+    mixed_precision: bool = False
+    xla: bool = False
+
+
 @dataclass
 class Backbone:
     """A frozen extractor: `extract(images)` maps float32 [B, S, S, C] to float32 [B, feature_dim].
@@ -87,14 +109,6 @@ def parse_value_range(text):
     return lo, hi
 
 
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_kind(model):
     if model.startswith("keras:"):
         return "keras_app"
@@ -108,36 +122,19 @@ def model_kind(model):
                     "keras:<Name>, or a .keras/.h5 file")
 
 
-def load_backbone(model=DEFAULT_MODEL, *, weights=None, layer=None, image_size=None, color=None,
-                  value_range=None, antialias=False, trust_model=False, mixed_precision=False,
-                  xla=False, device=None):
-    """Load the model named by `model` and resolve its preprocessing (explicit options win).
+def load_backbone(spec, device=None):
+    """Load the model a BackboneSpec names and resolve its preprocessing (explicit options win).
 
     device: a TensorFlow device name (e.g. "/GPU:1") to hold the weights and run on; default: TF's.
     """
     import tensorflow as tf
     with tf.device(device):
-        return _load_backbone(model, weights, layer, image_size, color, value_range, antialias, trust_model,
-                              mixed_precision, xla, device)
+        return _load_backbone(spec, device)
 
 
-def resolve_devices(devices):
-    """--devices "all" or "N" -> TensorFlow device names: GPUs if there are any, else the CPU."""
-    import tensorflow as tf
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    available = gpus or [tf.config.list_logical_devices("CPU")[0].name]
-    if devices == "all":
-        return available
-    if not devices.isdigit() or int(devices) < 1:
-        raise UserError(f"--devices {devices!r}: expected all or a number of devices")
-    if int(devices) > len(available):
-        what = f"{len(gpus)} GPU(s)" if gpus else "no GPU (one device: the CPU)"
-        raise UserError(f"--devices {devices}: this machine has {what}")
-    return available[:int(devices)]
-
-
-def _load_backbone(model, weights, layer, image_size, color, value_range, antialias, trust_model,
-                   mixed_precision, xla, device):
+def _load_backbone(spec, device):
+    model, weights, layer, image_size = spec.model, spec.weights, spec.layer, spec.image_size
+    mixed_precision = spec.mixed_precision
     kind = model_kind(model)
     if weights is not None and kind != "keras_app":
         raise UserError("--weights applies to keras:<Name> models only")
@@ -147,26 +144,26 @@ def _load_backbone(model, weights, layer, image_size, color, value_range, antial
         raise UserError("--mixed-precision applies to keras:<Name> backbones only "
                         "(a SavedModel or model file keeps the dtypes it was saved with)")
     import tensorflow as tf
-    spec = {"model": model, "kind": kind, "weights": None, "layer": None, "sha256": None,
-            "random_weights": False, "mixed_precision": bool(mixed_precision)}
+    record = {"model": model, "kind": kind, "weights": None, "layer": None, "sha256": None,
+              "random_weights": False, "mixed_precision": bool(mixed_precision)}  # what the cache records
     if kind in ("hub", "saved_model"):
         net, native = _load_saved_model(model, kind)
         if kind == "saved_model":
-            spec["sha256"] = sha256_file(Path(model) / "saved_model.pb")
+            record["sha256"] = sha256_file(Path(model) / "saved_model.pb")
     elif kind == "keras_app":
-        net, native, spec = _load_keras_application(model, weights or "imagenet", image_size,
-                                                   mixed_precision, spec)
+        net, native, record = _load_keras_application(model, weights or "imagenet", image_size,
+                                                     mixed_precision, record)
     else:
-        net, native, spec = _load_keras_file(model, layer, trust_model, spec)
+        net, native, record = _load_keras_file(model, layer, spec.trust_model, record)
     size = image_size or native.get("image_size")
     if size is None:
         raise UserError(f"--model {model}: its input size is not fixed in the model; pass --image-size N")
-    chosen_range = value_range or native.get("value_range")
+    chosen_range = spec.value_range or native.get("value_range")
     if chosen_range is None:
         raise UserError(f"--model {model}: a Keras model file does not record the pixel value range it "
                         "was trained on; pass --value-range LO,HI (e.g. 0,1 or -1,1 or 0,255)")
-    prep = Preprocessing(image_size=int(size), color=color or native.get("color", "rgb"),
-                         value_range=tuple(float(v) for v in chosen_range), antialias=bool(antialias))
+    prep = Preprocessing(image_size=int(size), color=spec.color or native.get("color", "rgb"),
+                         value_range=tuple(float(v) for v in chosen_range), antialias=bool(spec.antialias))
 
     def features(images):
         with tf.device(device):
@@ -183,14 +180,14 @@ def _load_backbone(model, weights, layer, image_size, color, value_range, antial
         return tf.cast(out, tf.float32)
 
     batch_spec = tf.TensorSpec([None, prep.image_size, prep.image_size, prep.channels], tf.float32)
-    extract = tf.function(features, input_signature=[batch_spec], jit_compile=bool(xla))  # one trace
+    extract = tf.function(features, input_signature=[batch_spec], jit_compile=bool(spec.xla))  # one trace
     probe = tf.zeros([1, prep.image_size, prep.image_size, prep.channels], tf.float32)  # traces once
     try:
         feature_dim = int(extract(probe).shape[-1])
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
         raise UserError(f"--model {model}: does not accept {prep.image_size}x{prep.image_size}x"
                         f"{prep.channels} images ({str(exc).splitlines()[0][:200]})") from None
-    return Backbone(spec=spec, preprocessing=prep, feature_dim=feature_dim, extract=extract, module=net)
+    return Backbone(spec=record, preprocessing=prep, feature_dim=feature_dim, extract=extract, module=net)
 
 
 def _load_saved_model(model, kind):
@@ -221,7 +218,7 @@ def _load_saved_model(model, kind):
     return loaded, native
 
 
-def _load_keras_application(model, weights, image_size, mixed_precision, spec):
+def _load_keras_application(model, weights, image_size, mixed_precision, record):
     import keras
     name = model.removeprefix("keras:")
     if name not in KERAS_APPLICATIONS:
@@ -230,8 +227,7 @@ def _load_keras_application(model, weights, image_size, mixed_precision, spec):
     size, value_range = KERAS_APPLICATIONS[name]
     size = image_size or size
     if weights == "none":
-        print("WARNING: --weights none: random weights, the features are meaningless; use this for "
-              "smoke tests only", file=sys.stderr)
+        log.warning("--weights none: random weights, the features are meaningless; use this for smoke tests only")
         keras.utils.set_random_seed(RANDOM_WEIGHTS_SEED)  # same weights in every run, so resume works
         keras_weights = None
     elif weights == "imagenet":
@@ -253,12 +249,12 @@ def _load_keras_application(model, weights, image_size, mixed_precision, spec):
         raise UserError(f"--model {model} --weights {weights}: cannot build ({reason}){hint}") from None
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    spec = {**spec, "weights": weights, "random_weights": weights == "none",
+    record = {**record, "weights": weights, "random_weights": weights == "none",
             "sha256": sha256_file(weights) if keras_weights not in (None, "imagenet") else None}
-    return net, {"image_size": size, "value_range": value_range, "color": "rgb"}, spec
+    return net, {"image_size": size, "value_range": value_range, "color": "rgb"}, record
 
 
-def _load_keras_file(model, layer, trust_model, spec):
+def _load_keras_file(model, layer, trust_model, record):
     import keras
     if not Path(model).is_file():
         raise UserError(f"--model {model}: no such file")
@@ -283,21 +279,21 @@ def _load_keras_file(model, layer, trust_model, spec):
         if shape[1] and shape[1] == shape[2]:
             native["image_size"] = int(shape[1])
         native["color"] = "grayscale" if shape[3] == 1 else "rgb"
-    spec = {**spec, "layer": layer, "sha256": sha256_file(model)}
-    return extractor, native, spec
+    record = {**record, "layer": layer, "sha256": sha256_file(model)}
+    return extractor, native, record
 
 
-def load_recorded_backbone(spec, preprocessing, *, trust_model=False):
+def load_recorded_backbone(record, preprocessing, *, trust_model=False):
     """Rebuild the backbone a cache recorded (its `backbone` and `preprocessing` attributes), and
     check it is the same model: same file hash where one was recorded, same preprocessing."""
     prep = dict(preprocessing)
-    backbone = load_backbone(spec["model"], weights=spec.get("weights"), layer=spec.get("layer"),
-                             image_size=prep["image_size"], color=prep["color"],
-                             value_range=tuple(prep["value_range"]), antialias=prep["antialias"],
-                             trust_model=trust_model, mixed_precision=spec.get("mixed_precision", False))
-    if spec.get("sha256") and backbone.spec["sha256"] != spec["sha256"]:
-        raise UserError(f"{spec['model']}: the file changed since the cache was made (sha256 differs)")
+    backbone = load_backbone(BackboneSpec(
+        record["model"], weights=record.get("weights"), layer=record.get("layer"), image_size=prep["image_size"],
+        color=prep["color"], value_range=tuple(prep["value_range"]), antialias=prep["antialias"],
+        trust_model=trust_model, mixed_precision=record.get("mixed_precision", False)))
+    if record.get("sha256") and backbone.spec["sha256"] != record["sha256"]:
+        raise UserError(f"{record['model']}: the file changed since the cache was made (sha256 differs)")
     if backbone.preprocessing.to_dict() != prep:
-        raise UserError(f"{spec['model']}: preprocessing {backbone.preprocessing.to_dict()} differs from "
+        raise UserError(f"{record['model']}: preprocessing {backbone.preprocessing.to_dict()} differs from "
                         f"the recorded {prep}")
     return backbone

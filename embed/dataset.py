@@ -171,3 +171,9 @@ def load_dataset(labels_path, images_dir, partition_path=None, use_official_spli
     return Dataset(images_dir=images_dir, image_ids=table.ids, attribute_names=table.names,
                    labels=table.values, partition=partition, sources=sources, missing=missing,
                    unlabelled=unlabelled, unused_partition_rows=unused)
+
+
+def open_dataset(data_dir=None, labels=None, partition=None, images=None, official_split=False):
+    """`locate` the files (`--data-dir` and its overrides) and `load_dataset` them."""
+    labels_path, partition_path, images_dir = locate(data_dir, labels, partition, images)
+    return load_dataset(labels_path, images_dir, partition_path, use_official_split=official_split)

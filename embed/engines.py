@@ -1,18 +1,19 @@
 """Where the backbone runs. An engine turns image paths into embedded batches, in order:
 
     engine.connect()                     before the cache is touched: a missing cluster fails early
-    engine.results(paths, indices, batch_size, views)
+    engine.results(paths, indices, batch_size, views, max_pixels)
         yields (indices int [B], features float32 [B, D], errors [B] str, {view: float32 [B, D]})
         for the fixed windows [k*B, (k+1)*B) of `paths`, each computed whole on one device
 
 `LocalEngine` runs on this machine's devices; `embed.ray_engine.RayEngine` on a Ray cluster. The
-runner (`embed.runner`) knows only this interface.
+runner (`embed.runner`) knows only this interface; `embed.placement` builds an engine.
 """
 
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from embed.pipeline import MAX_PIXELS, ImageBatches, mirrored
+from embed.defaults import MAX_PIXELS
+from embed.pipeline import ImageBatches, mirrored
 
 
 def embed_views(backbone, images, views=()):
@@ -31,17 +32,17 @@ def batch_result(batch, features, views=None):
 class LocalEngine:
     """This machine: backbones holds one copy of the same model per device; batch k runs on
     backbones[k % len], up to one batch per device at once, so the features do not depend on the
-    number of devices. threads, max_pixels: the decode pipeline's (`embed.pipeline.ImageBatches`)."""
+    number of devices. threads: the decode pipeline's (`embed.pipeline.ImageBatches`)."""
 
-    def __init__(self, backbones, threads=None, max_pixels=MAX_PIXELS):
-        self.backbones, self.threads, self.max_pixels = list(backbones), threads, max_pixels
+    def __init__(self, backbones, threads=None):
+        self.backbones, self.threads = list(backbones), threads
 
     def connect(self):
         pass
 
-    def results(self, paths, indices, batch_size, views=()):
+    def results(self, paths, indices, batch_size, views=(), max_pixels=MAX_PIXELS):
         batches = ImageBatches(paths, indices, self.backbones[0].preprocessing, batch_size, self.threads,
-                               self.max_pixels)
+                               max_pixels)
         try:
             if len(self.backbones) == 1:
                 for batch in batches:

@@ -66,18 +66,17 @@ def connect(address):
 class RayEngine:
     """The engine interface (`embed.engines`) on a Ray cluster: `address` (None: a local instance),
     `actors` backbone actors (default: one per GPU, else one per 2 CPUs), each loading the model as
-    `backbone.spec` records it (trust_model: as for `load_backbone`)."""
+    `backbone.spec` records it (trust_model: as `BackboneSpec.trust_model`)."""
 
-    def __init__(self, backbone, address=None, actors=None, trust_model=False, max_pixels=None):
-        self.backbone, self.address, self.actors = backbone, address, actors
-        self.trust_model, self.max_pixels = trust_model, max_pixels
+    def __init__(self, backbone, address=None, actors=None, trust_model=False):
+        self.backbone, self.address, self.actors, self.trust_model = backbone, address, actors, trust_model
 
     def connect(self):
         connect(self.address)
 
-    def results(self, paths, indices, batch_size, views=()):
+    def results(self, paths, indices, batch_size, views=(), max_pixels=None):
         return ray_results(paths, indices, self.backbone, batch_size, actors=self.actors,
-                           trust_model=self.trust_model, views=views, max_pixels=self.max_pixels)
+                           trust_model=self.trust_model, views=views, max_pixels=max_pixels)
 
 
 def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_model=False, views=(), max_pixels=None):

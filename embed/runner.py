@@ -3,25 +3,51 @@
 Rows are processed in dataset order in fixed batches [k*B, (k+1)*B); a resumed run starts at the
 cache's rows_done (a batch boundary), so it recomputes nothing already written and feeds the
 backbone the same batches an uninterrupted run would. Writing batch k overlaps computing k+1.
+An `EmbedSpec` holds the run's options; progress goes to an `on_progress` callback, warnings to
+`logging`.
 """
 
-import datetime
+import logging
 import os
 import shutil
-import sys
 import time
-from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 
-import click
 import numpy as np
 
 from cache import layout
-from cache.errors import UserError, WriteFailed
-from cache.reader import open_cache, read_settings, row_status
+from cache.errors import UsageError, UserError, WriteFailed
+from cache.reader import open_cache, row_status
 from cache.writer import CacheWriter, create_cache
-from embed.defaults import BATCH_SIZE, LOG_EVERY
+from embed.defaults import BATCH_SIZE, FEATURE_DTYPE, MAX_PIXELS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """How one `embed` run writes its cache. batch_size: rows per backbone call (the fixed windows
+    resume and shards cut at); feature_dtype: "float16" or "float32"; overwrite: start afresh
+    though the cache exists; shard: (I, N) to embed only shard I of N (`cache.shards`); views:
+    extra views to store, e.g. ("flip",) (`cache.layout`; each doubles the backbone's work);
+    retry_failed: first re-embed the rows marked failed, each in its whole window, ok rows left as
+    they are; max_pixels: larger images (by their header) become failed rows before decoding."""
+    batch_size: int = BATCH_SIZE
+    feature_dtype: str = FEATURE_DTYPE
+    overwrite: bool = False
+    shard: tuple = None
+    views: tuple = ()
+    retry_failed: bool = False
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self):
+        object.__setattr__(self, "views", tuple(dict.fromkeys(self.views)))
+        if self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if self.retry_failed and self.overwrite:
+            raise UsageError("--retry-failed keeps the cache's ok rows; it cannot be combined with --overwrite")
 
 
 @dataclass
@@ -41,6 +67,17 @@ class EmbedSummary:
     def images_per_second(self):
         done = self.rows_ok + self.rows_failed + self.retried
         return done / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What `embed` reports after each batch: label ("embedding" or "retrying failed rows"), rows
+    done of total, and `began`: the rows that were done when this invocation began (a resumed run
+    begins above 0), so done - began rows were computed now."""
+    label: str
+    done: int
+    total: int
+    began: int = 0
 
 
 class Interrupted(Exception):
@@ -85,7 +122,7 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
     matches; returns the cache row to start at."""
     if os.path.exists(path) and not overwrite:
         with open_cache(path) as f:
-            stored = read_settings(f)
+            stored = f.settings
         diff = _differing_setting(stored, settings)
         if diff:
             name, old, new = diff
@@ -108,42 +145,9 @@ def _warn_if_disk_short(path, rows_left, settings):
     needed = rows_left * row_bytes
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     if needed > free:
-        click.echo(f"WARNING: {rows_left} rows need about {needed / 1e6:.0f} MB but {free / 1e6:.0f} MB are "
-                   f"free beside {path}; embedding will stop when the disk fills (free space, then run the "
-                   "same command to resume)", err=True)
-
-
-class Progress:
-    """Progress on stderr: a bar on a terminal; otherwise (nohup, cluster jobs, CI) a line every
-    log_every seconds with rows done/total, images/s and the ETA, so a log shows where a run is."""
-
-    def __init__(self, total, done=0, log_every=LOG_EVERY, show=True, label="embedding"):
-        self.total, self.done, self.log_every, self.label = total, done, log_every, label
-        self.began = self.last = time.perf_counter()
-        self.counted = 0
-        self.bar = None
-        if show and sys.stderr.isatty():
-            self.bar = click.progressbar(length=total - done, label=label, file=sys.stderr, show_pos=True,
-                                         show_eta=True, item_show_func=lambda rate: rate)
-            self.bar.__enter__()
-        self.logging = show and self.bar is None
-
-    def update(self, rows):
-        self.counted += rows
-        now = time.perf_counter()
-        rate = self.counted / max(now - self.began, 1e-9)
-        if self.bar is not None:
-            self.bar.update(rows, f"{rate:.1f} img/s")
-        elif self.logging and now - self.last >= self.log_every:
-            self.last = now
-            done = self.done + self.counted
-            eta = (self.total - done) / rate if rate > 0 else 0
-            click.echo(f"{self.label}: {done}/{self.total} rows ({100 * done / max(self.total, 1):.1f} %), "
-                       f"{rate:.1f} images/s, ETA {datetime.timedelta(seconds=round(eta))}", err=True)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+        log.warning("%d rows need about %.0f MB but %.0f MB are free beside %s; embedding will stop when the "
+                    "disk fills (free space, then run the same command to resume)", rows_left, needed / 1e6,
+                    free / 1e6, path)
 
 
 def _retry_windows(statuses, batch_size):
@@ -155,19 +159,17 @@ def _retry_windows(statuses, batch_size):
                           ) if windows else np.zeros(0, np.int64)
 
 
-def retry_failed_rows(dataset, rows, path, engine, batch_size, views, summary, show_progress, log_every):
+def retry_failed_rows(dataset, rows, path, engine, spec, summary, on_progress):
     """Re-embed the rows of `path` marked failed (the files may have been fixed); ok rows stay as
     they are. Returns the number of rows retried."""
     with open_cache(path) as f:
         status = row_status(f)
-    recompute = _retry_windows(status, batch_size)
-    retried = 0
-    progress = Progress(int((status == layout.STATUS_FAILED).sum()), 0, log_every, show_progress,
-                        label="retrying failed rows")
+    recompute = _retry_windows(status, spec.batch_size)
+    total, retried = int((status == layout.STATUS_FAILED).sum()), 0
     with CacheWriter(path) as writer:
         paths = dataset.paths[rows]
-        results = engine.results([paths[i] for i in recompute], recompute, batch_size, views)
-        with closing(results), closing(progress):
+        results = engine.results([paths[i] for i in recompute], recompute, spec.batch_size, spec.views, spec.max_pixels)
+        with closing(results):
             for index, features, errors, extra in results:
                 chosen = status[index] == layout.STATUS_FAILED  # only the failed rows are written
                 failed = np.array([bool(e) for e in errors])[chosen]
@@ -177,55 +179,53 @@ def retry_failed_rows(dataset, rows, path, engine, batch_size, views, summary, s
                 retried += int(chosen.sum())
                 summary.retried_ok += int((~failed).sum())
                 summary.failures += [(dataset.image_ids[rows][i], e) for i, e, c in zip(index, errors, chosen) if c and e]
-                progress.update(int(chosen.sum()))
+                on_progress(Progress("retrying failed rows", retried, total))
     return retried
 
 
-def embed(dataset, backbone, path, *, engine=None, batch_size=BATCH_SIZE, feature_dtype="float16", overwrite=False,
-          show_progress=True, shard=None, views=(), retry_failed=False, log_every=LOG_EVERY):
-    """Embed every not-yet-done row of `dataset` into the cache at `path`; returns EmbedSummary.
+def _no_progress(progress):
+    pass
+
+
+def embed(dataset, backbone, path, spec=EmbedSpec(), *, engine=None, on_progress=None):
+    """Embed every not-yet-done row of `dataset` into the cache at `path` as the EmbedSpec says;
+    returns EmbedSummary.
 
     engine: where the backbone runs (`embed.engines`; default this machine, `backbone` on one
-    device). shard: (I, N) to embed only shard I of N (`cache.shards`) into a shard file. views:
-    extra views to store besides the features, e.g. ("flip",) (`cache.layout`); each doubles the
-    backbone's work. retry_failed: first re-embed the rows marked failed (after the files were
-    fixed), each in its whole batch window, leaving ok rows untouched. log_every: seconds between
-    progress lines when stderr is not a terminal.
+    device). on_progress(Progress): after every batch.
     Raises Interrupted on Ctrl-C and WriteFailed on a failed write, after saving finished batches.
     """
     from cache.shards import shard_info
     from embed.engines import LocalEngine
 
-    if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+    on_progress = on_progress or _no_progress
+    batch_size, views = spec.batch_size, spec.views
     engine = engine or LocalEngine([backbone])
     engine.connect()  # before touching the cache: a missing Ray or cluster fails cleanly
-    info = shard_info(len(dataset.image_ids), batch_size, *shard) if shard else None
+    info = shard_info(len(dataset.image_ids), batch_size, *spec.shard) if spec.shard else None
     if info and info["start"] == info["stop"]:
         n_batches = -(-len(dataset.image_ids) // batch_size)
-        raise UserError(f"--shard {shard[0]}/{shard[1]}: {len(dataset.image_ids)} rows make {n_batches} batches "
-                        f"of {batch_size}, too few for {shard[1]} shards; use at most {n_batches}")
+        raise UserError(f"--shard {spec.shard[0]}/{spec.shard[1]}: {len(dataset.image_ids)} rows make {n_batches} "
+                        f"batches of {batch_size}, too few for {spec.shard[1]} shards; use at most {n_batches}")
     rows = slice(info["start"], info["stop"]) if info else slice(0, len(dataset.image_ids))
-    settings = cache_settings(dataset, backbone, feature_dtype, info, views)
-    if retry_failed and not os.path.exists(path):
+    settings = cache_settings(dataset, backbone, spec.feature_dtype, info, views)
+    if spec.retry_failed and not os.path.exists(path):
         raise UserError(f"{path}: no such cache; --retry-failed re-embeds the failed rows of an existing cache")
-    start = _prepare_cache(path, dataset, rows, settings, overwrite)
+    start = _prepare_cache(path, dataset, rows, settings, spec.overwrite)
     n_rows = rows.stop - rows.start
     summary = EmbedSummary(path=str(path), n_rows=n_rows, started_at_row=start)
     began = time.perf_counter()
-    if retry_failed:
+    if spec.retry_failed:
         try:
-            summary.retried = retry_failed_rows(dataset, rows, path, engine, batch_size, views, summary,
-                                                show_progress, log_every)
+            summary.retried = retry_failed_rows(dataset, rows, path, engine, spec, summary, on_progress)
         except KeyboardInterrupt:
             raise Interrupted(path, start, n_rows) from None
     if start >= n_rows:
         summary.seconds = time.perf_counter() - began
         return summary
     _warn_if_disk_short(path, n_rows - start, settings)
-    results = engine.results(dataset.paths[rows][start:], np.arange(start, n_rows), batch_size, views)
+    results = engine.results(dataset.paths[rows][start:], np.arange(start, n_rows), batch_size, views, spec.max_pixels)
     ids = dataset.image_ids[rows]
-    progress = Progress(n_rows, start, log_every, show_progress)
     # closing(results): stop the input pipeline here, even on an error; a tf.data iterator left for
     # interpreter shutdown to collect can hang the exit.
     with closing(results), CacheWriter(path) as writer, ThreadPoolExecutor(max_workers=1) as pool:
@@ -242,7 +242,7 @@ def embed(dataset, backbone, path, *, engine=None, batch_size=BATCH_SIZE, featur
                 summary.rows_ok += int((~failed).sum())
                 summary.rows_failed += int(failed.sum())
                 summary.failures += [(ids[i], e) for i, e in zip(index, errors) if e]
-                progress.update(len(index))
+                on_progress(Progress("embedding", int(index[-1]) + 1, n_rows, start))
             if pending is not None:
                 pending.result()
         except KeyboardInterrupt:
@@ -252,7 +252,5 @@ def embed(dataset, backbone, path, *, engine=None, batch_size=BATCH_SIZE, featur
         except WriteFailed as exc:
             raise WriteFailed(f"{exc}; rows 0:{writer.rows_saved} are saved: fix the cause "
                               "and run the same command again to resume") from None
-        finally:
-            progress.close()
     summary.seconds = time.perf_counter() - began
     return summary

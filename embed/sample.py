@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embed.defaults import SAMPLE
+
 # CelebA's 40 attributes in file order, with their positive rate over the full dataset.
 CELEBA_ATTRIBUTES = {
     "5_o_Clock_Shadow": 0.11, "Arched_Eyebrows": 0.27, "Attractive": 0.51, "Bags_Under_Eyes": 0.20,
@@ -100,7 +102,7 @@ def plant_spurious(labels, train_rows, spurious, rng):
     return labels
 
 
-def make_sample(out_dir, n=512, seed=0, spurious=None):
+def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None):
     """Write an n-image synthetic CelebA-layout dataset into out_dir; returns the labels [n, 40].
     spurious: (target, group, rate) from `parse_spurious`, planting a correlation in train only;
     the target's square then shows in SPURIOUS_CUE_RATE of its positive images only."""

@@ -1,15 +1,16 @@
-"""Every head setting's default, in one place: the head classes and the command line read these.
+"""Every head-side default, in one place: the head kinds, the library and the command line read these.
 
-KERAS: Keras heads (`train-heads`, `sweep`); the reference notebook's head is the default.
-RUN: settings of a run rather than of a head (feature transform, threshold tuning).
-SKLEARN: the scikit-learn baselines; LOGREG_CV, KNN_COSINE, LINEAR_GRID: the probe protocols.
+KERAS: the Keras head (`train-heads`, `sweep`); the reference notebook's head is the default.
+RUN: settings of a run rather than of a head (feature transform, threshold tuning, views).
+SKLEARN: the scikit-learn baselines; LOGREG_CV, KNN_COSINE, LINEAR_GRID: the probe protocols;
+DFR: deep feature reweighting. PROJECTOR, REPORT, SCORE: the commands that look at results.
 """
 
 import numpy as np
 
 KERAS = {"head": "mlp:128", "dropout": 0.2, "l2": 1e-4, "lr": 1e-3, "epochs": 3, "batch_size": 128,
          "class_weight": "none", "seed": 0}
-RUN = {"features": "raw", "tune_threshold": False}
+RUN = {"features": "raw", "tune_threshold": False, "views": "orig", "eval_view": "orig"}
 ATTRIBUTES = ("Male", "Smiling", "Young")
 BASELINE_MODELS = ("majority", "logreg")
 SKLEARN = {"C": 1.0, "k": 15, "seed": 0}
@@ -23,3 +24,11 @@ KNN_COSINE = {"ks": (10, 20, 100, 200), "temperature": 0.07, "block_rows": 1024}
 # DINOv2-style grid of linear heads, one per learning rate, trained in one pass; best on val kept.
 LINEAR_GRID = {"lrs": tuple(float(f"{lr:.3g}") for lr in np.logspace(-5, -1, 13)), "epochs": 3,
                "batch_size": 128, "class_weight": "none", "seed": 0}
+# Deep Feature Reweighting (Kirichenko et al. 2022): the paper's C grid, and how many group-balanced
+# refits are averaged when fitting on val (the paper's DFR) or on train.
+DFR = {"dfr_on": "val", "C_grid": (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01), "refits": {"val": 20, "train": 10},
+       "seed": 0}
+# The commands that score or look at runs: the split each reads by default, and what they show.
+SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("accuracy",)}
+PROJECTOR = {"n": 5000, "split": "val", "seed": 0, "thumbnail": 64}
+REPORT = {"split": "test", "errors": 24, "thumbnail": 96}

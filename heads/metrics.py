@@ -1,33 +1,106 @@
-"""Per-attribute metrics from `sklearn.metrics`, and threshold tuning on the validation split.
+"""The one table of metrics, their computation from `sklearn.metrics`, and threshold tuning on val.
 
-The metrics record for one attribute on one split (the `M` of metrics.json):
+METRICS lists every per-attribute metric of one split (the `M` of metrics.json), in order:
     {"accuracy", "balanced_accuracy", "f1", "roc_auc", "majority_accuracy", "threshold", "n"}
+GROUP_METRICS the two summaries of the per-group section (`group_metrics`). Terminal tables,
+TensorBoard, the HTML page, `evaluate` and `compare` all read these tables.
 majority_accuracy is the accuracy of always predicting the train split's majority class.
-roc_auc is null when the split holds only one class.
+balanced_accuracy and roc_auc are null when the split holds only one class.
 """
 
+import importlib
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
 
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "majority_accuracy", "threshold", "n")
+
+def _sk():
+    """sklearn.metrics, imported when a metric is first computed (the table itself is cheap to import)."""
+    return importlib.import_module("sklearn.metrics")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One attribute on one split, as the metric functions see it: y_true 0/1 int [n], probability
+    [n], the decision threshold, predicted = probability >= threshold, the train split's majority
+    class, and whether both classes occur."""
+    y_true: np.ndarray
+    probability: np.ndarray
+    threshold: float
+    train_majority: int
+
+    @property
+    def predicted(self):
+        return (self.probability >= self.threshold).astype(int)
+
+    @property
+    def both_classes(self):
+        return len(np.unique(self.y_true)) == 2
+
+
+@dataclass(frozen=True)
+class Metric:
+    """name: the key in metrics.json; compute(Scored) -> the value (None where undefined); label,
+    short: for pages and narrow tables; form: "percent" (a rate shown as %), "score" (0..1), or
+    "value"; higher_is_better: True, or None for what is not a score (threshold, n); score: a quality
+    of the head's decisions or probabilities (what TensorBoard plots and the terminal table shows)."""
+    name: str
+    compute: object
+    label: str
+    short: str
+    form: str
+    higher_is_better: object
+    score: bool
+
+    def format(self, value):
+        if value is None:
+            return "-"
+        if self.form == "percent":
+            return f"{100 * value:.1f}"
+        if self.form == "score":
+            return f"{value:.3f}"
+        return f"{value:g}"
+
+
+def _if_both_classes(function):
+    return lambda s: float(function(s)) if s.both_classes else None
+
+
+METRICS = (
+    Metric("accuracy", lambda s: float(_sk().accuracy_score(s.y_true, s.predicted)),
+           "accuracy", "acc", "percent", True, True),
+    Metric("balanced_accuracy", _if_both_classes(lambda s: _sk().balanced_accuracy_score(s.y_true, s.predicted)),
+           "balanced accuracy", "bal_acc", "percent", True, True),
+    Metric("f1", lambda s: float(_sk().f1_score(s.y_true, s.predicted, zero_division=0)),
+           "F1", "f1", "percent", True, True),
+    Metric("roc_auc", _if_both_classes(lambda s: _sk().roc_auc_score(s.y_true, s.probability)),
+           "ROC AUC", "auc", "score", True, True),
+    Metric("majority_accuracy", lambda s: float(_sk().accuracy_score(s.y_true, np.full_like(s.y_true, s.train_majority))),
+           "majority-class accuracy", "majority", "percent", True, False),
+    Metric("threshold", lambda s: float(s.threshold), "threshold", "thr", "value", None, False),
+    Metric("n", lambda s: int(len(s.y_true)), "rows", "n", "value", None, False),
+)
+# computed by `group_metrics`, per target attribute and split
+GROUP_METRICS = (
+    Metric("worst_group_accuracy", None, "worst-group accuracy", "worst", "percent", True, True),
+    Metric("mean_group_accuracy", None, "mean accuracy over groups", "mean_groups", "percent", True, True),
+)
+BY_NAME = {m.name: m for m in METRICS + GROUP_METRICS}
+METRIC_NAMES = tuple(m.name for m in METRICS)
+SCORES = tuple(m.name for m in METRICS if m.score)
 
 
 def attribute_metrics(y_true, probability, threshold, train_majority):
-    """Metrics for one attribute: y_true 0/1 [n], probability [n] in [0, 1], decision p >= threshold."""
-    y_true = np.asarray(y_true).astype(int)
-    predicted = (np.asarray(probability) >= threshold).astype(int)
-    both_classes = len(np.unique(y_true)) == 2
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, predicted)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, predicted)) if both_classes else None,
-        "f1": float(skm.f1_score(y_true, predicted, zero_division=0)),
-        "roc_auc": float(skm.roc_auc_score(y_true, probability)) if both_classes else None,
-        "majority_accuracy": float(skm.accuracy_score(y_true, np.full_like(y_true, train_majority))),
-        "threshold": float(threshold),
-        "n": int(len(y_true)),
-    }
+    """Every metric of METRICS for one attribute: y_true 0/1 [n], probability [n] in [0, 1],
+    decision p >= threshold; train_majority: the train split's majority class (0 or 1)."""
+    scored = Scored(np.asarray(y_true).astype(int), np.asarray(probability), threshold, train_majority)
+    return {m.name: m.compute(scored) for m in METRICS}
+
+
+def majority_classes(train_labels):
+    """The train split's majority class per attribute, int [k] from labels 0/1 [n, k]."""
+    return (np.asarray(train_labels).mean(axis=0) >= 0.5).astype(int)
 
 
 def tune_threshold(y_true, probability):
@@ -65,7 +138,7 @@ def group_metrics(target, y_true, probability, threshold, group_names, group_lab
         member = np.all([column == v for (_, column), v in zip(keys, values)], axis=0)
         n = int(member.sum())
         entry = {name: v for (name, _), v in zip(keys, values)}
-        entry.update(n=n, accuracy=float(skm.accuracy_score(y_true[member], predicted[member])) if n else None,
+        entry.update(n=n, accuracy=float(_sk().accuracy_score(y_true[member], predicted[member])) if n else None,
                      positive_rate=float(predicted[member].mean()) if n else None)
         groups.append(entry)
     filled = [g["accuracy"] for g in groups if g["n"]]

@@ -76,10 +76,18 @@ def copy_dataset(src, dst):
     return Path(dst)
 
 
-
 @pytest.fixture(scope="session")
 def fault_setup(tmp_path_factory):
-    """bench.reliability's setup: a 200-image dataset, a tiny saved .keras backbone, and the cache of
+    """harness.faults' setup: a 200-image dataset, a tiny saved .keras backbone, and the cache of
     one uninterrupted `embed` subprocess run (batch 4) to compare other runs with, bit for bit."""
-    from bench import reliability
-    return reliability.prepare(tmp_path_factory.mktemp("fault-setup"))
+    from harness import faults
+    return faults.prepare(tmp_path_factory.mktemp("fault-setup"))
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory):
+    """A planted cache (`harness.caches.planted_cache`: 1,000 rows, 32-d, learnable attributes), read-only."""
+    from harness.caches import planted_cache
+    path = tmp_path_factory.mktemp("planted") / "cache.h5"
+    planted_cache(path)
+    return path

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from cache.errors import UserError
 from embed import backbones
-from embed.backbones import DEFAULT_MODEL, load_backbone, parse_value_range
+from embed.backbones import DEFAULT_MODEL, BackboneSpec, load_backbone, parse_value_range
 from embed.pipeline import preprocess
 
 
@@ -15,7 +15,7 @@ def test_default_handle_resolves_to_224_rgb_in_unit_range(probe_saved_model, mon
     import tensorflow_hub as hub
     real_load = hub.load
     monkeypatch.setattr(hub, "load", lambda handle: real_load(str(probe_saved_model)))
-    backbone = load_backbone(DEFAULT_MODEL)
+    backbone = load_backbone(BackboneSpec(DEFAULT_MODEL))
     prep = backbone.preprocessing
     assert (prep.image_size, prep.color, prep.value_range) == (224, "rgb", (0.0, 1.0))
     assert backbone.spec["kind"] == "hub" and backbone.feature_dim == 5
@@ -29,7 +29,7 @@ def test_other_efficientnet_v2_handles_know_their_size(probe_saved_model, monkey
     import tensorflow_hub as hub
     real_load = hub.load
     monkeypatch.setattr(hub, "load", lambda h: real_load(str(probe_saved_model)))
-    assert load_backbone(handle).preprocessing.image_size == size
+    assert load_backbone(BackboneSpec(handle)).preprocessing.image_size == size
 
 
 def test_download_failure_says_how_to_fetch_once(monkeypatch):
@@ -39,7 +39,7 @@ def test_download_failure_says_how_to_fetch_once(monkeypatch):
         raise OSError("Temporary failure in name resolution")
     monkeypatch.setattr(hub, "load", offline)
     with pytest.raises(UserError) as err:
-        load_backbone(DEFAULT_MODEL)
+        load_backbone(BackboneSpec(DEFAULT_MODEL))
     message = str(err.value)
     assert "Temporary failure" in message and "hub.resolve" in message and "--model FOLDER" in message
     assert "\n" not in message
@@ -47,15 +47,15 @@ def test_download_failure_says_how_to_fetch_once(monkeypatch):
 
 def test_local_saved_model_with_variable_size_needs_image_size(probe_saved_model):
     with pytest.raises(UserError, match="pass --image-size"):
-        load_backbone(str(probe_saved_model))
-    backbone = load_backbone(str(probe_saved_model), image_size=32)
+        load_backbone(BackboneSpec(str(probe_saved_model)))
+    backbone = load_backbone(BackboneSpec(str(probe_saved_model), image_size=32))
     assert backbone.spec["kind"] == "saved_model" and len(backbone.spec["sha256"]) == 64
     assert backbone.preprocessing.value_range == (0.0, 1.0)
 
 
-def test_keras_application_random_weights_gives_1280d(capsys):
-    backbone = load_backbone("keras:EfficientNetV2B0", weights="none", image_size=64)
-    assert "random weights" in capsys.readouterr().err
+def test_keras_application_random_weights_gives_1280d(caplog):
+    backbone = load_backbone(BackboneSpec("keras:EfficientNetV2B0", weights="none", image_size=64))
+    assert "random weights" in caplog.text and caplog.records[-1].levelname == "WARNING"
     assert backbone.feature_dim == 1280 and backbone.spec["random_weights"]
     assert backbone.preprocessing.value_range == (0.0, 255.0)
     images = tf.random.uniform([3, 64, 64, 3], 0, 255, seed=1)
@@ -65,7 +65,7 @@ def test_keras_application_random_weights_gives_1280d(capsys):
 
 def test_keras_file_cut_at_named_layer_grayscale(grayscale_h5_model):
     import keras
-    backbone = load_backbone(str(grayscale_h5_model), layer="embedding", value_range=(-1.0, 1.0))
+    backbone = load_backbone(BackboneSpec(str(grayscale_h5_model), layer="embedding", value_range=(-1.0, 1.0)))
     prep = backbone.preprocessing
     assert (prep.image_size, prep.color, prep.value_range) == (64, "grayscale", (-1.0, 1.0))
     assert backbone.feature_dim == 8 and backbone.spec["layer"] == "embedding"
@@ -78,23 +78,23 @@ def test_keras_file_cut_at_named_layer_grayscale(grayscale_h5_model):
 
 
 def test_keras_file_default_layer_is_the_one_before_the_classifier(grayscale_h5_model):
-    backbone = load_backbone(str(grayscale_h5_model), value_range=(0.0, 1.0))
+    backbone = load_backbone(BackboneSpec(str(grayscale_h5_model), value_range=(0.0, 1.0)))
     assert backbone.spec["layer"] == "embedding" and backbone.feature_dim == 8
 
 
 def test_keras_file_4d_layer_is_average_pooled(grayscale_h5_model):
-    backbone = load_backbone(str(grayscale_h5_model), layer="conv", value_range=(0.0, 1.0))
+    backbone = load_backbone(BackboneSpec(str(grayscale_h5_model), layer="conv", value_range=(0.0, 1.0)))
     assert backbone.feature_dim == 4
 
 
 def test_keras_file_needs_value_range(grayscale_h5_model):
     with pytest.raises(UserError, match="pass --value-range"):
-        load_backbone(str(grayscale_h5_model))
+        load_backbone(BackboneSpec(str(grayscale_h5_model)))
 
 
 def test_keras_file_unknown_layer(grayscale_h5_model):
     with pytest.raises(UserError, match=r"--layer nope: no such layer .*embedding"):
-        load_backbone(str(grayscale_h5_model), layer="nope", value_range=(0.0, 1.0))
+        load_backbone(BackboneSpec(str(grayscale_h5_model), layer="nope", value_range=(0.0, 1.0)))
 
 
 def test_lambda_layer_refused_in_safe_mode(tmp_path):
@@ -106,8 +106,8 @@ def test_lambda_layer_refused_in_safe_mode(tmp_path):
     path = tmp_path / "lambda.keras"
     model.save(path)
     with pytest.raises(UserError, match="cannot load"):
-        load_backbone(str(path), value_range=(0.0, 1.0))
-    assert load_backbone(str(path), value_range=(0.0, 1.0), trust_model=True).feature_dim == 3
+        load_backbone(BackboneSpec(str(path), value_range=(0.0, 1.0)))
+    assert load_backbone(BackboneSpec(str(path), value_range=(0.0, 1.0), trust_model=True)).feature_dim == 3
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -120,18 +120,18 @@ def test_lambda_layer_refused_in_safe_mode(tmp_path):
 ])
 def test_bad_model_options(kwargs, message):
     with pytest.raises(UserError, match=message):
-        load_backbone(**kwargs)
+        load_backbone(BackboneSpec(**kwargs))
 
 
 def test_color_mismatch_is_reported(grayscale_h5_model):
     with pytest.raises(UserError, match="does not accept 64x64x3"):
-        load_backbone(str(grayscale_h5_model), color="rgb", value_range=(0.0, 1.0))
+        load_backbone(BackboneSpec(str(grayscale_h5_model), color="rgb", value_range=(0.0, 1.0)))
 
 
 def test_xla_gives_the_same_features(probe_saved_model):
     images = tf.random.uniform([2, 32, 32, 3], seed=2)
-    plain = load_backbone(str(probe_saved_model), image_size=32).extract(images).numpy()
-    compiled = load_backbone(str(probe_saved_model), image_size=32, xla=True).extract(images).numpy()
+    plain = load_backbone(BackboneSpec(str(probe_saved_model), image_size=32)).extract(images).numpy()
+    compiled = load_backbone(BackboneSpec(str(probe_saved_model), image_size=32, xla=True)).extract(images).numpy()
     np.testing.assert_allclose(plain, compiled, rtol=1e-5, atol=1e-6)
 
 
@@ -156,9 +156,9 @@ def test_mixed_precision_keras_application_stays_close_and_restores_policy():
     import keras
     images = tf.random.uniform([2, 32, 32, 3], 0, 255, seed=3)
     keras.utils.set_random_seed(0)
-    full = load_backbone("keras:EfficientNetV2B0", weights="none", image_size=32)
+    full = load_backbone(BackboneSpec("keras:EfficientNetV2B0", weights="none", image_size=32))
     keras.utils.set_random_seed(0)
-    mixed = load_backbone("keras:EfficientNetV2B0", weights="none", image_size=32, mixed_precision=True)
+    mixed = load_backbone(BackboneSpec("keras:EfficientNetV2B0", weights="none", image_size=32, mixed_precision=True))
     assert keras.mixed_precision.global_policy().name == "float32"
     assert mixed.spec["mixed_precision"] and not full.spec["mixed_precision"]
     a, b = full.extract(images).numpy(), mixed.extract(images).numpy()

@@ -15,17 +15,22 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cli
 from cache import layout
 from cache.errors import UserError
-from heads.train import prepare, run_kinds, train_heads
+from harness.caches import planted_cache
+from harness.trials import counts
+from heads.run.fit import prepare, run_kinds, train_heads
+from heads.run.task import TaskSpec
 from tests.conftest import ROOT
-from tests.test_heads import planted_cache
 
 ATTRS = "Male,Smiling"
-CACHE_CASES, RUN_CASES, TRUNCATIONS = 700, 400, 35  # docs/RELIABILITY.md quotes these
+# a few in `make test`, the full counts (which docs/RELIABILITY.md quotes) in `make reliability`
+TRIALS = counts()
+CACHE_CASES, RUN_CASES, TRUNCATIONS = TRIALS["cache_cases"], TRIALS["run_cases"], TRIALS["truncations"]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +38,8 @@ def valid(tmp_path_factory):
     """A valid cache, a logreg run and a Keras-head run (with a transform) on it."""
     root = tmp_path_factory.mktemp("valid")
     planted_cache(root / "cache.h5")
-    run_kinds(root / "cache.h5", root / "base", ["logreg"], ATTRS)
-    train_heads(root / "cache.h5", root / "head", ATTRS, epochs=1, features="standardize")
+    run_kinds(TaskSpec(root / "cache.h5", ATTRS), root / "base", ["logreg"])
+    train_heads(TaskSpec(root / "cache.h5", ATTRS, features="standardize"), root / "head", epochs=1)
     return root
 
 
@@ -128,7 +133,7 @@ def test_model_that_safe_mode_refuses_names_the_file_and_trust_model(valid, tmp_
     outputs = {a: keras.layers.Lambda(lambda x: x[:, :1] * 0 + 0.5, name=a)(inputs) for a in ATTRS.split(",")}
     keras.Model(inputs, outputs).save(copy / "model.keras")
     config = json.loads((copy / "config.json").read_text())
-    from heads.rundir import sha256_file
+    from cache.layout import sha256_file
     config["files"]["model.keras"] = sha256_file(copy / "model.keras")  # a file the run itself recorded
     (copy / "config.json").write_text(json.dumps(config))
     result = invoke("evaluate", copy)
@@ -228,8 +233,8 @@ def test_fuzz_damaged_cache(valid, tmp_path_factory, damage):
         return
     assert_ok_or_one_line(invoke("info", path, "--check"), path)
     try:  # what train-heads, baselines and sweep do before training
-        prepared = prepare(path, ATTRS)
-        assert np.isfinite(prepared.train).all() and set(np.unique(prepared.task.train.labels)) <= {0, 1}, description
+        prepared = prepare(TaskSpec(path, ATTRS))
+        assert np.isfinite(prepared.train.features).all() and set(np.unique(prepared.task.train.labels)) <= {0, 1}, description
     except UserError as exc:
         assert str(exc).startswith(str(path)) and "\n" not in str(exc), (description, str(exc))
     result = invoke("evaluate", valid / "base" / "logreg", "--cache", path, "--json")

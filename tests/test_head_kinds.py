@@ -15,10 +15,11 @@ from sklearn.preprocessing import StandardScaler
 import cli
 from cache import layout
 from cache.writer import CacheWriter, create_cache
-from heads.evaluate import evaluate_run
-from heads.rundir import Run
-from heads.train import run_kinds, train_heads
-from tests.test_heads import planted_cache
+from harness.caches import planted_cache
+from heads.run.evaluate import evaluate_run
+from heads.run.fit import run_kinds, train_heads
+from heads.run.rundir import Run
+from heads.run.task import TaskSpec
 
 ATTRS = ["Male", "Smiling"]
 
@@ -57,13 +58,6 @@ BUILDERS = textwrap.dedent('''
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("kinds") / "cache.h5"
-    planted_cache(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def builders(tmp_path_factory):
     path = tmp_path_factory.mktemp("builders") / "heads.py"
     path.write_text(BUILDERS)
@@ -80,7 +74,7 @@ def learned(metrics, floor=0.8):
 
 @pytest.mark.parametrize("head", ["linear", "mlp:16,8"])
 def test_builtin_specs_learn(cache, tmp_path, head):
-    metrics = train_heads(cache, tmp_path / "run", ATTRS, head=head, epochs=20, lr=1e-2)
+    metrics = train_heads(TaskSpec(cache, ATTRS), tmp_path / "run", head=head, epochs=20, lr=1e-2)
     assert learned(metrics), metrics["attributes"]
     assert metrics["run"]["settings"]["head"] == head
 
@@ -135,7 +129,7 @@ def test_bad_features_and_models_exit_2(cache, tmp_path):
 
 
 def test_probe_kinds_learn_and_record_what_they_chose(cache, tmp_path):
-    results = run_kinds(cache, tmp_path / "probes", ["logreg-cv", "knn-cosine", "linear-grid"], ATTRS)
+    results = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "probes", ["logreg-cv", "knn-cosine", "linear-grid"])
     for kind, metrics in results.items():
         assert learned(metrics, 0.75), (kind, metrics["attributes"])
     assert set(results["logreg-cv"]["run"]["selection"]["C"]) == set(ATTRS)
@@ -156,7 +150,7 @@ def _splits(cache):
 
 
 def test_logreg_cv_matches_scikit_learn_at_the_chosen_C(cache, tmp_path):
-    metrics = run_kinds(cache, tmp_path / "p", ["logreg-cv"], ATTRS)["logreg-cv"]
+    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["logreg-cv"])["logreg-cv"]
     (train_x, train_y), (val_x, val_y), (test_x, _) = _splits(cache)
     scaler = StandardScaler().fit(train_x)
     ours = Run(tmp_path / "p" / "logreg-cv").probabilities(test_x)
@@ -173,7 +167,7 @@ def test_logreg_cv_matches_scikit_learn_at_the_chosen_C(cache, tmp_path):
 
 
 def test_knn_cosine_matches_a_direct_numpy_computation(cache, tmp_path):
-    metrics = run_kinds(cache, tmp_path / "p", ["knn-cosine"], ATTRS)["knn-cosine"]
+    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["knn-cosine"])["knn-cosine"]
     (train_x, train_y), _, (test_x, _) = _splits(cache)
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     stored = unit(train_x).astype(np.float16).astype(np.float32)  # the run keeps its neighbours as float16
@@ -194,7 +188,7 @@ def test_transforms_are_fitted_on_train_only(tmp_path):
     for spec in ("standardize", "pca:4", "pca-whiten:3"):
         stored = []
         for name in ("a", "b"):
-            train_heads(tmp_path / f"{name}.h5", tmp_path / name, ATTRS, epochs=1, features=spec)
+            train_heads(TaskSpec(tmp_path / f"{name}.h5", ATTRS, features=spec), tmp_path / name, epochs=1)
             with np.load(tmp_path / name / "transform.npz") as data:
                 stored.append({k: data[k] for k in data.files})
         assert stored[0].keys() == stored[1].keys() and len(stored[0]) >= 2
@@ -204,7 +198,7 @@ def test_transforms_are_fitted_on_train_only(tmp_path):
 
 @pytest.mark.parametrize("features", ["l2", "pca-whiten:30"])
 def test_transformed_runs_learn_and_evaluate(cache, tmp_path, features):
-    metrics = run_kinds(cache, tmp_path / "b", ["logreg"], ATTRS, features=features)["logreg"]
+    metrics = run_kinds(TaskSpec(cache, ATTRS, features=features), tmp_path / "b", ["logreg"])["logreg"]
     assert learned(metrics)
     assert json.loads((tmp_path / "b" / "logreg" / "config.json").read_text())["features"] == features
     again = evaluate_run(tmp_path / "b" / "logreg", "val")
@@ -230,7 +224,7 @@ def _second_cache(path, first, dim=8, change=None, seed=5):
 
 def test_fusion_joins_caches_by_id_and_refuses_mismatches(cache, tmp_path):
     _second_cache(tmp_path / "b.h5", cache)
-    metrics = train_heads([cache, tmp_path / "b.h5"], tmp_path / "fused", ATTRS, epochs=10)
+    metrics = train_heads(TaskSpec([cache, tmp_path / "b.h5"], ATTRS), tmp_path / "fused", epochs=10)
     assert learned(metrics)
     config = json.loads((tmp_path / "fused" / "config.json").read_text())
     assert [c["feature_dim"] for c in config["caches"]] == [32, 8]

@@ -12,60 +12,26 @@ from sklearn import metrics as skm
 
 import cli
 from cache import layout
-from cache.writer import CacheWriter, create_cache
-from heads.evaluate import evaluate_run, leaderboard, to_markdown
+from harness.caches import PLANTED_ATTRIBUTES, planted_cache
 from heads.metrics import attribute_metrics, tune_threshold
-from heads.train import run_kinds, train_heads
+from heads.run.compare import leaderboard, to_markdown
+from heads.run.evaluate import evaluate_run
+from heads.run.fit import run_kinds, train_heads
+from heads.run.task import TaskSpec
 
-ATTRS = ["Male", "Smiling", "Young", "Bald"]
-SPLITS = {0: 600, 1: 200, 2: 200}
-
-
-def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_train=True):
-    """Features x ~ N(0, 1); attribute j is 1 where x . w_j + noise > b_j (so it is learnable)."""
-    rng = np.random.default_rng(seed)
-    partition = np.concatenate([np.full(n, p) for p, n in SPLITS.items()])
-    n = len(partition)
-    x = rng.standard_normal((n, dim)).astype(np.float32)
-    w = rng.standard_normal((dim, len(ATTRS)))
-    logits = x @ w + 0.5 * rng.standard_normal((n, len(ATTRS))) - np.array([0.0, 0.5, -2.0, 3.0])
-    labels = (logits > 0).astype(np.uint8)
-    if not bald_in_train:
-        labels[partition == 0, 3] = 0
-    if flip_test:
-        test = partition == 2
-        labels[test] = 1 - labels[test]
-        x[test] = -x[test]
-    create_cache(path, image_ids=[f"{i:06d}.jpg" for i in range(n)], attribute_names=ATTRS, labels=labels,
-                 partition=partition, feature_dim=dim, feature_dtype="float32",
-                 settings={"backbone": {"model": "keras:EfficientNetV2B0", "kind": "keras_app"},
-                           "preprocessing": {"image_size": 32}, "dataset_fingerprint": f"fp{seed}{flip_test}",
-                           "sources": {}})
-    with CacheWriter(path) as writer:
-        stop = n if finish else n // 2
-        status = np.full(stop, layout.STATUS_OK)
-        status[5] = layout.STATUS_FAILED
-        writer.write_rows(0, x[:stop], status, ["bad" if s == layout.STATUS_FAILED else "" for s in status])
-    return x, labels, partition
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("planted") / "cache.h5"
-    planted_cache(path)
-    return path
+ATTRS = PLANTED_ATTRIBUTES
 
 
 @pytest.fixture(scope="module")
 def head_run(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "head"
-    metrics = train_heads(cache, out, ["Male", "Smiling", "Young"], epochs=20, seed=1)
+    metrics = train_heads(TaskSpec(cache, ["Male", "Smiling", "Young"]), out, epochs=20, seed=1)
     return out, metrics
 
 
 def test_head_and_logreg_learn_and_majority_does_not(head_run, cache, tmp_path):
     _, head = head_run
-    base = run_kinds(cache, tmp_path / "base", ["majority", "logreg"], ["Male", "Smiling", "Young"])
+    base = run_kinds(TaskSpec(cache, ["Male", "Smiling", "Young"]), tmp_path / "base", ["majority", "logreg"])
     for name in ("Male", "Smiling"):
         for metrics in (head, base["logreg"]):
             assert metrics["attributes"][name]["val"]["accuracy"] > 0.85
@@ -113,9 +79,9 @@ def test_metrics_agree_with_sklearn_computed_independently(head_run, cache):
 
 
 def test_same_seed_same_metrics_other_seed_differs(cache, tmp_path):
-    a = train_heads(cache, tmp_path / "a", "Male,Smiling", epochs=2, seed=7)
-    b = train_heads(cache, tmp_path / "b", "Male,Smiling", epochs=2, seed=7)
-    c = train_heads(cache, tmp_path / "c", "Male,Smiling", epochs=2, seed=8)
+    a = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "a", epochs=2, seed=7)
+    b = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "b", epochs=2, seed=7)
+    c = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "c", epochs=2, seed=8)
     assert a["attributes"] == b["attributes"]
     assert a["attributes"] != c["attributes"]
 
@@ -126,7 +92,7 @@ def test_threshold_tuning_never_reads_test_rows(tmp_path):
     planted_cache(tmp_path / "b.h5", flip_test=True)
     thresholds = []
     for name in ("a", "b"):
-        train_heads(tmp_path / f"{name}.h5", tmp_path / name, "Male,Smiling,Young", epochs=2, tune_threshold=True)
+        train_heads(TaskSpec(tmp_path / f"{name}.h5", "Male,Smiling,Young", tune_threshold=True), tmp_path / name, epochs=2)
         thresholds.append(json.loads((tmp_path / name / "config.json").read_text())["thresholds"])
     assert thresholds[0] == thresholds[1]
     assert any(t != 0.5 for t in thresholds[0].values())
@@ -147,8 +113,8 @@ def test_attribute_metrics_single_class_split():
 
 
 def test_class_weight_balanced_raises_minority_recall(cache, tmp_path):
-    plain = train_heads(cache, tmp_path / "plain", "Young", epochs=3)
-    balanced = train_heads(cache, tmp_path / "bal", "Young", epochs=3, class_weight="balanced")
+    plain = train_heads(TaskSpec(cache, "Young"), tmp_path / "plain", epochs=3)
+    balanced = train_heads(TaskSpec(cache, "Young"), tmp_path / "bal", epochs=3, class_weight="balanced")
     assert (balanced["attributes"]["Young"]["val"]["balanced_accuracy"]
             >= plain["attributes"]["Young"]["val"]["balanced_accuracy"] - 0.01)
 
@@ -159,14 +125,14 @@ def test_evaluate_reproduces_the_saved_metrics(head_run, cache, tmp_path):
     for name in ("Male", "Smiling", "Young"):
         for key, value in metrics["attributes"][name]["test"].items():
             assert again["attributes"][name]["test"][key] == pytest.approx(value, abs=1e-6), (name, key)
-    base = run_kinds(cache, tmp_path / "base", ["logreg"], "Male")
+    base = run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"])
     assert evaluate_run(tmp_path / "base" / "logreg", "val")["attributes"]["Male"]["val"] == \
         base["logreg"]["attributes"]["Male"]["val"]
 
 
 def test_evaluate_refuses_moved_or_changed_cache(tmp_path):
     planted_cache(tmp_path / "c.h5")
-    train_heads(tmp_path / "c.h5", tmp_path / "run", "Male", epochs=1)
+    train_heads(TaskSpec(tmp_path / "c.h5", "Male"), tmp_path / "run", epochs=1)
     shutil.move(tmp_path / "c.h5", tmp_path / "moved.h5")
     with pytest.raises(Exception, match="is not there \\(moved\\?\\); pass --cache"):
         evaluate_run(tmp_path / "run")
@@ -177,7 +143,7 @@ def test_evaluate_refuses_moved_or_changed_cache(tmp_path):
 
 
 def test_changed_estimator_file_is_not_unpickled(cache, tmp_path):
-    run_kinds(cache, tmp_path / "base", ["logreg"], "Male")
+    run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"])
     path = tmp_path / "base" / "logreg" / "estimators.joblib"
     path.write_bytes(path.read_bytes() + b"tampered")
     with pytest.raises(Exception, match="sha256 differs"):
@@ -186,7 +152,7 @@ def test_changed_estimator_file_is_not_unpickled(cache, tmp_path):
 
 def test_compare_leaderboard_and_files(head_run, cache, tmp_path):
     out, _ = head_run
-    run_kinds(cache, tmp_path / "base", ["majority", "logreg"], ["Male", "Smiling", "Young"])
+    run_kinds(TaskSpec(cache, ["Male", "Smiling", "Young"]), tmp_path / "base", ["majority", "logreg"])
     table = leaderboard([out, tmp_path / "base"], "test", ["accuracy", "roc_auc"])
     assert list(table.index)[-1].endswith("majority")
     assert ("Male", "accuracy") in table.columns and ("mean", "roc_auc") in table.columns
@@ -234,6 +200,20 @@ def test_one_class_attribute_is_refused(tmp_path):
     assert "attribute Bald has only class 0 in the train split" in result.output
 
 
+def test_a_setting_no_chosen_kind_takes_is_a_usage_error(cache, tmp_path):
+    """Each given setting goes to the kinds that take it; one none of them takes stops the command."""
+    result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "knn", "--C", "5")
+    assert result.exit_code == 2 and "Error: knn does not take --C" in result.output, result.output
+    result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "majority,knn", "--dfr-on", "train")
+    assert result.exit_code == 2 and "none of majority, knn takes --dfr-on" in result.output, result.output
+    assert not (tmp_path / "r").exists()
+    result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "majority,logreg", "--C", "0.5",
+                    "--attrs", "Male")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())
+    assert config["settings"]["C"] == 0.5 and "C" not in json.loads((tmp_path / "r" / "majority" / "config.json").read_text())["settings"]
+
+
 def test_unknown_baseline_and_not_a_run(cache, tmp_path):
     result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "forest")
     assert result.exit_code == 2 and "unknown model 'forest'; choose from majority, logreg" in result.output
@@ -256,7 +236,7 @@ def test_demo_heads_beat_majority(tmp_path):
 
 
 def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
-    from heads.sweep import parse_grid, variant_name
+    from heads.run.sweep import parse_grid, variant_name
     grid = parse_grid(["hidden=8,16", "lr=1e-3,3e-3"])
     assert grid == [{"hidden": 8, "lr": 0.001}, {"hidden": 8, "lr": 0.003}, {"hidden": 16, "lr": 0.001},
                     {"hidden": 16, "lr": 0.003}]
@@ -272,7 +252,7 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
     assert len(board) == 2 + 4 and (tmp_path / "s" / "leaderboard.md").is_file()
     # a variant equals the same settings trained alone (up to float32 rounding: see
     # test_heads_trained_together_equal_heads_trained_alone)
-    alone = train_heads(cache, tmp_path / "alone", "Male,Smiling", hidden=8, dropout=0.5)
+    alone = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "alone", hidden=8, dropout=0.5)
     swept = json.loads((tmp_path / "s" / "hidden=8_dropout=0.5" / "metrics.json").read_text())
     for name, by_split in alone["attributes"].items():
         for split, values in by_split.items():
@@ -305,27 +285,31 @@ def test_heads_trained_together_equal_heads_trained_alone():
     Tolerance, not bitwise: Grappler's remapper decides per graph which ops it fuses into oneDNN
     kernels, so a head's ops inside a bigger graph may run different kernels than alone (on
     AVX-512 CPUs the validation probabilities differed by 1 ulp; with remapping off, bitwise)."""
-    from heads.keras_head import KerasHead, fit_together
+    from heads.kinds.base import Data
+    from heads.kinds.keras_head import KerasHead
+    from heads.kinds.trainer import fit_together
     rng = np.random.default_rng(0)
     X = rng.standard_normal((700, 16)).astype(np.float16)
     Y = (X[:, :2].astype(np.float32) > 0).astype(np.float32)
     settings = [{"head": "mlp:8", "dropout": 0.0, "lr": 1e-3}, {"head": "mlp:8", "dropout": 0.5, "lr": 3e-3, "l2": 1e-2},
                 {"head": "mlp:12,4", "dropout": 0.2, "lr": 1e-3}, {"head": "linear", "dropout": 0.0, "lr": 1e-2}]
+    train, val = Data(X, Y, ("A", "B")), Data(X[:100], Y[:100], ("A", "B"))
     together = [KerasHead(batch_size=64, **s) for s in settings]
-    fit_together(together, X, Y, ["A", "B"], X[:100], Y[:100])
+    fit_together(together, train, val)
     for head, s in zip(together, settings):
-        alone = KerasHead(batch_size=64, **s).fit(X, Y, ["A", "B"], X[:100], Y[:100])
+        alone = KerasHead(batch_size=64, **s).fit(train, val)
         np.testing.assert_allclose(head.predict_proba(X), alone.predict_proba(X), rtol=1e-5, atol=1e-6)
         assert_same_history(head.history_, alone.history_)
     with pytest.raises(ValueError, match="must share epochs"):
-        fit_together([KerasHead(epochs=2), KerasHead(epochs=3)], X, Y, ["A", "B"])
+        fit_together([KerasHead(epochs=2), KerasHead(epochs=3)], train)
 
 
 @pytest.mark.parametrize("spec", ["linear", "mlp:8", "mlp:8,4"])
 def test_builtin_forward_pass_equals_the_keras_model(spec):
     """MLP.logits (the fast trainer's forward pass) computes the Keras model's own logits."""
     import tensorflow as tf
-    from heads.architectures import parse_head
+
+    from heads.kinds.architectures import parse_head
     rng = np.random.default_rng(1)
     model = parse_head(spec).build(16, list("abc"), 0.5, 1e-2)
     for variable in model.trainable_variables:
@@ -342,12 +326,14 @@ def test_builtin_forward_pass_equals_the_keras_model(spec):
 def test_trainer_follows_keras_fit_with_adam(spec):
     """Without dropout the fast trainer is the same algorithm as model.fit: same weights after 3 steps."""
     import keras
-    from heads.architectures import parse_head
-    from heads.keras_head import KerasHead
+
+    from heads.kinds.architectures import parse_head
+    from heads.kinds.base import Data
+    from heads.kinds.keras_head import KerasHead
     rng = np.random.default_rng(2)
     X = rng.standard_normal((64, 16)).astype(np.float32)
     Y = (X[:, :2] + 0.5 * rng.standard_normal((64, 2)) > 0).astype(np.float32)
-    ours = KerasHead(head=spec, dropout=0.0, l2=1e-2, lr=1e-2, batch_size=64, seed=3).fit(X, Y, ["A", "B"])
+    ours = KerasHead(head=spec, dropout=0.0, l2=1e-2, lr=1e-2, batch_size=64, seed=3).fit(Data(X, Y, ("A", "B")))
     keras.utils.set_random_seed(3)
     model = parse_head(spec).build(16, ["A", "B"], dropout=0.0, l2=1e-2)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss={"A": "binary_crossentropy", "B": "binary_crossentropy"})

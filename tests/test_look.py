@@ -14,11 +14,12 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import cli
 from cache.reader import load_split
-from embed.backbones import load_backbone
+from embed.backbones import BackboneSpec, load_backbone
 from embed.dataset import load_dataset, locate
-from embed.runner import embed
-from heads.html_report import build_report
-from heads.train import run_kinds, train_heads
+from embed.runner import EmbedSpec, embed
+from heads.look.page import build_report
+from heads.run.fit import run_kinds, train_heads
+from heads.run.task import TaskSpec
 from tests.conftest import copy_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,12 +35,11 @@ def looked(sample_dir, probe_saved_model, tmp_path_factory):
     Keras-head run (4 epochs) and a majority run on it."""
     root = tmp_path_factory.mktemp("look")
     data = copy_dataset(sample_dir, root / "data")
-    backbone = load_backbone(str(probe_saved_model), image_size=32)
+    backbone = load_backbone(BackboneSpec(str(probe_saved_model), image_size=32))
     labels, partition, images = locate(data)
-    embed(load_dataset(labels, images, partition), backbone, root / "cache.h5", batch_size=16,
-          feature_dtype="float32", show_progress=False)
-    train_heads(root / "cache.h5", root / "head", "Male,Smiling,Young", epochs=4, features="standardize")
-    run_kinds(root / "cache.h5", root / "base", ["majority"], "Male,Smiling,Young")
+    embed(load_dataset(labels, images, partition), backbone, root / "cache.h5", EmbedSpec(batch_size=16, feature_dtype="float32"))
+    train_heads(TaskSpec(root / "cache.h5", "Male,Smiling,Young", features="standardize"), root / "head", epochs=4)
+    run_kinds(TaskSpec(root / "cache.h5", "Male,Smiling,Young"), root / "base", ["majority"])
     return root
 
 

@@ -8,12 +8,14 @@ from click.testing import CliRunner
 
 import cli
 from cache.reader import load_split
-from embed.backbones import load_backbone
+from embed.backbones import BackboneSpec, load_backbone
 from embed.dataset import load_dataset, locate
-from embed.runner import embed
-from heads.predict import export_run, predict_images
-from heads.rundir import Run
-from heads.train import run_kinds, train_heads
+from embed.runner import EmbedSpec, embed
+from heads.run.fit import run_kinds, train_heads
+from heads.run.rundir import Run
+from heads.run.task import TaskSpec
+from heads.serve.export import export_run
+from heads.serve.predict import predict_images
 
 BACKBONES = {
     "hub_saved_model": lambda probe, h5: dict(model=str(probe), image_size=32),
@@ -24,11 +26,11 @@ BACKBONES = {
 @pytest.fixture(scope="module", params=list(BACKBONES))
 def run(request, sample_dir, probe_saved_model, grayscale_h5_model, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
-    backbone = load_backbone(**BACKBONES[request.param](probe_saved_model, grayscale_h5_model))
+    backbone = load_backbone(BackboneSpec(**BACKBONES[request.param](probe_saved_model, grayscale_h5_model)))
     labels, partition, images = locate(sample_dir)
     dataset = load_dataset(labels, images, partition)
-    embed(dataset, backbone, root / "cache.h5", batch_size=16, feature_dtype="float32", show_progress=False)
-    train_heads(root / "cache.h5", root / "run", "Male,Smiling,Young", epochs=2, features="standardize")
+    embed(dataset, backbone, root / "cache.h5", EmbedSpec(batch_size=16, feature_dtype="float32"))
+    train_heads(TaskSpec(root / "cache.h5", "Male,Smiling,Young", features="standardize"), root / "run", epochs=2)
     return root
 
 
@@ -70,13 +72,13 @@ def test_exported_savedmodel_agrees_with_predict(run, sample_dir):
 
 
 def test_export_refuses_baseline_runs(run, tmp_path):
-    run_kinds(run / "cache.h5", tmp_path / "base", ["logreg"], "Male")
+    run_kinds(TaskSpec(run / "cache.h5", "Male"), tmp_path / "base", ["logreg"])
     result = CliRunner().invoke(cli.main, ["export", "--run", str(tmp_path / "base" / "logreg"),
                                            "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "export needs a head with a TensorFlow graph" in result.output
 
 
 def test_predict_with_a_baseline_run(run, sample_dir, tmp_path):
-    run_kinds(run / "cache.h5", tmp_path / "base", ["logreg"], "Male")
+    run_kinds(TaskSpec(run / "cache.h5", "Male"), tmp_path / "base", ["logreg"])
     results = predict_images(tmp_path / "base" / "logreg", [sample_dir / "img_align_celeba" / "000001.jpg"])
     assert 0 <= results[0]["attributes"]["Male"]["probability"] <= 1

@@ -12,12 +12,13 @@ import time
 import h5py
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import cli
-from bench import reliability
-from bench.reliability import N_IMAGES, differences, embed_args, rows_done, snapshot
 from cache.shards import shard_range
+from harness import faults as reliability
+from harness.faults import N_IMAGES, differences, embed_args, rows_done, snapshot
 from tests.conftest import ROOT
 
 
@@ -114,16 +115,15 @@ def test_two_devices_round_robin_equals_the_plain_run(fault_setup, tmp_path):
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from embed.backbones import load_backbone
-        from embed.dataset import load_dataset, locate
-        from embed.engines import LocalEngine
-        from embed.runner import embed
-        labels, partition, images = locate({str(fault_setup.data)!r})
-        dataset = load_dataset(labels, images, partition)
-        copies = [load_backbone({str(fault_setup.model)!r}, value_range=(0.0, 1.0), image_size=32, device=d)
-                  for d in ("/CPU:0", "/CPU:1")]
-        embed(dataset, copies[0], {str(out)!r}, batch_size={reliability.BATCH}, engine=LocalEngine(copies),
-              show_progress=False)
+        from embed.backbones import BackboneSpec
+        from embed.dataset import open_dataset
+        from embed.placement import Placement, build
+        from embed.runner import EmbedSpec, embed
+        backbone, engine = build(BackboneSpec({str(fault_setup.model)!r}, value_range=(0.0, 1.0), image_size=32),
+                                 Placement(devices="2"))
+        assert len(engine.backbones) == 2
+        embed(open_dataset({str(fault_setup.data)!r}), backbone, {str(out)!r}, EmbedSpec(batch_size={reliability.BATCH}),
+              engine=engine)
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -14,12 +14,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 import cli
-from bench.reliability import N_IMAGES, embed_args, embed_command, rows_done
 from cache.reader import load_split
-from heads.evaluate import evaluate_run
-from heads.predict import export_run, predict_images
-from heads.rundir import Run
-from heads.train import train_heads
+from harness.faults import N_IMAGES, embed_args, embed_command, rows_done
+from heads.run.evaluate import evaluate_run
+from heads.run.fit import train_heads
+from heads.run.rundir import Run
+from heads.run.task import TaskSpec
+from heads.serve.export import export_run
+from heads.serve.predict import predict_images
 
 pytestmark = pytest.mark.slow
 DATASETS = ("features", "features_flip", "image_id", "partition", "labels", "status", "error")
@@ -113,8 +115,7 @@ def test_views_shards_merge_bitwise(views_cache, fault_setup, tmp_path):
 @pytest.mark.parametrize("views, eval_view", [("mean", "orig"), ("concat", "orig"), ("augment", "orig"),
                                               ("augment", "mean")])
 def test_heads_use_views_and_predict_applies_them(views_cache, fault_setup, tmp_path, views, eval_view):
-    metrics = train_heads(views_cache, tmp_path / "run", "Male,Young", epochs=3, features="standardize",
-                          views=views, eval_view=eval_view)
+    metrics = train_heads(TaskSpec(views_cache, "Male,Young", features="standardize", views=views, eval_view=eval_view), tmp_path / "run", epochs=3)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["views"], config["eval_view"]) == (views, eval_view)
     width = 512 if views == "concat" else 256

@@ -5,23 +5,22 @@ cartesian product, in the order given. `head` takes head specs: `head=linear,mlp
 is three variants (a bare number continues the mlp spec before it). Each variant's run directory
 is named from its settings (`hidden=64_dropout=0.2_lr=0.001`), holds the usual files
 (metrics.json, ...), and the sweep writes leaderboard.csv and leaderboard.md (val accuracy, best
-mean first), and TensorBoard's HParams experiment (`heads.tensorboard`). The cache is read and the
-feature transform fitted once. Variants that share
-epochs, batch_size, class_weight and seed train together, in one pass over the in-memory features
-(`heads.keras_head.fit_together`); each runs the same algorithm as if trained alone (equal to
-float32 rounding).
+mean first), and TensorBoard's HParams experiment (`heads.look.tensorboard`). The cache is read and
+the feature transform fitted once. Variants that share epochs, batch_size, class_weight and seed
+train together, in one pass over the in-memory features (`heads.kinds.trainer.fit_together`); each
+runs the same algorithm as if trained alone (equal to float32 rounding).
 """
 
 import itertools
 from pathlib import Path
 
 from cache.errors import UserError
-from heads.architectures import parse_head
-from heads.defaults import RUN
-from heads.evaluate import leaderboard, to_markdown
-from heads.keras_head import SHARED_SETTINGS
-from heads.tensorboard import write_sweep_experiment
-from heads.train import keras_settings, prepare, train_together
+from heads.defaults import KERAS
+from heads.kinds.architectures import parse_head
+from heads.kinds.trainer import SHARED_SETTINGS
+from heads.look.tensorboard import write_sweep_experiment
+from heads.run.compare import leaderboard, to_markdown
+from heads.run.fit import keras_settings, prepare, train_together
 
 GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int,
               "batch_size": int, "class_weight": str}
@@ -71,22 +70,21 @@ def variant_name(settings):
     return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
 
 
-def run_sweep(caches, out_dir, grid, attributes=None, *, seed=0, features=RUN["features"],
-              tune_threshold=RUN["tune_threshold"], allow_partial=False, drop_nonfinite=False, groups=None,
-              views="orig", eval_view="orig", on_variant=None):
-    """Train every grid variant; returns the leaderboard DataFrame (also written to out_dir)."""
+def run_sweep(spec, out_dir, grid, *, seed=KERAS["seed"], on_variant=None):
+    """Train every variant of `grid` (specs as above) on the TaskSpec's caches; returns the
+    leaderboard DataFrame (also written to out_dir). on_variant(i, total, name, metrics) after each."""
     variants = parse_grid(grid)
-    prepared = prepare(caches, attributes, features, allow_partial, drop_nonfinite, groups, views, eval_view)
+    prepared = prepare(spec)
     out = Path(out_dir)
-    groups = {}
+    together = {}  # variants that share SHARED_SETTINGS, trained in one pass
     for settings in variants:
         full = keras_settings(seed=seed, **settings)
-        groups.setdefault(tuple(full[k] for k in SHARED_SETTINGS), []).append(settings)
+        together.setdefault(tuple(full[k] for k in SHARED_SETTINGS), []).append(settings)
     done = 0
-    for group in groups.values():
-        runs = train_together(prepared, [out / variant_name(v) for v in group], [{"seed": seed, **v} for v in group],
-                              tune_threshold=tune_threshold, hparams=group)
-        for settings, metrics in zip(group, runs):
+    for batch in together.values():
+        runs = train_together(prepared, [out / variant_name(v) for v in batch], [{"seed": seed, **v} for v in batch],
+                              hparams=batch)
+        for settings, metrics in zip(batch, runs):
             done += 1
             if on_variant:
                 on_variant(done, len(variants), variant_name(settings), metrics)

@@ -3,8 +3,8 @@ so evaluate, predict and export apply exactly what training saw.
 
 SPEC:
   raw             features as cached (no copy)
-  standardize     (x - mean) / std, per feature (std floored at 1e-7)
-  l2              x / ||x||, per row (nothing fitted)
+  standardize     (x - mean) / std, per feature (`heads.scaling.standardization`)
+  l2              x / ||x||, per row (nothing fitted; `heads.scaling.l2_normalised`)
   pca:N           (x - mean) @ components[:N].T, the top N principal axes of the train features
   pca-whiten:N    the same, each component divided by its standard deviation
 Fitted state lives in RUN_DIR/transform.npz (arrays `mean`, `scale`, `components`, `spec`).
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError, UserError
+from heads.scaling import l2_normalised, l2_normalised_tf, standardization
 
 TRANSFORM_FILE = "transform.npz"
 SPECS = "raw, standardize, l2, pca:N, pca-whiten:N"
-FLOOR = 1e-7
+WHITEN_FLOOR = 1e-7  # a principal component's variance is floored here before whitening
 
 
 def parse_features(spec):
@@ -47,9 +48,8 @@ class Transform:
     def fit(self, X):
         X = np.asarray(X)
         if self.kind == "standardize":
-            self.mean_ = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-            std = np.sqrt(X.var(axis=0, dtype=np.float64)).astype(np.float32)
-            self.scale_ = 1.0 / np.maximum(std, FLOOR)
+            self.mean_, std = standardization(X)
+            self.scale_ = 1.0 / std
         elif self.kind in ("pca", "pca-whiten"):
             from sklearn.decomposition import PCA
             n = int(self.spec.split(":")[1])
@@ -60,7 +60,7 @@ class Transform:
             self.mean_ = pca.mean_.astype(np.float32)
             self.components_ = pca.components_.astype(np.float32)
             if self.kind == "pca-whiten":
-                self.scale_ = (1.0 / np.sqrt(np.maximum(pca.explained_variance_, FLOOR))).astype(np.float32)
+                self.scale_ = (1.0 / np.sqrt(np.maximum(pca.explained_variance_, WHITEN_FLOOR))).astype(np.float32)
         return self
 
     def transform(self, X):
@@ -68,7 +68,7 @@ class Transform:
             return X
         X = np.asarray(X, np.float32)
         if self.kind == "l2":
-            return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), FLOOR)
+            return l2_normalised(X)
         if self.kind == "standardize":
             return (X - self.mean_) * self.scale_
         projected = (X - self.mean_) @ self.components_.T
@@ -80,7 +80,7 @@ class Transform:
         if self.kind == "raw":
             return x
         if self.kind == "l2":
-            return x / tf.maximum(tf.norm(x, axis=1, keepdims=True), FLOOR)
+            return l2_normalised_tf(x)
         if self.kind == "standardize":
             return (x - self.mean_) * self.scale_
         projected = tf.matmul(x - self.mean_, tf.constant(self.components_), transpose_b=True)

@@ -1,4 +1,4 @@
-"""Keras heads of any architecture (`heads.architectures`), trained fast on features in memory.
+"""The fast trainer of Keras heads (any architecture, `heads.kinds.architectures`) on features in memory.
 
 The training objective is `model.fit`'s: binary cross-entropy per output (from the logits when the
 output is a sigmoid), averaged over the batch and summed over outputs, plus the model's own losses
@@ -9,22 +9,19 @@ each head gets one fused Adam update per step. Built-in specs compute their forw
 `MLP.logits`, their input dropout masks drawn from 16-bit stateless random numbers (one draw per
 step, a step ahead, shared by every head of the group); any other model runs its own layers
 through `model.stateless_call` (Keras' own dropout; BatchNormalization statistics are carried
-through the loop). A model that overrides `train_step` trains with `model.fit` and says so.
+through the loop). A model that overrides `train_step` trains with `model.fit`, with a note logged.
 """
 
-from pathlib import Path
+import logging
 
-import click
 import numpy as np
 
 from cache.errors import UserError
 from cache.reader import aligned_empty
-from heads.architectures import MLP, Builder, named_outputs, parse_head
-from heads.defaults import KERAS
-from heads.registry import Head, register
+from heads.kinds.architectures import MLP, named_outputs, parse_head
 
+log = logging.getLogger(__name__)
 EPSILON = 1e-7  # probability clipping in binary cross-entropy, as Keras does
-MODEL_FILE = "model.keras"
 # Settings that heads trained together must share: they see the same batches in the same order.
 SHARED_SETTINGS = ("epochs", "batch_size", "class_weight", "seed")
 
@@ -59,76 +56,9 @@ def class_weights(labels, mode):
     return (n / (2 * positives)).astype(np.float32), (n / (2 * (n - positives))).astype(np.float32)
 
 
-@register("keras_head")
-class KerasHead(Head):
-    """A Keras head of architecture `head` (a `--head SPEC`).
-
-    Learned state: model_ (keras.Model: float32 [B, D] -> {attribute: probability [B, 1]}),
-    history_ (one dict per epoch: epoch, loss, <attr>_accuracy, and with val data val_loss,
-    val_<attr>_accuracy), attributes_, n_features_in_.
-    """
-    files = (MODEL_FILE,)
-
-    def __init__(self, head=KERAS["head"], dropout=KERAS["dropout"], l2=KERAS["l2"], lr=KERAS["lr"],
-                 epochs=KERAS["epochs"], batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"],
-                 seed=KERAS["seed"]):
-        self.head = head
-        self.dropout = dropout
-        self.l2 = l2
-        self.lr = lr
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.class_weight = class_weight
-        self.seed = seed
-
-    def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
-        fit_together([self], X, Y, attributes, X_val, Y_val, on_epoch)
-        return self
-
-    def predict_proba(self, X, batch_size=8192):
-        """Probabilities float32 [n, k] for features X [n, n_features_in_]."""
-        X = np.asarray(X, np.float32)
-        self.check_width(X)
-        return predict_model(self.model_, self.attributes_, X, batch_size)
-
-    def save(self, directory):
-        self.model_.save(Path(directory) / MODEL_FILE)
-
-    @classmethod
-    def load(cls, directory, settings, attributes, trust_model=False):
-        import keras
-
-        head = cls.from_settings(settings)
-        spec = parse_head(head.head)
-        if isinstance(spec, Builder) and Path(spec.path).is_file():
-            spec.load_function()  # registers the builder file's custom layers, if any
-        path = Path(directory) / MODEL_FILE
-        try:
-            head.model_ = keras.saving.load_model(path, compile=False, safe_mode=not trust_model)
-        except ValueError as exc:
-            if "safe_mode" in str(exc) or "Lambda" in str(exc):
-                raise UserError(f"{path}: Keras safe mode refuses this model (it holds code, e.g. a Lambda "
-                                "layer); pass --trust-model only if you trust the file") from None
-            raise UserError(f"{path}: cannot load the model: {str(exc).splitlines()[0][:200]}") from None
-        head.attributes_, head.n_features_in_ = list(attributes), int(head.model_.input_shape[-1])
-        return head
-
-    def export_model(self):
-        return self.model_
-
-    def _validation_record(self, probabilities, Y_val):
-        p = np.clip(probabilities.astype(np.float64), EPSILON, 1 - EPSILON)
-        y = np.asarray(Y_val, np.float64)
-        bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0).sum()
-        reg = float(sum(float(l) for l in self.model_.losses))
-        record = {"val_loss": float(bce + reg)}
-        record.update({f"val_{a}_accuracy": float(((p[:, j] >= 0.5) == y[:, j]).mean())
-                       for j, a in enumerate(self.attributes_)})
-        return record
-
-
-def fit_together(heads, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
-    """Fit KerasHeads that share SHARED_SETTINGS in one pass over the data (any architectures).
+def fit_together(heads, train, val=None, on_epoch=None):
+    """Fit KerasHeads that share SHARED_SETTINGS in one pass over train (`heads.kinds.base.Data`;
+    any architectures), validating on val after each epoch.
 
     Each head runs the same algorithm as if fitted alone: same initial weights, batch order and
     dropout masks, its own weights and Adam state. Results agree with fitting alone to float32
@@ -143,23 +73,23 @@ def fit_together(heads, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None)
         differing = [k for k in SHARED_SETTINGS if getattr(head, k) != getattr(first, k)]
         if differing:
             raise ValueError(f"heads trained together must share {', '.join(differing)}")
-    X = np.asarray(X)
+    attributes = list(train.attributes)
+    X = np.asarray(train.features)
     X = X if X.dtype in (np.float16, np.float32) else X.astype(np.float32)  # float16 stays: half the memory
-    Y = np.asarray(Y, np.float32)
+    Y = np.asarray(train.labels, np.float32)
     if X.ndim != 2 or Y.shape != (len(X), len(attributes)):
         raise ValueError(f"X must be [n, D] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
     for head in heads:
         keras.utils.set_random_seed(first.seed)  # every head starts from the weights it would get alone
         head.spec_ = parse_head(head.head)
         head.model_ = head.spec_.build(X.shape[1], attributes, head.dropout, head.l2)
-        head.attributes_, head.n_features_in_, head.history_ = list(attributes), X.shape[1], []
+        head.attributes_, head.n_features_in_, head.history_ = attributes, X.shape[1], []
     weights = class_weights(Y, first.class_weight)
     fast = [h for h in heads if not _has_own_train_step(h.model_)]
     for head in heads:
         if head not in fast:
-            click.echo(f"note: head {head.head} defines its own train_step; training it with keras "
-                       "Model.fit (slower)", err=True)
-            _fit_with_keras(head, X, Y, X_val, Y_val, weights, on_epoch if head is first else None)
+            log.info("head %s defines its own train_step; training it with keras Model.fit (slower)", head.head)
+            _fit_with_keras(head, X, Y, val, weights, on_epoch if head is first else None)
     if not fast:
         return
     trainer = _Trainer(fast, attributes, weights)
@@ -171,8 +101,8 @@ def fit_together(heads, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None)
         for v, head in enumerate(fast):
             record = {"epoch": epoch, "loss": float(losses[v])}
             record.update({f"{a}_accuracy": float(x) for a, x in zip(attributes, accuracies[v])})
-            if X_val is not None:
-                record.update(head._validation_record(head.predict_proba(X_val), Y_val))
+            if val is not None:
+                record.update(head.validation_record(val))
             head.history_.append(record)
         if on_epoch and first in fast:
             on_epoch(first.history_[-1])
@@ -192,7 +122,7 @@ def _has_own_train_step(model):
     return type(model).train_step is not keras.Model.train_step
 
 
-def _fit_with_keras(head, X, Y, X_val, Y_val, weights, on_epoch):
+def _fit_with_keras(head, X, Y, val, weights, on_epoch):
     """The slow path: keras Model.fit with the same loss, optimizer and batch size."""
     import keras
 
@@ -208,8 +138,8 @@ def _fit_with_keras(head, X, Y, X_val, Y_val, weights, on_epoch):
     def record(epoch, logs):
         entry = {"epoch": epoch + 1, "loss": float(logs["loss"])}
         entry.update({f"{a}_accuracy": float(logs.get(f"{a}_accuracy", np.nan)) for a in attributes})
-        if X_val is not None:
-            entry.update(head._validation_record(head.predict_proba(X_val), Y_val))
+        if val is not None:
+            entry.update(head.validation_record(val))
         head.history_.append(entry)
         if on_epoch:
             on_epoch(entry)

@@ -18,12 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UserError
-from heads.evaluate import find_runs, split_predictions
-from heads.rundir import Run
-from heads.thumbnails import image_folder, png, thumbnail
+from heads.defaults import REPORT
+from heads.look.thumbnails import image_folder, png, thumbnail
+from heads.metrics import BY_NAME
+from heads.run.compare import find_runs, leaderboard
+from heads.run.evaluate import split_predictions
+from heads.run.rundir import Run
 
 PLOTS = ("accuracy_vs_majority.png", "loss.png", "accuracy.png")
-THUMBNAIL = 96
+THUMBNAIL = REPORT["thumbnail"]
+# the per-run table: (split, metric) columns
+RUN_COLUMNS = (("val", "accuracy"), ("test", "accuracy"), ("test", "majority_accuracy"),
+               ("test", "balanced_accuracy"), ("test", "roc_auc"), ("test", "threshold"))
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -68,21 +74,20 @@ def _data_uri(png_bytes):
 
 
 def _leaderboard(runs):
+    """Val and test accuracy per attribute and their means, one row per run in the given order
+    (`heads.run.compare.leaderboard`); sortable."""
+    boards = {split: leaderboard([run.path for run in runs], split, ["accuracy"], ranked=False)
+              for split in ("val", "test")}
     attributes = list(dict.fromkeys(a for run in runs for a in run.attributes))
     head = "".join(f"<th>{html.escape(a)} {s}</th>" for a in attributes for s in ("val", "test"))
     lines = [f'<table class="sortable" id="leaderboard"><thead><tr><th>run</th><th>kind</th>{head}'
              "<th>mean val</th><th>mean test</th></tr></thead><tbody>"]
     for run in runs:
         cells = [_cell(str(run.path)), _cell(run.kind)]
-        means = {"val": [], "test": []}
-        for a in attributes:
-            for split in ("val", "test"):
-                value = run.metrics["attributes"].get(a, {}).get(split, {}).get("accuracy")
-                cells.append(_cell(value, _percent(value)))
-                if value is not None:
-                    means[split].append(value)
-        for split in ("val", "test"):
-            value = float(np.mean(means[split])) if means[split] else None
+        for key in [(a, split) for a in attributes for split in ("val", "test")] + [("mean", "val"), ("mean", "test")]:
+            board = boards[key[1]]
+            value = board.at[str(run.path), (key[0], "accuracy")] if (key[0], "accuracy") in board.columns else None
+            value = None if value is None or value != value else float(value)  # NaN: the run lacks it
             cells.append(_cell(value, _percent(value)))
         lines.append("<tr>" + "".join(cells) + "</tr>")
     lines.append("</tbody></table>")
@@ -90,17 +95,16 @@ def _leaderboard(runs):
 
 
 def _metrics_table(run):
-    rows = ["<table class=\"metrics\"><thead><tr><th>attribute</th><th>val accuracy</th><th>test accuracy</th>"
-            "<th>test majority</th><th>test balanced acc.</th><th>test ROC AUC</th><th>threshold</th></tr></thead><tbody>"]
+    headers = "".join(f"<th>{split} {html.escape(BY_NAME[m].label)}</th>" for split, m in RUN_COLUMNS)
+    rows = [f'<table class="metrics"><thead><tr><th>attribute</th>{headers}</tr></thead><tbody>']
     for name, by_split in run.metrics["attributes"].items():
-        val, test = by_split.get("val", {}), by_split.get("test", {})
-        auc = test.get("roc_auc")
-        rows.append("<tr>" + _cell(name) + _cell(val.get("accuracy"), _percent(val.get("accuracy")))
-                    + _cell(test.get("accuracy"), _percent(test.get("accuracy")))
-                    + _cell(test.get("majority_accuracy"), _percent(test.get("majority_accuracy")))
-                    + _cell(test.get("balanced_accuracy"), _percent(test.get("balanced_accuracy")))
-                    + _cell(auc, "–" if auc is None else f"{auc:.3f}")
-                    + _cell(test.get("threshold"), f"{test.get('threshold', 0.5):g}") + "</tr>")
+        cells = [_cell(name)]
+        for split, m in RUN_COLUMNS:
+            value = by_split.get(split, {}).get(m)
+            metric = BY_NAME[m]
+            cells.append(_cell(value, "–" if value is None else f"{100 * value:.2f}" if metric.form == "percent"
+                               else metric.format(value)))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
     rows.append("</tbody></table>")
     return "\n".join(rows)
 
@@ -165,7 +169,7 @@ def _gallery(run, split, n_errors, images, thumbnails):
     return "\n".join(parts)
 
 
-def build_report(paths, out, *, split="test", n_errors=24, images=None):
+def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"], images=None):
     """Write the report page for the runs among `paths` (run or sweep directories) to `out`;
     returns the number of runs."""
     runs = [Run(path) for path in find_runs(paths)]

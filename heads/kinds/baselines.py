@@ -5,7 +5,7 @@ LogisticRegression, C), linear_svm (StandardScaler + LinearSVC, C; its score is
 sigmoid(decision_function), not a calibrated probability, so its threshold 0.5 is the SVM's own
 decision), knn (StandardScaler + KNeighborsClassifier, k; slow on a full-size cache).
 The fitted estimators are saved with joblib (a pickle: load only files you made); the run directory
-records their sha256 and `heads.rundir` checks it before loading.
+records their sha256 and `heads.run.rundir` checks it before loading.
 """
 
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from heads.defaults import SKLEARN
-from heads.registry import Head, register
+from heads.kinds.base import Head, register
 
 ESTIMATORS_FILE = "estimators.joblib"
 
@@ -27,7 +27,7 @@ def positive_scores(estimator, X):
 
 class EstimatorsHead(Head):
     """A head made of one fitted scikit-learn estimator per attribute (estimators_), pickled."""
-    files = (ESTIMATORS_FILE,)
+    files = code_files = (ESTIMATORS_FILE,)
 
     def predict_proba(self, X):
         X = np.asarray(X, np.float32)
@@ -40,9 +40,9 @@ class EstimatorsHead(Head):
 
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
-        """Unpickle the estimators; the caller (`heads.rundir.Run.load`) has checked their sha256."""
+        """Unpickle the estimators; the caller (`heads.run.rundir.Run.load`) has checked their sha256."""
         import joblib
-        head = cls.from_settings(settings)
+        head = cls.from_record(settings)
         head.estimators_ = joblib.load(Path(directory) / ESTIMATORS_FILE)
         head.attributes_, head.n_features_in_ = list(attributes), int(head.estimators_[0].n_features_in_)
         return head
@@ -51,10 +51,10 @@ class EstimatorsHead(Head):
 class SklearnBaseline(EstimatorsHead):
     """fit: one `make_estimator()` per attribute on the train split (val is not used)."""
 
-    def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
-        X = np.asarray(X, np.float32)
-        self.estimators_ = [self.make_estimator().fit(X, Y[:, j]) for j in range(len(attributes))]
-        self.attributes_, self.n_features_in_ = list(attributes), X.shape[1]
+    def fit(self, train, val=None, on_epoch=None):
+        X = np.asarray(train.features, np.float32)
+        self.estimators_ = [self.make_estimator().fit(X, train.labels[:, j]) for j in range(len(train.attributes))]
+        self.attributes_, self.n_features_in_ = list(train.attributes), X.shape[1]
         return self
 
 

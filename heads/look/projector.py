@@ -18,14 +18,16 @@ import numpy as np
 
 from cache import layout
 from cache.errors import UserError
-from cache.reader import load_split
-from heads.data import resolve_attributes
-from heads.thumbnails import image_folder, png, thumbnail
+from cache.reader import load_split, open_cache
+from heads.defaults import PROJECTOR
+from heads.look.thumbnails import image_folder, png, thumbnail
+from heads.run.task import resolve_attributes
 
 SPRITE_LIMIT = 8192
 
 
-def export_projector(cache, out_dir, *, n=5000, split="val", attributes=None, seed=0, images=None, size=64):
+def export_projector(cache, out_dir, *, n=PROJECTOR["n"], split=PROJECTOR["split"], attributes=None,
+                     seed=PROJECTOR["seed"], images=None, size=PROJECTOR["thumbnail"]):
     """Write the projector export of `n` rows (seeded sample) of `split`; returns {"rows", "sprite"
     (None or the sprite's size), "note" (why there is no sprite, or which tiles are blank)}."""
     import tensorflow as tf
@@ -35,9 +37,8 @@ def export_projector(cache, out_dir, *, n=5000, split="val", attributes=None, se
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; choose another --out")
     splits = list(layout.PARTITIONS) if split == "all" else [split]
-    from cache.reader import attribute_names, open_cache
     with open_cache(cache) as f:
-        attributes = resolve_attributes(attributes, attribute_names(f), cache)
+        attributes = resolve_attributes(attributes, f.attribute_names, cache)
     parts = [(name, load_split(cache, name, attributes)) for name in splits]
     rows = [(name, i) for name, part in parts for i in range(len(part.rows))]
     if not rows:

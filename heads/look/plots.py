@@ -1,47 +1,6 @@
-"""How a run looks: the table printed for it and its plots (the files: `heads.rundir`)."""
+"""A run's pictures, beside its files: loss and accuracy per epoch, accuracy against the majority class."""
 
 from pathlib import Path
-
-TABLE_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "majority_accuracy")
-SHORT = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "f1": "f1", "roc_auc": "auc",
-         "majority_accuracy": "majority", "threshold": "thr"}
-
-
-def format_table(metrics, title=None):
-    """Rows = attributes, columns = val and test x metric; percentages, AUC as 0..1."""
-    width = 9
-    group = len(TABLE_METRICS) * width
-    lines = [title] if title else []
-    lines.append(f"{'':<22}" + "".join(f"  {split:-^{group - 2}}" for split in ("val", "test")))
-    lines.append(f"{'attribute':<22}" + "".join(f"{SHORT[m]:>{width}}" for _ in range(2) for m in TABLE_METRICS))
-    for name, by_split in metrics["attributes"].items():
-        cells = []
-        for split in ("val", "test"):
-            for m in TABLE_METRICS:
-                value = by_split[split][m]
-                cells.append(f"{'-':>{width}}" if value is None else
-                             f"{value:>{width}.3f}" if m == "roc_auc" else f"{100 * value:>{width}.1f}")
-        lines.append(f"{name:<22}" + "".join(cells))
-    lines.append("(accuracy, balanced accuracy, F1 and majority-class accuracy in %; AUC 0..1)")
-    return "\n".join(lines)
-
-
-def format_groups(metrics, split):
-    """Per-group table of a metrics dict with a "groups" section: one line per group, then the worst
-    and the mean group accuracy per attribute."""
-    section = metrics["groups"]
-    lines = [f"per group on {split} (groups by {', '.join(section['by'])}):"]
-    for name, by_split in section["attributes"].items():
-        result = by_split[split]
-        for group in result["groups"]:
-            keys = [k for k in group if k not in ("n", "accuracy", "positive_rate")]
-            label = ", ".join(f"{k}={group[k]}" for k in keys)
-            accuracy = "-" if group["accuracy"] is None else f"{100 * group['accuracy']:.1f}%"
-            lines.append(f"  {label:<40} n {group['n']:>7}  accuracy {accuracy:>7}")
-        worst, mean = result["worst_group_accuracy"], result["mean_group_accuracy"]
-        lines.append(f"  {name}: worst-group accuracy {'-' if worst is None else f'{100 * worst:.1f}%'}, "
-                     f"mean over groups {'-' if mean is None else f'{100 * mean:.1f}%'}")
-    return "\n".join(lines)
 
 
 def plot_history(history, attributes, out_dir):

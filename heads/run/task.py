@@ -1,30 +1,80 @@
-"""The cached features a head trains on: train/val/test splits for chosen attributes, validated.
+"""What a head trains on: the one task spec, and the train/val/test splits it loads, validated.
 
-Reads only the caches. Rows whose image failed are left out and counted; a cache with unfinished
-rows is refused unless allow_partial. Several caches of the same images (other backbones) are
-fused: joined by image id, their features concatenated in the order given; caches whose ids,
-partition or labels differ are refused.
+`TaskSpec` is every option that says which data a run uses (caches, attributes, feature transform,
+groups, views, and the partial, non-finite and threshold policies); the command line builds one
+from one option group and the library passes it whole. `load_task` reads only the caches: rows
+whose image failed are left out and counted; a cache with unfinished rows is refused unless
+allow_partial. Several caches of the same images (other backbones) are fused: joined by image id,
+their features concatenated in the order given; caches whose ids, partition or labels differ are
+refused.
 """
 
 import difflib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from cache import layout
-from cache.errors import UsageError, UserError
 from cache.check import find_nonfinite
-from cache.reader import (Split, attribute_names, load_split, nonfinite_error, open_cache, read_feature_rows,
-                          read_settings, row_status)
-from heads.defaults import ATTRIBUTES
+from cache.errors import UsageError, UserError
+from cache.reader import Split, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
+from heads.defaults import ATTRIBUTES, RUN
+from heads.kinds.base import Data
+from heads.run.transforms import parse_features
 
 CACHE_RECORD = ("dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype")
 VIEWS = ("orig", "mean", "concat", "augment")  # --views: how heads use a cache's mirrored view
+EVAL_VIEWS = ("orig", "mean")
+
+
+def _names(value):
+    """'Male,Young', a list, or None -> a tuple of names (None and '' -> ())."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Which data a run trains and is scored on. caches: one cache path or several (fused);
+    attributes: names, a comma-separated string, "all", or None (the default three); features: a
+    `--features` transform spec; groups: attribute names for per-group metrics; views, eval_view:
+    how a cache's mirrored view is used (`view_features`); allow_partial: use caches with unfinished
+    rows; drop_nonfinite: leave out rows whose features hold NaN/inf (else they stop the load);
+    tune_threshold: per-attribute thresholds that maximise val accuracy (test is never read)."""
+    caches: tuple
+    attributes: object = None
+    features: str = RUN["features"]
+    groups: tuple = ()
+    views: str = RUN["views"]
+    eval_view: str = RUN["eval_view"]
+    allow_partial: bool = False
+    drop_nonfinite: bool = False
+    tune_threshold: bool = RUN["tune_threshold"]
+
+    def __post_init__(self):
+        caches = (self.caches,) if isinstance(self.caches, (str, Path)) else tuple(self.caches)
+        object.__setattr__(self, "caches", tuple(str(c) for c in caches))
+        object.__setattr__(self, "groups", _names(self.groups))
+        if isinstance(self.attributes, (list, tuple)):
+            object.__setattr__(self, "attributes", tuple(self.attributes))
+        object.__setattr__(self, "features", parse_features(self.features))
+        if not self.caches:
+            raise UsageError("give at least one cache file")
+        if len(set(self.caches)) != len(self.caches):
+            raise UsageError("the same cache is given twice")
+        if self.views not in VIEWS or self.eval_view not in EVAL_VIEWS:
+            raise UsageError(f"--views {self.views!r} / --eval-view {self.eval_view!r}: use "
+                             f"{', '.join(VIEWS)} / {', '.join(EVAL_VIEWS)}")
+        if self.views != "orig" and len(self.caches) > 1:
+            raise UsageError("--views other than orig works on one cache at a time, not on fused caches")
 
 
 def needs_flip(views, eval_view="orig"):
-    """Whether features in this views mode need the flip view (to train or to evaluate)."""
+    """Whether features in this views mode need the flip view to be evaluated."""
     return views in ("mean", "concat", "augment") and not (views == "augment" and eval_view == "orig")
 
 
@@ -41,27 +91,47 @@ def view_features(views, eval_view, orig, flip, concat=None):
 
 @dataclass(frozen=True)
 class Task:
-    """train/val/test: cache.reader.Split for `attributes`, features in the stored dtype (float16 or
-    float32; fused caches side by side, first cache first); caches: one record per cache, in
-    feature order: {"path" (absolute), "dataset_fingerprint", "backbone", "preprocessing",
-    "feature_dim", "feature_dtype"}; groups: attribute names whose values define the groups of
-    per-group metrics (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split;
-    views, eval_view: how the mirrored view is used (`view_features`): each split's features are
-    the evaluation view, and with "augment" train_augment holds the train rows' flip view."""
+    """A TaskSpec loaded. train/val/test: cache.reader.Split for `attributes`, features in the
+    stored dtype (float16 or float32; fused caches side by side, first cache first) in the
+    evaluation view; caches: one record per cache, in feature order: {"path" (absolute),
+    "dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype"}; groups:
+    attribute names whose values define the groups of per-group metrics
+    (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split; with views "augment",
+    train_augment holds the train rows' flip view (trained on as more rows)."""
+    spec: TaskSpec
     caches: list
     attributes: list
     train: Split
     val: Split
     test: Split
-    groups: tuple = ()
-    group_labels: dict = None  # {"train"|"val"|"test": uint8 [n, len(groups)]} when groups are given
-    views: str = "orig"
-    eval_view: str = "orig"
-    train_augment: object = None  # views "augment": the train rows' flip view, trained on as more rows
+    group_labels: dict = field(default_factory=dict)  # {"train"|"val"|"test": uint8 [n, len(groups)]}
+    train_augment: object = None
+
+    @property
+    def groups(self):
+        return self.spec.groups
+
+    @property
+    def views(self):
+        return self.spec.views
+
+    @property
+    def eval_view(self):
+        return self.spec.eval_view
 
     @property
     def cache(self):
         return self.caches[0]["path"]
+
+    def split(self, name):
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def data(self, name, features=None):
+        """Split `name` as the `Data` a head is handed (features: replaced, e.g. transformed)."""
+        split = self.split(name)
+        groups = self.group_labels.get(name)
+        return Data(features=split.features if features is None else features, labels=split.labels,
+                    attributes=tuple(self.attributes), group_labels=groups, group_names=self.groups)
 
     @property
     def excluded_failed_rows(self):
@@ -74,13 +144,13 @@ class Task:
 
 
 def resolve_attributes(requested, available, source=None):
-    """'all', a comma-separated string or a list -> list of names, each checked against `available`
-    (the attribute names of the cache at `source`, named in errors)."""
+    """'all', a comma-separated string, a list or None (the default three) -> list of names, each
+    checked against `available` (the attribute names of the cache at `source`, named in errors)."""
     where = f"{source}: " if source else ""
     if requested is None:
         requested = list(ATTRIBUTES)
     elif isinstance(requested, str):
-        requested = list(available) if requested.strip() == "all" else [a.strip() for a in requested.split(",") if a.strip()]
+        requested = list(available) if requested.strip() == "all" else list(_names(requested))
     if not requested:
         raise UserError("no attributes given; use --attrs Male,Smiling or --attrs all")
     for name in requested:
@@ -96,35 +166,27 @@ def resolve_attributes(requested, available, source=None):
 def cache_record(path):
     """What a run remembers of a cache (see Task.caches)."""
     with open_cache(path) as f:
-        settings = read_settings(f)
-    return {"path": str(Path(path).resolve()), **{k: settings[k] for k in CACHE_RECORD}}
+        return {"path": str(Path(path).resolve()), **{k: f.settings[k] for k in CACHE_RECORD}}
 
 
-def load_task(caches, attributes=None, allow_partial=False, feature_splits=("train", "val", "test"),
-              drop_nonfinite=False, groups=None, views="orig", eval_view="orig"):
-    """Load train (partition 0), val (1) and test (2) for `attributes` from one cache path or a list
-    of them (fused); splits not in feature_splits get labels only (features None). Rows marked ok
-    with NaN/inf features stop the load unless drop_nonfinite (then counted, see Task). groups:
-    attribute names ('Male,Young' or a list) for per-group metrics."""
-    paths = [caches] if isinstance(caches, (str, Path)) else list(caches)
-    if not paths:
-        raise UsageError("give at least one cache file")
-    if len(set(map(str, paths))) != len(paths):
-        raise UsageError("the same cache is given twice")
+def load_task(spec, feature_splits=("train", "val", "test")):
+    """Load train (partition 0), val (1) and test (2) of a TaskSpec; splits not in feature_splits
+    get labels only (features None). Rows marked ok with NaN/inf features stop the load unless
+    spec.drop_nonfinite (then counted, see Task)."""
+    paths = list(spec.caches)
     with open_cache(paths[0]) as f:
-        available = attribute_names(f)
-    attributes = resolve_attributes(attributes, available, paths[0])
-    groups = resolve_attributes(groups, available, paths[0]) if groups else []
+        available = f.attribute_names
+    attributes = resolve_attributes(spec.attributes, available, paths[0])
+    groups = resolve_attributes(list(spec.groups), available, paths[0]) if spec.groups else []
     columns = attributes + [g for g in groups if g not in attributes]
-    if views not in VIEWS or eval_view not in ("orig", "mean"):
-        raise UsageError(f"--views {views!r} / --eval-view {eval_view!r}: use {', '.join(VIEWS)} / orig, mean")
+    views, eval_view = spec.views, spec.eval_view
     flip = needs_flip(views, eval_view) or views == "augment"
     train_augment = None
     if len(paths) == 1:
         splits = {}
         for name in layout.PARTITIONS:
-            split = load_split(paths[0], name, columns, allow_partial=allow_partial, dtype=None,
-                               with_features=name in feature_splits, drop_nonfinite=drop_nonfinite,
+            split = load_split(paths[0], name, columns, allow_partial=spec.allow_partial, dtype=None,
+                               with_features=name in feature_splits, drop_nonfinite=spec.drop_nonfinite,
                                views=("orig", "flip") if flip else ("orig",))
             if flip and split.features is not None:
                 orig, mirrored = split.features
@@ -132,10 +194,8 @@ def load_task(caches, attributes=None, allow_partial=False, feature_splits=("tra
                     train_augment = mirrored
                 split = replace(split, features=view_features(views, eval_view, orig, mirrored))
             splits[name] = split
-    elif views != "orig":
-        raise UsageError("--views other than orig works on one cache at a time, not on fused caches")
     else:
-        splits = _fused_splits(paths, columns, allow_partial, feature_splits, drop_nonfinite)
+        splits = _fused_splits(paths, columns, spec.allow_partial, feature_splits, spec.drop_nonfinite)
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
     splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
               for name, split in splits.items()}
@@ -147,14 +207,14 @@ def load_task(caches, attributes=None, allow_partial=False, feature_splits=("tra
         if train_labels[:, j].min() == train_labels[:, j].max():
             raise UserError(f"{paths[0]}: attribute {name} has only class {int(train_labels[0, j])} in the "
                             "train split; a classifier cannot learn it")
-    return Task(caches=[cache_record(p) for p in paths], attributes=attributes, groups=tuple(groups),
-                group_labels=group_labels if groups else None, views=views, eval_view=eval_view,
-                train_augment=train_augment, **splits)
+    return Task(spec=replace(spec, groups=tuple(groups)), caches=[cache_record(p) for p in paths],
+                attributes=attributes, group_labels=group_labels if groups else {}, train_augment=train_augment,
+                **splits)
 
 
 def _table(path):
     with open_cache(path) as f:
-        return {"names": attribute_names(f), "ids": [s.decode() for s in f["image_id"][:]],
+        return {"names": f.attribute_names, "ids": [s.decode() for s in f["image_id"][:]],
                 "partition": f["partition"][:], "labels": f["labels"][:], "status": row_status(f)}
 
 

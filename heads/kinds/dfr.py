@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UserError
-from heads.registry import Head, register
+from heads.defaults import DFR as DEFAULTS
+from heads.kinds.base import Head, register
+from heads.scaling import standardization
 
 DFR_FILE = "dfr.npz"
-C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)  # the paper's grid
-REFITS = {"val": 20, "train": 10}
 
 
 def group_ids(target, group_labels):
@@ -47,9 +47,8 @@ def worst_group_accuracy(y, predicted, ids):
 @register("dfr")
 class DFR(Head):
     files = (DFR_FILE,)
-    needs_groups = True
 
-    def __init__(self, dfr_on="val", C_grid=C_GRID, refits=None, seed=0):
+    def __init__(self, dfr_on=DEFAULTS["dfr_on"], C_grid=DEFAULTS["C_grid"], refits=None, seed=DEFAULTS["seed"]):
         self.dfr_on = dfr_on
         self.C_grid = C_grid
         self.refits = refits
@@ -60,27 +59,27 @@ class DFR(Head):
         model = LogisticRegression(l1_ratio=1.0, C=C, solver="liblinear", random_state=self.seed)  # L1
         return model.fit(X[rng_subset], y[rng_subset])
 
-    def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None, group_labels=None,
-            group_labels_val=None, group_names=()):
-        if self.dfr_on not in REFITS:
+    def fit(self, train, val=None, on_epoch=None):
+        if self.dfr_on not in DEFAULTS["refits"]:
             raise UserError(f"--dfr-on {self.dfr_on!r}: use val or train")
-        if group_labels is None or not len(group_names):
+        if not train.group_names:
             raise UserError("dfr reweights by group: give --groups (e.g. --groups Male)")
-        if X_val is None or len(X_val) < 8:
+        if val is None or len(val) < 8:
             raise UserError("dfr needs val rows (it chooses C on them)")
         rng = np.random.default_rng(self.seed)
-        X, X_val = np.asarray(X, np.float32), np.asarray(X_val, np.float32)
-        G, G_val = np.asarray(group_labels), np.asarray(group_labels_val)
+        attributes, group_names = train.attributes, train.group_names
+        X, Y, X_val, Y_val = (np.asarray(train.features, np.float32), train.labels, np.asarray(val.features, np.float32),
+                              val.labels)
+        G, G_val = np.asarray(train.group_labels), np.asarray(val.group_labels)
         order = rng.permutation(len(X_val))
         tune, held_out = np.sort(order[:len(order) // 2]), np.sort(order[len(order) // 2:])
         # (features, labels, group labels) to choose C on, and to fit the final model on
         final = (X_val, Y_val, G_val) if self.dfr_on == "val" else (X, Y, G)
         tuning = (X_val[tune], Y_val[tune], G_val[tune]) if self.dfr_on == "val" else final
-        self.mean_ = final[0].mean(axis=0, dtype=np.float64).astype(np.float32)
-        self.scale_ = np.maximum(final[0].std(axis=0, dtype=np.float64), 1e-7).astype(np.float32)
+        self.mean_, self.scale_ = standardization(final[0])
         standardize = lambda x: (x - self.mean_) / self.scale_  # noqa: E731
         final_x, tuning_x, held_out_x = standardize(final[0]), standardize(tuning[0]), standardize(X_val[held_out])
-        refits = self.refits or REFITS[self.dfr_on]
+        refits = self.refits or DEFAULTS["refits"][self.dfr_on]
         coefficients, intercepts, chosen, curves = [], [], {}, {}
         for j, name in enumerate(attributes):
             others = [k for k, g in enumerate(group_names) if g != name]
@@ -118,7 +117,7 @@ class DFR(Head):
 
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
-        head = cls.from_settings(settings)
+        head = cls.from_record(settings)
         path = Path(directory) / DFR_FILE
         try:
             with np.load(path, allow_pickle=False) as data:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UserError
-from cache.reader import open_cache, read_settings
+from cache.reader import open_cache
 
 
 def image_folder(cache, override=None):
@@ -20,7 +20,7 @@ def image_folder(cache, override=None):
             raise UserError(f"--images {override}: not a folder")
         return Path(override), None
     with open_cache(cache) as f:
-        recorded = (read_settings(f)["sources"] or {}).get("images")
+        recorded = (f.settings["sources"] or {}).get("images")
     if not recorded:
         return None, f"{cache} records no image folder; pass --images DIR"
     if not os.path.isdir(recorded):

@@ -20,15 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UserError
-from heads.baselines import EstimatorsHead
 from heads.defaults import KNN_COSINE, LINEAR_GRID, LOGREG_CV
-from heads.keras_head import MODEL_FILE, KerasHead, fit_together
-from heads.registry import Head, register
-
-
-def _need_val(kind, X_val):
-    if X_val is None or len(X_val) == 0:
-        raise UserError(f"{kind} chooses its setting on the val split, which has no rows")
+from heads.kinds.base import Head, need_val, register
+from heads.kinds.baselines import EstimatorsHead
+from heads.kinds.keras_head import MODEL_FILE, KerasHead
+from heads.kinds.trainer import fit_together
+from heads.scaling import l2_normalised
 
 
 @register("logreg-cv")
@@ -42,14 +39,15 @@ class LogRegCV(EstimatorsHead):
         self.max_iter = max_iter
         self.seed = seed
 
-    def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
+    def fit(self, train, val=None, on_epoch=None):
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        _need_val(self.kind, X_val)
+        need_val(self.kind, val)
+        X, Y, X_val, Y_val, attributes = train.features, train.labels, val.features, val.labels, train.attributes
         scaler = StandardScaler().fit(np.asarray(X, np.float32))
-        train, val = scaler.transform(np.asarray(X, np.float32)), scaler.transform(np.asarray(X_val, np.float32))
+        train_x, val_x = scaler.transform(np.asarray(X, np.float32)), scaler.transform(np.asarray(X_val, np.float32))
         self.estimators_, chosen, curves = [], {}, {}
         for j, name in enumerate(attributes):
             # warm_start: each fit starts from the previous one's coefficients, which is what makes a
@@ -58,8 +56,8 @@ class LogRegCV(EstimatorsHead):
             fitted = {}
 
             def score(C):
-                model.set_params(C=C).fit(train, Y[:, j])
-                fitted[C] = (float(model.score(val, Y_val[:, j])), copy.deepcopy(model))
+                model.set_params(C=C).fit(train_x, Y[:, j])
+                fitted[C] = (float(model.score(val_x, Y_val[:, j])), copy.deepcopy(model))
 
             for C in sorted(float(c) for c in self.C_grid):
                 score(C)
@@ -110,11 +108,6 @@ class _Neighbours:
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(self.ks), 0, self.labels.shape[1]), np.float32)
 
 
-def _normalised(X):
-    X = np.asarray(X, np.float32)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-
-
 @register("knn-cosine")
 class KnnCosine(Head):
     """Stores the normalised train features (float16: the values it scores with) and labels in the
@@ -137,29 +130,32 @@ class KnnCosine(Head):
         self.train_, self.labels_ = train, np.asarray(labels, np.uint8)
         self._neighbours = _Neighbours(train, self.labels_, self.ks, self.temperature, self.block_rows)
 
-    def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
-        _need_val(self.kind, X_val)
-        self._index(_normalised(X), Y)
-        shares = self._neighbours.vote_shares(_normalised(X_val))
-        accuracy = {k: ((shares[i] >= 0.5) == (np.asarray(Y_val) > 0.5)).mean(axis=0) for i, k in enumerate(sorted(self.ks))}
+    def fit(self, train, val=None, on_epoch=None):
+        need_val(self.kind, val)
+        attributes = train.attributes
+        self._index(l2_normalised(train.features), train.labels)
+        shares = self._neighbours.vote_shares(l2_normalised(val.features))
+        accuracy = {k: ((shares[i] >= 0.5) == (np.asarray(val.labels) > 0.5)).mean(axis=0)
+                    for i, k in enumerate(sorted(self.ks))}
         self.k_ = {}
         for j, name in enumerate(attributes):
             self.k_[name] = max(sorted(self.ks), key=lambda k: accuracy[k][j])  # ties: the smallest k
-        self.attributes_, self.n_features_in_ = list(attributes), np.asarray(X).shape[1]
+        self.attributes_, self.n_features_in_ = list(attributes), np.asarray(train.features).shape[1]
         self.selection_ = {"k": self.k_, "temperature": self.temperature,
                            "val_accuracy_by_k": {a: {str(k): float(accuracy[k][j]) for k in sorted(self.ks)}
                                                  for j, a in enumerate(attributes)}}
-        # write_run scores val again right away: keep this pass's vote shares for that very array
-        self._seen = (X_val, shares)
+        self.val_proba_ = self._chosen(shares)  # scoring val again would repeat the whole search
         return self
+
+    def _chosen(self, shares):
+        """float32 [n, k]: each attribute's vote shares at its chosen k, from shares [len(ks), n, k]."""
+        column = {k: i for i, k in enumerate(sorted(self.ks))}
+        return np.stack([shares[column[self.k_[a]], :, j] for j, a in enumerate(self.attributes_)], axis=1)
 
     def predict_proba(self, X):
         X = np.asarray(X)
         self.check_width(X)
-        seen = getattr(self, "_seen", None)
-        shares = seen[1] if seen is not None and seen[0] is X else self._neighbours.vote_shares(_normalised(X))
-        column = {k: i for i, k in enumerate(sorted(self.ks))}
-        return np.stack([shares[column[self.k_[a]], :, j] for j, a in enumerate(self.attributes_)], axis=1)
+        return self._chosen(self._neighbours.vote_shares(l2_normalised(X)))
 
     def save(self, directory):
         directory = Path(directory)
@@ -170,7 +166,7 @@ class KnnCosine(Head):
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
         directory = Path(directory)
-        head = cls.from_settings(settings)
+        head = cls.from_record(settings)
         head._index(np.load(directory / "knn_features.npy").astype(np.float32),
                     np.load(directory / "knn_labels.npy"))
         head.k_ = json.loads((directory / "knn_k.json").read_text())
@@ -194,10 +190,11 @@ class LinearGrid(Head):
         return KerasHead(head="linear", dropout=0.0, l2=0.0, lr=lr, epochs=self.epochs, batch_size=self.batch_size,
                          class_weight=self.class_weight, seed=self.seed)
 
-    def fit(self, X, Y, attributes, X_val=None, Y_val=None, on_epoch=None):
-        _need_val(self.kind, X_val)
+    def fit(self, train, val=None, on_epoch=None):
+        need_val(self.kind, val)
+        attributes = train.attributes
         heads = [self._linear(lr) for lr in self.lrs]
-        fit_together(heads, X, Y, attributes, X_val, Y_val)
+        fit_together(heads, train, val)
         scores = [np.mean([h.history_[-1][f"val_{a}_accuracy"] for a in attributes]) for h in heads]
         best = int(np.argmax(scores))  # ties: the first (smallest) rate
         self.best_ = heads[best]
@@ -215,7 +212,7 @@ class LinearGrid(Head):
 
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
-        head = cls.from_settings(settings)
+        head = cls.from_record(settings)
         head.best_ = KerasHead.load(directory, {"head": "linear"}, attributes, trust_model)
         head.attributes_, head.n_features_in_ = list(attributes), head.best_.n_features_in_
         return head

@@ -1,4 +1,4 @@
-"""A run directory: the one module that writes and reads it, for every head kind.
+"""A run directory: the one module that writes and reads its files, for every head kind.
 
 RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                        "run": {"name", "kind", "cache", "train_seconds", "settings"[, "selection"]}
@@ -10,13 +10,12 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
                        "groups", "views", "eval_view" (how the mirrored view is used),
                        "cache" (the first cache's record), "caches" (every cache's record, in feature
                        order: path, dataset_fingerprint, backbone, preprocessing, feature_dim,
-                       feature_dtype), "rows", "excluded_failed_rows", "train_seconds",
-                       "files": {file name: sha256} of every file loaded later}
-RUN_DIR/<head files>  the kind's own (model.keras, estimators.joblib, knn_*.npy), transform.npz
-RUN_DIR/history.csv, loss.png, accuracy.png, tb/ (TensorBoard events, `heads.tensorboard`)
-                      kinds trained in epochs
-RUN_DIR/accuracy_vs_majority.png
-`Run` reads one back: evaluate, predict, export and compare go through it, whatever the kind.
+                       feature_dtype), "rows", "excluded_failed_rows", "excluded_nonfinite_rows",
+                       "train_seconds", "files": {file name: sha256} of every file loaded later}
+RUN_DIR/<head files>  the kind's own (model.keras, estimators.joblib, knn_*.npy, dfr.npz), transform.npz
+RUN_DIR/history.csv   one row per epoch (kinds trained in epochs)
+Pictures and TensorBoard events beside them are `heads.look`'s (plots, tensorboard).
+`Run` reads a run back, checked: evaluate, predict, export, compare and report go through it.
 """
 
 import csv
@@ -25,43 +24,13 @@ import os
 from pathlib import Path
 
 from cache.errors import UsageError, UserError
-from cache.reader import open_cache, read_settings
-from heads import report
-from heads.data import VIEWS
-from heads.metrics import attribute_metrics, group_metrics, tune_threshold
-from embed.backbones import sha256_file
-from heads.registry import head_class, kind_names
-from heads.tensorboard import write_run_events
-from heads.transforms import Transform
+from cache.layout import sha256_file
+from cache.reader import open_cache
+from heads.kinds import head_class, kind_names
+from heads.run.task import EVAL_VIEWS, VIEWS, TaskSpec
+from heads.run.transforms import Transform, parse_features
 
 CONFIG, METRICS, HISTORY = "config.json", "metrics.json", "history.csv"
-
-
-def choose_thresholds(val_labels, val_probabilities, tune):
-    """0.5 per attribute, or with tune the value maximising val accuracy (test is never read)."""
-    if not tune:
-        return [0.5] * val_labels.shape[1]
-    return [tune_threshold(val_labels[:, j], val_probabilities[:, j]) for j in range(val_labels.shape[1])]
-
-
-def split_metrics(task, probabilities, thresholds):
-    """metrics.json's "attributes" part from {split: probabilities [n, k]}."""
-    majority = (task.train.labels.mean(axis=0) >= 0.5).astype(int)
-    return {name: {split: attribute_metrics(getattr(task, split).labels[:, j], p[:, j], thresholds[j], majority[j])
-                   for split, p in probabilities.items()}
-            for j, name in enumerate(task.attributes)}
-
-
-def split_group_metrics(task, probabilities, thresholds):
-    """metrics.json's "groups" section (None without task.groups): {"by": [group attributes],
-    "attributes": {A: {split: heads.metrics.group_metrics(...)}}} from {split: probabilities [n, k]}."""
-    if not task.groups:
-        return None
-    return {"by": list(task.groups),
-            "attributes": {name: {split: group_metrics(name, getattr(task, split).labels[:, j], p[:, j], thresholds[j],
-                                                       task.groups, task.group_labels[split])
-                                  for split, p in probabilities.items()}
-                           for j, name in enumerate(task.attributes)}}
 
 
 def write_json(path, data):
@@ -90,27 +59,14 @@ def write_history(path, history):
         writer.writerows(history)
 
 
-def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_features=None, hparams=None):
-    """Score a fitted head (on transformed features) on val and test and write its run directory;
-    returns the metrics dict. settings: everything the run was given (recorded as is);
-    val_features: the val split already transformed, if the caller has it; hparams: a sweep
-    variant's grid values (its TensorBoard HParams session)."""
+def write_run_files(out_dir, task, head, transform, settings, seconds, thresholds):
+    """Write everything of a run but metrics.json (a previous one is removed first, so the run reads
+    as incomplete until `write_metrics`): the head's files, the transform, config.json, history.csv.
+    settings: everything the run was given (recorded as is)."""
     out = Path(out_dir)
-    val_p = head.predict_proba(transform.transform(task.val.features) if val_features is None else val_features)
-    thresholds = choose_thresholds(task.val.labels, val_p, settings.get("tune_threshold", False))
-    test_p = head.predict_proba(transform.transform(task.test.features))
-    run = {"name": name or out.name, "kind": head.kind, "cache": task.cache, "train_seconds": round(seconds, 3),
-           "settings": settings}
-    if head.selection_ is not None:
-        run["selection"] = head.selection_
-    probabilities = {"val": val_p, "test": test_p}
-    metrics = {"attributes": split_metrics(task, probabilities, thresholds), "run": run}
-    groups = split_group_metrics(task, probabilities, thresholds)
-    if groups:
-        metrics["groups"] = groups
     out.mkdir(parents=True, exist_ok=True)
     if (out / METRICS).exists():
-        os.remove(out / METRICS)  # the run is incomplete until its new metrics.json is written
+        os.remove(out / METRICS)
     head.save(out)
     files = list(head.files) + transform.save(out)
     config = {
@@ -133,11 +89,11 @@ def write_run(out_dir, task, head, transform, settings, seconds, name=None, val_
     write_json(out / CONFIG, config)
     if head.history_:
         write_history(out / HISTORY, head.history_)
-        report.plot_history(head.history_, task.attributes, out)
-        write_run_events(out, head.history_, metrics, hparams)
-    report.plot_accuracy_vs_majority(metrics, out)
-    write_json(out / METRICS, metrics)
-    return metrics
+
+
+def write_metrics(out_dir, metrics):
+    """metrics.json, the run's last file: the run is complete once it exists."""
+    write_json(Path(out_dir) / METRICS, metrics)
 
 
 def _is_number(value):
@@ -178,10 +134,17 @@ class Run:
                 raise UserError(f"{where}: {key} must be a {'JSON object' if kind is dict else 'string'}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.get("files", {}).items()):
             raise UserError(f"{where}: files must map file names to sha256 digests")
+        groups = config.get("groups", [])
+        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+            raise UserError(f"{where}: groups must be a list of attribute names")
+        try:
+            parse_features(config.get("features", "raw"))
+        except UsageError as exc:
+            raise UserError(f"{where}: {exc}") from None
         self.views, self.eval_view = config.get("views", "orig"), config.get("eval_view", "orig")
-        if self.views not in VIEWS or self.eval_view not in ("orig", "mean"):
+        if self.views not in VIEWS or self.eval_view not in EVAL_VIEWS:
             raise UserError(f"{where}: views {self.views!r} / eval_view {self.eval_view!r} are not known")
-        if not isinstance(self.metrics.get("attributes"), dict):
+        if not isinstance(self.metrics.get("attributes"), dict) or not self.metrics["attributes"]:
             raise UserError(f"{self.path / METRICS}: lacks its \"attributes\" table")
 
     def _recorded_files(self):
@@ -204,9 +167,10 @@ class Run:
         """(transform, head) as the run saved them, after checking every recorded file."""
         self.check_files()
         cls = head_class(self.kind)
-        if "estimators.joblib" in cls.files and "estimators.joblib" not in self._recorded_files():
-            raise UserError(f"{self.path}: config.json records no sha256 for estimators.joblib; refusing to "
-                            "unpickle it")
+        unrecorded = [name for name in cls.code_files if name not in self._recorded_files()]
+        if unrecorded:
+            raise UserError(f"{self.path}: config.json records no sha256 for {unrecorded[0]}; refusing to "
+                            "load a file that runs code")
         try:
             transform = Transform.load(self.path, self.config.get("features", "raw"))
             head = cls.load(self.path, self.config.get("settings", {}), self.attributes, trust_model=trust_model)
@@ -224,13 +188,22 @@ class Run:
             if not os.path.exists(path):
                 raise UserError(f"{path}: the run's cache is not there (moved?); pass --cache NEW_PATH")
             with open_cache(path) as f:
-                settings = read_settings(f)
+                settings = f.settings
             for key in ("dataset_fingerprint", "backbone", "preprocessing"):
                 if key in record and settings[key] != record[key]:
                     raise UserError(f"{path}: its {key} differs from the one the run was trained on; "
                                     "evaluate against the run's own cache")
             checked.append(str(path))
         return checked
+
+    def task_spec(self, caches, groups=None, drop_nonfinite=False):
+        """The TaskSpec that scores this run on `caches` (checked paths): its attributes, views and
+        transform, its groups unless others are given; partial caches allowed (rows not done are
+        not scored)."""
+        return TaskSpec(caches=tuple(caches), attributes=tuple(self.attributes),
+                        features=self.config.get("features", "raw"),
+                        groups=groups or tuple(self.config.get("groups") or ()), views=self.views,
+                        eval_view=self.eval_view, allow_partial=True, drop_nonfinite=drop_nonfinite)
 
     def probabilities(self, features, trust_model=False):
         """float32 [n, k] for features [n, D] as the caches store them (transform applied here)."""

@@ -2,7 +2,8 @@
 
 RUN_DIR/tb/   per epoch (step = epoch): train/loss, val/loss, train/<attr>_accuracy,
               val/<attr>_accuracy; at the end (step = last epoch): final/<split>_<attr>_<metric>
-              for accuracy, balanced_accuracy, f1 and roc_auc, and final/<split>_mean_accuracy.
+              for each score of `heads.metrics.METRICS` (accuracy, balanced_accuracy, f1, roc_auc),
+              and final/<split>_mean_accuracy.
 SWEEP_DIR/    the HParams plugin's experiment (every grid key and its values; the final metrics),
               and each variant's tb/ holds its session (its grid values), so TensorBoard's HParams
               tab shows the sweep as a table and a parallel-coordinates view.
@@ -10,8 +11,9 @@ SWEEP_DIR/    the HParams plugin's experiment (every grid key and its values; th
 
 from pathlib import Path
 
+from heads.metrics import SCORES
+
 TB_DIR = "tb"
-FINAL_METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc")
 
 
 def _final_scalars(metrics):
@@ -20,7 +22,7 @@ def _final_scalars(metrics):
     for split in ("val", "test"):
         values = []
         for name, by_split in metrics["attributes"].items():
-            for m in FINAL_METRICS:
+            for m in SCORES:
                 value = by_split.get(split, {}).get(m)
                 if value is not None:
                     scalars[f"final/{split}_{name}_{m}"] = value

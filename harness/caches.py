@@ -1,0 +1,48 @@
+"""Generated caches and models for tests and benchmarks (no network, no pretrained weights)."""
+
+import numpy as np
+
+from cache import layout
+from cache.writer import CacheWriter, create_cache
+
+PLANTED_ATTRIBUTES = ["Male", "Smiling", "Young", "Bald"]
+PLANTED_SPLITS = {0: 600, 1: 200, 2: 200}
+
+
+def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_train=True):
+    """Features x ~ N(0, 1); attribute j is 1 where x . w_j + noise > b_j (so it is learnable)."""
+    rng = np.random.default_rng(seed)
+    partition = np.concatenate([np.full(n, p) for p, n in PLANTED_SPLITS.items()])
+    n = len(partition)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    w = rng.standard_normal((dim, len(PLANTED_ATTRIBUTES)))
+    logits = x @ w + 0.5 * rng.standard_normal((n, len(PLANTED_ATTRIBUTES))) - np.array([0.0, 0.5, -2.0, 3.0])
+    labels = (logits > 0).astype(np.uint8)
+    if not bald_in_train:
+        labels[partition == 0, 3] = 0
+    if flip_test:
+        test = partition == 2
+        labels[test] = 1 - labels[test]
+        x[test] = -x[test]
+    create_cache(path, image_ids=[f"{i:06d}.jpg" for i in range(n)], attribute_names=PLANTED_ATTRIBUTES, labels=labels,
+                 partition=partition, feature_dim=dim, feature_dtype="float32",
+                 settings={"backbone": {"model": "keras:EfficientNetV2B0", "kind": "keras_app"},
+                           "preprocessing": {"image_size": 32}, "dataset_fingerprint": f"fp{seed}{flip_test}",
+                           "sources": {}})
+    with CacheWriter(path) as writer:
+        stop = n if finish else n // 2
+        status = np.full(stop, layout.STATUS_OK)
+        status[5] = layout.STATUS_FAILED
+        writer.write_rows(0, x[:stop], status, ["bad" if s == layout.STATUS_FAILED else "" for s in status])
+    return x, labels, partition
+
+
+def pixel_backbone(path):
+    """A fixed, weight-free representation of a face: 64x64 RGB averaged over 4x4 blocks (768-d),
+    as a .keras file cut at layer "embedding". Real signal without pretrained weights."""
+    import keras
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.AveragePooling2D(4)(inputs)
+    x = keras.layers.Flatten(name="embedding")(x)
+    keras.Model(inputs, keras.layers.Dense(1)(x)).save(path)
+    return path

@@ -1,0 +1,85 @@
+"""The Keras head kind: any architecture `--head SPEC` names (`heads.kinds.architectures`), trained
+by the fast trainer (`heads.kinds.trainer`). `train-heads` trains one, `sweep` many together."""
+
+from pathlib import Path
+
+import numpy as np
+
+from cache.errors import UserError
+from heads.defaults import KERAS
+from heads.kinds.architectures import Builder, parse_head
+from heads.kinds.base import Head, register
+from heads.kinds.trainer import EPSILON, fit_together, predict_model
+
+MODEL_FILE = "model.keras"
+
+
+@register("keras_head")
+class KerasHead(Head):
+    """A Keras head of architecture `head` (a `--head SPEC`).
+
+    Learned state: model_ (keras.Model: float32 [B, D] -> {attribute: probability [B, 1]}),
+    history_ (one dict per epoch: epoch, loss, <attr>_accuracy, and with val data val_loss,
+    val_<attr>_accuracy), attributes_, n_features_in_.
+    """
+    command = "train-heads"
+    files = (MODEL_FILE,)
+
+    def __init__(self, head=KERAS["head"], dropout=KERAS["dropout"], l2=KERAS["l2"], lr=KERAS["lr"],
+                 epochs=KERAS["epochs"], batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"],
+                 seed=KERAS["seed"]):
+        self.head = head
+        self.dropout = dropout
+        self.l2 = l2
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.class_weight = class_weight
+        self.seed = seed
+
+    def fit(self, train, val=None, on_epoch=None):
+        fit_together([self], train, val, on_epoch)
+        return self
+
+    def predict_proba(self, X, batch_size=8192):
+        """Probabilities float32 [n, k] for features X [n, n_features_in_]."""
+        X = np.asarray(X, np.float32)
+        self.check_width(X)
+        return predict_model(self.model_, self.attributes_, X, batch_size)
+
+    def save(self, directory):
+        self.model_.save(Path(directory) / MODEL_FILE)
+
+    @classmethod
+    def load(cls, directory, settings, attributes, trust_model=False):
+        import keras
+
+        head = cls.from_record(settings)
+        spec = parse_head(head.head)
+        if isinstance(spec, Builder) and Path(spec.path).is_file():
+            spec.load_function()  # registers the builder file's custom layers, if any
+        path = Path(directory) / MODEL_FILE
+        try:
+            head.model_ = keras.saving.load_model(path, compile=False, safe_mode=not trust_model)
+        except ValueError as exc:
+            if "safe_mode" in str(exc) or "Lambda" in str(exc):
+                raise UserError(f"{path}: Keras safe mode refuses this model (it holds code, e.g. a Lambda "
+                                "layer); pass --trust-model only if you trust the file") from None
+            raise UserError(f"{path}: cannot load the model: {str(exc).splitlines()[0][:200]}") from None
+        head.attributes_, head.n_features_in_ = list(attributes), int(head.model_.input_shape[-1])
+        return head
+
+    def export_model(self):
+        return self.model_
+
+    def validation_record(self, val):
+        """{"val_loss", "val_<attr>_accuracy"} of the current model on val (`Data`): the loss
+        `model.fit` reports (binary cross-entropy summed over outputs, plus the model's losses)."""
+        p = np.clip(self.predict_proba(val.features).astype(np.float64), EPSILON, 1 - EPSILON)
+        y = np.asarray(val.labels, np.float64)
+        bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0).sum()
+        reg = float(sum(float(l) for l in self.model_.losses))
+        record = {"val_loss": float(bce + reg)}
+        record.update({f"val_{a}_accuracy": float(((p[:, j] >= 0.5) == y[:, j]).mean())
+                       for j, a in enumerate(self.attributes_)})
+        return record

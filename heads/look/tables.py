@@ -1,0 +1,193 @@
+"""Terminal text: every table and summary line the command line shows, as strings (it echoes them).
+
+Metric columns come from `heads.metrics.METRICS`: the scores and the majority baseline, percentages
+for rates, 0..1 for AUC.
+"""
+
+import json
+
+import pandas as pd
+
+from heads.metrics import METRICS
+
+TABLE_METRICS = [m for m in METRICS if m.score or m.name == "majority_accuracy"]
+
+
+def run_table(metrics, title=None):
+    """Rows = attributes, columns = val and test x metric (a run's metrics.json)."""
+    width = 9
+    group = len(TABLE_METRICS) * width
+    lines = [title] if title else []
+    lines.append(f"{'':<22}" + "".join(f"  {split:-^{group - 2}}" for split in ("val", "test")))
+    lines.append(f"{'attribute':<22}" + "".join(f"{m.short:>{width}}" for _ in range(2) for m in TABLE_METRICS))
+    for name, by_split in metrics["attributes"].items():
+        cells = [f"{m.format(by_split[split][m.name]):>{width}}" for split in ("val", "test") for m in TABLE_METRICS]
+        lines.append(f"{name:<22}" + "".join(cells))
+    lines.append("(accuracy, balanced accuracy, F1 and majority-class accuracy in %; AUC 0..1)")
+    return "\n".join(lines)
+
+
+def groups_table(metrics, split):
+    """Per-group table of a metrics dict with a "groups" section: one line per group, then the worst
+    and the mean group accuracy per attribute."""
+    section = metrics["groups"]
+    lines = [f"per group on {split} (groups by {', '.join(section['by'])}):"]
+    for name, by_split in section["attributes"].items():
+        result = by_split[split]
+        for group in result["groups"]:
+            keys = [k for k in group if k not in ("n", "accuracy", "positive_rate")]
+            label = ", ".join(f"{k}={group[k]}" for k in keys)
+            accuracy = "-" if group["accuracy"] is None else f"{100 * group['accuracy']:.1f}%"
+            lines.append(f"  {label:<40} n {group['n']:>7}  accuracy {accuracy:>7}")
+        worst, mean = result["worst_group_accuracy"], result["mean_group_accuracy"]
+        lines.append(f"  {name}: worst-group accuracy {'-' if worst is None else f'{100 * worst:.1f}%'}, "
+                     f"mean over groups {'-' if mean is None else f'{100 * mean:.1f}%'}")
+    return "\n".join(lines)
+
+
+def trained(metrics, name):
+    """What a training command shows for one run: its table titled with its name, training time and
+    what it chose on val, then its group table (test) if any."""
+    chosen = metrics["run"].get("selection")
+    note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
+    text = run_table(metrics, title=f"{name} ({metrics['run']['train_seconds']:.1f} s training{note})")
+    return text + ("\n" + groups_table(metrics, "test") if "groups" in metrics else "")
+
+
+def evaluated(result, split, run_dir):
+    """`evaluate`'s table: one row per attribute, one column per metric of METRICS."""
+    lines = [groups_table(result, split)] if "groups" in result else []
+    lines.append(f"{run_dir} ({result['run']['kind']}) on {split} of {result['run']['cache']}")
+    lines.append(f"{'attribute':<22}" + "".join(f"{m.name:>19}" for m in METRICS))
+    for name, by_split in result["attributes"].items():
+        values = by_split[split]
+        lines.append(f"{name:<22}" + "".join(f"{'-':>19}" if values[m.name] is None else f"{values[m.name]:>19.4g}"
+                                             for m in METRICS))
+    return "\n".join(lines)
+
+
+def epoch_line(record):
+    """One epoch of a Keras head: train loss, val loss and val accuracy per attribute."""
+    accuracies = "  ".join(f"{k.removeprefix('val_').removesuffix('_accuracy')} {100 * v:.1f}%"
+                           for k, v in record.items() if k.startswith("val_") and k.endswith("_accuracy"))
+    val_loss = f", val loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+    return f"epoch {record['epoch']}: loss {record['loss']:.4f}{val_loss}  val: {accuracies}"
+
+
+def variant_line(i, total, name, metrics):
+    """A sweep's progress: variant i of total, its training time and val accuracy per attribute."""
+    return (f"[{i}/{total}] {name}: {metrics['run']['train_seconds']:.1f} s, val accuracy "
+            + ", ".join(f"{a} {100 * m['val']['accuracy']:.1f}%" for a, m in metrics["attributes"].items()))
+
+
+def leaderboard_text(table, split=None):
+    """A leaderboard DataFrame (`heads.run.compare.leaderboard`) as aligned text."""
+    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
+        text = table.to_string(na_rep="-")
+    return f"{split} split\n{text}" if split else text
+
+
+def dataset_lines(dataset):
+    """What `embed` says of the labelled images it found."""
+    lines = [f"dataset: {len(dataset.image_ids)} labelled images, {len(dataset.attribute_names)} attributes, "
+             f"from {dataset.sources['labels']}"]
+    if dataset.missing:
+        lines.append(f"note: {len(dataset.missing)} labelled id(s) have no image file (recorded as failed rows), "
+                     f"e.g. {dataset.missing[0]}")
+    if dataset.unlabelled:
+        lines.append(f"note: {len(dataset.unlabelled)} image file(s) have no label row and are not embedded, "
+                     f"e.g. {dataset.unlabelled[0]}")
+    if dataset.unused_partition_rows:
+        lines.append(f"note: the partition file lists {dataset.unused_partition_rows} id(s) without a label row")
+    return lines
+
+
+def backbone_line(model, backbone):
+    prep = backbone.preprocessing
+    return (f"backbone: {model} -> {backbone.feature_dim}-d; input {prep.image_size}x{prep.image_size} {prep.color}, "
+            f"values in [{prep.value_range[0]:g}, {prep.value_range[1]:g}]")
+
+
+def embed_lines(summary, info, out, retried, shown_failures=20):
+    """What `embed` says when it is done: retries (retried: --retry-failed was given), resume point,
+    failures, the cache's row counts."""
+    lines = []
+    if retried:
+        lines.append(f"retried {summary.retried} failed row(s): {summary.retried_ok} now ok, "
+                     f"{summary.retried - summary.retried_ok} still failed")
+    if summary.started_at_row >= summary.n_rows:
+        lines.append(f"{out} is already complete; nothing to embed")
+    elif summary.started_at_row:
+        lines.append(f"resumed at row {summary.started_at_row} of {summary.n_rows}")
+    lines += [f"failed: {image_id}: {error}" for image_id, error in summary.failures[:shown_failures]]
+    if len(summary.failures) > shown_failures:
+        lines.append(f"... and {len(summary.failures) - shown_failures} more (see `cli.py info {out}`)")
+    lines.append(f"done: {summary.rows_ok} ok, {summary.rows_failed} failed in {summary.seconds:.1f} s, "
+                 f"{summary.images_per_second:.1f} images/s; cache {out}: {info['rows']['ok']} ok, "
+                 f"{info['rows']['failed']} failed, {info['rows']['not_done']} not done")
+    return lines
+
+
+def progress_line(label, done, total, rate, eta):
+    """A progress line for logs (stderr not a terminal): rows done/total, images/s, ETA."""
+    import datetime
+    return (f"{label}: {done}/{total} rows ({100 * done / max(total, 1):.1f} %), {rate:.1f} images/s, "
+            f"ETA {datetime.timedelta(seconds=round(eta))}")
+
+
+def info_text(summary):
+    """`info`'s summary of a cache (`cache.reader.cache_info`)."""
+    rows, prep, backbone = summary["rows"], summary["preprocessing"], summary["backbone"]
+    weights = f", weights {backbone['weights']}" if backbone.get("weights") else ""
+    lines = [f"cache: {summary['path']} (format {summary['format_version']}, "
+             f"celeba-heads {summary['tool_version']}, created {summary['created']})",
+             f"features: {summary['shape'][0]} x {summary['shape'][1]} {summary['dtype']}",
+             f"backbone: {backbone.get('model', '?')} ({backbone.get('kind', '?')}{weights})"
+             + ("  RANDOM WEIGHTS" if backbone.get("random_weights") else "")]
+    if "image_size" in prep:
+        lo, hi = (f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in prep.get("value_range") or "??")
+        lines.append(f"preprocessing: {prep['image_size']}x{prep['image_size']} {prep.get('color', '?')}, values in "
+                     f"[{lo}, {hi}], {prep.get('resize', '?')}" + (" antialiased" if prep.get("antialias") else ""))
+    if summary["views"]:
+        lines.append(f"views: orig, {', '.join(summary['views'])} (features_{summary['views'][0]} holds the "
+                     "mirrored images)")
+    lines.append(f"rows: {rows['ok']} ok, {rows['failed']} failed, {rows['not_done']} not done")
+    splits = summary["splits"]
+    lines.append("splits: " + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()))
+    lines.append(f"{'attribute':<22}" + "".join(f"{name:>8}" for name in splits) + "   (positive rate, ok rows)")
+    for attribute in summary["attributes"]:
+        rates = [splits[name]["positive_rate"][attribute] for name in splits]
+        lines.append(f"{attribute:<22}" + "".join(f"{r:8.3f}" if r is not None else f"{'-':>8}" for r in rates))
+    lines += [f"failed row {f['row']}: {f['image_id']}: {f['error']}" for f in summary["failures"]]
+    if rows["failed"] > len(summary["failures"]):
+        lines.append(f"... {rows['failed'] - len(summary['failures'])} more failed rows (see --json or the cache)")
+    return "\n".join(lines)
+
+
+def check_line(cache, check):
+    """`info --check`'s verdict: (ok, line)."""
+    bad = check["nonfinite_rows"]
+    if bad:
+        return False, (f"{cache}: check FAILED: {len(bad)} of {check['ok_rows']} ok rows hold non-finite features "
+                       f"(NaN or inf), e.g. rows {', '.join(map(str, bad[:5]))}")
+    return True, (f"check: OK: structure, labels, partition and status valid; all {check['ok_rows']} ok rows "
+                  "have finite features")
+
+
+def predictions(results):
+    """`predict`'s lines: each image's probability and decision per attribute, or why it failed."""
+    lines = []
+    for r in results:
+        if r["ok"]:
+            lines.append(f"{r['image']}  " + "  ".join(f"{a} {v['probability']:.3f} ({v['decision']})"
+                                                       for a, v in r["attributes"].items()))
+        else:
+            lines.append(f"{r['image']}  failed: {r['error']}")
+    return lines
+
+
+def projector_lines(out, result):
+    """(stdout lines, note or None) of `projector`."""
+    sprite = f", sprite {result['sprite'][0]}x{result['sprite'][1]}" if result["sprite"] else ", no sprite"
+    return ([f"wrote {out}: {result['rows']} rows, metadata.tsv{sprite}",
+             f"view it: tensorboard --logdir {out}  (Projector tab)"], result["note"])

@@ -1,0 +1,129 @@
+"""Fit head kinds on a task and write one run directory each: load, transform, fit, score, write.
+
+`prepare` loads a TaskSpec's caches once, fits the feature transform on the train split only, and
+transforms train and val once. `run_kinds` fits registered kinds side by side (`baselines`),
+`train_heads` one Keras head (`train-heads`), `train_together` several Keras heads in one pass
+(`sweep`). Each run is scored (`heads.run.scoring`), its files written (`heads.run.rundir`) with
+its pictures and TensorBoard events (`heads.look`), metrics.json last.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cache.errors import UsageError
+from heads.defaults import KERAS
+from heads.kinds import head_class
+from heads.kinds.base import Data, option_name
+from heads.kinds.trainer import fit_together
+from heads.look import plots, tensorboard
+from heads.run import rundir
+from heads.run.scoring import score
+from heads.run.task import Task, load_task
+from heads.run.transforms import Transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A loaded task, its transform fitted on the training rows, and the `Data` heads are fitted on:
+    train (transformed; both views as rows with --views augment) and val (transformed)."""
+    task: Task
+    transform: Transform
+    train: Data
+    val: Data
+
+
+def prepare(spec):
+    """Load the TaskSpec's splits, fit its transform on the training rows, transform train and val."""
+    task = load_task(spec)
+    dropped = sum(task.excluded_nonfinite_rows.values())
+    if dropped:
+        log.info("left out %d row(s) whose features hold NaN or inf (%s)", dropped, task.excluded_nonfinite_rows)
+    train_x, train_y = task.train.features, task.train.labels
+    groups = task.group_labels.get("train")
+    if task.train_augment is not None:  # both views as training rows, each with its image's labels
+        train_x, train_y = np.concatenate([train_x, task.train_augment]), np.concatenate([train_y, train_y])
+        groups = None if groups is None else np.concatenate([groups, groups])
+    transform = Transform(spec.features).fit(train_x)
+    train = Data(transform.transform(train_x), train_y, tuple(task.attributes), groups, task.groups)
+    return Prepared(task, transform, train, task.data("val", transform.transform(task.val.features)))
+
+
+def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
+    """Score a fitted head and write its run directory; returns its metrics (metrics.json).
+    hparams: a sweep variant's grid values (its TensorBoard HParams session)."""
+    task = prepared.task
+    thresholds, scores = score(task, head, prepared.transform, prepared.val.features)
+    settings = {**head.get_params(), "features": task.spec.features, "tune_threshold": task.spec.tune_threshold}
+    run = {"name": name or Path(out_dir).name, "kind": head.kind, "cache": task.cache,
+           "train_seconds": round(seconds, 3), "settings": settings}
+    if head.selection_ is not None:
+        run["selection"] = head.selection_
+    metrics = {"attributes": scores["attributes"], "run": run, **({"groups": scores["groups"]} if "groups" in scores else {})}
+    rundir.write_run_files(out_dir, task, head, prepared.transform, settings, seconds, thresholds)
+    if head.history_:
+        plots.plot_history(head.history_, task.attributes, out_dir)
+        tensorboard.write_run_events(out_dir, head.history_, metrics, hparams)
+    plots.plot_accuracy_vs_majority(metrics, out_dir)
+    rundir.write_metrics(out_dir, metrics)
+    return metrics
+
+
+def _fit_and_write(prepared, head, out_dir, name=None, on_epoch=None):
+    began = time.perf_counter()
+    head.fit(prepared.train, prepared.val, on_epoch=on_epoch)
+    return write_run(prepared, head, out_dir, time.perf_counter() - began, name=name)
+
+
+def kind_settings(kinds, settings):
+    """{kind: the settings it takes} from settings a user gave for several kinds at once; a setting
+    none of them takes is a UsageError naming them."""
+    classes = {kind: head_class(kind) for kind in kinds}
+    for key in settings:
+        if not any(key in cls.setting_names() for cls in classes.values()):
+            which = "none of " + ", ".join(kinds) + " takes" if len(kinds) > 1 else f"{kinds[0]} does not take"
+            raise UsageError(f"{which} {option_name(key)}")
+    return {kind: {k: v for k, v in settings.items() if k in cls.setting_names()} for kind, cls in classes.items()}
+
+
+def run_kinds(spec, out_dir, kinds, **settings):
+    """Fit each head kind in `kinds` on the same task and transform (settings: given to the kinds
+    that take them); writes RUN_DIR/<kind>/ each; returns {kind: metrics}."""
+    prepared = prepare(spec)
+    results = {}
+    for kind, taken in kind_settings(list(kinds), settings).items():
+        head = head_class(kind).from_settings(taken)
+        results[kind] = _fit_and_write(prepared, head, Path(out_dir) / kind, name=f"{Path(out_dir).name}/{kind}")
+    return results
+
+
+def keras_settings(**settings):
+    """Keras head settings with defaults filled in; `hidden` (a width) is shorthand for mlp:<hidden>."""
+    hidden = settings.pop("hidden", None)
+    if hidden is not None:
+        settings["head"] = f"mlp:{hidden}"
+    return {**KERAS, **settings}
+
+
+def train_heads(spec, out_dir, on_epoch=None, **settings):
+    """Train one Keras head (settings: those of the keras_head kind, or hidden=N for mlp:N) on the
+    TaskSpec's caches; writes RUN_DIR and returns its metrics. on_epoch(record) after each epoch."""
+    head = head_class("keras_head").from_settings(keras_settings(**settings))
+    return _fit_and_write(prepare(spec), head, out_dir, on_epoch=on_epoch)
+
+
+def train_together(prepared, out_dirs, settings_list, hparams=None):
+    """Fit Keras heads that share `trainer.SHARED_SETTINGS` in one pass (`fit_together`) and write one
+    run directory each; returns their metrics. Each run's train_seconds is the shared time divided
+    by the number of heads. hparams: per head, the sweep grid values (TensorBoard HParams)."""
+    heads = [head_class("keras_head").from_settings(keras_settings(**s)) for s in settings_list]
+    began = time.perf_counter()
+    fit_together(heads, prepared.train, prepared.val)
+    seconds = (time.perf_counter() - began) / len(heads)
+    return [write_run(prepared, head, out, seconds, hparams=values)
+            for out, head, values in zip(out_dirs, heads, hparams or [None] * len(heads))]

@@ -1,0 +1,51 @@
+"""Score a fitted head on a task's splits: thresholds chosen on val, then the metrics.json sections.
+
+Thresholds are 0.5, or with tune_threshold the per-attribute value that maximises val accuracy:
+they are fixed before a test row is read. `score` gives metrics.json's "attributes" and (with
+groups) "groups" sections; `evaluate` re-scores a saved run with the same functions.
+"""
+
+from heads.metrics import attribute_metrics, group_metrics, majority_classes, tune_threshold
+
+
+def choose_thresholds(val_labels, val_probabilities, tune):
+    """0.5 per attribute, or with tune the value maximising val accuracy (test is never read)."""
+    if not tune:
+        return [0.5] * val_labels.shape[1]
+    return [tune_threshold(val_labels[:, j], val_probabilities[:, j]) for j in range(val_labels.shape[1])]
+
+
+def split_metrics(task, probabilities, thresholds):
+    """metrics.json's "attributes" part from {split: probabilities [n, k]}: {A: {split: M}}."""
+    majority = majority_classes(task.train.labels)
+    return {name: {split: attribute_metrics(task.split(split).labels[:, j], p[:, j], thresholds[j], majority[j])
+                   for split, p in probabilities.items()}
+            for j, name in enumerate(task.attributes)}
+
+
+def split_group_metrics(task, probabilities, thresholds):
+    """metrics.json's "groups" section (None without task.groups): {"by": [group attributes],
+    "attributes": {A: {split: heads.metrics.group_metrics(...)}}} from {split: probabilities [n, k]}."""
+    if not task.groups:
+        return None
+    return {"by": list(task.groups),
+            "attributes": {name: {split: group_metrics(name, task.split(split).labels[:, j], p[:, j], thresholds[j],
+                                                       task.groups, task.group_labels[split])
+                                  for split, p in probabilities.items()}
+                           for j, name in enumerate(task.attributes)}}
+
+
+def score(task, head, transform, val_features=None):
+    """(thresholds, metrics) of a fitted head on val and test, where metrics = {"attributes": ...
+    [, "groups": ...]}. val_features: the val split already transformed, if the caller has it; the
+    head's val_proba_ (its val probabilities from fitting) is used when it has them."""
+    val_p = head.val_proba_
+    if val_p is None:
+        val_p = head.predict_proba(transform.transform(task.val.features) if val_features is None else val_features)
+    thresholds = choose_thresholds(task.val.labels, val_p, task.spec.tune_threshold)
+    probabilities = {"val": val_p, "test": head.predict_proba(transform.transform(task.test.features))}
+    metrics = {"attributes": split_metrics(task, probabilities, thresholds)}
+    groups = split_group_metrics(task, probabilities, thresholds)
+    if groups:
+        metrics["groups"] = groups
+    return thresholds, metrics

@@ -1,0 +1,1 @@
+"""Runs back to images: `predict` image files, `export` a SavedModel for TF Serving."""
