@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= demo-output
 
-.PHONY: setup demo test reliability bench bench-quick browser screenshot clean
+.PHONY: setup demo test reliability reliability-report bench bench-quick browser screenshot clean
 
 setup: $(VENV)/.installed
 
@@ -17,13 +17,19 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: setup
 	$(BIN)/python cli.py demo --workdir $(WORKDIR)
 
-# The suite people run before every commit: every code path, a few kills and fuzz cases (harness.trials).
+# The suite people run before every commit: every code path, a few kills and fuzz cases
+# (harness.trials), on every core (pytest-xdist; a module's tests stay on one worker).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
-# The long trials at full count (20 kills, 1,100 fuzz cases); rewrites docs/RELIABILITY.md.
+# The long trials: the `trials` tests at full count (20 kills, 1,100 fuzz cases, every real image)
+# and the `reliability` tests (a Ray run killed mid-run).
 reliability: setup
-	CELEBA_HEADS_TRIALS=full $(BIN)/python -m bench.reliability
+	CELEBA_HEADS_TRIALS=full $(BIN)/python -m pytest -q -n auto --dist loadfile -m "trials or reliability"
+
+# Every fault-injection case at full count again, tabulated: rewrites docs/RELIABILITY.md.
+reliability-report: setup
+	$(BIN)/python -m bench.reliability
 
 bench: setup
 	$(BIN)/python -m bench

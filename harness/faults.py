@@ -50,9 +50,22 @@ def embed_command(setup, out):
 
 
 def run_cli(*args, timeout=300):
-    """The CLI in a subprocess; returns CompletedProcess with text output."""
+    """The CLI in a subprocess (where the process is the point: it is killed, or must not share
+    this one's state); returns CompletedProcess with text output."""
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
+
+
+def cli_in_process(*args):
+    """The CLI run in this process (click's CliRunner: no interpreter or TensorFlow start-up); returns a
+    CompletedProcess like run_cli's. Not thread-safe: it swaps sys.stdout and sys.stderr."""
+    from click.testing import CliRunner
+
+    import cli
+    result = CliRunner().invoke(cli.main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def rows_done(path):
@@ -101,10 +114,19 @@ def prepare_model(path):
 
 def prepare(workdir):
     """Generate the dataset and a tiny conv backbone (a real .keras file) in `workdir`, then time an
-    uninterrupted run: kill moments are drawn from its timings, results compared with its cache."""
+    uninterrupted run: kill moments are drawn from its timings, results compared with its cache.
+    Once made, `workdir` is reused: another process (a pytest-xdist worker) reads the same setup;
+    callers make it under a lock."""
+    import json
+
     from embed.sample import make_sample
 
     workdir = Path(workdir)
+    record = workdir / "setup.json"
+    if record.is_file():
+        timings = json.loads(record.read_text())
+        return Setup(workdir / "data", workdir / "tiny.keras", snapshot(workdir / "reference.h5"),
+                     workdir / "reference.h5", timings["seconds_to_first_row"], timings["seconds_total"])
     make_sample(workdir / "data", n=N_IMAGES, seed=5)
     setup = Setup(workdir / "data", prepare_model(workdir / "tiny.keras"))
     out = workdir / "reference.h5"
@@ -120,6 +142,8 @@ def prepare(workdir):
         raise RuntimeError(f"reference run failed: {stderr[-1000:]}")
     setup.seconds_to_first_row = setup.seconds_to_first_row or setup.seconds_total
     setup.reference, setup.reference_path = snapshot(out), out
+    record.write_text(json.dumps({"seconds_to_first_row": setup.seconds_to_first_row,
+                                  "seconds_total": setup.seconds_total}))
     return setup
 
 
@@ -139,7 +163,8 @@ class KillTrial:
         return self.info_ok and self.resume_ok and not self.differing
 
 
-def _wait_until(predicate, proc, timeout=120):
+def wait_until(predicate, proc, timeout=120):
+    """Poll predicate() every 2 ms until it holds, the process ends or timeout seconds pass."""
     deadline = time.time() + timeout
     while not predicate() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.002)
@@ -154,10 +179,10 @@ def kill_trial(setup, out, phase, rng):
         time.sleep(rng.uniform(0, setup.seconds_to_first_row))
     elif phase == "mid-run":
         target = rng.randrange(BATCH, N_IMAGES - 2 * BATCH)
-        _wait_until(lambda: rows_done(out) >= target, proc)
+        wait_until(lambda: rows_done(out) >= target, proc)
         time.sleep(rng.uniform(0, 1.5 * batch_seconds))
     else:
-        _wait_until(lambda: rows_done(out) >= N_IMAGES - BATCH, proc)
+        wait_until(lambda: rows_done(out) >= N_IMAGES - BATCH, proc)
         time.sleep(rng.uniform(0, 2 * batch_seconds))
     delay = time.perf_counter() - began
     killed = proc.poll() is None
@@ -177,10 +202,13 @@ def kill_trial(setup, out, phase, rng):
 
 def kill_trials(setup, workdir, n_trials, seed=0, parallel=2):
     """n_trials kills spread over the phases (1/5 before the first write, 3/5 mid-run, 1/5
-    finalising), `parallel` at a time; trial i draws its moment from Random(seed + i)."""
+    finalising; the last one finalising if fewer than 5), `parallel` at a time; trial i draws its
+    moment from Random(seed + i)."""
     from concurrent.futures import ThreadPoolExecutor
 
     phases = [PHASES[0] if i % 5 == 0 else PHASES[2] if i % 5 == 4 else PHASES[1] for i in range(n_trials)]
+    if n_trials >= 3 and PHASES[2] not in phases:
+        phases[-1] = PHASES[2]
     with ThreadPoolExecutor(parallel) as pool:
         return list(pool.map(lambda i: kill_trial(setup, Path(workdir) / f"kill{i}.h5", phases[i],
                                                   random.Random(seed + i)), range(n_trials)))
@@ -206,14 +234,14 @@ def ctrl_c_trial(setup, out, after_rows):
     # started in the background Ctrl-C would never reach the run: the child gets the default back.
     proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    _wait_until(lambda: rows_done(out) >= after_rows, proc)
+    wait_until(lambda: rows_done(out) >= after_rows, proc)
     # Freeze the run where it is, so Ctrl-C lands mid-run even if this poll was slow to notice.
     proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGCONT)
     _, stderr = proc.communicate(timeout=60)
     saved = rows_done(out)
-    resumed = run_cli(*embed_args(setup, out))
+    resumed = cli_in_process(*embed_args(setup, out))  # the interrupted run was the process to test
     differing = differences(snapshot(out), setup.reference) if resumed.returncode == 0 else list(DATASETS)
     return CtrlC(proc.returncode, saved, stderr.strip(), resumed.returncode == 0, differing)
 
@@ -261,8 +289,8 @@ def _mount_tmpfs(folder, size):
 
 
 def disk_full_trial(setup, workdir):
-    """Embed into a size-limited tmpfs: once too small to create the cache, once filling mid-run;
-    then grow it and resume."""
+    """Embed into a size-limited tmpfs: once too small to create the cache, once filling mid-run (in
+    a subprocess: HDF5 cannot close a file it failed to write); then grow it and resume."""
     mnt = Path(workdir) / "small-disk"
     mnt.mkdir()
     if os.geteuid() != 0:
@@ -273,7 +301,7 @@ def disk_full_trial(setup, workdir):
     result = DiskFull()
     out = mnt / "c.h5"
     try:
-        done = run_cli(*embed_args(setup, out))
+        done = cli_in_process(*embed_args(setup, out))
         result.create_exit, result.create_error = done.returncode, _error_line(done.stderr)
         result.create_leftovers = sorted(p.name for p in mnt.iterdir())
         # Room for the empty cache and about a third of the rows.
@@ -281,9 +309,9 @@ def disk_full_trial(setup, workdir):
         done = run_cli(*embed_args(setup, out))
         result.write_exit, result.write_error = done.returncode, _error_line(done.stderr)
         result.rows_saved = rows_done(out)
-        result.info_ok = run_cli("info", out).returncode == 0
+        result.info_ok = cli_in_process("info", out).returncode == 0
         subprocess.run(["mount", "-o", "remount,size=4m", str(mnt)], check=True)
-        done = run_cli(*embed_args(setup, out))
+        done = cli_in_process(*embed_args(setup, out))
         result.resume_ok = done.returncode == 0 and f"resumed at row {result.rows_saved}" in done.stdout
         result.differing = differences(snapshot(out), setup.reference) if done.returncode == 0 else list(DATASETS)
     finally:
@@ -318,7 +346,8 @@ def concurrent_reader_trial(setup, out):
                 rows = {name: f[name][:done] for name in ("features", "status", "error")}
             cache_info(out)
         except UserError:
-            continue  # not created yet
+            time.sleep(0.002)  # not created yet
+            continue
         reads += 1
         seen.add(done)
         if any(not np.array_equal(rows[n], setup.reference[n][:done]) for n in rows):

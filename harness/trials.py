@@ -1,11 +1,11 @@
-"""How many kills and fuzz cases a run makes: a few in `make test` (every kind of case, quickly),
-the full counts in `make reliability` (which sets CELEBA_HEADS_TRIALS=full; .ci/run runs both).
-docs/RELIABILITY.md quotes the full counts."""
+"""How many kills, fuzz cases and real images the tests marked `trials` use: a few in `make test`
+(every kind of case, quickly), the full counts in `make reliability` (which sets
+CELEBA_HEADS_TRIALS=full; .ci/run runs both). docs/RELIABILITY.md quotes the full counts."""
 
 import os
 
-FULL = {"kills": 20, "cache_cases": 700, "run_cases": 400, "truncations": 35}
-QUICK = {"kills": 5, "cache_cases": 120, "run_cases": 80, "truncations": 8}
+FULL = {"kills": 20, "cache_cases": 700, "run_cases": 400, "truncations": 35, "real_images": 1987}
+QUICK = {"kills": 3, "cache_cases": 120, "run_cases": 80, "truncations": 8, "real_images": 400}
 
 
 def counts():

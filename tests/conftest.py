@@ -3,6 +3,8 @@
 Nothing here touches the network or real pretrained weights.
 """
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
 
@@ -69,6 +71,20 @@ def grayscale_h5_model(tmp_path_factory):
     return path
 
 
+@contextlib.contextmanager
+def shared_folder(tmp_path_factory, name):
+    """A folder every pytest-xdist worker of this test run sees (the workers' common temp dir), held
+    under a lock while the caller fills it or reads it: the first worker builds, the others wait."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder = base / name
+    folder.mkdir(exist_ok=True)
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield folder
+
+
 def copy_dataset(src, dst):
     """Copy a sample dataset folder so a test may damage it."""
     import shutil
@@ -79,9 +95,11 @@ def copy_dataset(src, dst):
 @pytest.fixture(scope="session")
 def fault_setup(tmp_path_factory):
     """harness.faults' setup: a 200-image dataset, a tiny saved .keras backbone, and the cache of
-    one uninterrupted `embed` subprocess run (batch 4) to compare other runs with, bit for bit."""
+    one uninterrupted `embed` subprocess run (batch 4) to compare other runs with, bit for bit.
+    Made once per test run: pytest-xdist workers share it (under a lock)."""
     from harness import faults
-    return faults.prepare(tmp_path_factory.mktemp("fault-setup"))
+    with shared_folder(tmp_path_factory, "fault-setup") as folder:
+        return faults.prepare(folder)
 
 
 @pytest.fixture(scope="session")

@@ -219,6 +219,7 @@ def cache_damage(draw):
     return f"labels.names = {value!r}", lambda f: f["labels"].attrs.__setitem__("names", value)
 
 
+@pytest.mark.trials
 @settings(max_examples=CACHE_CASES, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 @given(damage=cache_damage())
 def test_fuzz_damaged_cache(valid, tmp_path_factory, damage):
@@ -278,6 +279,7 @@ def run_damage(draw):
     return f"{run}/{name}: {kind} {key} {value!r} {cut:.2f}", run, apply
 
 
+@pytest.mark.trials
 @settings(max_examples=RUN_CASES, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 @given(damage=run_damage())
 def test_fuzz_damaged_run_directory(valid, tmp_path_factory, damage):
@@ -291,7 +293,7 @@ def test_fuzz_damaged_run_directory(valid, tmp_path_factory, damage):
     shutil.rmtree(folder)
 
 
-@pytest.mark.slow
+@pytest.mark.trials
 def test_truncated_cache_never_crashes_the_interpreter(valid, tmp_path):
     """HDF5 can crash on some truncations: each reader runs in its own process, and a signal
     (negative return code) is a failure."""

@@ -20,8 +20,9 @@ def setup(fault_setup):
     return fault_setup
 
 
+@pytest.mark.trials
 def test_kills_at_random_moments_lose_nothing(setup, tmp_path):
-    """Kills spread over every phase: 5 in `make test`, 20 in `make reliability` (harness.trials)."""
+    """Kills spread over every phase: 3 in `make test` (one each), 20 in `make reliability` (harness.trials)."""
     trials = reliability.kill_trials(setup, tmp_path, n_trials=counts()["kills"], seed=0)
     for number, trial in enumerate(trials, 1):
         assert trial.info_ok, f"trial {number}: `info` failed after {trial}"
@@ -79,6 +80,6 @@ def test_kill_during_creation_leaves_no_cache_under_the_real_name(setup, tmp_pat
     proc.wait()
     if out.exists():
         assert reliability.rows_done(out) >= 0  # renamed into place already: a complete, openable file
-    resumed = reliability.run_cli(*reliability.embed_args(setup, out))
+    resumed = reliability.cli_in_process(*reliability.embed_args(setup, out))
     assert resumed.returncode == 0, resumed.stderr
     assert not reliability.differences(reliability.snapshot(out), setup.reference)

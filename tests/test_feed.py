@@ -18,6 +18,7 @@ from PIL import Image
 import cli
 from embed.backbones import Preprocessing
 from embed.pipeline import ImageBatches, per_file_batches
+from harness.trials import counts
 from tests.conftest import ROOT, copy_dataset
 from tests.test_pipeline import make_images
 
@@ -36,10 +37,13 @@ def collect(batches):
     return {key: np.concatenate(values) for key, values in out.items()}
 
 
-def test_fast_path_equals_the_per_file_path_on_every_real_image(celeba_sample):
+@pytest.mark.trials
+def test_fast_path_equals_the_per_file_path_on_the_real_images(celeba_sample):
+    """All 1,987 real images in `make reliability`, the first 400 in `make test` (harness.trials)."""
     folder = celeba_sample / "img_align_celeba"
     paths = sorted(str(folder / name) for name in os.listdir(folder))
     assert len(paths) == 1987
+    paths = paths[:counts()["real_images"]]
     batches = ImageBatches(paths, np.arange(len(paths)), PREP, 64)
     fast = collect(batches)
     slow = collect(per_file_batches(paths, np.arange(len(paths)), PREP, 64))

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import h5py
 import pytest
@@ -156,15 +155,13 @@ def test_ray_engine_equals_the_plain_run_failed_images_included(fault_setup, ray
     assert not differences(snapshot(tmp_path / "ray.h5"), snapshot(tmp_path / "local.h5"))
 
 
-@pytest.mark.slow
+@pytest.mark.reliability
 def test_ray_engine_killed_mid_run_resumes_to_the_same_cache(fault_setup, ray_address, tmp_path):
     out = tmp_path / "c.h5"
     command = [sys.executable, str(ROOT / "cli.py"), *embed_args(fault_setup, out), "--engine", "ray",
                "--ray-address", ray_address]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while rows_done(out) < 8 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
+    reliability.wait_until(lambda: rows_done(out) >= 8, proc, timeout=300)
     proc.send_signal(signal.SIGSTOP)  # freeze the driver (its writer) where it is, then kill it
     saved = rows_done(out)
     proc.send_signal(signal.SIGKILL)
