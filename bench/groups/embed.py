@@ -10,18 +10,21 @@ import numpy as np
 from bench.common import SAMPLE, group, row
 
 
-def _sample_and_backbone(workdir, size):
-    """(ids, Dataset, Backbone): the first size["images"] real sample JPEGs, labelled train, and a
-    random-weight EfficientNetV2B0 at size["image_size"]."""
-    from embed.backbones import BackboneSpec, load_backbone
+def sample_and_backbone(workdir, size, placement=None):
+    """(ids, Dataset, Backbone, engine): the first size["images"] real sample JPEGs, labelled train,
+    and a random-weight EfficientNetV2B0 at size["image_size"] with its engine (`embed.placement.build`;
+    default: this machine)."""
+    from embed.backbones import BackboneSpec
     from embed.dataset import load_dataset
+    from embed.placement import Placement, build
 
     ids = sorted(os.listdir(SAMPLE / "img_align_celeba"))[:size["images"]]
     labels = Path(workdir) / "labels.csv"
     labels.write_text("image_id,Male,partition\n" + "".join(f"{i},1,0\n" for i in ids))
     dataset = load_dataset(labels, SAMPLE / "img_align_celeba")
-    backbone = load_backbone(BackboneSpec("keras:EfficientNetV2B0", weights="none", image_size=size["image_size"]))
-    return ids, dataset, backbone
+    spec = BackboneSpec("keras:EfficientNetV2B0", weights="none", image_size=size["image_size"])
+    backbone, engine = build(spec, placement or Placement())
+    return ids, dataset, backbone, engine
 
 
 def bench_embed(workdir, size):
@@ -29,7 +32,7 @@ def bench_embed(workdir, size):
     from embed.pipeline import ImageBatches
     from embed.runner import EmbedSpec, embed
 
-    ids, dataset, backbone = _sample_and_backbone(workdir, size)
+    ids, dataset, backbone, _ = sample_and_backbone(workdir, size)
     batches = [b["image"] for b in ImageBatches(dataset.paths, np.arange(len(ids)), backbone.preprocessing,
                                                  size["embed_batch"])]
     backbone.extract(batches[0])

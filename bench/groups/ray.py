@@ -10,16 +10,17 @@ def bench_ray(workdir, size):
     """Ray's overhead on one machine: the same embed, local engine vs a local Ray instance."""
     import ray
 
-    from bench.groups.embed import _sample_and_backbone
-    from embed.ray_engine import RayEngine
+    from bench.groups.embed import sample_and_backbone
+    from embed.placement import Placement
     from embed.runner import EmbedSpec, embed
 
-    ids, dataset, backbone = _sample_and_backbone(workdir, size)
+    ids, dataset, backbone, local_engine = sample_and_backbone(workdir, size)
+    _, _, _, ray_engine = sample_and_backbone(workdir, size, Placement(engine="ray"))
 
     def rate(engine):
         began = time.perf_counter()
         embed(dataset, backbone, Path(workdir) / f"{engine}.h5", EmbedSpec(batch_size=size["embed_batch"], overwrite=True),
-              engine=RayEngine(backbone) if engine == "ray" else None)
+              engine=ray_engine if engine == "ray" else local_engine)
         return len(ids) / (time.perf_counter() - began)
 
     rate("local")  # warm: the first embed in a process pays tf.data start-up
