@@ -177,6 +177,7 @@ def _checked(name, module, function):
 
 
 HEAD = LibraryChecked("head", lambda v: _library("heads.kinds.architectures").parse_head(v).spec)
+EPOCHS = _checked("auto|N", "heads.kinds.trainer", "parse_epochs")
 FEATURES = _checked("features", "heads.run.transforms", "parse_features")
 
 
@@ -216,6 +217,15 @@ DROP_NONFINITE = click.option("--drop-nonfinite", is_flag=True,
                               help="Leave out rows whose features hold NaN or inf (counted in config.json) instead "
                                    "of stopping.")
 IMAGES = click.option("--images", type=click.Path(file_okay=False), help="The image folder, if it moved since embedding.")
+EPOCH_OPTIONS = (
+    click.option("--epochs", default=KERAS["epochs"], show_default=True, type=EPOCHS,
+                 help="auto: train until the val loss has not improved for --patience epochs (at most "
+                      "--max-epochs) and keep the best epoch's weights; or a number of epochs (the reference "
+                      "notebook's recipe is 3)."),
+    click.option("--patience", default=KERAS["patience"], show_default=True, type=click.IntRange(min=1),
+                 help="--epochs auto: epochs without a better val loss before stopping."),
+    click.option("--max-epochs", default=KERAS["max_epochs"], show_default=True, type=click.IntRange(min=1),
+                 help="--epochs auto: the most epochs to train."))
 
 
 def dataset_options(command):
@@ -332,8 +342,9 @@ def task_options(command):
                      type=click.Choice(["orig", "mean", "concat", "augment"]),
                      help="With a cache embedded --views flip: orig features, the mean of orig and mirrored, both "
                           "side by side (concat), or both as training rows (augment)."),
-        click.option("--eval-view", default=RUN["eval_view"], show_default=True, type=click.Choice(["orig", "mean"]),
-                     help="--views augment: evaluate (and predict) on orig or on the mean of both views."))
+        click.option("--eval-view", default=RUN["eval_view"], type=click.Choice(["orig", "mean"]),
+                     help="--views augment: evaluate (and predict) on the mean of both views (the default: "
+                          "test-time augmentation) or on orig."))
     @functools.wraps(command)
     def run(*args, caches, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups,
             views, eval_view, **kwargs):
@@ -424,7 +435,7 @@ def info(cache, as_json, check):
               help="linear, mlp:H1[,H2...] or FILE.py:FUNCTION (build(n_features, attributes) -> keras.Model "
                    "with one sigmoid output named after each attribute).")
 @click.option("--hidden", type=click.IntRange(min=1), help="Shorthand for --head mlp:HIDDEN.")
-@click.option("--epochs", default=KERAS["epochs"], show_default=True, type=click.IntRange(min=1))
+@_options(*EPOCH_OPTIONS)
 @click.option("--batch-size", default=KERAS["batch_size"], show_default=True, type=click.IntRange(min=1))
 @click.option("--dropout", default=KERAS["dropout"], show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Dropout on the input features (built-in heads).")
@@ -452,8 +463,8 @@ def train_heads(task, out, head, hidden, **settings):
 @task_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory; one run folder per variant.")
 @click.option("--grid", "grid", multiple=True, required=True,
-              help="name=v1,v2,... (repeat for each axis): head, hidden, dropout, lr, l2, epochs, batch_size, "
-                   "class_weight. head=linear,mlp:128,mlp:512,128 is three heads.")
+              help="name=v1,v2,... (repeat for each axis): head, hidden, dropout, lr, l2, epochs (auto or N), "
+                   "patience, max_epochs, batch_size, class_weight. head=linear,mlp:128,mlp:512,128 is three heads.")
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=int)
 @uses_tensorflow()
 def sweep(task, out, grid, seed):
@@ -490,11 +501,14 @@ def _head_kinds(value):
 @click.option("--dfr-on", default=DFR["dfr_on"], show_default=True, type=click.Choice(["val", "train"]),
               help="dfr: refit the last layer on group-balanced subsets of val (20, the paper's DFR) or train (10).")
 @click.option("--seed", default=SKLEARN["seed"], show_default=True, type=int)
+@_options(*EPOCH_OPTIONS)
 @uses_tensorflow()
-def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed):
+def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed, epochs, patience, max_epochs):
     """scikit-learn baselines and probe protocols on the same splits and attributes, one run each.
-    Each option given goes to the models that take it; one that none of them takes is an error."""
-    settings = _given(C=C, k=k, refit_train_val=refit_train_val, dfr_on=dfr_on, seed=seed)
+    Each option given goes to the models that take it (--epochs: linear-grid); one that none of them
+    takes is an error."""
+    settings = _given(C=C, k=k, refit_train_val=refit_train_val, dfr_on=dfr_on, seed=seed, epochs=epochs,
+                      patience=patience, max_epochs=max_epochs)
     tables = _library("heads.look.tables")
     results = _library("heads.run.fit").run_kinds(task, out, models, **settings)
     for model, metrics in results.items():

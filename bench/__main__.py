@@ -32,9 +32,9 @@ def table_lines(rows):
 
 
 def kept_rows(previous, groups_run):
-    """The table rows of a previous results file whose group was not run this time."""
-    rows = [line for line in previous.splitlines() if line.startswith("| ") and line != HEADER
-            and not line.startswith("|---")]
+    """The rows of a previous results file's table (above its notes) whose group was not run this time."""
+    table = previous.split("## Notes")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line != HEADER]
     return [line for line in rows if line.split(" | ")[0][2:] not in groups_run]
 
 

@@ -62,8 +62,64 @@ class Context:
         return planted(sum(self.size["splits"]), 1280)
 
 
+def machine_name():
+    """The CPU model, with AVX-512 or not: what absolute times are labelled with."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+               platform.processor())
+    flags = next((line for line in lines if line.startswith("flags")), "")
+    return f"{os.cpu_count()} cores of {cpu}{' (AVX-512)' if ' avx512f' in flags else ''}"
+
+
 def machine():
     import tensorflow as tf
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}, TensorFlow {tf.__version__}"
+    return f"{machine_name()}; Python {platform.python_version()}, TensorFlow {tf.__version__}"
+
+
+def matmul_limit(m, k, n, rounds=3, min_seconds=0.5):
+    """This machine's float32 matmul throughput at [m, k] @ [k, n], measured now: {"numpy": GFLOP/s,
+    "tensorflow": GFLOP/s}, the best of `rounds` timed loops each (numpy's BLAS; TensorFlow's
+    kernel inside one tf.function loop, as the heads' trainer runs it). Compute-bound targets are
+    ratios to the faster of the two, measured in the same run."""
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    flops = 2.0 * m * k * n
+    repeats = max(1, int(min_seconds * 50e9 / flops))  # about min_seconds at 50 GFLOP/s
+
+    def numpy_loop():
+        for _ in range(repeats):
+            np.matmul(a, b)
+
+    @tf.function(autograph=False)
+    def tf_loop(x, y):
+        def body(i, total):  # x changes each step (cheaply: it is the smaller operand), so no product is hoisted
+            return i + 1, total + tf.reduce_sum(tf.matmul(x + tf.cast(i, tf.float32) * 1e-9, y))
+        return tf.while_loop(lambda i, _: i < repeats, body, (tf.constant(0), tf.constant(0.0)))[1]
+
+    x, y = tf.constant(a), tf.constant(b)
+    timings = {"numpy": numpy_loop, "tensorflow": lambda: tf_loop(x, y).numpy()}
+    result = {}
+    for name, run in timings.items():
+        run()  # warm: threads, traces
+        best = float("inf")
+        for _ in range(rounds):
+            began = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - began)
+        result[name] = repeats * flops / best / 1e9
+    return result
+
+
+def mlp_training_flops(n_train, n_val, widths, epochs):
+    """FLOPs of training a dense stack of `widths` (input, hidden..., outputs) for `epochs` on
+    n_train rows, validating on n_val rows after each: forward 2*in*out per layer and row, backward
+    the same for the weight gradients plus the input gradients of every layer but the first."""
+    layers = list(zip(widths[:-1], widths[1:]))
+    forward = sum(2 * i * o for i, o in layers)
+    backward = forward + sum(2 * i * o for i, o in layers[1:])
+    return epochs * (n_train * (forward + backward) + n_val * forward)

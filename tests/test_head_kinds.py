@@ -246,3 +246,26 @@ def test_fusion_joins_caches_by_id_and_refuses_mismatches(cache, tmp_path):
         _second_cache(tmp_path / "bad.h5", cache, change=change)
         result = invoke("train-heads", cache, tmp_path / "bad.h5", "--out", tmp_path / "r", "--attrs", "Male")
         assert result.exit_code == 1 and "cannot be fused with" in result.stderr and message in result.stderr, result.stderr
+
+
+def test_knn_cosine_scores_alike_on_either_matmul_and_keeps_its_choice(cache, tmp_path, monkeypatch):
+    """The similarity product runs on TensorFlow's or numpy's matmul, whichever was faster at fit
+    (timed on real queries); the run records the choice and scores with it after loading."""
+    from heads.kinds.probes import _Neighbours
+    rng = np.random.default_rng(0)
+    train, queries = rng.standard_normal((3000, 24)).astype(np.float32), rng.standard_normal((700, 24)).astype(np.float32)
+    train /= np.linalg.norm(train, axis=1, keepdims=True)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    labels = (train[:, :2] > 0).astype(np.uint8)
+    shares = {m: _Neighbours(train, labels, (10, 20), 0.07, 256, m).vote_shares(queries) for m in ("tensorflow", "numpy")}
+    np.testing.assert_allclose(shares["numpy"], shares["tensorflow"], rtol=1e-4, atol=1e-5)
+    timed = _Neighbours(train, labels, (10, 20), 0.07, 256).choose_matmul(queries)
+    assert set(timed) == {"tensorflow", "numpy"} and all(t > 0 for t in timed.values())
+    monkeypatch.setattr(_Neighbours, "choose_matmul", lambda self, queries: setattr(self, "matmul", "numpy") or {})
+    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["knn-cosine"])["knn-cosine"]
+    assert metrics["run"]["selection"]["matmul"] == "numpy"
+    run = Run(tmp_path / "p" / "knn-cosine")
+    _, head = run.load()
+    assert head.matmul_ == "numpy" and head._neighbours.matmul == "numpy"
+    assert evaluate_run(tmp_path / "p" / "knn-cosine", "test")["attributes"] == \
+        {a: {"test": m["test"]} for a, m in metrics["attributes"].items()}

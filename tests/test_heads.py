@@ -333,7 +333,7 @@ def test_trainer_follows_keras_fit_with_adam(spec):
     rng = np.random.default_rng(2)
     X = rng.standard_normal((64, 16)).astype(np.float32)
     Y = (X[:, :2] + 0.5 * rng.standard_normal((64, 2)) > 0).astype(np.float32)
-    ours = KerasHead(head=spec, dropout=0.0, l2=1e-2, lr=1e-2, batch_size=64, seed=3).fit(Data(X, Y, ("A", "B")))
+    ours = KerasHead(head=spec, dropout=0.0, l2=1e-2, lr=1e-2, batch_size=64, seed=3, epochs=3).fit(Data(X, Y, ("A", "B")))
     keras.utils.set_random_seed(3)
     model = parse_head(spec).build(16, ["A", "B"], dropout=0.0, l2=1e-2)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss={"A": "binary_crossentropy", "B": "binary_crossentropy"})

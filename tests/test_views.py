@@ -140,3 +140,12 @@ def test_heads_use_views_and_predict_applies_them(views_cache, fault_setup, tmp_
 def test_views_without_a_flip_view_are_refused(fault_setup, tmp_path):
     result = invoke("train-heads", fault_setup.reference_path, "--out", tmp_path / "r", "--views", "mean")
     assert result.exit_code == 1 and "holds no flip view (embed with --views flip)" in result.stderr
+
+
+def test_views_augment_is_scored_on_the_mean_of_both_views_by_default(views_cache, tmp_path):
+    """Training on both views and scoring their mean (test-time augmentation) is the default."""
+    default = train_heads(TaskSpec(views_cache, "Male,Young", views="augment"), tmp_path / "default", epochs=2)
+    mean = train_heads(TaskSpec(views_cache, "Male,Young", views="augment", eval_view="mean"), tmp_path / "mean",
+                       epochs=2)
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["eval_view"] == "mean"
+    assert default["attributes"] == mean["attributes"]

@@ -13,6 +13,7 @@ from bench.common import HEAD_ATTRIBUTES, ROOT, group, row
 def bench_cache_io(workdir, features, labels, splits):
     from bench.synthetic import write_synthetic_cache
     from cache.reader import cache_info, load_split
+    from heads.defaults import REFERENCE_EPOCHS
     from heads.kinds.base import Data
     from heads.kinds.keras_head import KerasHead
     rows, accuracy = [], {}
@@ -51,7 +52,7 @@ def bench_cache_io(workdir, features, labels, splits):
                                  f"`info --check` (reads every feature) {check_s:.1f} s, "
                                  f"{len(checked['nonfinite_rows'])} non-finite rows"))
         val = load_split(path, "val", HEAD_ATTRIBUTES, dtype=None)
-        head = KerasHead().fit(Data(train.features, train.labels, tuple(HEAD_ATTRIBUTES)),
+        head = KerasHead(epochs=REFERENCE_EPOCHS).fit(Data(train.features, train.labels, tuple(HEAD_ATTRIBUTES)),
                                Data(val.features, val.labels, tuple(HEAD_ATTRIBUTES)))
         accuracy[dtype] = np.mean([head.history_[-1][f"val_{a}_accuracy"] for a in HEAD_ATTRIBUTES])
         rows += [row(f"cache {dtype}: write", round(write_rate), "rows/s", note=f"file {size_mb:.0f} MB"),
@@ -67,7 +68,7 @@ def bench_cache_io(workdir, features, labels, splits):
     return rows
 
 
-@group("cache", order=7)
+@group("cache", order=8)
 def run(ctx):
     features, labels = ctx.planted
     return bench_cache_io(ctx.workdir, features, labels, ctx.size["splits"])

@@ -10,7 +10,7 @@ Every head kind (the Keras head, scikit-learn baselines, the probe protocols, DF
   save(directory)               writes the files named in `files`
   load(directory, settings, attributes, trust_model=False) -> a fitted head (classmethod)
 Learned state ends in `_`: attributes_, n_features_in_, history_ (one dict per epoch, kinds trained
-in epochs), selection_ (what was chosen on val, recorded in metrics.json, or None), val_proba_ (the
+in epochs), best_epoch_ (the epoch whose weights the head keeps, kinds trained in epochs), selection_ (what was chosen on val, recorded in metrics.json, or None), val_proba_ (the
 head's probabilities on the val Data it was fitted with, when fitting computed them anyway, else
 None; scoring uses them rather than predicting val again).
 Class attributes: `kind` (its registered name), `command` (the command that trains it: "baselines"
@@ -65,6 +65,7 @@ class Head:
     files = ()
     code_files = ()
     history_ = ()
+    best_epoch_ = None
     selection_ = None
     val_proba_ = None
 

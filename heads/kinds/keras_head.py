@@ -18,21 +18,26 @@ MODEL_FILE = "model.keras"
 class KerasHead(Head):
     """A Keras head of architecture `head` (a `--head SPEC`).
 
+    epochs: a number, or "auto" (stop once the val loss has not improved for `patience` epochs, at
+    most `max_epochs`, and keep the best epoch's weights; `heads.kinds.trainer`).
     Learned state: model_ (keras.Model: float32 [B, D] -> {attribute: probability [B, 1]}),
     history_ (one dict per epoch: epoch, loss, <attr>_accuracy, and with val data val_loss,
-    val_<attr>_accuracy), attributes_, n_features_in_.
+    val_<attr>_accuracy), best_epoch_ (the epoch whose weights model_ holds), attributes_,
+    n_features_in_.
     """
     command = "train-heads"
     files = (MODEL_FILE,)
 
     def __init__(self, head=KERAS["head"], dropout=KERAS["dropout"], l2=KERAS["l2"], lr=KERAS["lr"],
-                 epochs=KERAS["epochs"], batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"],
-                 seed=KERAS["seed"]):
+                 epochs=KERAS["epochs"], patience=KERAS["patience"], max_epochs=KERAS["max_epochs"],
+                 batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"], seed=KERAS["seed"]):
         self.head = head
         self.dropout = dropout
         self.l2 = l2
         self.lr = lr
         self.epochs = epochs
+        self.patience = patience
+        self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.class_weight = class_weight
         self.seed = seed

@@ -8,8 +8,9 @@ knn-cosine   DINO's k-NN evaluation: L2-normalised features, cosine similarity t
              the top-k neighbours' labels weighted by exp(similarity / T), T = 0.07; k chosen per
              attribute on val from {10, 20, 100, 200}. Computed blockwise with matrix products.
 linear-grid  DINOv2's linear evaluation: one linear head per learning rate (13 from 1e-5 to 1e-1),
-             trained together in one pass by the fast Keras trainer; the best on val (mean
-             accuracy) is kept, every rate's val accuracy is reported.
+             trained together in one pass by the fast Keras trainer (each stopping on its own
+             with epochs auto); the best on val (mean accuracy) is kept, every rate's val
+             accuracy is reported.
 Each records what it chose in `selection_` (metrics.json run.selection).
 """
 
@@ -81,30 +82,83 @@ class LogRegCV(EstimatorsHead):
         return self
 
 
+MATMULS = ("tensorflow", "numpy")
+
+
 class _Neighbours:
-    """Blockwise cosine k-NN over L2-normalised train features (float32 [N, D]) and labels [N, k]."""
+    """Blockwise cosine k-NN over L2-normalised train features (float32 [N, D]) and labels [N, k].
 
-    def __init__(self, train, labels, ks, temperature, block_rows):
+    Each block of queries is one matrix product with every train row, then the top k. The product
+    runs on `matmul` ("tensorflow": its CPU kernel, or "numpy": numpy's BLAS, whichever is faster on
+    this machine; `choose_matmul` measures both). Both read the same train matrix (TensorFlow views
+    numpy's memory), and the top-k and votes are the same TensorFlow graph after either.
+    """
+
+    def __init__(self, train, labels, ks, temperature, block_rows, matmul="tensorflow"):
         import tensorflow as tf
-        self.train = tf.constant(train)
+
+        from heads.kinds.trainer import aligned, as_tensor
+        self.train_np = aligned(np.asarray(train, np.float32))
+        self.train = as_tensor(self.train_np)
         self.labels = tf.constant(np.asarray(labels, np.float32))
-        self.ks, self.temperature, self.block_rows = sorted(ks), temperature, block_rows
-        self._block = tf.function(self._block_graph, autograph=False)
+        self.ks, self.temperature, self.block_rows, self.matmul = sorted(ks), temperature, block_rows, matmul
+        # one trace each, whatever the block's rows (the last block is smaller; choose_matmul times 128)
+        queries = tf.TensorSpec([None, self.train_np.shape[1]], tf.float32)
+        similarities = tf.TensorSpec([None, len(self.train_np)], tf.float32)
+        self._tf_block = tf.function(lambda q: self._votes(tf.matmul(q, self.train, transpose_b=True)),
+                                     input_signature=[queries], autograph=False)
+        self._votes_of = tf.function(self._votes, input_signature=[similarities], autograph=False)
 
-    def _block_graph(self, queries):
-        """Vote shares [len(ks), B, k]: for each k, sum of exp(sim / T) * label over the top k
-        neighbours divided by the sum of their weights."""
+    def _votes(self, similarity):
+        """Vote shares [len(ks), B, k] from similarities [B, N]: for each k, sum of exp(sim / T) *
+        label over the top k neighbours divided by the sum of their weights."""
         import tensorflow as tf
-        similarity = tf.matmul(queries, self.train, transpose_b=True)
         top, index = tf.math.top_k(similarity, k=max(self.ks), sorted=True)
         weights = tf.exp(top / self.temperature)
         votes = tf.gather(self.labels, index) * weights[..., None]  # [B, kmax, attributes]
         cumulative_votes, cumulative_weights = tf.cumsum(votes, axis=1), tf.cumsum(weights, axis=1)
         return tf.stack([cumulative_votes[:, k - 1] / cumulative_weights[:, k - 1, None] for k in self.ks])
 
+    def _numpy_product(self, queries, out):
+        """queries [B, D] @ train.T into `out` (64-byte aligned [>= B, N]), as a tensor over it."""
+        from heads.kinds.trainer import as_tensor
+        np.matmul(queries, self.train_np.T, out=out[:len(queries)])
+        return as_tensor(out[:len(queries)])
+
+    def choose_matmul(self, queries, rows=64, margin=1.15):
+        """Time a block of `rows` queries on each matmul (after a warm-up call each: tracing, threads)
+        and keep numpy's if it is at least `margin` times faster (a near tie keeps TensorFlow, so the
+        choice does not flip with the machine's noise); returns {"numpy": s, "tensorflow": s}. Too
+        few queries to time: TensorFlow, {}."""
+        import time
+
+        from cache.reader import aligned_empty
+        if len(queries) < 4 * rows:
+            return {}
+        block = np.ascontiguousarray(queries[:rows], np.float32)
+        out = aligned_empty((rows, len(self.train_np)), np.float32)
+        timed = {}
+        for name, scored in (("tensorflow", lambda: self._tf_block(block).numpy()),
+                             ("numpy", lambda: self._votes_of(self._numpy_product(block, out)).numpy())):
+            scored()
+            began = time.perf_counter()
+            scored()
+            timed[name] = time.perf_counter() - began
+        self.matmul = "numpy" if timed["numpy"] * margin < timed["tensorflow"] else "tensorflow"
+        return timed
+
     def vote_shares(self, queries):
         """float32 [len(ks), n, k] for L2-normalised queries [n, D]."""
-        blocks = [self._block(queries[i:i + self.block_rows]).numpy() for i in range(0, len(queries), self.block_rows)]
+        from cache.reader import aligned_empty
+        queries = np.asarray(queries, np.float32)
+        blocks, out = [], None
+        for i in range(0, len(queries), self.block_rows):
+            block = queries[i:i + self.block_rows]
+            if self.matmul == "numpy":
+                out = out if out is not None else aligned_empty((self.block_rows, len(self.train_np)), np.float32)
+                blocks.append(self._votes_of(self._numpy_product(block, out)).numpy())
+            else:
+                blocks.append(self._tf_block(block).numpy())
         return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(self.ks), 0, self.labels.shape[1]), np.float32)
 
 
@@ -120,21 +174,24 @@ class KnnCosine(Head):
         self.temperature = temperature
         self.block_rows = block_rows
 
-    def _index(self, train, labels):
+    def _index(self, train, labels, matmul="tensorflow"):
         """Index L2-normalised train features, rounded to float16 as the run stores them (so a
-        loaded run scores exactly as the fitted one)."""
+        loaded run scores exactly as the fitted one), products on `matmul`."""
         train = np.asarray(train, np.float16).astype(np.float32)
         if max(self.ks) > len(train):
             raise UserError(f"knn-cosine: k up to {max(self.ks)} needs at least that many train rows, "
                             f"there are {len(train)}")
         self.train_, self.labels_ = train, np.asarray(labels, np.uint8)
-        self._neighbours = _Neighbours(train, self.labels_, self.ks, self.temperature, self.block_rows)
+        self._neighbours = _Neighbours(train, self.labels_, self.ks, self.temperature, self.block_rows, matmul)
 
     def fit(self, train, val=None, on_epoch=None):
         need_val(self.kind, val)
         attributes = train.attributes
         self._index(l2_normalised(train.features), train.labels)
-        shares = self._neighbours.vote_shares(l2_normalised(val.features))
+        queries = l2_normalised(val.features)
+        timed = self._neighbours.choose_matmul(queries)
+        self.matmul_ = self._neighbours.matmul
+        shares = self._neighbours.vote_shares(queries)
         accuracy = {k: ((shares[i] >= 0.5) == (np.asarray(val.labels) > 0.5)).mean(axis=0)
                     for i, k in enumerate(sorted(self.ks))}
         self.k_ = {}
@@ -143,7 +200,8 @@ class KnnCosine(Head):
         self.attributes_, self.n_features_in_ = list(attributes), np.asarray(train.features).shape[1]
         self.selection_ = {"k": self.k_, "temperature": self.temperature,
                            "val_accuracy_by_k": {a: {str(k): float(accuracy[k][j]) for k in sorted(self.ks)}
-                                                 for j, a in enumerate(attributes)}}
+                                                 for j, a in enumerate(attributes)},
+                           "matmul": self.matmul_, "matmul_seconds": {k: round(v, 4) for k, v in timed.items()}}
         self.val_proba_ = self._chosen(shares)  # scoring val again would repeat the whole search
         return self
 
@@ -161,15 +219,21 @@ class KnnCosine(Head):
         directory = Path(directory)
         np.save(directory / "knn_features.npy", self.train_.astype(np.float16))
         np.save(directory / "knn_labels.npy", self.labels_)
-        (directory / "knn_k.json").write_text(json.dumps(self.k_) + "\n")
+        (directory / "knn_k.json").write_text(json.dumps({"k": self.k_, "matmul": self.matmul_}) + "\n")
 
     @classmethod
     def load(cls, directory, settings, attributes, trust_model=False):
         directory = Path(directory)
         head = cls.from_record(settings)
-        head._index(np.load(directory / "knn_features.npy").astype(np.float32),
-                    np.load(directory / "knn_labels.npy"))
-        head.k_ = json.loads((directory / "knn_k.json").read_text())
+        path = directory / "knn_k.json"
+        chosen = json.loads(path.read_text())
+        if isinstance(chosen, dict) and not isinstance(chosen.get("k"), dict):  # before the matmul was chosen
+            chosen = {"k": chosen, "matmul": "tensorflow"}
+        if not isinstance(chosen, dict) or chosen.get("matmul") not in MATMULS or not isinstance(chosen.get("k"), dict):
+            raise UserError(f"{path}: expected {{\"k\": {{attribute: k}}, \"matmul\": {' or '.join(MATMULS)}}}")
+        head.k_, head.matmul_ = chosen["k"], chosen["matmul"]
+        head._index(np.load(directory / "knn_features.npy").astype(np.float32), np.load(directory / "knn_labels.npy"),
+                    head.matmul_)
         head.attributes_, head.n_features_in_ = list(attributes), head.train_.shape[1]
         return head
 
@@ -178,27 +242,32 @@ class KnnCosine(Head):
 class LinearGrid(Head):
     files = (MODEL_FILE,)
 
-    def __init__(self, lrs=LINEAR_GRID["lrs"], epochs=LINEAR_GRID["epochs"], batch_size=LINEAR_GRID["batch_size"],
+    def __init__(self, lrs=LINEAR_GRID["lrs"], epochs=LINEAR_GRID["epochs"], patience=LINEAR_GRID["patience"],
+                 max_epochs=LINEAR_GRID["max_epochs"], batch_size=LINEAR_GRID["batch_size"],
                  class_weight=LINEAR_GRID["class_weight"], seed=LINEAR_GRID["seed"]):
         self.lrs = lrs
         self.epochs = epochs
+        self.patience = patience
+        self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.class_weight = class_weight
         self.seed = seed
 
     def _linear(self, lr):
-        return KerasHead(head="linear", dropout=0.0, l2=0.0, lr=lr, epochs=self.epochs, batch_size=self.batch_size,
-                         class_weight=self.class_weight, seed=self.seed)
+        return KerasHead(head="linear", dropout=0.0, l2=0.0, lr=lr, epochs=self.epochs, patience=self.patience,
+                         max_epochs=self.max_epochs, batch_size=self.batch_size, class_weight=self.class_weight,
+                         seed=self.seed)
 
     def fit(self, train, val=None, on_epoch=None):
         need_val(self.kind, val)
         attributes = train.attributes
         heads = [self._linear(lr) for lr in self.lrs]
         fit_together(heads, train, val)
-        scores = [np.mean([h.history_[-1][f"val_{a}_accuracy"] for a in attributes]) for h in heads]
+        # each head's val accuracy at the epoch whose weights it keeps (the last, or with epochs auto the best)
+        scores = [np.mean([h.history_[h.best_epoch_ - 1][f"val_{a}_accuracy"] for a in attributes]) for h in heads]
         best = int(np.argmax(scores))  # ties: the first (smallest) rate
         self.best_ = heads[best]
-        self.history_ = self.best_.history_
+        self.history_, self.best_epoch_ = self.best_.history_, self.best_.best_epoch_
         self.attributes_, self.n_features_in_ = list(attributes), self.best_.n_features_in_
         self.selection_ = {"lr": float(self.lrs[best]),
                            "val_accuracy_by_lr": {f"{lr:g}": float(s) for lr, s in zip(self.lrs, scores)}}

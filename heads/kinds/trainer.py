@@ -10,13 +10,18 @@ each head gets one fused Adam update per step. Built-in specs compute their forw
 step, a step ahead, shared by every head of the group); any other model runs its own layers
 through `model.stateless_call` (Keras' own dropout; BatchNormalization statistics are carried
 through the loop). A model that overrides `train_step` trains with `model.fit`, with a note logged.
+
+Epochs: a fixed number, or "auto": train until the val loss has not improved for `patience`
+epochs (at most `max_epochs`), then restore the weights of the best epoch. Heads trained together
+stop one by one, each when it would alone: a stopped head leaves the graph, and the others keep
+their batch order, dropout bits and Adam steps.
 """
 
 import logging
 
 import numpy as np
 
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 from cache.reader import aligned_empty
 from heads.kinds.architectures import MLP, named_outputs, parse_head
 
@@ -24,6 +29,36 @@ log = logging.getLogger(__name__)
 EPSILON = 1e-7  # probability clipping in binary cross-entropy, as Keras does
 # Settings that heads trained together must share: they see the same batches in the same order.
 SHARED_SETTINGS = ("epochs", "batch_size", "class_weight", "seed")
+FEW_STEPS = 300  # a fixed --epochs giving fewer optimizer steps than this gets a note
+
+
+def parse_epochs(value):
+    """`--epochs`: "auto" or a whole number >= 1 -> "auto" or int; UsageError (exit 2) otherwise."""
+    text = str(value).strip()
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise UsageError(f"--epochs {text!r}: expected auto or a whole number of epochs >= 1")
+
+
+class _Stopper:
+    """Early stopping for one head: the best val loss so far, its epoch and its model's weights (a
+    copy, trainable and not), and whether to stop: patience run out, or max_epochs reached."""
+
+    def __init__(self, head):
+        self.head, self.best_loss, self.best_epoch, self.best_weights = head, np.inf, 0, None
+
+    def update(self, record):
+        """After an epoch whose history record (with val_loss) the head's model has just produced."""
+        epoch = record["epoch"]
+        if record["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_weights = record["val_loss"], epoch, self.head.model_.get_weights()
+        return epoch - self.best_epoch >= self.head.patience or epoch >= self.head.max_epochs
+
+    def restore(self):
+        self.head.model_.set_weights(self.best_weights)
+        self.head.best_epoch_ = self.best_epoch
 
 
 def aligned(array):
@@ -85,6 +120,13 @@ def fit_together(heads, train, val=None, on_epoch=None):
         head.model_ = head.spec_.build(X.shape[1], attributes, head.dropout, head.l2)
         head.attributes_, head.n_features_in_, head.history_ = attributes, X.shape[1], []
     weights = class_weights(Y, first.class_weight)
+    auto = first.epochs == "auto"
+    if auto and (val is None or len(val) == 0):
+        raise UserError("--epochs auto stops on the val loss, and the val split has no rows; give --epochs N")
+    if not auto and first.epochs * -(-len(X) // first.batch_size) < FEW_STEPS:
+        log.info("%d epoch(s) of %d rows at batch %d are %d optimizer steps, which may leave the head "
+                 "under-trained; --epochs auto trains until the val loss stops improving", first.epochs, len(X),
+                 first.batch_size, first.epochs * -(-len(X) // first.batch_size))
     fast = [h for h in heads if not _has_own_train_step(h.model_)]
     for head in heads:
         if head not in fast:
@@ -93,19 +135,32 @@ def fit_together(heads, train, val=None, on_epoch=None):
     if not fast:
         return
     trainer = _Trainer(fast, attributes, weights)
+    stoppers = {id(h): _Stopper(h) for h in fast} if auto else {}
     features, targets = as_tensor(X), as_tensor(Y)
     rng = np.random.default_rng(first.seed)
-    for epoch in range(1, first.epochs + 1):
+    last = max(h.max_epochs for h in fast) if auto else first.epochs
+    for epoch in range(1, last + 1):
         losses, accuracies = trainer.run_epoch(rng.permutation(len(X)), features, targets)
         trainer.copy_to_models()
-        for v, head in enumerate(fast):
+        stopped = []
+        for v, head in enumerate(trainer.heads):
             record = {"epoch": epoch, "loss": float(losses[v])}
             record.update({f"{a}_accuracy": float(x) for a, x in zip(attributes, accuracies[v])})
             if val is not None:
                 record.update(head.validation_record(val))
             head.history_.append(record)
-        if on_epoch and first in fast:
+            if auto and stoppers[id(head)].update(record):
+                stopped.append(head)
+        if on_epoch and first in trainer.heads:
             on_epoch(first.history_[-1])
+        if stopped:
+            trainer = trainer.without(stopped)
+            if not trainer.heads:
+                break
+    for head in fast:
+        head.best_epoch_ = len(head.history_)
+        if auto:
+            stoppers[id(head)].restore()
 
 
 def predict_model(model, attributes, X, batch_size=8192):
@@ -123,7 +178,8 @@ def _has_own_train_step(model):
 
 
 def _fit_with_keras(head, X, Y, val, weights, on_epoch):
-    """The slow path: keras Model.fit with the same loss, optimizer and batch size."""
+    """The slow path: keras Model.fit with the same loss, optimizer and batch size (and with
+    --epochs auto the same stopping rule, applied after each epoch)."""
     import keras
 
     model, attributes = head.model_, head.attributes_
@@ -143,10 +199,16 @@ def _fit_with_keras(head, X, Y, val, weights, on_epoch):
         head.history_.append(entry)
         if on_epoch:
             on_epoch(entry)
+        if stopper is not None and stopper.update(entry):
+            model.stop_training = True
 
+    stopper = _Stopper(head) if head.epochs == "auto" else None
     model.fit(np.asarray(X, np.float32), targets, sample_weight=sample_weight, batch_size=head.batch_size,
-              epochs=head.epochs, shuffle=True, verbose=0,
+              epochs=head.max_epochs if stopper else head.epochs, shuffle=True, verbose=0,
               callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=record)])
+    head.best_epoch_ = len(head.history_)
+    if stopper is not None:
+        stopper.restore()
 
 
 def _cross_entropy(y, output):
@@ -182,9 +244,25 @@ class _Trainer:
         self.steps_done = 0
         self.positive_weight, self.negative_weight = (tf.constant(w) for w in weights)
         self.weighted = not (np.all(weights[0] == 1) and np.all(weights[1] == 1))
+        self._epoch = self._make_epoch()
+
+    def without(self, stopped):
+        """This trainer for the heads not in `stopped`: their weights, Adam state and step count
+        carry over; the epoch graph is traced again for them."""
+        keep = [h for h, head in enumerate(self.heads) if head not in stopped]
+        trainer = object.__new__(_Trainer)
+        trainer.__dict__.update(self.__dict__)
+        for name in ("heads", "params", "m", "v", "shapes", "sizes", "builtin"):
+            setattr(trainer, name, [getattr(self, name)[h] for h in keep])
+        trainer.rates = sorted({float(h.dropout) for h, b in zip(trainer.heads, trainer.builtin) if b and h.dropout > 0})
+        trainer._epoch = trainer._make_epoch()
+        return trainer
+
+    def _make_epoch(self):
+        import tensorflow as tf
         # autograph=False: the graph is written with tf.while_loop; autograph's conversion cost
         # about 0.6 s of tracing per fit.
-        self._epoch = tf.function(self._epoch_graph, autograph=False)
+        return tf.function(self._epoch_graph, autograph=False)
 
     def _unpack(self, h, flat):
         """Head h's flat weight vector as its model's trainable tensors, in order."""

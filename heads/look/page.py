@@ -19,6 +19,7 @@ import numpy as np
 
 from cache.errors import UserError
 from heads.defaults import REPORT
+from heads.look.tables import epochs_line
 from heads.look.thumbnails import image_folder, png, thumbnail
 from heads.metrics import BY_NAME
 from heads.run.compare import find_runs, leaderboard
@@ -179,7 +180,9 @@ def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"]
     body = [f"<h1>celeba-heads report</h1><p>{len(runs)} run(s); galleries on the {split} split.</p>",
             "<h2>Leaderboard</h2>", _leaderboard(runs)]
     for run in runs:
-        body += [f"<h2>{html.escape(str(run.path))} <small>({html.escape(run.kind)})</small></h2>", _metrics_table(run),
+        epochs = epochs_line(run.metrics)
+        body += [f"<h2>{html.escape(str(run.path))} <small>({html.escape(run.kind)})</small></h2>",
+                 f"<p>{html.escape(epochs)}</p>" if epochs else "", _metrics_table(run),
                  _plots(run), _group_tables(run), f"<h3>Most confident errors ({split})</h3>",
                  _gallery(run, split, n_errors, images, thumbnails)]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>celeba-heads report</title>"

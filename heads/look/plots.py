@@ -3,8 +3,9 @@
 from pathlib import Path
 
 
-def plot_history(history, attributes, out_dir):
-    """loss.png and accuracy.png: train and val curves per epoch (the reference notebook's plots)."""
+def plot_history(history, attributes, out_dir, best_epoch=None):
+    """loss.png and accuracy.png: train and val curves per epoch (the reference notebook's plots),
+    a dotted line at best_epoch when it is not the last (the epoch whose weights the head keeps)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -15,6 +16,9 @@ def plot_history(history, attributes, out_dir):
     ax.plot(epochs, [h["loss"] for h in history], "o-", label="train")
     if "val_loss" in history[0]:
         ax.plot(epochs, [h["val_loss"] for h in history], "o--", label="val")
+    marked = best_epoch is not None and best_epoch != epochs[-1]
+    if marked:
+        ax.axvline(best_epoch, color="0.5", linestyle=":", label=f"best epoch {best_epoch} (kept)")
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -27,6 +31,8 @@ def plot_history(history, attributes, out_dir):
         ax.plot(epochs, [h[f"{name}_accuracy"] for h in history], "o-", color=color, label=f"{name} train")
         if f"val_{name}_accuracy" in history[0]:
             ax.plot(epochs, [h[f"val_{name}_accuracy"] for h in history], "o--", color=color, label=f"{name} val")
+    if marked:
+        ax.axvline(best_epoch, color="0.5", linestyle=":")
     ax.set(xlabel="epoch", ylabel="accuracy", title="Accuracy per attribute")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(attributes) <= 6:

@@ -51,7 +51,18 @@ def trained(metrics, name):
     chosen = metrics["run"].get("selection")
     note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
     text = run_table(metrics, title=f"{name} ({metrics['run']['train_seconds']:.1f} s training{note})")
-    return text + ("\n" + groups_table(metrics, "test") if "groups" in metrics else "")
+    epochs = epochs_line(metrics)
+    return text + ("\n" + epochs if epochs else "") + ("\n" + groups_table(metrics, "test") if "groups" in metrics else "")
+
+
+def epochs_line(metrics):
+    """How long a run trained with --epochs auto, and which epoch's weights it kept (else None)."""
+    run = metrics.get("run")
+    epochs = run.get("epochs") if isinstance(run, dict) else None
+    if not isinstance(epochs, dict) or not epochs.get("auto"):
+        return None
+    return (f"epochs auto: trained {epochs['trained']} epoch(s); the val loss was lowest after epoch {epochs['best']}, "
+            "whose weights the head keeps")
 
 
 def evaluated(result, split, run_dir):

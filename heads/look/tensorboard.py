@@ -3,7 +3,8 @@
 RUN_DIR/tb/   per epoch (step = epoch): train/loss, val/loss, train/<attr>_accuracy,
               val/<attr>_accuracy; at the end (step = last epoch): final/<split>_<attr>_<metric>
               for each score of `heads.metrics.METRICS` (accuracy, balanced_accuracy, f1, roc_auc),
-              and final/<split>_mean_accuracy.
+              final/<split>_mean_accuracy, and final/epochs_trained, final/best_epoch (the epoch
+              whose weights the head keeps).
 SWEEP_DIR/    the HParams plugin's experiment (every grid key and its values; the final metrics),
               and each variant's tb/ holds its session (its grid values), so TensorBoard's HParams
               tab shows the sweep as a table and a parallel-coordinates view.
@@ -35,7 +36,7 @@ def _final_scalars(metrics):
 
 def write_run_events(run_dir, history, metrics, hparams=None):
     """Write RUN_DIR/tb/: the per-epoch history, the final metrics, and (for a sweep variant) its
-    HParams session with `hparams` {grid key: value}."""
+    HParams session with `hparams` {grid key: value} (as `hparam_values` gives them)."""
     import tensorflow as tf
 
     writer = tf.summary.create_file_writer(str(Path(run_dir) / TB_DIR))
@@ -50,14 +51,26 @@ def write_run_events(run_dir, history, metrics, hparams=None):
         last = int(history[-1]["epoch"]) if history else 0
         for tag, value in _final_scalars(metrics).items():
             tf.summary.scalar(tag, float(value), step=last)
+        epochs = metrics["run"].get("epochs")
+        if epochs:
+            tf.summary.scalar("final/epochs_trained", float(epochs["trained"]), step=last)
+            tf.summary.scalar("final/best_epoch", float(epochs["best"]), step=last)
         if hparams:
             from tensorboard.plugins.hparams import api as hp
-            hp.hparams({k: _hparam_value(v) for k, v in hparams.items()}, trial_id=Path(run_dir).name)
+            hp.hparams(hparams, trial_id=Path(run_dir).name)
     writer.close()
 
 
 def _hparam_value(value):
     return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
+def hparam_values(grid):
+    """The grid's values as HParams takes them: one type per key (a key whose values mix types, such
+    as epochs=auto,5, as text), in the grid's order."""
+    mixed = {key for key in {k for variant in grid for k in variant}
+             if len({type(_hparam_value(v)) for v in (variant[key] for variant in grid if key in variant)}) > 1}
+    return [{k: str(v) if k in mixed else _hparam_value(v) for k, v in variant.items()} for variant in grid]
 
 
 def write_sweep_experiment(sweep_dir, grid, attributes):
@@ -67,9 +80,9 @@ def write_sweep_experiment(sweep_dir, grid, attributes):
     from tensorboard.plugins.hparams import api as hp
 
     keys = {}
-    for variant in grid:
+    for variant in hparam_values(grid):
         for key, value in variant.items():
-            keys.setdefault(key, []).append(_hparam_value(value))
+            keys.setdefault(key, []).append(value)
     hparams = [hp.HParam(key, hp.Discrete(sorted(set(values), key=str))) for key, values in keys.items()]
     metrics = [hp.Metric(f"final/{split}_mean_accuracy", display_name=f"{split} mean accuracy")
                for split in ("val", "test")]

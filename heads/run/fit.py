@@ -64,10 +64,13 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
            "train_seconds": round(seconds, 3), "settings": settings}
     if head.selection_ is not None:
         run["selection"] = head.selection_
+    if head.history_:
+        run["epochs"] = {"trained": len(head.history_), "best": head.best_epoch_,
+                         "auto": getattr(head, "epochs", None) == "auto"}
     metrics = {"attributes": scores["attributes"], "run": run, **({"groups": scores["groups"]} if "groups" in scores else {})}
     rundir.write_run_files(out_dir, task, head, prepared.transform, settings, seconds, thresholds)
     if head.history_:
-        plots.plot_history(head.history_, task.attributes, out_dir)
+        plots.plot_history(head.history_, task.attributes, out_dir, best_epoch=head.best_epoch_)
         tensorboard.write_run_events(out_dir, head.history_, metrics, hparams)
     plots.plot_accuracy_vs_majority(metrics, out_dir)
     rundir.write_metrics(out_dir, metrics)

@@ -4,7 +4,9 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                        "run": {"name", "kind", "cache", "train_seconds", "settings"[, "selection"]}
                        [, "groups": {"by": [group attributes], "attributes": {"<Attr>": {"val": G, "test": G}}}]}
                       M as in heads.metrics; "selection" (optional) is what the kind chose on val
-                      (a C, a k, a learning rate); G as heads.metrics.group_metrics returns it
+                      (a C, a k, a learning rate); "epochs" (kinds trained in epochs):
+                      {"trained", "best" (the epoch whose weights the head keeps), "auto"};
+                      G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
 RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",
                        "groups", "views", "eval_view" (how the mirrored view is used),
@@ -13,7 +15,8 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
                        feature_dtype), "rows", "excluded_failed_rows", "excluded_nonfinite_rows",
                        "train_seconds", "files": {file name: sha256} of every file loaded later}
 RUN_DIR/<head files>  the kind's own (model.keras, estimators.joblib, knn_*.npy, dfr.npz), transform.npz
-RUN_DIR/history.csv   one row per epoch (kinds trained in epochs)
+RUN_DIR/history.csv   one row per epoch (kinds trained in epochs); column "best" is 1 on the epoch
+                      whose weights the head keeps
 Pictures and TensorBoard events beside them are `heads.look`'s (plots, tensorboard).
 `Run` reads a run back, checked: evaluate, predict, export, compare and report go through it.
 """
@@ -52,11 +55,11 @@ def read_json(path):
     return data
 
 
-def write_history(path, history):
+def write_history(path, history, best_epoch):
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=[*history[0], "best"])
         writer.writeheader()
-        writer.writerows(history)
+        writer.writerows({**record, "best": int(record["epoch"] == best_epoch)} for record in history)
 
 
 def write_run_files(out_dir, task, head, transform, settings, seconds, thresholds):
@@ -88,7 +91,7 @@ def write_run_files(out_dir, task, head, transform, settings, seconds, threshold
     }
     write_json(out / CONFIG, config)
     if head.history_:
-        write_history(out / HISTORY, head.history_)
+        write_history(out / HISTORY, head.history_, head.best_epoch_)
 
 
 def write_metrics(out_dir, metrics):

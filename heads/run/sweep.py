@@ -14,16 +14,16 @@ runs the same algorithm as if trained alone (equal to float32 rounding).
 import itertools
 from pathlib import Path
 
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 from heads.defaults import KERAS
 from heads.kinds.architectures import parse_head
-from heads.kinds.trainer import SHARED_SETTINGS
-from heads.look.tensorboard import write_sweep_experiment
+from heads.kinds.trainer import SHARED_SETTINGS, parse_epochs
+from heads.look.tensorboard import hparam_values, write_sweep_experiment
 from heads.run.compare import leaderboard, to_markdown
 from heads.run.fit import keras_settings, prepare, train_together
 
-GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": int,
-              "batch_size": int, "class_weight": str}
+GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": parse_epochs,
+              "patience": int, "max_epochs": int, "batch_size": int, "class_weight": str}
 
 
 def _split_values(name, values):
@@ -56,8 +56,9 @@ def parse_grid(specs):
             raise UserError(f"--grid names {name!r} twice")
         try:
             axes[name] = [GRID_TYPES[name](v) for v in _split_values(name, values)]
-        except ValueError:
-            raise UserError(f"--grid {spec!r}: values of {name} must be {GRID_TYPES[name].__name__}") from None
+        except (ValueError, UsageError):
+            kind = "auto or whole numbers" if name == "epochs" else GRID_TYPES[name].__name__
+            raise UserError(f"--grid {spec!r}: values of {name} must be {kind}") from None
     if not axes:
         raise UserError("give at least one --grid name=v1,v2,...")
     if "head" in axes and "hidden" in axes:
@@ -81,9 +82,10 @@ def run_sweep(spec, out_dir, grid, *, seed=KERAS["seed"], on_variant=None):
         full = keras_settings(seed=seed, **settings)
         together.setdefault(tuple(full[k] for k in SHARED_SETTINGS), []).append(settings)
     done = 0
+    hparams = dict(zip(map(variant_name, variants), hparam_values(variants)))
     for batch in together.values():
         runs = train_together(prepared, [out / variant_name(v) for v in batch], [{"seed": seed, **v} for v in batch],
-                              hparams=batch)
+                              hparams=[hparams[variant_name(v)] for v in batch])
         for settings, metrics in zip(batch, runs):
             done += 1
             if on_variant:

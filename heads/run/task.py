@@ -42,7 +42,8 @@ class TaskSpec:
     """Which data a run trains and is scored on. caches: one cache path or several (fused);
     attributes: names, a comma-separated string, "all", or None (the default three); features: a
     `--features` transform spec; groups: attribute names for per-group metrics; views, eval_view:
-    how a cache's mirrored view is used (`view_features`); allow_partial: use caches with unfinished
+    how a cache's mirrored view is used (`view_features`; eval_view None: "mean" with views
+    "augment", else "orig"); allow_partial: use caches with unfinished
     rows; drop_nonfinite: leave out rows whose features hold NaN/inf (else they stop the load);
     tune_threshold: per-attribute thresholds that maximise val accuracy (test is never read)."""
     caches: tuple
@@ -62,6 +63,8 @@ class TaskSpec:
         if isinstance(self.attributes, (list, tuple)):
             object.__setattr__(self, "attributes", tuple(self.attributes))
         object.__setattr__(self, "features", parse_features(self.features))
+        if self.eval_view is None:
+            object.__setattr__(self, "eval_view", "mean" if self.views == "augment" else "orig")
         if not self.caches:
             raise UsageError("give at least one cache file")
         if len(set(self.caches)) != len(self.caches):
