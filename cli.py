@@ -258,6 +258,10 @@ def backbone_options(command):
                                        "weights file."),
         click.option("--layer", help="For a Keras model file: the layer whose output is the feature (default: the "
                                      "one before the last)."),
+        click.option("--layers", type=_checked("NAME[:POOL],...", "embed.backbones", "parse_layers"), default="",
+                     help="Also store these inner layers of a Keras backbone, from the same pass, each its own "
+                          "dataset: POOL gap (the default, [C]), none ([H, W, C]) or grid:K (K x K average "
+                          "pooling). The size the layout predicts is printed first; a disk too small is refused."),
         click.option("--trust-model", is_flag=True,
                      help="Load a Keras model file with safe mode off. Safe mode refuses Lambda layers because "
                           "they can run arbitrary code; turn it off only for files you made or trust."),
@@ -269,11 +273,11 @@ def backbone_options(command):
         click.option("--mixed-precision", is_flag=True, help="GPU: run a Keras backbone in mixed float16."),
         click.option("--xla", is_flag=True, help="Compile the backbone with XLA (jit_compile)."))
     @functools.wraps(command)
-    def run(*args, model, weights, layer, trust_model, image_size, color, value_range, antialias, mixed_precision,
-            xla, **kwargs):
+    def run(*args, model, weights, layer, layers, trust_model, image_size, color, value_range, antialias,
+            mixed_precision, xla, **kwargs):
         spec = _library("embed.backbones").BackboneSpec(
             model=model, weights=weights, layer=layer, image_size=image_size, color=color, value_range=value_range,
-            antialias=antialias, trust_model=trust_model, mixed_precision=mixed_precision, xla=xla)
+            antialias=antialias, trust_model=trust_model, mixed_precision=mixed_precision, xla=xla, layers=layers)
         return command(*args, backbone=spec, **kwargs)
     return run
 
@@ -342,18 +346,21 @@ def task_options(command):
                      type=click.Choice(["orig", "mean", "concat", "augment"]),
                      help="With a cache embedded --views flip: orig features, the mean of orig and mirrored, both "
                           "side by side (concat), or both as training rows (augment)."),
+        click.option("--input", "inputs", default="",
+                     help="Train on these stored layers instead of the features (LAYER[,LAYER...]: a cache embedded "
+                          "with --layers; pooled layers are joined side by side, a multi-layer probe)."),
         click.option("--eval-view", default=RUN["eval_view"], type=click.Choice(["orig", "mean"]),
                      help="--views augment: evaluate (and predict) on the mean of both views (the default: "
                           "test-time augmentation) or on orig."))
     @functools.wraps(command)
     def run(*args, caches, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups,
-            views, eval_view, **kwargs):
+            inputs, views, eval_view, **kwargs):
         if standardize and features not in ("raw", "standardize"):
             raise click.BadParameter(f"--standardize contradicts --features {features}", param_hint="--standardize")
         spec = _library("heads.run.task").TaskSpec(
             caches=caches, attributes=attributes, features="standardize" if standardize else features, groups=groups,
             views=views, eval_view=eval_view, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
-            tune_threshold=tune_threshold)
+            tune_threshold=tune_threshold, inputs=inputs)
         return command(*args, task=spec, **kwargs)
     return run
 

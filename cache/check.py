@@ -1,7 +1,7 @@
 """Validate a cache file before anything trusts it (layout: `cache.layout`).
 
 `check_structure` runs on every open (`cache.reader.open_cache`): root attributes present, parsed
-and typed; datasets present with the documented shapes and dtypes; labels in {0, 1}, partition in
+and typed; datasets present with the documented shapes and dtypes (every view's and layer's too); labels in {0, 1}, partition in
 {0, 1, 2}, status in the documented codes; rows_done within 0..n_rows. It reads the small datasets
 only (labels, partition, status: about 9 MB for CelebA), never the features.
 `find_nonfinite` scans feature rows for NaN/inf (`info --check`, and every split as it loads).
@@ -9,6 +9,7 @@ Every failure is a UserError whose one line starts with the file's path and says
 """
 
 import json
+import re
 
 import numpy as np
 
@@ -47,11 +48,17 @@ def _attribute(path, f, name):
         if not isinstance(value, str):
             raise UserError(f"{path}: attribute {name} is {_show(value)}, not text")
         return value
-    if name in DICT_ATTRS or name in ("shard", "views"):
+    if name in DICT_ATTRS or name in ("shard", "views", "layers"):
         try:
             parsed = json.loads(value) if isinstance(value, str) else None
         except json.JSONDecodeError:
             parsed = None
+        if name == "layers":
+            if not isinstance(parsed, list) or not all(_is_layer(x) for x in parsed) or \
+                    len({x["name"] for x in parsed}) != len(parsed):
+                raise UserError(f"{path}: attribute layers is not a JSON list of distinct layers "
+                                f"({{\"name\", \"pool\", \"shape\"}}): {_show(value)}")
+            return parsed
         if name == "views":
             if not isinstance(parsed, list) or not all(v in layout.VIEW_DATASETS for v in parsed):
                 raise UserError(f"{path}: attribute views is not a JSON list of views "
@@ -61,6 +68,15 @@ def _attribute(path, f, name):
             raise UserError(f"{path}: attribute {name} is not a JSON object ({_show(value)})")
         return parsed
     return value
+
+
+def _is_layer(entry):
+    """A `layers` entry: {"name": text, "pool": gap | none | grid:K, "shape": [positive ints]}."""
+    return (isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"].strip() != ""
+            and "/" not in entry["name"] and isinstance(entry.get("pool"), str)
+            and re.fullmatch(r"gap|none|grid:[1-9]\d*", entry["pool"]) is not None
+            and isinstance(entry.get("shape"), list) and 1 <= len(entry["shape"]) <= 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in entry["shape"]))
 
 
 def _show(value, width=40):
@@ -122,6 +138,7 @@ def check_structure(path, f):
     settings = {name: _attribute(path, f, name) for name in layout.REQUIRED_ATTRS}
     settings["shard"] = _attribute(path, f, "shard") if "shard" in f.attrs else None
     settings["views"] = _attribute(path, f, "views") if "views" in f.attrs else []
+    settings["layers"] = _attribute(path, f, "layers") if "layers" in f.attrs else []
     if settings["format_version"] > layout.FORMAT_VERSION:
         raise UserError(f"{path}: cache format {settings['format_version']} is newer than this tool's "
                         f"{layout.FORMAT_VERSION}; upgrade celeba-heads")
@@ -135,10 +152,12 @@ def check_structure(path, f):
     if not 0 <= settings["rows_done"] <= n:
         raise UserError(f"{path}: rows_done={settings['rows_done']} is outside 0..{n}")
     views = [layout.VIEW_DATASETS[v] for v in settings["views"]]
-    datasets = {name: _dataset(path, f, name) for name in (*layout.DATASETS, *views)}
+    layers = {layout.stored_dataset(view, layer["name"]): (n, *layer["shape"])
+              for view in ("orig", *settings["views"]) for layer in settings["layers"]}
+    datasets = {name: _dataset(path, f, name) for name in (*layout.DATASETS, *views, *layers)}
     names = _names(path, datasets["labels"])
     expected = {"features": (n, dim), "image_id": (n,), "partition": (n,), "status": (n,),
-                "error": (n,), "labels": (n, len(names)), **{v: (n, dim) for v in views}}
+                "error": (n,), "labels": (n, len(names)), **{v: (n, dim) for v in views}, **layers}
     for name, shape in expected.items():
         if datasets[name].shape != shape:
             raise UserError(f"{path}: dataset {name} has shape {datasets[name].shape}, expected {shape}")
@@ -146,7 +165,7 @@ def check_structure(path, f):
     for name, allowed in kinds.items():
         if datasets[name].dtype.kind not in allowed:
             raise UserError(f"{path}: dataset {name} has dtype {datasets[name].dtype}, not the documented type")
-    for name in ("features", *views):
+    for name in ("features", *views, *layers):
         if datasets[name].dtype.name != settings["feature_dtype"]:
             raise UserError(f"{path}: {name} are {datasets[name].dtype.name} but the file says "
                             f"{settings['feature_dtype']}")

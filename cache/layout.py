@@ -12,6 +12,11 @@ One file holds N rows (one per labelled image, in label-file order) and A attrib
     /error         [N] fixed-length UTF-8 (256 bytes), why a failed row failed ("" otherwise).
     /features_flip optional, [N, D] like /features: the features of each image mirrored left-right
                    (`embed --views flip`); present exactly when the `views` attribute lists "flip".
+    /layers/NAME   optional, [N, *shape] like /features: the backbone's layer NAME for each image,
+                   pooled as the `layers` attribute says (`embed --layers NAME:POOL`): gap [N, C],
+                   none [N, H, W, C], grid:K [N, K, K, C]; chunked by whole rows, about
+                   LAYER_CHUNK_BYTES per chunk, so a batch of rows reads sequentially.
+    /layers_flip/NAME  with views flip: the same layer of the mirrored image.
 
 Root attributes:
     format_version       int, this layout's version (FORMAT_VERSION).
@@ -30,6 +35,9 @@ Root attributes:
                          every row below it is complete and nothing above it is trusted.
     views                optional, JSON list of the extra views stored besides /features, e.g.
                          ["flip"] (absent: none). Each is computed in the same batches as /features.
+    layers               optional, JSON list of the layers stored besides /features, in order:
+                         [{"name", "pool" ("gap", "none" or "grid:K"), "shape" (per row)}] (absent:
+                         none). Computed in the same backbone pass and batches as /features.
     shard                optional, only in a shard file (`embed --shard I/N`, see `cache.shards`):
                          JSON {"index", "count", "start", "stop", "total_rows", "batch_size"}; the
                          file holds rows [start, stop) of the dataset that dataset_fingerprint names.
@@ -49,16 +57,40 @@ STATUS_NOT_DONE, STATUS_OK, STATUS_FAILED = 0, 1, 2
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
 ERROR_BYTES = 256
 ROWS_PER_CHUNK = 1024
+LAYER_CHUNK_BYTES = 4 << 20
 
 DATASETS = ("features", "image_id", "partition", "labels", "status", "error")
 VIEW_DATASETS = {"flip": "features_flip"}  # extra view -> its dataset
-JSON_ATTRS = ("backbone", "preprocessing", "sources", "shard", "views")
+LAYER_GROUPS = {"orig": "layers", "flip": "layers_flip"}  # view -> the group holding its layers
+JSON_ATTRS = ("backbone", "preprocessing", "sources", "shard", "views", "layers")
 REQUIRED_ATTRS = (
     "format_version", "tool_version", "created", "backbone", "preprocessing", "feature_dim",
     "feature_dtype", "dataset_fingerprint", "sources", "n_rows", "rows_done",
 )
 # Settings an `embed` command must repeat exactly to resume a cache.
-RESUME_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views")
+RESUME_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views",
+                   "layers")
+
+
+def stored_dataset(view="orig", layer=None):
+    """The dataset of one view's features ("features", "features_flip") or of one stored layer
+    ("layers/NAME", "layers_flip/NAME")."""
+    if layer is None:
+        return "features" if view == "orig" else VIEW_DATASETS[view]
+    return f"{LAYER_GROUPS[view]}/{layer}"
+
+
+def extra_datasets(views, layers):
+    """Every dataset a cache with these extra views and layers (the `layers` attribute's entries)
+    stores besides /features, in the order they are written: views' features, then each view's layers."""
+    names = [stored_dataset(view) for view in views]
+    return names + [stored_dataset(view, layer["name"]) for view in ("orig", *views) for layer in layers]
+
+
+def layer_chunk_rows(shape, itemsize):
+    """Rows per chunk of a layer dataset whose rows have `shape`: about LAYER_CHUNK_BYTES, at least 1."""
+    row_bytes = int(np.prod(shape)) * itemsize
+    return max(1, min(ROWS_PER_CHUNK, LAYER_CHUNK_BYTES // max(row_bytes, 1)))
 
 
 def encode_attr(name, value):

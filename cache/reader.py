@@ -11,7 +11,7 @@ import numpy as np
 
 from cache import layout
 from cache.check import check_structure, find_nonfinite
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 
 
 class CacheFile(h5py.File):
@@ -96,6 +96,9 @@ def cache_info(path, max_failures=20, check=False):
         "rows_done": settings["rows_done"],
         "shard": settings["shard"],
         "views": settings["views"],
+        "layers": [{**layer, "bytes": int(settings["n_rows"] * np.prod(layer["shape"])
+                                          * np.dtype(settings["feature_dtype"]).itemsize * (1 + len(settings["views"])))}
+                   for layer in settings["layers"]],
         "attributes": names,
         "splits": splits,
         "failures": failures,
@@ -143,9 +146,9 @@ def _runs(mask):
 
 
 def _read_sorted_rows(stored, rows):
-    """Feature rows `rows` (increasing) of dataset `stored` into one 64-byte aligned array, read in
+    """Rows `rows` (increasing) of dataset `stored` into one 64-byte aligned array, read in
     contiguous runs straight into place (no concatenation copy)."""
-    features = aligned_empty((len(rows), stored.shape[1]), stored.dtype)
+    features = aligned_empty((len(rows), *stored.shape[1:]), stored.dtype)
     mask = np.zeros(stored.shape[0], bool)
     mask[rows] = True
     filled = 0
@@ -155,12 +158,14 @@ def _read_sorted_rows(stored, rows):
     return features
 
 
-def read_feature_rows(path, rows):
-    """Features of cache rows `rows` (distinct, any order), in that order, in the stored dtype."""
+def read_feature_rows(path, rows, layers=()):
+    """Features of cache rows `rows` (distinct, any order), in that order, in the stored dtype (the
+    given stored layers instead, flattened side by side, as `load_split` reads them)."""
     rows = np.asarray(rows, np.int64)
     order = np.argsort(rows, kind="stable")
     with open_cache(path) as f:
-        features = _read_sorted_rows(f["features"], rows[order])
+        check_layers(path, f.settings, layers)
+        features = _read_view(f, "orig", layers, rows[order])
     if np.all(order[:-1] < order[1:]):
         return features
     restored = aligned_empty(features.shape, features.dtype)
@@ -176,7 +181,7 @@ def nonfinite_error(path, split, count, rows, ids):
 
 
 def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True,
-               drop_nonfinite=False, views=("orig",)):
+               drop_nonfinite=False, views=("orig",), layers=()):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
@@ -186,8 +191,9 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
     Features come back 64-byte aligned (`aligned_empty`), so heads train on them without a copy.
     Rows marked ok whose features hold NaN or inf stop the load (UserError naming them) unless
     drop_nonfinite, which leaves them out and counts them in Split.n_nonfinite. views: which
-    feature datasets to read ("orig" = /features, "flip" = /features_flip); with more than one,
-    Split.features is a list in that order.
+    views to read ("orig" = /features, "flip" = /features_flip); with more than one,
+    Split.features is a list in that order. layers: read these stored layers instead of /features
+    (each view's), their rows flattened and joined side by side: [n, sum of their sizes].
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -214,7 +220,8 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
             for view in views:
                 if view != "orig" and view not in stored_views:
                     raise UserError(f"{path}: holds no {view} view (embed with --views {view})")
-            blocks = [_read_sorted_rows(f[layout.VIEW_DATASETS.get(v, "features")], rows) for v in views]
+            check_layers(path, f.settings, layers)
+            blocks = [_read_view(f, view, layers, rows) for view in views]
             bad = sorted(set().union(*(find_nonfinite(b) for b in blocks)))
             if bad and not drop_nonfinite:
                 name = {v: k for k, v in layout.PARTITIONS.items()}[code]
@@ -232,3 +239,34 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())
     return Split(features=features, labels=labels, attributes=attributes, image_ids=ids, rows=rows,
                  n_failed=n_failed, n_nonfinite=n_nonfinite)
+
+
+def check_layers(path, settings, layers):
+    """Refuse layer names the cache does not store (a UsageError naming the ones it does, the nearest
+    first)."""
+    import difflib
+    stored = [layer["name"] for layer in settings["layers"]]
+    for name in layers:
+        if name not in stored:
+            if not stored:
+                raise UsageError(f"--input {name}: {path} stores no layers besides its features (embed with "
+                                 "--layers NAME[:POOL])")
+            nearest = difflib.get_close_matches(name, stored, n=len(stored), cutoff=0)
+            raise UsageError(f"--input {name}: {path} stores no such layer; it stores {', '.join(nearest)}")
+
+
+def _read_view(f, view, layers, rows):
+    """One view's features of `rows`: /features (or its view's dataset), or the given layers' rows
+    flattened and side by side, one 64-byte aligned array."""
+    if not layers:
+        return _read_sorted_rows(f[layout.stored_dataset(view)], rows)
+    parts = [_read_sorted_rows(f[layout.stored_dataset(view, name)], rows) for name in layers]
+    if len(parts) == 1 and parts[0].ndim == 2:
+        return parts[0]
+    joined = aligned_empty((len(rows), sum(int(np.prod(p.shape[1:])) for p in parts)), parts[0].dtype)
+    start = 0
+    for part in parts:
+        width = int(np.prod(part.shape[1:]))
+        joined[:, start:start + width] = part.reshape(len(rows), width)
+        start += width
+    return joined

@@ -19,7 +19,9 @@ from cache.reader import open_cache
 from cache.writer import CacheWriter, create_cache
 
 # Settings every shard of one dataset must share (names as stored; `shard.*` checked separately).
-SHARED_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views")
+SHARED_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views",
+                   "layers")
+COPY_BYTES = 256 << 20  # merge copies each shard's rows in blocks of about this many bytes
 
 
 def parse_shard(text):
@@ -112,11 +114,16 @@ def merge_shards(paths, out, overwrite=False):
     create_cache(out, image_ids=ids, attribute_names=names, labels=labels, partition=partition,
                  feature_dim=settings["feature_dim"], feature_dtype=settings["feature_dtype"],
                  settings={k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources",
-                                                    "views")})
+                                                    "views", "layers")})
+    extra = layout.extra_datasets(settings["views"], settings["layers"])
     with CacheWriter(out) as writer:
-        for path, shard_settings, _, _ in shards:  # one shard in memory at a time
+        for path, shard_settings, _, _ in shards:  # a block of one shard's rows in memory at a time
+            start = shard_settings["shard"]["start"]
             with open_cache(path) as f:
-                writer.write_rows(shard_settings["shard"]["start"], f["features"][:], f["status"][:],
-                                  [e.decode() for e in f["error"][:]],
-                                  views={v: f[layout.VIEW_DATASETS[v]][:] for v in settings["views"]})
+                row_bytes = sum(f[name].dtype.itemsize * int(np.prod(f[name].shape[1:])) for name in ("features", *extra))
+                block = max(1, COPY_BYTES // row_bytes)
+                for a in range(0, f["features"].shape[0], block):
+                    rows = slice(a, a + block)
+                    writer.write_rows(start + a, f["features"][rows], f["status"][rows],
+                                      [e.decode() for e in f["error"][rows]], {name: f[name][rows] for name in extra})
     return len(ids)

@@ -7,6 +7,7 @@ finished batches by row index and advances `rows_done` only after the batch is f
 
 import datetime
 import errno
+import json
 import os
 from importlib import metadata
 
@@ -48,7 +49,9 @@ def create_cache(path, *, image_ids, attribute_names, labels, partition, feature
 
     image_ids: N strings; labels: uint8 [N, A] in {0, 1}; partition: int [N] in {0, 1, 2};
     settings: the root attributes `backbone`, `preprocessing`, `dataset_fingerprint`, `sources`,
-    and optionally `shard` and `views` (a list of extra views, each getting its dataset).
+    and optionally `shard`, `views` (a list of extra views, each getting its dataset) and `layers`
+    (the layers stored besides the features: [{"name", "pool", "shape"}], each with a dataset per
+    view).
     """
     n_rows = len(image_ids)
     labels = np.asarray(labels, dtype=np.uint8)
@@ -96,9 +99,17 @@ def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_di
     """Create every dataset and root attribute of an empty cache in the open file `f`."""
     n_rows = len(image_ids)
     chunk_rows = max(1, min(layout.ROWS_PER_CHUNK, n_rows))
-    for name in ["features"] + [layout.VIEW_DATASETS[v] for v in settings.get("views") or []]:
+    views = settings.get("views") or []
+    for name in ["features"] + [layout.stored_dataset(v) for v in views]:
         f.create_dataset(name, shape=(n_rows, feature_dim), dtype=feature_dtype,
                          chunks=(chunk_rows, feature_dim), dcpl=_preallocated())
+    itemsize = np.dtype(feature_dtype).itemsize
+    for view in ("orig", *views):
+        for layer in settings.get("layers") or []:
+            shape = tuple(layer["shape"])
+            rows = max(1, min(layout.layer_chunk_rows(shape, itemsize), n_rows))
+            f.create_dataset(layout.stored_dataset(view, layer["name"]), shape=(n_rows, *shape), dtype=feature_dtype,
+                             chunks=(rows, *shape), dcpl=_preallocated())
     f.create_dataset("error", shape=(n_rows,), dtype=h5py.string_dtype("utf-8", layout.ERROR_BYTES),
                      chunks=(chunk_rows,), dcpl=_preallocated())
     f.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
@@ -106,7 +117,7 @@ def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_di
     f.create_dataset("labels", data=labels)
     f["labels"].attrs["names"] = np.array(attribute_names, dtype=object)
     f.create_dataset("status", data=np.zeros(n_rows, np.int8))
-    attrs = {k: v for k, v in settings.items() if not (k == "views" and not v)}  # no views: no attribute
+    attrs = {k: v for k, v in settings.items() if not (k in ("views", "layers") and not v)}  # none: no attribute
     attrs.update(
         format_version=layout.FORMAT_VERSION,
         tool_version=_tool_version(),
@@ -137,7 +148,9 @@ class CacheWriter:
         except OSError as exc:
             raise UserError(f"{path}: cannot open the cache for writing: {exc}") from None
         self._features = self._file["features"]
-        self._views = {view: self._file[name] for view, name in layout.VIEW_DATASETS.items() if name in self._file}
+        views = [v for v, name in layout.VIEW_DATASETS.items() if name in self._file]
+        layers = json.loads(self._file.attrs["layers"]) if "layers" in self._file.attrs else []
+        self._extra = {name: self._file[name] for name in layout.extra_datasets(views, layers)}
         self._status = self._file["status"]
         self._error = self._file["error"]
         self._fd = self._file.id.get_vfd_handle()
@@ -152,31 +165,21 @@ class CacheWriter:
     def n_rows(self):
         return int(self._file.attrs["n_rows"])
 
-    def write_rows(self, start, features, status, errors, views=None):
+    def write_rows(self, start, features, status, errors, extra=None):
         """Write rows [start, start + len(features)) and then mark them done.
 
         start must equal `rows_done`; features: [B, D] array (cast to the cache's dtype, which
         must keep every OK row finite); status: [B] of STATUS_OK / STATUS_FAILED; errors: B strings;
-        views: {view: [B, D]} for each extra view the cache holds (`layout.VIEW_DATASETS`).
+        extra: {dataset: [B, ...]} for each extra dataset the cache holds (`layout.extra_datasets`:
+        the views' features, the layers).
         """
         stop = start + len(features)
         if start != self.rows_done or stop > self.n_rows:
             raise ValueError(f"rows {start}:{stop} do not continue rows_done={self.rows_done}")
-        views = views or {}
-        if set(views) != set(self._views):
-            raise ValueError(f"the cache holds views {sorted(self._views)}, got {sorted(views)}")
-        ok = np.asarray(status) == layout.STATUS_OK
-        stored = {}
-        for name, values, dataset in [("features", features, self._features),
-                                      *((v, views[v], self._views[v]) for v in self._views)]:
-            with np.errstate(over="ignore"):  # overflow is checked and reported just below
-                stored[name] = np.asarray(values).astype(dataset.dtype)
-            if not np.isfinite(stored[name][ok]).all():
-                raise UserError(f"features of rows {start}:{stop} overflow {dataset.dtype}; "
-                                "embed with --dtype float32")
+        stored = self._cast(start, stop, features, status, extra)
         try:
-            for view, dataset in self._views.items():
-                dataset[start:stop] = stored[view]
+            for name, dataset in self._extra.items():
+                dataset[start:stop] = stored[name]
             self._features[start:stop] = stored["features"]
             self._status[start:stop] = np.asarray(status, np.int8)
             self._error[start:stop] = [layout.truncate_error(e) for e in errors]
@@ -189,7 +192,23 @@ class CacheWriter:
             self._failed = True
             raise _write_failure(self.path, exc, f"writing rows {start}:{stop}") from None
 
-    def rewrite_rows(self, rows, features, status, errors, views=None):
+    def _cast(self, start, stop, features, status, extra):
+        """{dataset: values in its dtype} for the features and every extra dataset; UserError if an OK
+        row overflows the dtype."""
+        extra = extra or {}
+        if set(extra) != set(self._extra):
+            raise ValueError(f"the cache holds extra datasets {sorted(self._extra)}, got {sorted(extra)}")
+        ok = np.asarray(status) == layout.STATUS_OK
+        stored = {}
+        for name, values, dataset in [("features", features, self._features),
+                                      *((n, extra[n], d) for n, d in self._extra.items())]:
+            with np.errstate(over="ignore"):  # overflow is checked and reported just below
+                stored[name] = np.asarray(values).astype(dataset.dtype)
+            if not np.isfinite(stored[name][ok]).all():
+                raise UserError(f"{name} of rows {start}:{stop} overflow {dataset.dtype}; embed with --dtype float32")
+        return stored
+
+    def rewrite_rows(self, rows, features, status, errors, extra=None):
         """Overwrite finished rows (distinct, below rows_done), e.g. failed rows embedded again:
         features first, flushed, then status and errors, so a crash in between leaves the old
         status (a failed row's features are never read)."""
@@ -200,10 +219,10 @@ class CacheWriter:
             raise ValueError(f"rows to rewrite must be distinct and below rows_done={self.rows_done}")
         order = np.argsort(rows)  # h5py writes a selection of rows in increasing order
         rows = rows[order]
-        views = views or {}
+        extra = extra or {}
         try:
             for name, values, dataset in [("features", features, self._features),
-                                          *((v, views[v], self._views[v]) for v in self._views)]:
+                                          *((n, extra[n], d) for n, d in self._extra.items())]:
                 dataset[rows] = np.asarray(values)[order].astype(dataset.dtype)
             self._file.flush()
             os.fsync(self._fd)

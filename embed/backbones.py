@@ -12,7 +12,9 @@ SPEC kinds:
 The SavedModel is called directly (no `hub.KerasLayer`, which Keras 3 models cannot hold).
 A 4-D output is global-average-pooled. Every backbone maps float32 images [B, S, S, C] in its
 value range to float32 features [B, D]. A `BackboneSpec` names the model and every override;
-`load_backbone` resolves it.
+`load_backbone` resolves it. A Keras backbone can also hand out inner layers in the same pass
+(`--layers NAME[:POOL],...`), each pooled: gap [B, C], none [B, H, W, C] or grid:K (K x K average
+pooling, [B, K, K, C]).
 """
 
 import logging
@@ -84,18 +86,92 @@ class BackboneSpec:
     trust_model: bool = False
     mixed_precision: bool = False
     xla: bool = False
+    layers: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", parse_layers(self.layers))
 
 
 @dataclass
 class Backbone:
-    """A frozen extractor: `extract(images)` maps float32 [B, S, S, C] to float32 [B, feature_dim].
-    `spec` is what the cache records about the model; `module` is the loaded model object (holds
-    the variables, for export)."""
+    """A frozen extractor: `extract(images)` maps float32 [B, S, S, C] to float32 [B, feature_dim];
+    `extract_all(images)` gives (features, (one float32 [B, *shape] per stored layer)) in one pass.
+    `spec` is what the cache records about the model; `layers`: [{"name", "pool", "shape"}] of the
+    stored layers (the cache's `layers` attribute); `module` is the loaded model object (holds the
+    variables, for export)."""
     spec: dict
     preprocessing: Preprocessing
     feature_dim: int
     extract: object
     module: object
+    extract_all: object = None
+    layers: list = ()
+
+
+LAYER_POOLS = "gap, none or grid:K"
+
+
+def parse_layers(value):
+    """`--layers NAME[:POOL],...` (text, or a sequence of NAME[:POOL]) -> a tuple of "NAME:POOL", POOL
+    gap (the default), none or grid:K; UsageError (exit 2) for a bad POOL or a name given twice."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    layers = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        name, _, pool = item.partition(":")
+        pool = pool or "gap"
+        if not name or "/" in name or not re.fullmatch(r"gap|none|grid:[1-9]\d*", pool):
+            raise UsageError(f"--layers {item!r}: expected NAME[:POOL] with POOL {LAYER_POOLS} (K >= 1)")
+        layers.append(f"{name}:{pool}")
+    names = [layer.split(":")[0] for layer in layers]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--layers {','.join(layers)}: a layer is named twice")
+    return tuple(layers)
+
+
+def _pooled(x, pool):
+    """A layer's output [B, H, W, C] (or [B, C]) pooled: gap -> [B, C], none -> as it is, grid:K ->
+    [B, K, K, C], each cell the mean of its share of the rows and columns (as adaptive pooling)."""
+    import tensorflow as tf
+    if x.shape.rank == 2 or pool == "none":
+        return x
+    if pool == "gap":
+        return tf.reduce_mean(x, axis=[1, 2])
+    k = int(pool.split(":")[1])
+    height, width = int(x.shape[1]), int(x.shape[2])
+    rows = []
+    for i in range(k):
+        top, bottom = i * height // k, -(-(i + 1) * height // k)
+        cells = [tf.reduce_mean(x[:, top:bottom, j * width // k:-(-(j + 1) * width // k)], axis=[1, 2])
+                 for j in range(k)]
+        rows.append(tf.stack(cells, axis=1))
+    return tf.stack(rows, axis=1)
+
+
+def _with_layers(net, primary, layers, model):
+    """A keras.Model from net's input to [primary, each of `layers`' outputs] ("NAME:POOL"); a name
+    the model lacks, or a layer whose output shape is not fixed, is a UserError."""
+    import difflib
+
+    import keras
+    names = [l.name for l in net.layers]
+    outputs = []
+    for layer in layers:
+        name, pool = layer.split(":", 1)
+        if name not in names:
+            nearest = difflib.get_close_matches(name, names, n=5, cutoff=0)
+            raise UsageError(f"--layers {name}: no such layer in {model}; the nearest: {', '.join(nearest)}")
+        output = net.get_layer(name).output
+        if not isinstance(output, keras.KerasTensor) or output.shape[0] is not None or \
+                any(d is None for d in output.shape[1:]) or len(output.shape) not in (2, 4):
+            raise UsageError(f"--layers {name}: its output shape {tuple(output.shape)} is not [B, C] or [B, H, W, C] "
+                             "with fixed sizes (it depends on the batch or the input); choose another layer")
+        if pool.startswith("grid:") and len(output.shape) == 4 and int(pool[5:]) > min(output.shape[1:3]):
+            raise UsageError(f"--layers {layer}: the layer is {output.shape[1]}x{output.shape[2]}, smaller than "
+                             f"a {pool[5:]}x{pool[5:]} grid")
+        outputs.append(output)
+    return keras.Model(net.inputs, [primary, *outputs])
 
 
 def parse_value_range(text):
@@ -143,18 +219,24 @@ def _load_backbone(spec, device):
     if mixed_precision and kind != "keras_app":
         raise UserError("--mixed-precision applies to keras:<Name> backbones only "
                         "(a SavedModel or model file keeps the dtypes it was saved with)")
+    if spec.layers and kind in ("hub", "saved_model"):
+        raise UsageError(f"--layers: {model} is a SavedModel, which exposes only its outputs; use the Keras form "
+                        "of the backbone (e.g. keras:EfficientNetV2B0 with --weights imagenet or a weights file, "
+                        "or a .keras/.h5 file)")
     import tensorflow as tf
     record = {"model": model, "kind": kind, "weights": None, "layer": None, "sha256": None,
               "random_weights": False, "mixed_precision": bool(mixed_precision)}  # what the cache records
+    if spec.layers:
+        record["layers"] = list(spec.layers)
     if kind in ("hub", "saved_model"):
         net, native = _load_saved_model(model, kind)
         if kind == "saved_model":
             record["sha256"] = sha256_file(Path(model) / "saved_model.pb")
     elif kind == "keras_app":
         net, native, record = _load_keras_application(model, weights or "imagenet", image_size,
-                                                     mixed_precision, record)
+                                                     mixed_precision, record, spec.layers)
     else:
-        net, native, record = _load_keras_file(model, layer, spec.trust_model, record)
+        net, native, record = _load_keras_file(model, layer, spec.trust_model, record, spec.layers)
     size = image_size or native.get("image_size")
     if size is None:
         raise UserError(f"--model {model}: its input size is not fixed in the model; pass --image-size N")
@@ -165,29 +247,35 @@ def _load_backbone(spec, device):
     prep = Preprocessing(image_size=int(size), color=spec.color or native.get("color", "rgb"),
                          value_range=tuple(float(v) for v in chosen_range), antialias=bool(spec.antialias))
 
-    def features(images):
-        with tf.device(device):
-            return _features(images)
+    pools = [layer.split(":", 1)[1] for layer in spec.layers]
 
-    def _features(images):
-        out = net(images) if kind in ("hub", "saved_model") else net(images, training=False)
-        if isinstance(out, dict):
-            raise UserError(f"--model {model}: returns a dict of outputs; give a feature-vector model")
-        if out.shape.rank == 4:
-            out = tf.reduce_mean(out, axis=[1, 2])
-        if out.shape.rank != 2:
-            raise UserError(f"--model {model}: output has rank {out.shape.rank}; expected [B, D] or [B, H, W, D]")
-        return tf.cast(out, tf.float32)
+    def outputs(images):
+        with tf.device(device):
+            out = net(images) if kind in ("hub", "saved_model") else net(images, training=False)
+            if isinstance(out, dict):
+                raise UserError(f"--model {model}: returns a dict of outputs; give a feature-vector model")
+            primary, inner = (out[0], out[1:]) if pools else (out, [])
+            if primary.shape.rank == 4:
+                primary = tf.reduce_mean(primary, axis=[1, 2])
+            if primary.shape.rank != 2:
+                raise UserError(f"--model {model}: output has rank {primary.shape.rank}; expected [B, D] or "
+                                "[B, H, W, D]")
+            return tf.cast(primary, tf.float32), tuple(tf.cast(_pooled(x, p), tf.float32) for x, p in zip(inner, pools))
 
     batch_spec = tf.TensorSpec([None, prep.image_size, prep.image_size, prep.channels], tf.float32)
-    extract = tf.function(features, input_signature=[batch_spec], jit_compile=bool(spec.xla))  # one trace
+    extract_all = tf.function(outputs, input_signature=[batch_spec], jit_compile=bool(spec.xla))  # one trace
     probe = tf.zeros([1, prep.image_size, prep.image_size, prep.channels], tf.float32)  # traces once
     try:
-        feature_dim = int(extract(probe).shape[-1])
+        features, inner = extract_all(probe)
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as exc:
         raise UserError(f"--model {model}: does not accept {prep.image_size}x{prep.image_size}x"
                         f"{prep.channels} images ({str(exc).splitlines()[0][:200]})") from None
-    return Backbone(spec=record, preprocessing=prep, feature_dim=feature_dim, extract=extract, module=net)
+    layers = [{"name": layer.split(":", 1)[0], "pool": pool, "shape": [int(d) for d in x.shape[1:]]}
+              for layer, pool, x in zip(spec.layers, pools, inner)]
+    extract = (lambda images: extract_all(images)[0]) if pools else \
+        tf.function(lambda images: outputs(images)[0], input_signature=[batch_spec], jit_compile=bool(spec.xla))
+    return Backbone(spec=record, preprocessing=prep, feature_dim=int(features.shape[-1]), extract=extract,
+                    module=net, extract_all=extract_all, layers=layers)
 
 
 def _load_saved_model(model, kind):
@@ -218,7 +306,7 @@ def _load_saved_model(model, kind):
     return loaded, native
 
 
-def _load_keras_application(model, weights, image_size, mixed_precision, record):
+def _load_keras_application(model, weights, image_size, mixed_precision, record, layers=()):
     import keras
     name = model.removeprefix("keras:")
     if name not in KERAS_APPLICATIONS:
@@ -242,6 +330,8 @@ def _load_keras_application(model, weights, image_size, mixed_precision, record)
             keras.mixed_precision.set_global_policy("mixed_float16")
         net = getattr(keras.applications, name)(include_top=False, weights=keras_weights, pooling="avg",
                                                 input_shape=(size, size, 3))
+        if layers:
+            net = _with_layers(net, net.output, layers, model)
     except Exception as exc:
         reason = str(exc).splitlines()[0][:200]
         hint = (" (downloading ImageNet weights needs internet; pass --weights FILE with a local copy)"
@@ -254,7 +344,7 @@ def _load_keras_application(model, weights, image_size, mixed_precision, record)
     return net, {"image_size": size, "value_range": value_range, "color": "rgb"}, record
 
 
-def _load_keras_file(model, layer, trust_model, record):
+def _load_keras_file(model, layer, trust_model, record, layers=()):
     import keras
     if not Path(model).is_file():
         raise UserError(f"--model {model}: no such file")
@@ -272,7 +362,7 @@ def _load_keras_file(model, layer, trust_model, record):
     except ValueError:
         names = ", ".join(l.name for l in net.layers)
         raise UserError(f"--layer {layer}: no such layer in {model} (layers: {names})") from None
-    extractor = keras.Model(net.inputs, cut.output)
+    extractor = _with_layers(net, cut.output, layers, model) if layers else keras.Model(net.inputs, cut.output)
     shape = net.input_shape
     native = {}
     if isinstance(shape, tuple) and len(shape) == 4:
@@ -290,7 +380,8 @@ def load_recorded_backbone(record, preprocessing, *, trust_model=False):
     backbone = load_backbone(BackboneSpec(
         record["model"], weights=record.get("weights"), layer=record.get("layer"), image_size=prep["image_size"],
         color=prep["color"], value_range=tuple(prep["value_range"]), antialias=prep["antialias"],
-        trust_model=trust_model, mixed_precision=record.get("mixed_precision", False)))
+        trust_model=trust_model, mixed_precision=record.get("mixed_precision", False),
+        layers=tuple(record.get("layers") or ())))
     if record.get("sha256") and backbone.spec["sha256"] != record["sha256"]:
         raise UserError(f"{record['model']}: the file changed since the cache was made (sha256 differs)")
     if backbone.preprocessing.to_dict() != prep:

@@ -2,8 +2,10 @@
 
     engine.connect()                     before the cache is touched: a missing cluster fails early
     engine.results(paths, indices, batch_size, views, max_pixels)
-        yields (indices int [B], features float32 [B, D], errors [B] str, {view: float32 [B, D]})
-        for the fixed windows [k*B, (k+1)*B) of `paths`, each computed whole on one device
+        yields (indices int [B], outputs {dataset: float32 [B, ...]}, errors [B] str) for the fixed
+        windows [k*B, (k+1)*B) of `paths`, each computed whole on one device; outputs holds
+        "features" and every other dataset the cache stores (`cache.layout.extra_datasets`: the
+        views' features, the backbone's stored layers in each view)
 
 `LocalEngine` runs on this machine's devices; `embed.ray_engine.RayEngine` on a Ray cluster. The
 runner (`embed.runner`) knows only this interface; `embed.placement` builds an engine.
@@ -12,21 +14,27 @@ runner (`embed.runner`) knows only this interface; `embed.placement` builds an e
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
+from cache.layout import stored_dataset
 from embed.defaults import MAX_PIXELS
 from embed.pipeline import ImageBatches, mirrored
 
 
-def embed_views(backbone, images, views=()):
-    """(features, {view: features}) of a batch of images [B, S, S, C]: the "flip" view runs the
-    backbone on the batch mirrored left-right (the same batch, so the same batch composition)."""
-    return backbone.extract(images), {view: backbone.extract(mirrored(images)) for view in views}
+def embed_outputs(backbone, images, views=()):
+    """{dataset: tensor [B, ...]} of a batch of images [B, S, S, C]: the features and the stored
+    layers, for the batch and for each extra view (the "flip" view runs the backbone on the batch
+    mirrored left-right: the same batch, so the same batch composition)."""
+    outputs = {}
+    for view, batch in [("orig", images), *((v, mirrored(images)) for v in views)]:
+        features, layers = backbone.extract_all(batch)
+        outputs[stored_dataset(view)] = features
+        outputs.update({stored_dataset(view, layer["name"]): x for layer, x in zip(backbone.layers, layers)})
+    return outputs
 
 
-def batch_result(batch, features, views=None):
-    """(indices, features, errors, views) as numpy and str from one pipeline batch and its backbone
-    outputs."""
+def batch_result(batch, outputs):
+    """(indices, outputs, errors) as numpy and str from one pipeline batch and its backbone outputs."""
     errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
-    return batch["index"].numpy(), features.numpy(), errors, {v: f.numpy() for v, f in (views or {}).items()}
+    return batch["index"].numpy(), {name: x.numpy() for name, x in outputs.items()}, errors
 
 
 class LocalEngine:
@@ -46,18 +54,18 @@ class LocalEngine:
         try:
             if len(self.backbones) == 1:
                 for batch in batches:
-                    yield batch_result(batch, *embed_views(self.backbones[0], batch["image"], views))
+                    yield batch_result(batch, embed_outputs(self.backbones[0], batch["image"], views))
                 return
             in_flight = deque()
             with ThreadPoolExecutor(max_workers=len(self.backbones)) as pool:
                 for k, batch in enumerate(batches):
                     backbone = self.backbones[k % len(self.backbones)]
-                    in_flight.append((batch, pool.submit(embed_views, backbone, batch["image"], views)))
+                    in_flight.append((batch, pool.submit(embed_outputs, backbone, batch["image"], views)))
                     if len(in_flight) == len(self.backbones):
-                        batch, features = in_flight.popleft()
-                        yield batch_result(batch, *features.result())
+                        batch, outputs = in_flight.popleft()
+                        yield batch_result(batch, outputs.result())
                 while in_flight:
-                    batch, features = in_flight.popleft()
-                    yield batch_result(batch, *features.result())
+                    batch, outputs = in_flight.popleft()
+                    yield batch_result(batch, outputs.result())
         finally:
             batches.close()  # stop the input pipeline now, even on an error

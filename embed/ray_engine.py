@@ -17,6 +17,7 @@ import numpy as np
 from cache.errors import UserError
 
 INSTALL_HINT = "--engine ray needs Ray Data: pip install 'celeba-heads[ray]' (or pip install 'ray[data]')"
+OUTPUT = "out:"  # the column prefix of a stored dataset's values (features, views, layers) in a Ray row
 
 
 class EmbedBatches:
@@ -30,7 +31,7 @@ class EmbedBatches:
 
     def __call__(self, batch):
         """batch: {"first": [1] int, "paths": [1] list of paths} -> one row per image."""
-        from embed.engines import batch_result, embed_views
+        from embed.engines import batch_result, embed_outputs
         from embed.pipeline import MAX_PIXELS, ImageBatches
 
         paths = [str(p) for p in batch["paths"][0]]
@@ -38,9 +39,9 @@ class EmbedBatches:
         indices = np.arange(first, first + len(paths))
         (element,) = ImageBatches(paths, indices, self.backbone.preprocessing, len(paths),
                                   max_pixels=self.max_pixels or MAX_PIXELS)
-        index, features, errors, views = batch_result(element, *embed_views(self.backbone, element["image"], self.views))
-        return {"index": index, "features": features, "error": np.array(errors, dtype=object),
-                **{f"view_{v}": f for v, f in views.items()}}
+        index, outputs, errors = batch_result(element, embed_outputs(self.backbone, element["image"], self.views))
+        return {"index": index, "error": np.array(errors, dtype=object),
+                **{f"{OUTPUT}{name}": values for name, values in outputs.items()}}
 
 
 def connect(address):
@@ -81,7 +82,7 @@ class RayEngine:
 
 def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_model=False, views=(), max_pixels=None):
     """Like `embed.engines.LocalEngine.results`, on the Ray cluster `connect` joined: yields (indices,
-    features, errors, views) in order, in the same batches (indices[0] + k*batch_size ...)."""
+    outputs, errors) in order, in the same batches (indices[0] + k*batch_size ...)."""
     import ray
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
@@ -100,5 +101,6 @@ def ray_results(paths, indices, backbone, batch_size, *, actors=None, trust_mode
         fn_constructor_kwargs={"spec": backbone.spec, "preprocessing": backbone.preprocessing.to_dict(),
                                "trust_model": trust_model, "views": list(views), "max_pixels": max_pixels})
     for batch in embedded.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-        yield (batch["index"], np.array(batch["features"], np.float32), [str(e) for e in batch["error"]],
-               {v: np.array(batch[f"view_{v}"], np.float32) for v in views})
+        outputs = {name.removeprefix(OUTPUT): np.array(values, np.float32) for name, values in batch.items()
+                   if name.startswith(OUTPUT)}
+        yield batch["index"], outputs, [str(e) for e in batch["error"]]

@@ -100,6 +100,7 @@ def cache_settings(dataset, backbone, feature_dtype, shard=None, views=()):
         "sources": dataset.sources,
         "shard": shard,
         "views": list(views),
+        "layers": list(backbone.layers),
     }
     return settings
 
@@ -129,7 +130,7 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
             raise UserError(f"{path} was made with {name}={old!r} but this command gives {new!r}; "
                             "repeat the original settings to resume, or pass --overwrite to start afresh")
         return stored["rows_done"]
-    attrs = {k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources", "views")}
+    attrs = {k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources", "views", "layers")}
     if settings["shard"] is not None:
         attrs["shard"] = settings["shard"]
     create_cache(path, image_ids=dataset.image_ids[rows], attribute_names=dataset.attribute_names,
@@ -138,16 +139,32 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
     return 0
 
 
-def _warn_if_disk_short(path, rows_left, settings):
-    """Warn up front when the rows still to embed will not fit in the free space beside `path`."""
-    row_bytes = ((1 + len(settings["views"])) * settings["feature_dim"] * np.dtype(settings["feature_dtype"]).itemsize
-                 + layout.ERROR_BYTES)
-    needed = rows_left * row_bytes
+def row_bytes(settings):
+    """Bytes one row of a cache with these settings takes: every view's features and layers, and
+    the error text (the layout's prediction; ids, labels and the rest are small)."""
+    itemsize = np.dtype(settings["feature_dtype"]).itemsize
+    values = settings["feature_dim"] + sum(int(np.prod(layer["shape"])) for layer in settings["layers"])
+    return (1 + len(settings["views"])) * values * itemsize + layout.ERROR_BYTES
+
+
+def _check_disk(path, rows_left, settings):
+    """Say how much the rows still to embed take; when they will not fit in the free space beside
+    `path`, refuse a cache that stores layers (they are large: better to know before hours of
+    embedding) and warn about any other (a disk that fills mid-run ends cleanly and resumes)."""
+    needed = rows_left * row_bytes(settings)
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    if needed > free:
-        log.warning("%d rows need about %.0f MB but %.0f MB are free beside %s; embedding will stop when the "
-                    "disk fills (free space, then run the same command to resume)", rows_left, needed / 1e6,
-                    free / 1e6, path)
+    if settings["layers"]:
+        log.info("the layout predicts %.2f GB for %d rows of %s (features%s)", needed / 1e9, rows_left, path,
+                 "".join(f", {layer['name']} {layer['pool']} {layer['shape']}" for layer in settings["layers"]))
+    if needed <= free:
+        return
+    if settings["layers"]:
+        raise UserError(f"{path}: {rows_left} rows with their layers need about {needed / 1e9:.2f} GB but "
+                        f"{free / 1e9:.2f} GB are free; free space, store fewer or pooled layers, or choose "
+                        "another --out")
+    log.warning("%d rows need about %.0f MB but %.0f MB are free beside %s; embedding will stop when the "
+                "disk fills (free space, then run the same command to resume)", rows_left, needed / 1e6,
+                free / 1e6, path)
 
 
 def _retry_windows(statuses, batch_size):
@@ -170,12 +187,13 @@ def retry_failed_rows(dataset, rows, path, engine, spec, summary, on_progress):
         paths = dataset.paths[rows]
         results = engine.results([paths[i] for i in recompute], recompute, spec.batch_size, spec.views, spec.max_pixels)
         with closing(results):
-            for index, features, errors, extra in results:
+            for index, outputs, errors in results:
                 chosen = status[index] == layout.STATUS_FAILED  # only the failed rows are written
                 failed = np.array([bool(e) for e in errors])[chosen]
                 new_status = np.where(failed, layout.STATUS_FAILED, layout.STATUS_OK)
+                features = outputs.pop("features")
                 writer.rewrite_rows(index[chosen], features[chosen], new_status, [e for e, c in zip(errors, chosen) if c],
-                                    {v: x[chosen] for v, x in extra.items()})
+                                    {name: x[chosen] for name, x in outputs.items()})
                 retried += int(chosen.sum())
                 summary.retried_ok += int((~failed).sum())
                 summary.failures += [(dataset.image_ids[rows][i], e) for i, e, c in zip(index, errors, chosen) if c and e]
@@ -223,7 +241,7 @@ def embed(dataset, backbone, path, spec=EmbedSpec(), *, engine=None, on_progress
     if start >= n_rows:
         summary.seconds = time.perf_counter() - began
         return summary
-    _warn_if_disk_short(path, n_rows - start, settings)
+    _check_disk(path, n_rows - start, settings)
     results = engine.results(dataset.paths[rows][start:], np.arange(start, n_rows), batch_size, views, spec.max_pixels)
     ids = dataset.image_ids[rows]
     # closing(results): stop the input pipeline here, even on an error; a tf.data iterator left for
@@ -231,14 +249,15 @@ def embed(dataset, backbone, path, spec=EmbedSpec(), *, engine=None, on_progress
     with closing(results), CacheWriter(path) as writer, ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         try:
-            for index, features, errors, extra in results:
+            for index, outputs, errors in results:
                 failed = np.array([bool(e) for e in errors])
-                for values in (features, *extra.values()):
+                for values in outputs.values():
                     values[failed] = np.nan
                 status = np.where(failed, layout.STATUS_FAILED, layout.STATUS_OK)
                 if pending is not None:
                     pending.result()
-                pending = pool.submit(writer.write_rows, int(index[0]), features, status, errors, extra)
+                features = outputs.pop("features")
+                pending = pool.submit(writer.write_rows, int(index[0]), features, status, errors, outputs)
                 summary.rows_ok += int((~failed).sum())
                 summary.rows_failed += int(failed.sum())
                 summary.failures += [(ids[i], e) for i, e in zip(index, errors) if e]

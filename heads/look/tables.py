@@ -115,8 +115,9 @@ def dataset_lines(dataset):
 
 def backbone_line(model, backbone):
     prep = backbone.preprocessing
+    stored = "".join(f"; layer {layer['name']} {layer['pool']} {layer['shape']}" for layer in backbone.layers)
     return (f"backbone: {model} -> {backbone.feature_dim}-d; input {prep.image_size}x{prep.image_size} {prep.color}, "
-            f"values in [{prep.value_range[0]:g}, {prep.value_range[1]:g}]")
+            f"values in [{prep.value_range[0]:g}, {prep.value_range[1]:g}]{stored}")
 
 
 def embed_lines(summary, info, out, retried, shown_failures=20):
@@ -162,6 +163,9 @@ def info_text(summary):
     if summary["views"]:
         lines.append(f"views: orig, {', '.join(summary['views'])} (features_{summary['views'][0]} holds the "
                      "mirrored images)")
+    for layer in summary.get("layers", []):
+        lines.append(f"layer: {layer['name']} pooled {layer['pool']}, {summary['shape'][0]} x "
+                     f"{' x '.join(map(str, layer['shape']))} {summary['dtype']}, {layer['bytes'] / 1e6:.1f} MB")
     lines.append(f"rows: {rows['ok']} ok, {rows['failed']} failed, {rows['not_done']} not done")
     splits = summary["splits"]
     lines.append("splits: " + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()))

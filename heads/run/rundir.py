@@ -9,7 +9,8 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                       G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
 RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",
-                       "groups", "views", "eval_view" (how the mirrored view is used),
+                       "groups", "inputs" (the stored layers trained on instead of the features; [] for
+                       the features), "views", "eval_view" (how the mirrored view is used),
                        "cache" (the first cache's record), "caches" (every cache's record, in feature
                        order: path, dataset_fingerprint, backbone, preprocessing, feature_dim,
                        feature_dtype), "rows", "excluded_failed_rows", "excluded_nonfinite_rows",
@@ -78,6 +79,7 @@ def write_run_files(out_dir, task, head, transform, settings, seconds, threshold
         "attributes": task.attributes,
         "features": transform.spec,
         "groups": list(task.groups),
+        "inputs": list(task.spec.inputs),
         "views": task.views,
         "eval_view": task.eval_view,
         "thresholds": dict(zip(task.attributes, thresholds)),
@@ -137,9 +139,11 @@ class Run:
                 raise UserError(f"{where}: {key} must be a {'JSON object' if kind is dict else 'string'}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in config.get("files", {}).items()):
             raise UserError(f"{where}: files must map file names to sha256 digests")
-        groups = config.get("groups", [])
-        if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-            raise UserError(f"{where}: groups must be a list of attribute names")
+        for key in ("groups", "inputs"):
+            value = config.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(g, str) and g for g in value):
+                raise UserError(f"{where}: {key} must be a list of names")
+        self.inputs = tuple(config.get("inputs", []))
         try:
             parse_features(config.get("features", "raw"))
         except UsageError as exc:
@@ -206,7 +210,7 @@ class Run:
         return TaskSpec(caches=tuple(caches), attributes=tuple(self.attributes),
                         features=self.config.get("features", "raw"),
                         groups=groups or tuple(self.config.get("groups") or ()), views=self.views,
-                        eval_view=self.eval_view, allow_partial=True, drop_nonfinite=drop_nonfinite)
+                        eval_view=self.eval_view, allow_partial=True, drop_nonfinite=drop_nonfinite, inputs=self.inputs)
 
     def probabilities(self, features, trust_model=False):
         """float32 [n, k] for features [n, D] as the caches store them (transform applied here)."""

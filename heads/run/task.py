@@ -45,7 +45,9 @@ class TaskSpec:
     how a cache's mirrored view is used (`view_features`; eval_view None: "mean" with views
     "augment", else "orig"); allow_partial: use caches with unfinished
     rows; drop_nonfinite: leave out rows whose features hold NaN/inf (else they stop the load);
-    tune_threshold: per-attribute thresholds that maximise val accuracy (test is never read)."""
+    tune_threshold: per-attribute thresholds that maximise val accuracy (test is never read);
+    inputs: stored layers to train on instead of the features (`embed --layers`), pooled ones joined
+    side by side: a multi-layer probe (none: the features)."""
     caches: tuple
     attributes: object = None
     features: str = RUN["features"]
@@ -55,11 +57,15 @@ class TaskSpec:
     allow_partial: bool = False
     drop_nonfinite: bool = False
     tune_threshold: bool = RUN["tune_threshold"]
+    inputs: tuple = ()
 
     def __post_init__(self):
         caches = (self.caches,) if isinstance(self.caches, (str, Path)) else tuple(self.caches)
         object.__setattr__(self, "caches", tuple(str(c) for c in caches))
         object.__setattr__(self, "groups", _names(self.groups))
+        object.__setattr__(self, "inputs", _names(self.inputs))
+        if len(set(self.inputs)) != len(self.inputs):
+            raise UsageError(f"--input {','.join(self.inputs)}: a layer is named twice")
         if isinstance(self.attributes, (list, tuple)):
             object.__setattr__(self, "attributes", tuple(self.attributes))
         object.__setattr__(self, "features", parse_features(self.features))
@@ -177,6 +183,8 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     get labels only (features None). Rows marked ok with NaN/inf features stop the load unless
     spec.drop_nonfinite (then counted, see Task)."""
     paths = list(spec.caches)
+    for path in paths:
+        check_inputs(path, spec.inputs)
     with open_cache(paths[0]) as f:
         available = f.attribute_names
     attributes = resolve_attributes(spec.attributes, available, paths[0])
@@ -190,7 +198,7 @@ def load_task(spec, feature_splits=("train", "val", "test")):
         for name in layout.PARTITIONS:
             split = load_split(paths[0], name, columns, allow_partial=spec.allow_partial, dtype=None,
                                with_features=name in feature_splits, drop_nonfinite=spec.drop_nonfinite,
-                               views=("orig", "flip") if flip else ("orig",))
+                               views=("orig", "flip") if flip else ("orig",), layers=spec.inputs)
             if flip and split.features is not None:
                 orig, mirrored = split.features
                 if name == "train" and views == "augment":
@@ -198,7 +206,7 @@ def load_task(spec, feature_splits=("train", "val", "test")):
                 split = replace(split, features=view_features(views, eval_view, orig, mirrored))
             splits[name] = split
     else:
-        splits = _fused_splits(paths, columns, spec.allow_partial, feature_splits, spec.drop_nonfinite)
+        splits = _fused_splits(paths, columns, spec.allow_partial, feature_splits, spec.drop_nonfinite, spec.inputs)
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
     splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
               for name, split in splits.items()}
@@ -221,7 +229,22 @@ def _table(path):
                 "partition": f["partition"][:], "labels": f["labels"][:], "status": row_status(f)}
 
 
-def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite):
+def check_inputs(path, inputs):
+    """Refuse --input layers the cache at `path` does not store, or stores spatial: the kinds train
+    on vectors, so a layer must be stored pooled (`embed --layers NAME:gap`)."""
+    from cache.reader import check_layers
+    with open_cache(path) as f:
+        check_layers(path, f.settings, inputs)
+        stored = {layer["name"]: layer for layer in f.settings["layers"]}
+    for name in inputs:
+        layer = stored[name]
+        if len(layer["shape"]) != 1:
+            raise UsageError(f"--input {name}: {path} stores it spatial ({layer['pool']}, "
+                             f"{' x '.join(map(str, layer['shape']))} per image); the head kinds train on vectors: "
+                             f"embed it pooled (--layers {name}:gap)")
+
+
+def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite, inputs=()):
     """Splits over the rows every cache embedded, in the first cache's row order."""
     first = _table(paths[0])
     row_of = [np.arange(len(first["ids"]))]
@@ -258,7 +281,7 @@ def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfini
         rows = np.flatnonzero(in_split & ok)
         features, n_nonfinite = None, 0
         if name in feature_splits:
-            features = np.concatenate([read_feature_rows(p, r[rows]) for p, r in zip(paths, row_of)], axis=1)
+            features = np.concatenate([read_feature_rows(p, r[rows], inputs) for p, r in zip(paths, row_of)], axis=1)
             bad = find_nonfinite(features)
             if bad and not drop_nonfinite:
                 raise nonfinite_error(", ".join(map(str, paths)), name, len(bad), rows[bad[:3]].tolist(),

@@ -22,13 +22,22 @@ def run_backbones(run, trust_model):
 
 
 def run_view_features(run, backbone, images):
-    """The backbone's features of a batch in the view the run was trained and evaluated on."""
+    """The backbone's features of a batch in the view the run was trained and evaluated on: its
+    features, or the stored layers the run trained on (its inputs), flattened side by side as
+    `cache.reader.load_split` reads them."""
     import tensorflow as tf
 
     from embed.pipeline import mirrored
-    flip = backbone.extract(mirrored(images)) if needs_flip(run.views, run.eval_view) else None
-    return view_features(run.views, run.eval_view, backbone.extract(images), flip,
-                         concat=lambda parts: tf.concat(parts, axis=1))
+
+    def features(batch):
+        if not run.inputs:
+            return backbone.extract(batch)
+        _, layers = backbone.extract_all(batch)
+        by_name = {layer["name"]: x for layer, x in zip(backbone.layers, layers)}
+        return tf.concat([tf.reshape(by_name[name], [tf.shape(batch)[0], -1]) for name in run.inputs], axis=1)
+
+    flip = features(mirrored(images)) if needs_flip(run.views, run.eval_view) else None
+    return view_features(run.views, run.eval_view, features(images), flip, concat=lambda parts: tf.concat(parts, axis=1))
 
 
 def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
@@ -47,7 +56,9 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
             blocks.append(run_view_features(run, backbone, batch["image"]).numpy())
             for index, error in zip(batch["index"].numpy(), batch["error"].numpy()):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")
-        features.append(np.concatenate(blocks) if blocks else np.zeros((0, backbone.feature_dim), np.float32))
+        width = backbone.feature_dim if not run.inputs else sum(
+            int(np.prod(layer["shape"])) for layer in backbone.layers if layer["name"] in run.inputs)
+        features.append(np.concatenate(blocks) if blocks else np.zeros((0, width), np.float32))
     probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
     results = []
     for path, error, p in zip(paths, errors, probabilities):

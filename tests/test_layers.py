@@ -1,0 +1,191 @@
+"""Inner layers in the cache (`embed --layers NAME[:POOL]`): stored beside the features from the same
+pass, with every guarantee the features have (resume after kill -9, shards + merge, views, retry),
+checked on open, shown by `info`; heads train on pooled layers (`--input`, several side by side)
+and predict from images agrees; bad usage is one line."""
+
+import json
+import shutil
+import signal
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+import cli
+from harness.faults import N_IMAGES, embed_args, embed_command, rows_done, wait_until
+from heads.run.evaluate import split_predictions
+from heads.serve.predict import predict_images
+from tests.conftest import copy_dataset
+
+pytestmark = pytest.mark.slow
+# the fault setup's tiny.keras: conv2d (15 x 15 x 8) -> global_average_pooling2d (8) -> embedding (256)
+LAYERS = ["--layers", "conv2d:none,global_average_pooling2d,embedding"]
+STORED = ("layers/conv2d", "layers/global_average_pooling2d", "layers/embedding")
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+def datasets(path, names=("features", *STORED, "status", "error")):
+    with h5py.File(path, "r") as f:
+        return {name: f[name][:] for name in names}
+
+
+@pytest.fixture(scope="module")
+def layered(fault_setup, tmp_path_factory):
+    """One uninterrupted embed of the fault setup's 200 images with three layers stored (batch 4)."""
+    out = tmp_path_factory.mktemp("layers") / "c.h5"
+    result = invoke(*embed_args(fault_setup, out), *LAYERS)
+    assert result.exit_code == 0, result.output
+    assert "note: the layout predicts" in result.stderr and "conv2d none [15, 15, 8]" in result.stderr
+    return out
+
+
+def test_layers_are_stored_beside_the_features_and_described(layered, fault_setup):
+    with h5py.File(layered, "r") as f:
+        assert json.loads(f.attrs["layers"]) == [
+            {"name": "conv2d", "pool": "none", "shape": [15, 15, 8]},
+            {"name": "global_average_pooling2d", "pool": "gap", "shape": [8]},
+            {"name": "embedding", "pool": "gap", "shape": [256]}]
+        spatial, pooled = f["layers/conv2d"], f["layers/global_average_pooling2d"][:].astype(np.float32)
+        assert spatial.shape == (N_IMAGES, 15, 15, 8) and spatial.chunks[1:] == (15, 15, 8)
+        np.testing.assert_allclose(spatial[:].astype(np.float32).mean(axis=(1, 2)), pooled, rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(f["layers/embedding"][:].astype(np.float32), f["features"][:].astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)  # the cut layer again, from a graph with more outputs
+    info = invoke("info", layered)
+    assert "layer: conv2d pooled none, 200 x 15 x 15 x 8 float16, 0.7 MB" in info.output
+    assert json.loads(invoke("info", layered, "--json").output)["layers"][1]["bytes"] == N_IMAGES * 8 * 2
+
+
+def test_grid_pooling_averages_each_cell_as_adaptive_pooling_does():
+    from embed.backbones import _pooled
+    x = np.random.default_rng(0).standard_normal((2, 7, 5, 3)).astype(np.float32)
+    got = _pooled(tf.constant(x), "grid:3").numpy()
+    for i in range(3):
+        for j in range(3):
+            cell = x[:, i * 7 // 3:-(-(i + 1) * 7 // 3), j * 5 // 3:-(-(j + 1) * 5 // 3)]
+            np.testing.assert_allclose(got[:, i, j], cell.mean(axis=(1, 2)), rtol=1e-6, atol=1e-6)
+    assert _pooled(tf.constant(x), "gap").shape == (2, 3) and _pooled(tf.constant(x), "none").shape == x.shape
+
+
+def test_kill_9_resume_and_shards_give_the_uninterrupted_cache_bitwise(layered, fault_setup, tmp_path):
+    """Same machine, same batches, same graph: bit for bit, layers included."""
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen(embed_command(fault_setup, out) + LAYERS, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_until(lambda: rows_done(out) >= N_IMAGES // 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 0 < rows_done(out) < N_IMAGES, "the kill did not land mid-run"
+    resumed = invoke(*embed_args(fault_setup, out), *LAYERS)
+    assert resumed.exit_code == 0 and "resumed at row" in resumed.output, resumed.output
+    expected = datasets(layered)
+    assert not differences_of(datasets(out), expected)
+    shards = []
+    for index in range(2):
+        shards.append(tmp_path / f"s{index}.h5")
+        assert invoke(*embed_args(fault_setup, shards[-1]), *LAYERS, "--shard", f"{index}/2").exit_code == 0
+    assert invoke("merge", *shards, "--out", tmp_path / "merged.h5").exit_code == 0
+    assert not differences_of(datasets(tmp_path / "merged.h5"), expected)
+    other = invoke(*embed_args(fault_setup, out), "--layers", "conv2d:gap")
+    assert other.exit_code == 1 and "backbone.layers" in other.output  # resume refuses other layers
+
+
+def differences_of(a, b):
+    return [name for name in b if a[name].dtype != b[name].dtype or a[name].tobytes() != b[name].tobytes()]
+
+
+def test_views_and_retry_failed_carry_the_layers(fault_setup, tmp_path):
+    data = copy_dataset(fault_setup.data, tmp_path / "data")
+    good = (data / "img_align_celeba" / "000006.jpg").read_bytes()
+    (data / "img_align_celeba" / "000006.jpg").write_bytes(b"not an image")
+    args = ["embed", "--data-dir", data, "--out", tmp_path / "c.h5", "--model", fault_setup.model, "--value-range",
+            "0,1", "--image-size", "32", "--batch-size", "4", "--layers", "conv2d:grid:3", "--views", "flip"]
+    assert invoke(*args).exit_code == cli.EXIT_FAILED_ROWS
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert f["layers_flip/conv2d"].shape == f["layers/conv2d"].shape == (N_IMAGES, 3, 3, 8)
+        assert np.isnan(f["layers/conv2d"][5].astype(np.float32)).all() and f["status"][5] == 2
+    (data / "img_align_celeba" / "000006.jpg").write_bytes(good)
+    assert invoke(*args, "--retry-failed").exit_code == 0
+    plain = tmp_path / "plain.h5"
+    assert invoke(*[plain if a == tmp_path / "c.h5" else a for a in args]).exit_code == 0
+    with h5py.File(tmp_path / "c.h5", "r") as f, h5py.File(plain, "r") as g:
+        for name in ("layers/conv2d", "layers_flip/conv2d", "features"):
+            assert f[name][5].tobytes() == g[name][5].tobytes(), name  # its whole window recomputed, as a plain run
+
+
+def test_heads_train_on_pooled_layers_side_by_side_and_predict_agrees(layered, fault_setup, tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train-heads", layered, "--out", run, "--input", "global_average_pooling2d,embedding",
+                    "--attrs", "Male,Smiling", "--epochs", "2", "--features", "standardize")
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["inputs"] == ["global_average_pooling2d", "embedding"]
+    run_obj, task, _, probabilities = split_predictions(run, "test")
+    assert task.test.features.shape[1] == 8 + 256
+    with h5py.File(layered, "r") as f:  # the features a head sees: the two layers side by side
+        rows = task.test.rows
+        joined = np.concatenate([f["layers/global_average_pooling2d"][:][rows], f["layers/embedding"][:][rows]], 1)
+    np.testing.assert_array_equal(task.test.features, joined)
+    images = [str(fault_setup.data / "img_align_celeba" / task.test.image_ids[i]) for i in range(8)]
+    predicted = predict_images(run, images)
+    for k, entry in enumerate(predicted):
+        for j, name in enumerate(run_obj.attributes):
+            assert entry["attributes"][name]["probability"] == pytest.approx(float(probabilities[k, j]), abs=2e-3)
+    logreg = invoke("baselines", layered, "--out", tmp_path / "b", "--models", "logreg", "--input", "embedding",
+                    "--attrs", "Male")
+    assert logreg.exit_code == 0, logreg.output
+
+
+@pytest.mark.parametrize("args, message, code", [
+    (["--layers", "conv2x:none"], "--layers conv2x: no such layer in", 2),
+    (["--layers", "conv2d:max"], "expected NAME[:POOL] with POOL gap, none or grid:K", 2),
+    (["--layers", "conv2d:grid:20"], "the layer is 15x15, smaller than a 20x20 grid", 2),
+    (["--layers", "conv2d,conv2d:none"], "a layer is named twice", 2),
+])
+def test_bad_layers_are_one_line(fault_setup, tmp_path, args, message, code):
+    result = invoke(*embed_args(fault_setup, tmp_path / "c.h5"), *args)
+    assert result.exit_code == code and message in result.output, result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error:") and not (tmp_path / "c.h5").exists()
+    if "conv2x" in message:
+        assert "the nearest: conv2d" in result.output
+
+
+def test_a_savedmodel_cannot_be_cut_and_a_full_disk_is_refused_up_front(probe_saved_model, fault_setup, tmp_path,
+                                                                       monkeypatch):
+    result = invoke("embed", "--data-dir", fault_setup.data, "--out", tmp_path / "c.h5", "--model", probe_saved_model,
+                    "--image-size", "32", "--layers", "x")
+    assert result.exit_code == 2 and "exposes only its outputs; use the Keras form" in result.output
+    import embed.runner
+    monkeypatch.setattr(embed.runner.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    result = invoke(*embed_args(fault_setup, tmp_path / "d.h5"), *LAYERS)
+    assert result.exit_code == 1 and "with their layers need about" in result.output and "are free" in result.output
+
+
+def test_inputs_the_cache_lacks_or_stores_spatial_are_one_line(layered, tmp_path):
+    for inputs, message in (("conv2d", "stores it spatial (none, 15 x 15 x 8 per image)"),
+                            ("embeding", "stores no such layer; it stores embedding")):
+        result = invoke("baselines", layered, "--out", tmp_path / "b", "--input", inputs)
+        assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_damaged_layers_fail_in_one_line(layered, tmp_path):
+    for damage, message in ((lambda f: f.attrs.modify("layers", "[{\"name\": 3}]"), "attribute layers is not"),
+                            (lambda f: _reshape(f, "layers/embedding"), "dataset layers/embedding has shape")):
+        path = tmp_path / "d.h5"
+        shutil.copy(layered, path)
+        with h5py.File(path, "r+") as f:
+            damage(f)
+        result = invoke("info", path)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert result.output.strip().count("\n") == 0
+
+
+def _reshape(f, name):
+    values = f[name][:]
+    del f[name]
+    f.create_dataset(name, data=values[:-1])
