@@ -193,7 +193,7 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
     drop_nonfinite, which leaves them out and counts them in Split.n_nonfinite. views: which
     views to read ("orig" = /features, "flip" = /features_flip); with more than one,
     Split.features is a list in that order. layers: read these stored layers instead of /features
-    (each view's), their rows flattened and joined side by side: [n, sum of their sizes].
+    (each view's): one as stored ([n, *shape]), several flattened and joined side by side.
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -256,12 +256,12 @@ def check_layers(path, settings, layers):
 
 
 def _read_view(f, view, layers, rows):
-    """One view's features of `rows`: /features (or its view's dataset), or the given layers' rows
-    flattened and side by side, one 64-byte aligned array."""
+    """One view's features of `rows`: /features (or its view's dataset), one layer as stored, or
+    several layers' rows flattened and side by side, one 64-byte aligned array."""
     if not layers:
         return _read_sorted_rows(f[layout.stored_dataset(view)], rows)
     parts = [_read_sorted_rows(f[layout.stored_dataset(view, name)], rows) for name in layers]
-    if len(parts) == 1 and parts[0].ndim == 2:
+    if len(parts) == 1:
         return parts[0]
     joined = aligned_empty((len(rows), sum(int(np.prod(p.shape[1:])) for p in parts)), parts[0].dtype)
     start = 0

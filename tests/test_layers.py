@@ -166,11 +166,37 @@ def test_a_savedmodel_cannot_be_cut_and_a_full_disk_is_refused_up_front(probe_sa
     assert result.exit_code == 1 and "with their layers need about" in result.output and "are free" in result.output
 
 
-def test_inputs_the_cache_lacks_or_stores_spatial_are_one_line(layered, tmp_path):
-    for inputs, message in (("conv2d", "stores it spatial (none, 15 x 15 x 8 per image)"),
-                            ("embeding", "stores no such layer; it stores embedding")):
-        result = invoke("baselines", layered, "--out", tmp_path / "b", "--input", inputs)
-        assert result.exit_code == 2 and message in result.output, result.output
+def test_an_attentive_probe_trains_on_a_spatial_layer_and_serves_from_images(layered, fault_setup, tmp_path):
+    run = tmp_path / "att"
+    result = invoke("train-heads", layered, "--out", run, "--input", "conv2d", "--head", "attentive:16,2,2",
+                    "--attrs", "Male,Smiling", "--max-epochs", "8", "--features", "standardize")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["run"]["settings"]["head"] == "attentive:16,2,2"
+    run_obj, task, _, probabilities = split_predictions(run, "test")
+    assert task.test.features.shape[1:] == (15, 15, 8)
+    images = [str(fault_setup.data / "img_align_celeba" / task.test.image_ids[i]) for i in range(6)]
+    for k, entry in enumerate(predict_images(run, images)):
+        for j, name in enumerate(run_obj.attributes):
+            assert entry["attributes"][name]["probability"] == pytest.approx(float(probabilities[k, j]), abs=2e-3)
+    from heads.serve.export import export_run
+    export_run(run, tmp_path / "served")
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    out = served.signatures["from_bytes"](images=tf.constant([open(p, "rb").read() for p in images]))
+    np.testing.assert_allclose(out["Male"].numpy(), probabilities[:6, 0], atol=2e-3)
+
+
+def test_inputs_the_cache_lacks_or_of_the_wrong_rank_are_one_line(layered, tmp_path):
+    for args, message in ((["baselines", "--input", "conv2d"], "majority trains on vectors, and the input is spatial"),
+                          (["baselines", "--input", "embeding"], "stores no such layer; it stores embedding"),
+                          (["train-heads", "--input", "embedding", "--head", "attentive"], "attends over a spatial"),
+                          (["train-heads", "--input", "conv2d,embedding"], "cannot be joined with other layers"),
+                          (["train-heads", "--input", "conv2d", "--head", "attentive", "--features", "pca:4"],
+                           "--features pca:4 needs vectors"),
+                          (["train-heads", "--input", "conv2d", "--head", "attentive", "--views", "augment"],
+                           "its mirrored map is not aligned with it")):
+        result = invoke(args[0], layered, "--out", tmp_path / "b", *args[1:])
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 
 def test_damaged_layers_fail_in_one_line(layered, tmp_path):

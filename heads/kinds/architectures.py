@@ -4,9 +4,14 @@ SPEC is one of
   linear                 features -> Dropout -> Dense(k) logits
   mlp:H1[,H2,...]        features -> Dropout -> Dense(H1, relu) -> ... -> Dense(k) logits
                          (mlp:128 is the reference notebook's head)
+  attentive[:W[,H[,Q]]]  an attentive probe over a spatial input's tokens ([B, H, W, C] or
+                         [B, T, C]): LayerNorm, Q learned queries of width W (default 1 of 64)
+                         cross-attending with H heads (default 4), the queries added back, LayerNorm,
+                         Dropout, Dense(k) logits (V-JEPA's attentive pooler, AIM's classifier)
   path/to/file.py:name   a function name(n_features, attributes) in that file returning a
                          keras.Model: float32 [B, n_features] -> one sigmoid output [B, 1] named
-                         after each attribute (a dict keyed by attribute, or outputs so named)
+                         after each attribute (a dict keyed by attribute, or outputs so named);
+                         for a spatial input, n_features is its per-row shape
 The built-in specs end in one Dense(k, L2(l2), name="logits") layer and, per attribute, an
 Activation(sigmoid) layer named after it fed by the logits' column. Their trainable variables are,
 in order, [kernel_1 [D, H1], bias_1 [H1], ..., logits kernel [H, k], logits bias [k]], and
@@ -24,30 +29,40 @@ import numpy as np
 
 from cache.errors import UsageError
 
-BUILTIN_SPECS = "linear, mlp:128, mlp:512,128"
+BUILTIN_SPECS = "linear, mlp:128, mlp:512,128, attentive[:W[,H[,Q]]]"
+
+
+def row_shape(input_shape):
+    """A per-row input shape as a tuple (an int is a vector's width)."""
+    return (int(input_shape),) if isinstance(input_shape, (int, np.integer)) else tuple(int(d) for d in input_shape)
+
+
+def _sigmoid_outputs(logits, attributes):
+    """{attribute: Activation(sigmoid) layer named after it, fed by its column of the logits}."""
+    import keras
+    return {name: keras.layers.Activation("sigmoid", name=name)(logits[:, j:j + 1]) for j, name in enumerate(attributes)}
 
 
 @dataclass(frozen=True)
 class MLP:
     """A built-in head: `hidden` relu layers (none for linear), dropout on the input features."""
     hidden: tuple
+    spatial = False  # takes vectors [B, D]
 
     @property
     def spec(self):
         return "linear" if not self.hidden else "mlp:" + ",".join(map(str, self.hidden))
 
-    def build(self, n_features, attributes, dropout, l2):
+    def build(self, input_shape, attributes, dropout, l2):
         """keras.Model: float32 [B, n_features] -> {attribute: probability [B, 1]}."""
         import keras
 
-        inputs = keras.Input((n_features,), name="features")
+        inputs = keras.Input(row_shape(input_shape), name="features")
         x = keras.layers.Dropout(dropout, name="dropout")(inputs)
         for i, units in enumerate(self.hidden, 1):
             x = keras.layers.Dense(units, activation="relu", name="hidden" if len(self.hidden) == 1 else f"hidden_{i}")(x)
         logits = keras.layers.Dense(len(attributes), name="logits", kernel_regularizer=keras.regularizers.L2(l2))(x)
-        outputs = {name: keras.layers.Activation("sigmoid", name=name)(logits[:, j:j + 1])
-                   for j, name in enumerate(attributes)}
-        return keras.Model(inputs, outputs, name="attribute_head")
+        return keras.Model(inputs, _sigmoid_outputs(logits, attributes), name="attribute_head")
 
     @staticmethod
     def logits(weights, x):
@@ -60,11 +75,77 @@ class MLP:
         return tf.nn.bias_add(tf.matmul(x, weights[-2]), weights[-1])
 
 
+_QUERIES = []  # the learned-queries layer class, defined (and registered for loading) once
+
+
+def learned_queries():
+    """The Keras layer holding an attentive probe's learned queries [Q, W] (trunc-normal, std 0.02,
+    as V-JEPA's), tiled over the batch: [B, T, C] -> [B, Q, W]. Registered, so saved probes load."""
+    if not _QUERIES:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="celeba_heads")
+        class LearnedQueries(keras.layers.Layer):
+            def __init__(self, queries, width, **kwargs):
+                super().__init__(**kwargs)
+                self.queries, self.width = queries, width
+
+            def build(self, input_shape):
+                self.query = self.add_weight(shape=(self.queries, self.width), name="query",
+                                             initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+
+            def call(self, tokens):
+                batch = keras.ops.shape(tokens)[0]
+                return keras.ops.broadcast_to(self.query[None], (batch, self.queries, self.width))
+
+            def get_config(self):
+                return {**super().get_config(), "queries": self.queries, "width": self.width}
+
+        _QUERIES.append(LearnedQueries)
+    return _QUERIES[0]
+
+
+@dataclass(frozen=True)
+class Attentive:
+    """An attentive probe (module docstring) of `queries` learned queries of `width`, `heads` heads."""
+    width: int = 64
+    heads: int = 4
+    queries: int = 1
+    spatial = True  # takes tokens [B, H, W, C] or [B, T, C]
+
+    @property
+    def spec(self):
+        return f"attentive:{self.width},{self.heads},{self.queries}"
+
+    def build(self, input_shape, attributes, dropout, l2):
+        """keras.Model: float32 [B, *input_shape] (H, W, C or T, C) -> {attribute: probability [B, 1]}."""
+        import keras
+
+        shape = row_shape(input_shape)
+        if len(shape) not in (2, 3):
+            raise UsageError(f"--head {self.spec} attends over tokens; its input is {list(shape)} per row: give "
+                             "--input a layer stored spatial (embed --layers NAME:none or NAME:grid:K)")
+        inputs = keras.Input(shape, name="features")
+        tokens = keras.layers.Reshape((-1, shape[-1]), name="tokens")(inputs)
+        tokens = keras.layers.LayerNormalization(name="token_norm")(tokens)
+        queries = learned_queries()(self.queries, self.width, name="queries")(tokens)
+        attended = keras.layers.MultiHeadAttention(self.heads, max(1, self.width // self.heads), name="attention")(
+            queries, tokens)
+        pooled = keras.layers.Add(name="residual")([queries, attended])
+        pooled = keras.layers.LayerNormalization(name="query_norm")(pooled)
+        pooled = keras.layers.Flatten(name="pooled")(pooled)
+        pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
+        logits = keras.layers.Dense(len(attributes), name="logits", kernel_regularizer=keras.regularizers.L2(l2))(
+            pooled)
+        return keras.Model(inputs, _sigmoid_outputs(logits, attributes), name="attentive_probe")
+
+
 @dataclass(frozen=True)
 class Builder:
     """A user's builder function in a Python file."""
     path: str
     function: str
+    spatial = None  # takes what the user's model takes
 
     @property
     def spec(self):
@@ -92,10 +173,12 @@ class Builder:
             raise UsageError(f"{self.path} has no function {self.function!r}")
         return function
 
-    def build(self, n_features, attributes, dropout=None, l2=None):
+    def build(self, input_shape, attributes, dropout=None, l2=None):
         """The user's model, checked against the contract (dropout and l2 are the builder's own)."""
         import keras
 
+        shape = row_shape(input_shape)
+        n_features = shape[0] if len(shape) == 1 else shape
         try:
             model = self.load_function()(n_features, list(attributes))
         except UsageError:
@@ -104,12 +187,12 @@ class Builder:
             raise UsageError(f"{self.spec}: the builder raised {type(exc).__name__}: {exc}") from None
         if not isinstance(model, keras.Model):
             raise UsageError(f"{self.spec} returned {type(model).__name__}, not a keras.Model")
-        check_outputs(model, n_features, attributes, self.spec)
+        check_outputs(model, shape, attributes, self.spec)
         return model
 
 
-def check_outputs(model, n_features, attributes, spec):
-    """Raise UsageError unless `model` maps [B, n_features] to one probability [B, 1] per attribute."""
+def check_outputs(model, shape, attributes, spec):
+    """Raise UsageError unless `model` maps [B, *shape] to one probability [B, 1] per attribute."""
     names = output_names(model)
     missing, extra = [a for a in attributes if a not in names], [n for n in names if n not in attributes]
     if missing or extra:
@@ -117,11 +200,11 @@ def check_outputs(model, n_features, attributes, spec):
                                        extra and f"unexpected output(s) {', '.join(extra)}"]))
         raise UsageError(f"{spec}: {what}; the model needs one sigmoid output named after each attribute "
                          f"({', '.join(attributes)})")
-    probe = np.random.default_rng(0).standard_normal((4, n_features)).astype(np.float32) * 3
+    probe = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32) * 3
     try:
         outputs = named_outputs(model, model(probe, training=False))
     except Exception as exc:
-        raise UsageError(f"{spec}: calling the model on [4, {n_features}] features failed: "
+        raise UsageError(f"{spec}: calling the model on [4, {', '.join(map(str, shape))}] features failed: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     for name in attributes:
         value = np.asarray(outputs[name])
@@ -157,6 +240,13 @@ def parse_head(spec):
         if min(hidden) < 1:
             raise UsageError(f"--head {text}: layer widths must be at least 1")
         return MLP(hidden)
+    match = re.fullmatch(r"attentive(?::(\d+)(?:,(\d+)(?:,(\d+))?)?)?", text)
+    if match:
+        width, heads, queries = (int(v) if v else d for v, d in zip(match.groups(), (64, 4, 1)))
+        if min(width, heads, queries) < 1 or width % heads:
+            raise UsageError(f"--head {text}: width, heads and queries must be at least 1, the width a multiple "
+                             "of the heads")
+        return Attentive(width, heads, queries)
     path, sep, function = text.rpartition(":")
     if sep and path.endswith(".py") and function.isidentifier():
         return Builder(path, function)

@@ -15,7 +15,8 @@ head's probabilities on the val Data it was fitted with, when fitting computed t
 None; scoring uses them rather than predicting val again).
 Class attributes: `kind` (its registered name), `command` (the command that trains it: "baselines"
 or "train-heads"), `files` (what `save` writes), `code_files` (those of them that run code when
-loaded, e.g. pickles: a run must record their sha256 before they are loaded).
+loaded, e.g. pickles: a run must record their sha256 before they are loaded), `takes` ("vectors"
+[n, D], "tokens" [n, H, W, C] or [n, T, C], or "any").
 `heads.kinds` finds every kind; `heads.run.rundir` writes and reads a run directory around any.
 """
 
@@ -92,10 +93,16 @@ class Head:
         """{name: value} of the constructor's settings (recorded in config.json)."""
         return {name: getattr(self, name) for name in self.setting_names()}
 
+    takes = "vectors"  # what the kind trains on: "vectors" [n, D], "tokens" [n, H, W, C], or "any"
+
     def check_width(self, X):
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise UserError(f"features have width {X.shape[-1]}, the {self.kind} head was trained on "
-                            f"{self.n_features_in_}")
+        """Refuse features whose per-row shape differs from the fitted one (n_features_in_: a width,
+        or a tuple for spatial inputs)."""
+        fitted = self.n_features_in_ if isinstance(self.n_features_in_, tuple) else (self.n_features_in_,)
+        if tuple(X.shape[1:]) != tuple(fitted):
+            shape = "width " + str(X.shape[1]) if X.ndim == 2 else f"shape {list(X.shape[1:])}"
+            raise UserError(f"features have {shape} per row, the {self.kind} head was trained on "
+                            f"{fitted[0] if len(fitted) == 1 else list(fitted)}")
 
     def export_model(self):
         """A keras.Model for `export`; kinds without a TensorFlow graph cannot be exported."""

@@ -42,6 +42,11 @@ class KerasHead(Head):
         self.class_weight = class_weight
         self.seed = seed
 
+    @property
+    def takes(self):
+        spatial = parse_head(self.head).spatial
+        return "any" if spatial is None else "tokens" if spatial else "vectors"
+
     def fit(self, train, val=None, on_epoch=None):
         fit_together([self], train, val, on_epoch)
         return self
@@ -71,7 +76,8 @@ class KerasHead(Head):
                 raise UserError(f"{path}: Keras safe mode refuses this model (it holds code, e.g. a Lambda "
                                 "layer); pass --trust-model only if you trust the file") from None
             raise UserError(f"{path}: cannot load the model: {str(exc).splitlines()[0][:200]}") from None
-        head.attributes_, head.n_features_in_ = list(attributes), int(head.model_.input_shape[-1])
+        shape = tuple(int(d) for d in head.model_.input_shape[1:])
+        head.attributes_, head.n_features_in_ = list(attributes), shape[0] if len(shape) == 1 else shape
         return head
 
     def export_model(self):

@@ -112,13 +112,14 @@ def fit_together(heads, train, val=None, on_epoch=None):
     X = np.asarray(train.features)
     X = X if X.dtype in (np.float16, np.float32) else X.astype(np.float32)  # float16 stays: half the memory
     Y = np.asarray(train.labels, np.float32)
-    if X.ndim != 2 or Y.shape != (len(X), len(attributes)):
-        raise ValueError(f"X must be [n, D] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
+    if X.ndim < 2 or Y.shape != (len(X), len(attributes)):
+        raise ValueError(f"X must be [n, ...] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
     for head in heads:
         keras.utils.set_random_seed(first.seed)  # every head starts from the weights it would get alone
         head.spec_ = parse_head(head.head)
-        head.model_ = head.spec_.build(X.shape[1], attributes, head.dropout, head.l2)
-        head.attributes_, head.n_features_in_, head.history_ = attributes, X.shape[1], []
+        head.model_ = head.spec_.build(X.shape[1:], attributes, head.dropout, head.l2)
+        head.attributes_, head.history_ = attributes, []
+        head.n_features_in_ = X.shape[1] if X.ndim == 2 else tuple(X.shape[1:])
     weights = class_weights(Y, first.class_weight)
     auto = first.epochs == "auto"
     if auto and (val is None or len(val) == 0):

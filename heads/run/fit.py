@@ -77,7 +77,20 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
     return metrics
 
 
+def check_takes(head, features):
+    """Refuse features of a rank the head kind does not train on (`Head.takes`), in one line."""
+    spatial = features.ndim > 2
+    if head.takes == "vectors" and spatial:
+        what = head.head if head.kind == "keras_head" else head.kind
+        raise UsageError(f"{what} trains on vectors, and the input is spatial ({list(features.shape[1:])} per row): "
+                         "train --head attentive on it, or store the layer pooled (embed --layers NAME:gap)")
+    if head.takes == "tokens" and not spatial:
+        raise UsageError(f"--head {head.head} attends over a spatial layer's tokens, and the input is a vector "
+                         f"({features.shape[1]} per row): give --input a layer stored with :none or :grid:K")
+
+
 def _fit_and_write(prepared, head, out_dir, name=None, on_epoch=None):
+    check_takes(head, prepared.train.features)
     began = time.perf_counter()
     head.fit(prepared.train, prepared.val, on_epoch=on_epoch)
     return write_run(prepared, head, out_dir, time.perf_counter() - began, name=name)
@@ -125,6 +138,8 @@ def train_together(prepared, out_dirs, settings_list, hparams=None):
     run directory each; returns their metrics. Each run's train_seconds is the shared time divided
     by the number of heads. hparams: per head, the sweep grid values (TensorBoard HParams)."""
     heads = [head_class("keras_head").from_settings(keras_settings(**s)) for s in settings_list]
+    for head in heads:
+        check_takes(head, prepared.train.features)
     began = time.perf_counter()
     fit_together(heads, prepared.train, prepared.val)
     seconds = (time.perf_counter() - began) / len(heads)

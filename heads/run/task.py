@@ -183,8 +183,10 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     get labels only (features None). Rows marked ok with NaN/inf features stop the load unless
     spec.drop_nonfinite (then counted, see Task)."""
     paths = list(spec.caches)
-    for path in paths:
-        check_inputs(path, spec.inputs)
+    spatial = [check_inputs(path, spec.inputs, spec.views, spec.eval_view) for path in paths]
+    if any(spatial) and len(paths) > 1:
+        raise UsageError(f"--input {spec.inputs[0]} is spatial: fused caches join features side by side, which "
+                         "spatial maps cannot be; give one cache")
     with open_cache(paths[0]) as f:
         available = f.attribute_names
     attributes = resolve_attributes(spec.attributes, available, paths[0])
@@ -229,19 +231,25 @@ def _table(path):
                 "partition": f["partition"][:], "labels": f["labels"][:], "status": row_status(f)}
 
 
-def check_inputs(path, inputs):
-    """Refuse --input layers the cache at `path` does not store, or stores spatial: the kinds train
-    on vectors, so a layer must be stored pooled (`embed --layers NAME:gap`)."""
+def check_inputs(path, inputs, views="orig", eval_view="orig"):
+    """Refuse --input layers the cache at `path` does not store; several layers are joined side by
+    side, so they must all be vectors (stored pooled); and a spatial layer's mirrored map is not
+    aligned with it, so it is not averaged or joined with its flip view. Returns whether the input
+    is spatial (one layer stored none or grid:K)."""
     from cache.reader import check_layers
     with open_cache(path) as f:
         check_layers(path, f.settings, inputs)
         stored = {layer["name"]: layer for layer in f.settings["layers"]}
-    for name in inputs:
-        layer = stored[name]
-        if len(layer["shape"]) != 1:
-            raise UsageError(f"--input {name}: {path} stores it spatial ({layer['pool']}, "
-                             f"{' x '.join(map(str, layer['shape']))} per image); the head kinds train on vectors: "
-                             f"embed it pooled (--layers {name}:gap)")
+    spatial = [name for name in inputs if len(stored[name]["shape"]) != 1]
+    if spatial and len(inputs) > 1:
+        raise UsageError(f"--input {','.join(inputs)}: {spatial[0]} is stored spatial ({stored[spatial[0]]['pool']}, "
+                         f"{' x '.join(map(str, stored[spatial[0]]['shape']))} per image) and cannot be joined with "
+                         "other layers; give it alone, or embed it pooled (--layers NAME:gap)")
+    if spatial and (views in ("mean", "concat") or needs_flip(views, eval_view)):
+        raise UsageError(f"--input {spatial[0]} is spatial: its mirrored map is not aligned with it, so --views "
+                         f"{views}{' --eval-view ' + eval_view if views == 'augment' else ''} cannot average or join "
+                         "them; use --views augment --eval-view orig (both views as training rows) or orig")
+    return bool(spatial)
 
 
 def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite, inputs=()):

@@ -3,7 +3,8 @@ so evaluate, predict and export apply exactly what training saw.
 
 SPEC:
   raw             features as cached (no copy)
-  standardize     (x - mean) / std, per feature (`heads.scaling.standardization`)
+  standardize     (x - mean) / std, per feature (`heads.scaling.standardization`; for a spatial
+                  input, per position and channel)
   l2              x / ||x||, per row (nothing fitted; `heads.scaling.l2_normalised`)
   pca:N           (x - mean) @ components[:N].T, the top N principal axes of the train features
   pca-whiten:N    the same, each component divided by its standard deviation
@@ -47,6 +48,9 @@ class Transform:
 
     def fit(self, X):
         X = np.asarray(X)
+        if X.ndim > 2 and self.kind not in ("raw", "standardize"):
+            raise UsageError(f"--features {self.spec} needs vectors; the input is spatial ({list(X.shape[1:])} per "
+                             "row): use raw or standardize (per position and channel)")
         if self.kind == "standardize":
             self.mean_, std = standardization(X)
             self.scale_ = 1.0 / std

@@ -34,7 +34,9 @@ def run_view_features(run, backbone, images):
             return backbone.extract(batch)
         _, layers = backbone.extract_all(batch)
         by_name = {layer["name"]: x for layer, x in zip(backbone.layers, layers)}
-        return tf.concat([tf.reshape(by_name[name], [tf.shape(batch)[0], -1]) for name in run.inputs], axis=1)
+        if len(run.inputs) == 1:
+            return by_name[run.inputs[0]]  # a vector, or a spatial map as stored
+        return tf.concat([by_name[name] for name in run.inputs], axis=1)  # vectors side by side
 
     flip = features(mirrored(images)) if needs_flip(run.views, run.eval_view) else None
     return view_features(run.views, run.eval_view, features(images), flip, concat=lambda parts: tf.concat(parts, axis=1))
@@ -56,9 +58,7 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
             blocks.append(run_view_features(run, backbone, batch["image"]).numpy())
             for index, error in zip(batch["index"].numpy(), batch["error"].numpy()):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")
-        width = backbone.feature_dim if not run.inputs else sum(
-            int(np.prod(layer["shape"])) for layer in backbone.layers if layer["name"] in run.inputs)
-        features.append(np.concatenate(blocks) if blocks else np.zeros((0, width), np.float32))
+        features.append(np.concatenate(blocks))
     probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
     results = []
     for path, error, p in zip(paths, errors, probabilities):
