@@ -439,8 +439,9 @@ def info(cache, as_json, check):
 @task_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.option("--head", default=KERAS["head"], show_default=True, type=HEAD,
-              help="linear, mlp:H1[,H2...] or FILE.py:FUNCTION (build(n_features, attributes) -> keras.Model "
-                   "with one sigmoid output named after each attribute).")
+              help="linear, mlp:H1[,H2...], attentive[:W[,H[,Q]]] (over a spatial --input), tail (the backbone's "
+                   "own layers after the --input layer, trained on the cache) or FILE.py:FUNCTION "
+                   "(build(n_features, attributes) -> keras.Model with one sigmoid output named after each attribute).")
 @click.option("--hidden", type=click.IntRange(min=1), help="Shorthand for --head mlp:HIDDEN.")
 @_options(*EPOCH_OPTIONS)
 @click.option("--batch-size", default=KERAS["batch_size"], show_default=True, type=click.IntRange(min=1))
@@ -452,6 +453,10 @@ def info(cache, as_json, check):
               help="L2 penalty on the output layer (built-in heads).")
 @click.option("--class-weight", default=KERAS["class_weight"], show_default=True, type=click.Choice(["none", "balanced"]))
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=int, help="Same seed and cache, same metrics.")
+@click.option("--tail-lr", default=KERAS["tail_lr"], show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--head tail: Adam learning rate of the backbone's own layers (the head on top uses --lr).")
+@click.option("--tail-bn", default=KERAS["tail_bn"], show_default=True, type=click.Choice(["frozen", "train"]),
+              help="--head tail: keep the BatchNormalization statistics and scales as pretrained, or train them.")
 @uses_tensorflow()
 def train_heads(task, out, head, hidden, **settings):
     """Train a Keras head on the cache (several caches of the same images: their features joined):

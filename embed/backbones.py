@@ -388,3 +388,28 @@ def load_recorded_backbone(record, preprocessing, *, trust_model=False):
         raise UserError(f"{record['model']}: preprocessing {backbone.preprocessing.to_dict()} differs from "
                         f"the recorded {prep}")
     return backbone
+
+
+def cut_after(record, preprocessing, layer):
+    """keras.Model from the output of `layer` to the backbone's features: the backbone's own layers
+    after it, rebuilt as the cache records it (a model file's sha256 and the preprocessing checked),
+    with their weights. UsageError: a backbone that cannot be cut (a SavedModel), a layer it lacks,
+    or a connection that crosses the cut (a later layer that also reads something before it)."""
+    import difflib
+
+    import keras
+    if record.get("kind") not in ("keras_app", "keras_file"):
+        raise UsageError(f"--head tail: {record.get('model')} is a SavedModel, which exposes only its outputs and "
+                         "cannot be cut; embed with the Keras form of the backbone (e.g. keras:EfficientNetV2B0 "
+                         "with --weights imagenet or a weights file, or a .keras/.h5 file)")
+    net = load_recorded_backbone({k: v for k, v in record.items() if k != "layers"}, preprocessing).module
+    names = [l.name for l in net.layers]
+    if layer not in names:
+        raise UsageError(f"--head tail: no layer {layer!r} in {record['model']}; the nearest: "
+                         + ", ".join(difflib.get_close_matches(layer, names, n=5, cutoff=0)))
+    try:
+        return keras.Model(net.get_layer(layer).output, net.output, name=f"tail_after_{layer}")
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"--head tail: a connection crosses the cut after {layer} in {record['model']} (a later "
+                         f"layer also reads a tensor from before it: {str(exc).splitlines()[0][:120]}); cache a layer "
+                         "that every later layer reaches only through it, e.g. a block's output") from None

@@ -37,6 +37,17 @@ def celeba_sample():
     return path
 
 
+@pytest.fixture(scope="session")
+def face_cnns():
+    """The two small pretrained face CNNs in shared/models (path from $CELEBA_MODELS or ../shared/models)."""
+    path = Path(os.environ.get("CELEBA_MODELS", ROOT.parent / "shared" / "models"))
+    if not (path / "gender_mini_XCEPTION.hdf5").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the shared face CNNs; not found at {path}")
+        pytest.skip(f"the shared face CNNs are not at {path}; set CELEBA_MODELS")
+    return path
+
+
 class PixelProbe(tf.Module):
     """A stand-in for a TF-Hub image feature vector: any size RGB in, 5 statistics out:
     [min, max, mean R, mean G, mean B] of the pixels it receives."""

@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -215,3 +216,72 @@ def _reshape(f, name):
     values = f[name][:]
     del f[name]
     f.create_dataset(name, data=values[:-1])
+
+
+@pytest.fixture(scope="module")
+def face_cache(fault_setup, face_cnns, tmp_path_factory):
+    """The fault setup's 200 generated images through the shared gender CNN (64 px grayscale), its
+    add_3 stored spatial (the input of the net's last residual block) and separable_conv2d_7 (inside it)."""
+    root = tmp_path_factory.mktemp("face")
+    model = root / "gender.hdf5"
+    shutil.copy(face_cnns / "gender_mini_XCEPTION.hdf5", model)
+    out = root / "c.h5"
+    result = invoke("embed", "--data-dir", fault_setup.data, "--out", out, "--model", model, "--layer", "add_4",
+                    "--image-size", "64", "--color", "grayscale", "--value-range", "-1,1", "--batch-size", "16",
+                    "--layers", "add_3:none,separable_conv2d_7:none,add_2:gap")
+    assert result.exit_code == 0, result.output
+    return out, model
+
+
+def test_tail_retrains_the_backbones_last_block_from_the_cache(face_cache, fault_setup, face_cnns, tmp_path):
+    import keras
+    cache, _ = face_cache
+    run = tmp_path / "tail"
+    result = invoke("train-heads", cache, "--out", run, "--input", "add_3", "--head", "tail", "--attrs", "Male,Smiling",
+                    "--epochs", "3", "--tail-lr", "1e-3")
+    assert result.exit_code == 0, result.output
+    trained = keras.saving.load_model(run / "model.keras", compile=False)
+    original = keras.saving.load_model(face_cnns / "gender_mini_XCEPTION.hdf5", compile=False)
+    tail = trained.get_layer("tail_after_add_3")
+    changed = [not np.array_equal(tail.get_layer(n).get_weights()[0], original.get_layer(n).get_weights()[0])
+               for n in ("separable_conv2d_7", "conv2d_6")]
+    assert all(changed)  # the block's own weights trained, from the pretrained ones
+    for name in ("batch_normalization_13", "batch_normalization_12"):  # frozen: scales and statistics kept
+        for got, pretrained in zip(tail.get_layer(name).get_weights(), original.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, pretrained)
+    run_obj, task, _, probabilities = split_predictions(run, "test")
+    images = [str(fault_setup.data / "img_align_celeba" / task.test.image_ids[i]) for i in range(5)]
+    for k, entry in enumerate(predict_images(run, images)):
+        for j, name in enumerate(run_obj.attributes):
+            assert entry["attributes"][name]["probability"] == pytest.approx(float(probabilities[k, j]), abs=2e-3)
+    from heads.serve.export import export_run
+    export_run(run, tmp_path / "served")
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    out = served.signatures["from_bytes"](images=tf.constant([open(p, "rb").read() for p in images]))
+    np.testing.assert_allclose(out["Smiling"].numpy(), probabilities[:5, 1], atol=2e-3)
+
+
+def test_tail_lr_moves_only_the_tail_and_tail_bn_train_trains_the_statistics(face_cache, face_cnns, tmp_path):
+    import keras
+    cache, _ = face_cache
+    original = keras.saving.load_model(face_cnns / "gender_mini_XCEPTION.hdf5", compile=False)
+    still = tmp_path / "still"
+    assert invoke("train-heads", cache, "--out", still, "--input", "add_3", "--head", "tail", "--attrs", "Male",
+                  "--epochs", "2", "--tail-lr", "1e-30", "--tail-bn", "train").exit_code == 0
+    tail = keras.saving.load_model(still / "model.keras", compile=False).get_layer("tail_after_add_3")
+    np.testing.assert_allclose(tail.get_layer("conv2d_6").get_weights()[0], original.get_layer("conv2d_6").get_weights()[0],
+                               atol=1e-12)  # a learning rate of 1e-30 leaves the tail where it started
+    moving_mean = tail.get_layer("batch_normalization_12").get_weights()[2]
+    assert not np.array_equal(moving_mean, original.get_layer("batch_normalization_12").get_weights()[2])
+
+
+def test_tail_refuses_what_it_cannot_continue_in_one_line(face_cache, tmp_path):
+    cache, model = face_cache
+    for args, message in ((["--input", "add_2"], "the cache stores [32] (stored pooled? embed --layers add_2:none)"),
+                          (["--input", "separable_conv2d_7"], "a connection crosses the cut after separable_conv2d_7"),
+                          ([], "--head tail continues the backbone from one stored layer")):
+        result = invoke("train-heads", cache, "--out", tmp_path / "r", "--head", "tail", "--attrs", "Male", *args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    Path(model).write_bytes(Path(model).read_bytes() + b"changed")
+    result = invoke("train-heads", cache, "--out", tmp_path / "r", "--head", "tail", "--attrs", "Male", "--input", "add_3")
+    assert result.exit_code == 1 and "the file changed since the cache was made" in result.output, result.output

@@ -8,6 +8,9 @@ SPEC is one of
                          [B, T, C]): LayerNorm, Q learned queries of width W (default 1 of 64)
                          cross-attending with H heads (default 4), the queries added back, LayerNorm,
                          Dropout, Dense(k) logits (V-JEPA's attentive pooler, AIM's classifier)
+  tail                   the backbone's own layers after the stored layer (`--input LAYER`), rebuilt
+                         from the model the cache records with its pretrained weights, then the
+                         pooling and Dense(k) logits: partial fine-tuning on cached activations
   path/to/file.py:name   a function name(n_features, attributes) in that file returning a
                          keras.Model: float32 [B, n_features] -> one sigmoid output [B, 1] named
                          after each attribute (a dict keyed by attribute, or outputs so named);
@@ -29,7 +32,7 @@ import numpy as np
 
 from cache.errors import UsageError
 
-BUILTIN_SPECS = "linear, mlp:128, mlp:512,128, attentive[:W[,H[,Q]]]"
+BUILTIN_SPECS = "linear, mlp:128, mlp:512,128, attentive[:W[,H[,Q]]], tail"
 
 
 def row_shape(input_shape):
@@ -53,7 +56,7 @@ class MLP:
     def spec(self):
         return "linear" if not self.hidden else "mlp:" + ",".join(map(str, self.hidden))
 
-    def build(self, input_shape, attributes, dropout, l2):
+    def build(self, input_shape, attributes, dropout, l2, source=None, bn=None):
         """keras.Model: float32 [B, n_features] -> {attribute: probability [B, 1]}."""
         import keras
 
@@ -117,7 +120,7 @@ class Attentive:
     def spec(self):
         return f"attentive:{self.width},{self.heads},{self.queries}"
 
-    def build(self, input_shape, attributes, dropout, l2):
+    def build(self, input_shape, attributes, dropout, l2, source=None, bn=None):
         """keras.Model: float32 [B, *input_shape] (H, W, C or T, C) -> {attribute: probability [B, 1]}."""
         import keras
 
@@ -138,6 +141,47 @@ class Attentive:
         logits = keras.layers.Dense(len(attributes), name="logits", kernel_regularizer=keras.regularizers.L2(l2))(
             pooled)
         return keras.Model(inputs, _sigmoid_outputs(logits, attributes), name="attentive_probe")
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The backbone's own layers after a stored layer, rebuilt from the model its cache records,
+    with their pretrained weights as the start, then global average pooling (of a spatial output),
+    Dropout and Dense(k) logits; everything trains (the backbone's layers at `tail_lr`)."""
+    spatial = None  # takes what the cached layer is
+    tail = True
+
+    @property
+    def spec(self):
+        return "tail"
+
+    def build(self, input_shape, attributes, dropout, l2, source=None, bn="frozen"):
+        """keras.Model: float32 [B, *the stored layer's shape] -> {attribute: probability [B, 1]};
+        source: Data.source (the cache's backbone record and the layer); bn: "frozen" keeps the
+        BatchNormalization layers' statistics and scales as they are, "train" trains them."""
+        import keras
+
+        from embed.backbones import cut_after
+        if not source:
+            raise UsageError("--head tail continues the backbone from one stored layer: give --input LAYER (a layer "
+                             "the cache stores with :none, from one cache)")
+        if bn not in ("frozen", "train"):
+            raise UsageError(f"--tail-bn {bn!r}: use frozen or train")
+        tail = cut_after(source["backbone"], source["preprocessing"], source["layer"])
+        if tuple(tail.input_shape[1:]) != row_shape(input_shape):
+            raise UsageError(f"--head tail: the backbone continues from {source['layer']} as "
+                             f"{list(tail.input_shape[1:])} per image, the cache stores {list(row_shape(input_shape))} "
+                             f"(stored pooled? embed --layers {source['layer']}:none)")
+        for layer in tail.layers:
+            if isinstance(layer, keras.layers.BatchNormalization) and bn == "frozen":
+                layer.trainable = False  # in Keras 3 a frozen BatchNormalization also runs in inference mode
+        inputs = keras.Input(row_shape(input_shape), name="features")
+        x = tail(inputs)
+        if len(x.shape) == 4:
+            x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
+        logits = keras.layers.Dense(len(attributes), name="logits", kernel_regularizer=keras.regularizers.L2(l2))(x)
+        return keras.Model(inputs, _sigmoid_outputs(logits, attributes), name="tail_head")
 
 
 @dataclass(frozen=True)
@@ -173,7 +217,7 @@ class Builder:
             raise UsageError(f"{self.path} has no function {self.function!r}")
         return function
 
-    def build(self, input_shape, attributes, dropout=None, l2=None):
+    def build(self, input_shape, attributes, dropout=None, l2=None, source=None, bn=None):
         """The user's model, checked against the contract (dropout and l2 are the builder's own)."""
         import keras
 
@@ -240,6 +284,8 @@ def parse_head(spec):
         if min(hidden) < 1:
             raise UsageError(f"--head {text}: layer widths must be at least 1")
         return MLP(hidden)
+    if text == "tail":
+        return Tail()
     match = re.fullmatch(r"attentive(?::(\d+)(?:,(\d+)(?:,(\d+))?)?)?", text)
     if match:
         width, heads, queries = (int(v) if v else d for v, d in zip(match.groups(), (64, 4, 1)))

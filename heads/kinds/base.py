@@ -41,14 +41,17 @@ def register(name):
 
 @dataclass(frozen=True)
 class Data:
-    """What a head is fitted or validated on, row by row: features [n, D] (float16 or float32),
-    labels uint8 0/1 [n, k] for `attributes`, group_labels uint8 0/1 [n, g] for `group_names` (the
-    `--groups` attributes; g = 0 without them)."""
+    """What a head is fitted or validated on, row by row: features [n, D] (float16 or float32; a
+    spatial layer [n, H, W, C]), labels uint8 0/1 [n, k] for `attributes`, group_labels uint8 0/1
+    [n, g] for `group_names` (the `--groups` attributes; g = 0 without them). source: where a
+    single stored layer came from, for a kind that continues the backbone from it (`--head tail`):
+    {"backbone": the cache's backbone record, "preprocessing": its record, "layer": the name}."""
     features: np.ndarray
     labels: np.ndarray
     attributes: tuple
     group_labels: np.ndarray = None
     group_names: tuple = ()
+    source: dict = None
 
     def __len__(self):
         return len(self.labels)

@@ -30,7 +30,8 @@ class KerasHead(Head):
 
     def __init__(self, head=KERAS["head"], dropout=KERAS["dropout"], l2=KERAS["l2"], lr=KERAS["lr"],
                  epochs=KERAS["epochs"], patience=KERAS["patience"], max_epochs=KERAS["max_epochs"],
-                 batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"], seed=KERAS["seed"]):
+                 batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"], seed=KERAS["seed"],
+                 tail_lr=KERAS["tail_lr"], tail_bn=KERAS["tail_bn"]):
         self.head = head
         self.dropout = dropout
         self.l2 = l2
@@ -41,6 +42,8 @@ class KerasHead(Head):
         self.batch_size = batch_size
         self.class_weight = class_weight
         self.seed = seed
+        self.tail_lr = tail_lr
+        self.tail_bn = tail_bn
 
     @property
     def takes(self):
@@ -50,6 +53,18 @@ class KerasHead(Head):
     def fit(self, train, val=None, on_epoch=None):
         fit_together([self], train, val, on_epoch)
         return self
+
+    def lr_groups(self):
+        """[(count, lr)]: consecutive runs of the model's trainable variables and their learning
+        rates: one run at lr, or for `--head tail` the backbone's own layers at tail_lr, then the
+        head's logits at lr."""
+        variables = self.model_.trainable_variables
+        if not getattr(self.spec_, "tail", False):
+            return [(len(variables), self.lr)]
+        head = self.model_.get_layer("logits").trainable_variables
+        if [id(v) for v in variables[-len(head):]] != [id(v) for v in head]:
+            raise ValueError("the tail's logits must be its last trainable variables")
+        return [(len(variables) - len(head), self.tail_lr), (len(head), self.lr)]
 
     def predict_proba(self, X, batch_size=8192):
         """Probabilities float32 [n, k] for features X [n, n_features_in_]."""

@@ -117,7 +117,8 @@ def fit_together(heads, train, val=None, on_epoch=None):
     for head in heads:
         keras.utils.set_random_seed(first.seed)  # every head starts from the weights it would get alone
         head.spec_ = parse_head(head.head)
-        head.model_ = head.spec_.build(X.shape[1:], attributes, head.dropout, head.l2)
+        head.model_ = head.spec_.build(X.shape[1:], attributes, head.dropout, head.l2, source=train.source,
+                                       bn=head.tail_bn)
         head.attributes_, head.history_ = attributes, []
         head.n_features_in_ = X.shape[1] if X.ndim == 2 else tuple(X.shape[1:])
     weights = class_weights(Y, first.class_weight)
@@ -230,15 +231,23 @@ class _Trainer:
         import tensorflow as tf
 
         self.heads, self.attributes = heads, list(attributes)
-        self.params, self.m, self.v, self.shapes, self.sizes = [], [], [], [], []
+        # per head: its weights as one flat vector per learning-rate group (`KerasHead.lr_groups`:
+        # consecutive runs of its trainable variables), each with its own Adam state
+        self.params, self.m, self.v, self.lrs, self.shapes, self.sizes = [], [], [], [], [], []
         for head in heads:
             variables = head.model_.trainable_variables
-            flat = np.concatenate([v.numpy().ravel() for v in variables]).astype(np.float32)
             self.shapes.append([tuple(v.shape) for v in variables])
             self.sizes.append([int(np.prod(v.shape)) for v in variables])
-            self.params.append(tf.Variable(flat))
-            self.m.append(tf.Variable(tf.zeros_like(flat)))
-            self.v.append(tf.Variable(tf.zeros_like(flat)))
+            groups, start = [], 0
+            for count, lr in head.lr_groups():
+                flat = np.concatenate([v.numpy().ravel() for v in variables[start:start + count]]).astype(np.float32)
+                groups.append((tf.Variable(flat), tf.Variable(tf.zeros_like(flat)), tf.Variable(tf.zeros_like(flat)),
+                               float(lr)))
+                start += count
+            self.params.append([g[0] for g in groups])
+            self.m.append([g[1] for g in groups])
+            self.v.append([g[2] for g in groups])
+            self.lrs.append([g[3] for g in groups])
         self.builtin = [isinstance(h.spec_, MLP) for h in heads]
         self.rates = sorted({float(h.dropout) for h, b in zip(heads, self.builtin) if b and h.dropout > 0})
         self.batch, self.seed = int(heads[0].batch_size), int(heads[0].seed)
@@ -253,7 +262,7 @@ class _Trainer:
         keep = [h for h, head in enumerate(self.heads) if head not in stopped]
         trainer = object.__new__(_Trainer)
         trainer.__dict__.update(self.__dict__)
-        for name in ("heads", "params", "m", "v", "shapes", "sizes", "builtin"):
+        for name in ("heads", "params", "m", "v", "lrs", "shapes", "sizes", "builtin"):
             setattr(trainer, name, [getattr(self, name)[h] for h in keep])
         trainer.rates = sorted({float(h.dropout) for h, b in zip(trainer.heads, trainer.builtin) if b and h.dropout > 0})
         trainer._epoch = trainer._make_epoch()
@@ -265,9 +274,11 @@ class _Trainer:
         # about 0.6 s of tracing per fit.
         return tf.function(self._epoch_graph, autograph=False)
 
-    def _unpack(self, h, flat):
-        """Head h's flat weight vector as its model's trainable tensors, in order."""
+    def _unpack(self, h, flats):
+        """Head h's flat weight vectors (one per learning-rate group, in order) as its model's
+        trainable tensors, in order."""
         import tensorflow as tf
+        flat = flats[0] if len(flats) == 1 else tf.concat(flats, 0)
         return [tf.reshape(p, shape) for p, shape in zip(tf.split(flat, self.sizes[h]), self.shapes[h])]
 
     def _random_bits(self, rows, width, step):
@@ -314,13 +325,13 @@ class _Trainer:
         for rate in self.rates:
             kept[rate] = tf.where(bits >= int(round(rate * 65536)), x * (1.0 / (1.0 - rate)), 0.0)
         losses, corrects, new_states = [], [], []
-        for h, (params, m, v) in enumerate(zip(self.params, self.m, self.v)):
+        for h, (params, ms, vs, lrs) in enumerate(zip(self.params, self.m, self.v, self.lrs)):
             with tf.GradientTape() as tape:
                 loss, hits, state = self._loss(h, self._unpack(h, params), x, kept, y, class_weight, states[h])
-            gradient = tape.gradient(loss, params)
-            tf.raw_ops.ResourceApplyAdam(var=params.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
-                                         beta2_power=beta2_power, lr=float(self.heads[h].lr), beta1=0.9,
-                                         beta2=0.999, epsilon=1e-7, grad=gradient)
+            for flat, m, v, lr, gradient in zip(params, ms, vs, lrs, tape.gradient(loss, params)):
+                tf.raw_ops.ResourceApplyAdam(var=flat.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
+                                             beta2_power=beta2_power, lr=lr, beta1=0.9, beta2=0.999, epsilon=1e-7,
+                                             grad=gradient)
             losses.append(loss)
             corrects.append(tf.math.count_nonzero(hits, axis=0, dtype=tf.float32))
             new_states.append(state)

@@ -50,7 +50,11 @@ def prepare(spec):
         train_x, train_y = np.concatenate([train_x, task.train_augment]), np.concatenate([train_y, train_y])
         groups = None if groups is None else np.concatenate([groups, groups])
     transform = Transform(spec.features).fit(train_x)
-    train = Data(transform.transform(train_x), train_y, tuple(task.attributes), groups, task.groups)
+    source = None
+    if len(spec.inputs) == 1 and len(task.caches) == 1:  # a stored layer: a kind may continue the backbone from it
+        record = task.caches[0]
+        source = {"backbone": record["backbone"], "preprocessing": record["preprocessing"], "layer": spec.inputs[0]}
+    train = Data(transform.transform(train_x), train_y, tuple(task.attributes), groups, task.groups, source)
     return Prepared(task, transform, train, task.data("val", transform.transform(task.val.features)))
 
 
