@@ -6,7 +6,8 @@ import sys
 
 from tests.conftest import ROOT
 
-GROUPS = ("embed", "feed", "heads", "baselines", "probes", "defaults", "views", "cache", "sweep", "ray", "rehearsal")
+GROUPS = ("embed", "feed", "heads", "baselines", "probes", "defaults", "layers", "views", "cache", "sweep", "ray",
+          "rehearsal")
 
 
 def test_every_benchmark_group_registers_itself():

@@ -68,7 +68,7 @@ def bench_cache_io(workdir, features, labels, splits):
     return rows
 
 
-@group("cache", order=8)
+@group("cache", order=9)
 def run(ctx):
     features, labels = ctx.planted
     return bench_cache_io(ctx.workdir, features, labels, ctx.size["splits"])

@@ -39,6 +39,6 @@ def bench_ray(workdir, size):
             row("ray: Ray engine, cold (starts Ray)", round(cold, 1), "images/s", note=note)]
 
 
-@group("ray", order=10)
+@group("ray", order=11)
 def run(ctx):
     return bench_ray(ctx.workdir, ctx.size)

@@ -105,6 +105,6 @@ def bench_rehearsal(workdir, quick):
                 note="stored dtype, non-finite check included")]
 
 
-@group("rehearsal", order=11)
+@group("rehearsal", order=12)
 def run(ctx):
     return bench_rehearsal(ctx.workdir, ctx.quick)

@@ -36,7 +36,7 @@ def bench_sweep(workdir, features, labels, splits, quick):
                      f"numpy {limit['numpy']:.0f}, TensorFlow {limit['tensorflow']:.0f} GFLOP/s")]
 
 
-@group("sweep", order=9)
+@group("sweep", order=10)
 def run(ctx):
     features, labels = ctx.planted
     return bench_sweep(ctx.workdir, features, labels, ctx.size["splits"], ctx.quick)

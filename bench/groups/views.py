@@ -95,7 +95,7 @@ def bench_views(workdir, features, labels, splits, quick):
     return rows
 
 
-@group("views", order=7)
+@group("views", order=8)
 def run(ctx):
     features, labels = ctx.planted
     return bench_views(ctx.workdir, features, labels, ctx.size["splits"], ctx.quick)
