@@ -66,11 +66,11 @@ class KerasHead(Head):
             raise ValueError("the tail's logits must be its last trainable variables")
         return [(len(variables) - len(head), self.tail_lr), (len(head), self.lr)]
 
-    def predict_proba(self, X, batch_size=8192):
-        """Probabilities float32 [n, k] for features X [n, n_features_in_]."""
-        X = np.asarray(X, np.float32)
+    def predict_proba(self, X):
+        """Probabilities float32 [n, k] for features X [n, n_features_in_] (float16 or float32)."""
+        X = np.asarray(X)
         self.check_width(X)
-        return predict_model(self.model_, self.attributes_, X, batch_size)
+        return predict_model(self.model_, self.attributes_, X)
 
     def save(self, directory):
         self.model_.save(Path(directory) / MODEL_FILE)

@@ -165,11 +165,17 @@ def fit_together(heads, train, val=None, on_epoch=None):
             stoppers[id(head)].restore()
 
 
-def predict_model(model, attributes, X, batch_size=8192):
-    """Run a saved or fitted head model over X in batches; float32 [n, k] in attribute order."""
+PREDICT_VALUES = 1 << 24  # values of X per prediction batch (at most 8,192 rows): bounds a big tail's activations
+
+
+def predict_model(model, attributes, X, batch_size=None):
+    """Run a saved or fitted head model over X in batches (each cast to float32 on its own); float32
+    [n, k] in attribute order. batch_size: default 8,192 rows, fewer for wide rows (spatial layers),
+    so a tail's intermediate activations stay a few hundred MB."""
+    batch_size = batch_size or max(64, min(8192, PREDICT_VALUES // max(1, int(np.prod(X.shape[1:])))))
     blocks = []
     for start in range(0, len(X), batch_size):
-        out = named_outputs(model, model(X[start:start + batch_size], training=False))
+        out = named_outputs(model, model(np.asarray(X[start:start + batch_size], np.float32), training=False))
         blocks.append(np.concatenate([np.asarray(out[a], np.float32).reshape(-1, 1) for a in attributes], axis=1))
     return np.concatenate(blocks) if blocks else np.zeros((0, len(attributes)), np.float32)
 

@@ -27,13 +27,14 @@ GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": f
 
 
 def _split_values(name, values):
-    """Comma-separated grid values; for `head`, a bare number continues the mlp spec before it."""
+    """Comma-separated grid values; for `head`, a bare number continues the mlp or attentive spec
+    before it (head=mlp:512,128,attentive:64,4 is two heads), and a bad spec is a UsageError."""
     items = [v.strip() for v in values.split(",")]
     if name != "head":
         return items
     specs = []
     for item in items:
-        if item.isdigit() and specs and specs[-1].startswith("mlp:"):
+        if item.isdigit() and specs and specs[-1].startswith(("mlp:", "attentive:")):
             specs[-1] += "," + item
         else:
             specs.append(item)
@@ -54,8 +55,9 @@ def parse_grid(specs):
             raise UserError(f"--grid {spec!r}: {name!r} is not sweepable; use one of {', '.join(GRID_TYPES)}")
         if name in axes:
             raise UserError(f"--grid names {name!r} twice")
+        values = _split_values(name, values)  # a bad head spec says what is wrong itself
         try:
-            axes[name] = [GRID_TYPES[name](v) for v in _split_values(name, values)]
+            axes[name] = [GRID_TYPES[name](v) for v in values]
         except (ValueError, UsageError):
             kind = "auto or whole numbers" if name == "epochs" else GRID_TYPES[name].__name__
             raise UserError(f"--grid {spec!r}: values of {name} must be {kind}") from None
