@@ -170,8 +170,9 @@ def wait_until(predicate, proc, timeout=120):
         time.sleep(0.002)
 
 
-def kill_trial(setup, out, phase, rng):
-    """Start `embed`, SIGKILL it at a random moment of `phase`, check `info`, resume, compare."""
+def kill_trial(setup, out, phase, rng, in_process=False):
+    """Start `embed`, SIGKILL it at a random moment of `phase`, check `info`, resume, compare.
+    in_process: `info` and the resume run in this process (the killed run is a subprocess either way)."""
     batch_seconds = (setup.seconds_total - setup.seconds_to_first_row) / (N_IMAGES / BATCH)
     began = time.perf_counter()
     proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -190,9 +191,10 @@ def kill_trial(setup, out, phase, rng):
     proc.wait()
     at_kill = rows_done(out)
     redone = rows_written_not_done(out) if at_kill >= 0 else 0
-    info = run_cli("info", out)
+    cli_run = cli_in_process if in_process else run_cli
+    info = cli_run("info", out)
     info_ok = info.returncode == 0 if out.exists() else "no such cache file" in info.stderr
-    resumed = run_cli(*embed_args(setup, out))
+    resumed = cli_run(*embed_args(setup, out))
     expect = (f"resumed at row {at_kill} of {N_IMAGES}" if 0 < at_kill < N_IMAGES
               else "already complete" if at_kill == N_IMAGES else "done: ")
     resume_ok = resumed.returncode == 0 and expect in resumed.stdout
@@ -200,18 +202,23 @@ def kill_trial(setup, out, phase, rng):
     return KillTrial(phase, delay, killed, at_kill, redone, info_ok, resume_ok, differing)
 
 
-def kill_trials(setup, workdir, n_trials, seed=0, parallel=2):
+def kill_trials(setup, workdir, n_trials, seed=0, parallel=2, in_process=False):
     """n_trials kills spread over the phases (1/5 before the first write, 3/5 mid-run, 1/5
     finalising; the last one finalising if fewer than 5), `parallel` at a time; trial i draws its
-    moment from Random(seed + i)."""
+    moment from Random(seed + i). in_process: `info` and the resumes run in this process, one trial
+    at a time (click's CliRunner is not thread-safe), which saves two interpreter start-ups a trial."""
     from concurrent.futures import ThreadPoolExecutor
 
     phases = [PHASES[0] if i % 5 == 0 else PHASES[2] if i % 5 == 4 else PHASES[1] for i in range(n_trials)]
     if n_trials >= 3 and PHASES[2] not in phases:
         phases[-1] = PHASES[2]
+    def trial(i):
+        return kill_trial(setup, Path(workdir) / f"kill{i}.h5", phases[i], random.Random(seed + i), in_process)
+
+    if in_process:
+        return [trial(i) for i in range(n_trials)]
     with ThreadPoolExecutor(parallel) as pool:
-        return list(pool.map(lambda i: kill_trial(setup, Path(workdir) / f"kill{i}.h5", phases[i],
-                                                  random.Random(seed + i)), range(n_trials)))
+        return list(pool.map(trial, range(n_trials)))
 
 
 @dataclass

@@ -23,7 +23,7 @@ def setup(fault_setup):
 @pytest.mark.trials
 def test_kills_at_random_moments_lose_nothing(setup, tmp_path):
     """Kills spread over every phase: 3 in `make test` (one each), 20 in `make reliability` (harness.trials)."""
-    trials = reliability.kill_trials(setup, tmp_path, n_trials=counts()["kills"], seed=0)
+    trials = reliability.kill_trials(setup, tmp_path, n_trials=counts()["kills"], seed=0, in_process=True)
     for number, trial in enumerate(trials, 1):
         assert trial.info_ok, f"trial {number}: `info` failed after {trial}"
         assert trial.resume_ok, f"trial {number}: the rerun did not resume where the kill left off: {trial}"

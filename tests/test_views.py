@@ -90,8 +90,8 @@ def test_views_cache_resumes_after_kill_9_bitwise(views_cache, fault_setup, tmp_
     proc.wait()
     at_kill = rows_done(out)
     assert 0 < at_kill < N_IMAGES, "the kill did not land mid-run"
-    resumed = subprocess.run(command, capture_output=True, text=True)
-    assert resumed.returncode == 0 and f"resumed at row {at_kill}" in resumed.stdout, resumed.stdout
+    resumed = invoke(*embed_args(fault_setup, out), "--views", "flip")  # the killed run was the process to test
+    assert resumed.exit_code == 0 and f"resumed at row {at_kill}" in resumed.output, resumed.output
     assert not same(snapshot(out), snapshot(views_cache))
     refused = invoke(*embed_args(fault_setup, out))  # without --views
     assert refused.exit_code == 1 and "views" in refused.stderr
