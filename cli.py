@@ -349,18 +349,22 @@ def task_options(command):
         click.option("--input", "inputs", default="",
                      help="Train on these stored layers instead of the features (LAYER[,LAYER...]: a cache embedded "
                           "with --layers; pooled layers are joined side by side, a multi-layer probe)."),
+        click.option("--stream", default=RUN["stream"], show_default=True, type=click.Choice(["auto", "always", "never"]),
+                     help="A spatial --input's train split: stream it from the cache in blocks (always), load it "
+                          "into memory (never), or stream only when it would take more than half the memory "
+                          "available (auto). The run says which."),
         click.option("--eval-view", default=RUN["eval_view"], type=click.Choice(["orig", "mean"]),
                      help="--views augment: evaluate (and predict) on the mean of both views (the default: "
                           "test-time augmentation) or on orig."))
     @functools.wraps(command)
     def run(*args, caches, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups,
-            inputs, views, eval_view, **kwargs):
+            inputs, stream, views, eval_view, **kwargs):
         if standardize and features not in ("raw", "standardize"):
             raise click.BadParameter(f"--standardize contradicts --features {features}", param_hint="--standardize")
         spec = _library("heads.run.task").TaskSpec(
             caches=caches, attributes=attributes, features="standardize" if standardize else features, groups=groups,
             views=views, eval_view=eval_view, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
-            tune_threshold=tune_threshold, inputs=inputs)
+            tune_threshold=tune_threshold, inputs=inputs, stream=stream)
         return command(*args, task=spec, **kwargs)
     return run
 

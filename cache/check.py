@@ -182,11 +182,12 @@ def check_structure(path, f):
 
 
 def find_nonfinite(features, first_row=0):
-    """Row offsets (relative to the array, plus first_row) whose features hold NaN or inf;
-    scans in blocks so a large split needs no full-size temporary."""
+    """Row offsets (relative to the array, plus first_row) whose features (any per-row shape) hold
+    NaN or inf; scans in blocks so a large split needs no full-size temporary."""
     bad = []
     for start in range(0, len(features), ROWS_PER_SCAN):
         block = features[start:start + ROWS_PER_SCAN]
+        block = block.reshape(len(block), -1)
         if block.dtype == np.float16:  # exponent bits all ones, their largest value: NaN or inf
             nonfinite = (block.view(np.uint16) & 0x7C00).max(axis=1) == 0x7C00
         else:

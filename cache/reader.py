@@ -129,6 +129,32 @@ class Split:
     n_nonfinite: int = 0
 
 
+class StoredRows:
+    """Rows of one stored dataset, read from the cache when asked: what a split's features are when
+    they are streamed rather than loaded (`load_split(stream=True)`). `rows`: the cache rows, in
+    increasing order; shape and dtype as an array of them would have; read(start, stop) returns
+    rows[start:stop] as one 64-byte aligned array (contiguous runs read straight into place)."""
+
+    def __init__(self, path, dataset, rows, row_shape, dtype):
+        self.path, self.dataset, self.rows = path, dataset, np.asarray(rows, np.int64)
+        self.shape, self.dtype = (len(self.rows), *row_shape), np.dtype(dtype)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def __len__(self):
+        return self.shape[0]
+
+    def read(self, start, stop):
+        with open_cache(self.path) as f:
+            return _read_sorted_rows(f[self.dataset], self.rows[start:stop])
+
+
 def aligned_empty(shape, dtype):
     """An uninitialised C-contiguous array whose data starts on a 64-byte boundary, the alignment
     TensorFlow needs to use the memory in place (see heads.keras_head.as_tensor)."""
@@ -181,7 +207,7 @@ def nonfinite_error(path, split, count, rows, ids):
 
 
 def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True,
-               drop_nonfinite=False, views=("orig",), layers=()):
+               drop_nonfinite=False, views=("orig",), layers=(), stream=False):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
@@ -194,6 +220,8 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
     views to read ("orig" = /features, "flip" = /features_flip); with more than one,
     Split.features is a list in that order. layers: read these stored layers instead of /features
     (each view's): one as stored ([n, *shape]), several flattened and joined side by side.
+    stream: one view of one layer, left in the cache: Split.features is a StoredRows (checked for
+    non-finite rows block by block, in the stored dtype), for a split larger than memory.
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -221,8 +249,11 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
                 if view != "orig" and view not in stored_views:
                     raise UserError(f"{path}: holds no {view} view (embed with --views {view})")
             check_layers(path, f.settings, layers)
-            blocks = [_read_view(f, view, layers, rows) for view in views]
-            bad = sorted(set().union(*(find_nonfinite(b) for b in blocks)))
+            if stream and (len(views) != 1 or len(layers) != 1):
+                raise UserError("streaming reads one view of one stored layer")
+            blocks = [] if stream else [_read_view(f, view, layers, rows) for view in views]
+            bad = sorted(set().union(*(find_nonfinite(b) for b in blocks))) if not stream else \
+                _nonfinite_rows(f[layout.stored_dataset(views[0], layers[0])], rows)
             if bad and not drop_nonfinite:
                 name = {v: k for k, v in layout.PARTITIONS.items()}[code]
                 first = rows[bad[:3]]
@@ -231,14 +262,29 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
                 keep = np.ones(len(rows), bool)
                 keep[bad] = False
                 rows, blocks, n_nonfinite = rows[keep], [b[keep] for b in blocks], len(bad)
-            if dtype is not None:
-                blocks = [b if b.dtype == dtype else b.astype(dtype) for b in blocks]
-            features = blocks[0] if len(blocks) == 1 else blocks
+            if stream:
+                stored = f[layout.stored_dataset(views[0], layers[0])]
+                features = StoredRows(path, stored.name, rows, stored.shape[1:], stored.dtype)
+            else:
+                if dtype is not None:
+                    blocks = [b if b.dtype == dtype else b.astype(dtype) for b in blocks]
+                features = blocks[0] if len(blocks) == 1 else blocks
         labels = f["labels"][:][rows][:, columns]
         ids = [s.decode() for s in all_ids[rows]] if len(rows) else []
         n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())
     return Split(features=features, labels=labels, attributes=attributes, image_ids=ids, rows=rows,
                  n_failed=n_failed, n_nonfinite=n_nonfinite)
+
+
+def _nonfinite_rows(stored, rows, block_bytes=256 << 20):
+    """Offsets into `rows` whose stored values hold NaN or inf, read a block at a time."""
+    row_bytes = int(np.prod(stored.shape[1:])) * stored.dtype.itemsize
+    block = max(1, block_bytes // max(row_bytes, 1))
+    bad = []
+    for start in range(0, len(rows), block):
+        values = _read_sorted_rows(stored, rows[start:start + block])
+        bad.extend(find_nonfinite(values, first_row=start))
+    return bad
 
 
 def check_layers(path, settings, layers):

@@ -17,7 +17,9 @@ KERAS = {"head": "mlp:128", "dropout": 0.2, "l2": 1e-4, "lr": 1e-3, "epochs": "a
          "tail_bn": "frozen"}
 REFERENCE_EPOCHS = 3  # the reference notebook's fixed recipe (benchmarks compare at it)
 # eval_view None: the mean of both views with views "augment" (test-time augmentation), else orig
-RUN = {"features": "raw", "tune_threshold": False, "views": "orig", "eval_view": None}
+# stream "auto": a spatial input's train split streams from the cache when it would take more than
+# half the memory available, else it loads into memory
+RUN = {"features": "raw", "tune_threshold": False, "views": "orig", "eval_view": None, "stream": "auto"}
 ATTRIBUTES = ("Male", "Smiling", "Young")
 BASELINE_MODELS = ("majority", "logreg")
 SKLEARN = {"C": 1.0, "k": 15, "seed": 0}

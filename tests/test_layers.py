@@ -285,3 +285,42 @@ def test_tail_refuses_what_it_cannot_continue_in_one_line(face_cache, tmp_path):
     Path(model).write_bytes(Path(model).read_bytes() + b"changed")
     result = invoke("train-heads", cache, "--out", tmp_path / "r", "--head", "tail", "--attrs", "Male", "--input", "add_3")
     assert result.exit_code == 1 and "the file changed since the cache was made" in result.output, result.output
+
+
+def test_a_streamed_train_split_trains_as_the_same_split_in_memory(layered, tmp_path, monkeypatch):
+    """Spatial inputs train block by block (shuffled blocks, shuffled rows within each), from memory or
+    streamed from the cache a block ahead: the same batches, so the same head (float32 rounding)."""
+    import heads.kinds.trainer
+    monkeypatch.setattr(heads.kinds.trainer, "BLOCK_ROWS", 48)  # several blocks from 160 train rows
+    runs = {}
+    for stream in ("never", "always"):
+        result = invoke("train-heads", layered, "--out", tmp_path / stream, "--input", "conv2d", "--head",
+                        "attentive:16,2,1", "--attrs", "Male,Smiling", "--epochs", "3", "--batch-size", "16",
+                        "--stream", stream)
+        assert result.exit_code == 0, result.output
+        word = "streams from the cache in blocks" if stream == "always" else "loads into memory"
+        assert f"note: the train split of conv2d (" in result.stderr and word in result.stderr
+        runs[stream] = [json.loads((tmp_path / stream / name).read_text()) for name in ("metrics.json", "config.json")]
+    (metrics_a, config_a), (metrics_b, config_b) = runs["never"], runs["always"]
+    for name, by_split in metrics_a["attributes"].items():
+        for split in ("val", "test"):
+            for key, value in by_split[split].items():
+                assert metrics_b["attributes"][name][split][key] == pytest.approx(value, rel=1e-6, abs=1e-7)
+    assert config_a["rows"] == config_b["rows"]
+    for args, message in ((["--features", "standardize"], "it streams: use raw"),
+                          (["--views", "augment", "--eval-view", "orig"], "it cannot stream")):
+        result = invoke("train-heads", layered, "--out", tmp_path / "bad", "--input", "conv2d", "--head", "attentive",
+                        "--stream", "always", *args)
+        assert result.exit_code in (1, 2) and message in result.output, (args, result.output)
+
+
+def test_nonfinite_rows_of_a_spatial_layer_are_found_in_memory_and_streamed(layered, tmp_path):
+    path = tmp_path / "nan.h5"
+    shutil.copy(layered, path)
+    with h5py.File(path, "r+") as f:
+        f["layers/conv2d"][7, 3, 4, 2] = np.nan
+    for stream in ("never", "always"):
+        result = invoke("train-heads", path, "--out", tmp_path / stream, "--input", "conv2d", "--head", "attentive",
+                        "--stream", stream)
+        assert result.exit_code == 1 and "1 row(s) of the train split marked ok hold non-finite features" in \
+            result.output and "rows 7 (000008.jpg)" in result.output, result.output

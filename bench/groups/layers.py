@@ -1,4 +1,4 @@
-"""layers: heads on inner layers. At CelebA size (162,770 train rows of a generated 7 x 7 x 192 float16 layer), seconds per epoch and peak memory of an attentive probe and of EfficientNetV2B0's tail after block6h_add (random weights), the tail's FLOP/s against the machine's matmul limit; on the real sample with the shared face CNNs, test accuracy of the pooled features, a multi-layer probe, an attentive probe and the tail."""
+"""layers: heads on inner layers. At CelebA size (162,770 train rows of a generated 7 x 7 x 192 float16 layer), seconds per epoch and peak memory of an attentive probe and of EfficientNetV2B0's tail after block6h_add (random weights), in memory and streamed, the tail's FLOP/s against the machine's matmul limit; on the real sample with the shared face CNNs, test accuracy of the pooled features, a multi-layer probe, an attentive probe and the tail."""
 
 import json
 import os
@@ -19,7 +19,7 @@ sys.path.insert(0, {root!r})
 from heads.kinds.keras_head import KerasHead
 from heads.run.fit import prepare
 from heads.run.task import TaskSpec
-prepared = prepare(TaskSpec({cache!r}, {attrs!r}, inputs=({layer!r},)))
+prepared = prepare(TaskSpec({cache!r}, {attrs!r}, inputs=({layer!r},), stream={stream!r}))
 head = KerasHead(head={head!r}, epochs=1, dropout=0.0)
 began = time.perf_counter()
 head.fit(prepared.train, prepared.val)
@@ -57,8 +57,9 @@ def _spatial_cache(path, splits, seed=0):
                               [""] * (stop - start), {f"layers/{LAYER}": block})
 
 
-def _one_epoch(cache, head):
-    script = EPOCH.format(root=str(ROOT), cache=str(cache), attrs=list(HEAD_ATTRIBUTES), layer=LAYER, head=head)
+def _one_epoch(cache, head, stream):
+    script = EPOCH.format(root=str(ROOT), cache=str(cache), attrs=list(HEAD_ATTRIBUTES), layer=LAYER, head=head,
+                          stream=stream)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
@@ -72,22 +73,25 @@ def bench_scale(workdir, splits):
     size_gb = splits[0] * int(np.prod(SHAPE)) * 2 / 1e9
     rows = []
     for head in ("attentive", "tail"):
-        result = _one_epoch(cache, head)
-        rows.append(row(f"layers: {head} on {LAYER} ({' x '.join(map(str, SHAPE))}), seconds per epoch",
-                        round(result["seconds"], 1), "s",
-                        note=f"{result['rows']:,} train rows in memory ({size_gb:.1f} GB float16), 1 epoch with its "
-                             f"validation on {result['val_rows']:,} rows, peak RSS {result['peak_rss_gb']:.2f} GB; "
-                             f"on {machine_name()}"))
+        timed = {}
+        for stream, how in (("never", "in memory"), ("always", "streamed from the cache")):
+            result = timed[stream] = _one_epoch(cache, head, stream)
+            rows.append(row(f"layers: {head} on {LAYER} ({' x '.join(map(str, SHAPE))}), {how}, seconds per epoch",
+                            round(result["seconds"], 1), "s",
+                            note=f"{result['rows']:,} train rows ({size_gb:.1f} GB float16), 1 epoch with its validation "
+                                 f"on {result['val_rows']:,} rows (val and test in memory), peak RSS "
+                                 f"{result['peak_rss_gb']:.2f} GB; on {machine_name()}"))
         if head == "tail":
             # the tail after block6h_add: top_conv (1x1, 192 -> 1280) on 7 x 7, BatchNormalization, swish, pooling
             per_row = 2 * 49 * SHAPE[2] * 1280
+            result = timed["never"]
             flops = result["rows"] * 3 * per_row + result["val_rows"] * per_row  # forward + weight and input grads
             achieved = flops / result["seconds"] / 1e9
             limit = matmul_limit(128 * 49, SHAPE[2], 1280)
             ratio = achieved / max(limit.values())
             rows.append(row("layers: tail FLOP/s / the machine's matmul limit", round(ratio, 3), "ratio", ">= 0.5",
-                            ratio >= 0.5, note=f"{flops / 1e12:.1f} TFLOP (top_conv forward and backward, val forward) "
-                                               f"= {achieved:.0f} GFLOP/s; limit at [{128 * 49} x {SHAPE[2]}] @ "
+                            ratio >= 0.5, note=f"in memory: {flops / 1e12:.1f} TFLOP (top_conv forward and backward, val "
+                                               f"forward) = {achieved:.0f} GFLOP/s; limit at [{128 * 49} x {SHAPE[2]}] @ "
                                                f"[{SHAPE[2]} x 1280]: numpy {limit['numpy']:.0f}, TensorFlow "
                                                f"{limit['tensorflow']:.0f} GFLOP/s"))
     cache.unlink()

@@ -11,6 +11,11 @@ step, a step ahead, shared by every head of the group); any other model runs its
 through `model.stateless_call` (Keras' own dropout; BatchNormalization statistics are carried
 through the loop). A model that overrides `train_step` trains with `model.fit`, with a note logged.
 
+Spatial inputs ([n, H, W, C]) train block by block: each epoch visits blocks of about BLOCK_ROWS
+rows (whole batches) in a shuffled order and the rows of each block in a shuffled order, from
+memory or streamed from the cache (`cache.reader.StoredRows`, the next block read while this one
+trains): the same batches either way, so streamed and in-memory training agree.
+
 Epochs: a fixed number, or "auto": train until the val loss has not improved for `patience`
 epochs (at most `max_epochs`), then restore the weights of the best epoch. Heads trained together
 stop one by one, each when it would alone: a stopped head leaves the graph, and the others keep
@@ -30,6 +35,30 @@ EPSILON = 1e-7  # probability clipping in binary cross-entropy, as Keras does
 # Settings that heads trained together must share: they see the same batches in the same order.
 SHARED_SETTINGS = ("epochs", "batch_size", "class_weight", "seed")
 FEW_STEPS = 300  # a fixed --epochs giving fewer optimizer steps than this gets a note
+BLOCK_ROWS = 8192  # spatial inputs train in blocks of about this many rows
+
+
+def epoch_blocks(X, Y, rng, batch_size):
+    """One epoch of a spatial input, block by block: yields (order within the block, features of
+    the block, its targets) for blocks of whole batches in an order drawn from rng, each block's
+    rows in an order drawn from rng. X: an array, or a StoredRows read a block ahead in a thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = batch_size * max(1, -(-BLOCK_ROWS // batch_size))
+    blocks = [(a, min(a + size, len(X))) for a in range(0, len(X), size)]
+    blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+    orders = [rng.permutation(b - a) for a, b in blocks]
+    if isinstance(X, np.ndarray):
+        for (a, b), order in zip(blocks, orders):
+            yield order, X[a:b], Y[a:b]
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(X.read, *blocks[0])
+        for k, ((a, b), order) in enumerate(zip(blocks, orders)):
+            features = pending.result()
+            if k + 1 < len(blocks):
+                pending = pool.submit(X.read, *blocks[k + 1])
+            yield order, features, Y[a:b]
 
 
 def parse_epochs(value):
@@ -109,8 +138,11 @@ def fit_together(heads, train, val=None, on_epoch=None):
         if differing:
             raise ValueError(f"heads trained together must share {', '.join(differing)}")
     attributes = list(train.attributes)
-    X = np.asarray(train.features)
-    X = X if X.dtype in (np.float16, np.float32) else X.astype(np.float32)  # float16 stays: half the memory
+    streamed = not isinstance(train.features, np.ndarray)  # a StoredRows: read from the cache block by block
+    X = train.features if streamed else np.asarray(train.features)
+    if not streamed and X.dtype not in (np.float16, np.float32):  # float16 stays: half the memory
+        X = X.astype(np.float32)
+    blockwise = X.ndim > 2
     Y = np.asarray(train.labels, np.float32)
     if X.ndim < 2 or Y.shape != (len(X), len(attributes)):
         raise ValueError(f"X must be [n, ...] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
@@ -132,17 +164,23 @@ def fit_together(heads, train, val=None, on_epoch=None):
     fast = [h for h in heads if not _has_own_train_step(h.model_)]
     for head in heads:
         if head not in fast:
+            if streamed:
+                raise UserError(f"head {head.head} defines its own train_step, which trains with keras Model.fit "
+                                "on a split in memory; its train split streams (--stream never to load it)")
             log.info("head %s defines its own train_step; training it with keras Model.fit (slower)", head.head)
             _fit_with_keras(head, X, Y, val, weights, on_epoch if head is first else None)
     if not fast:
         return
     trainer = _Trainer(fast, attributes, weights)
     stoppers = {id(h): _Stopper(h) for h in fast} if auto else {}
-    features, targets = as_tensor(X), as_tensor(Y)
+    features, targets = (None, None) if blockwise else (as_tensor(X), as_tensor(Y))
     rng = np.random.default_rng(first.seed)
     last = max(h.max_epochs for h in fast) if auto else first.epochs
     for epoch in range(1, last + 1):
-        losses, accuracies = trainer.run_epoch(rng.permutation(len(X)), features, targets)
+        if blockwise:
+            losses, accuracies = trainer.run_blocks(epoch_blocks(X, Y, rng, first.batch_size))
+        else:
+            losses, accuracies = trainer.run_epoch(rng.permutation(len(X)), features, targets)
         trainer.copy_to_models()
         stopped = []
         for v, head in enumerate(trainer.heads):
@@ -383,6 +421,15 @@ class _Trainer:
                 variable.assign(value)
         self.steps_done += -(-len(order) // self.batch)
         return loss.numpy(), accuracy.numpy()
+
+    def run_blocks(self, blocks):
+        """One epoch as several passes, one per (order, features, targets) block (`epoch_blocks`);
+        returns the epoch's (mean loss [heads], train accuracy [heads, k]) over all its rows."""
+        total, loss_sum, correct = 0, 0.0, 0.0
+        for order, features, targets in blocks:
+            loss, accuracy = self.run_epoch(order, as_tensor(features), as_tensor(targets))
+            total, loss_sum, correct = total + len(order), loss_sum + loss * len(order), correct + accuracy * len(order)
+        return loss_sum / total, correct / total
 
     def copy_to_models(self):
         for h, head in enumerate(self.heads):

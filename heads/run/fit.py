@@ -49,6 +49,9 @@ def prepare(spec):
     if task.train_augment is not None:  # both views as training rows, each with its image's labels
         train_x, train_y = np.concatenate([train_x, task.train_augment]), np.concatenate([train_y, train_y])
         groups = None if groups is None else np.concatenate([groups, groups])
+    if not isinstance(train_x, np.ndarray) and spec.features != "raw":  # streamed from the cache
+        raise UsageError(f"--features {spec.features} is fitted on the train split in memory, and it streams: use "
+                         "raw (or --stream never)")
     transform = Transform(spec.features).fit(train_x)
     source = None
     if len(spec.inputs) == 1 and len(task.caches) == 1:  # a stored layer: a kind may continue the backbone from it

@@ -10,6 +10,7 @@ refused.
 """
 
 import difflib
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from heads.run.transforms import parse_features
 
 CACHE_RECORD = ("dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype")
 VIEWS = ("orig", "mean", "concat", "augment")  # --views: how heads use a cache's mirrored view
+log = logging.getLogger(__name__)
 EVAL_VIEWS = ("orig", "mean")
+STREAM = ("auto", "always", "never")
 
 
 def _names(value):
@@ -47,7 +50,9 @@ class TaskSpec:
     rows; drop_nonfinite: leave out rows whose features hold NaN/inf (else they stop the load);
     tune_threshold: per-attribute thresholds that maximise val accuracy (test is never read);
     inputs: stored layers to train on instead of the features (`embed --layers`), pooled ones joined
-    side by side: a multi-layer probe (none: the features)."""
+    side by side: a multi-layer probe (none: the features); stream: for one spatial input, whether
+    its train split streams from the cache in blocks ("always"), loads into memory ("never"), or
+    streams only when it would take more than half the memory available ("auto")."""
     caches: tuple
     attributes: object = None
     features: str = RUN["features"]
@@ -58,6 +63,7 @@ class TaskSpec:
     drop_nonfinite: bool = False
     tune_threshold: bool = RUN["tune_threshold"]
     inputs: tuple = ()
+    stream: str = RUN["stream"]
 
     def __post_init__(self):
         caches = (self.caches,) if isinstance(self.caches, (str, Path)) else tuple(self.caches)
@@ -78,6 +84,8 @@ class TaskSpec:
         if self.views not in VIEWS or self.eval_view not in EVAL_VIEWS:
             raise UsageError(f"--views {self.views!r} / --eval-view {self.eval_view!r}: use "
                              f"{', '.join(VIEWS)} / {', '.join(EVAL_VIEWS)}")
+        if self.stream not in STREAM:
+            raise UsageError(f"--stream {self.stream!r}: use {', '.join(STREAM)}")
         if self.views != "orig" and len(self.caches) > 1:
             raise UsageError("--views other than orig works on one cache at a time, not on fused caches")
 
@@ -195,12 +203,14 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     views, eval_view = spec.views, spec.eval_view
     flip = needs_flip(views, eval_view) or views == "augment"
     train_augment = None
+    stream = any(spatial) and "train" in feature_splits and _streams_train(paths[0], spec)
     if len(paths) == 1:
         splits = {}
         for name in layout.PARTITIONS:
             split = load_split(paths[0], name, columns, allow_partial=spec.allow_partial, dtype=None,
                                with_features=name in feature_splits, drop_nonfinite=spec.drop_nonfinite,
-                               views=("orig", "flip") if flip else ("orig",), layers=spec.inputs)
+                               views=("orig", "flip") if flip else ("orig",), layers=spec.inputs,
+                               stream=stream and name == "train")
             if flip and split.features is not None:
                 orig, mirrored = split.features
                 if name == "train" and views == "augment":
@@ -229,6 +239,35 @@ def _table(path):
     with open_cache(path) as f:
         return {"names": f.attribute_names, "ids": [s.decode() for s in f["image_id"][:]],
                 "partition": f["partition"][:], "labels": f["labels"][:], "status": row_status(f)}
+
+
+def available_memory():
+    """Bytes of memory available to this process now (Linux: MemAvailable), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _streams_train(path, spec):
+    """Whether the train split of the one spatial input streams from the cache (TaskSpec.stream),
+    saying which and why (logged)."""
+    with open_cache(path) as f:
+        ok = (row_status(f) == layout.STATUS_OK) & (f["partition"][:] == layout.PARTITIONS["train"])
+        layer = next(x for x in f.settings["layers"] if x["name"] == spec.inputs[0])
+        size = int(ok.sum()) * int(np.prod(layer["shape"])) * np.dtype(f.settings["feature_dtype"]).itemsize
+    free = available_memory()
+    stream = spec.stream == "always" or (spec.stream == "auto" and free is not None and size > free / 2)
+    if stream and spec.views == "augment":
+        raise UsageError("--views augment adds the mirrored rows to a train split in memory; it cannot stream "
+                         f"(--stream never, or --views orig); {spec.inputs[0]}'s train split is {size / 1e9:.1f} GB")
+    log.info("the train split of %s (%.2f GB%s) %s", spec.inputs[0], size / 1e9,
+             f"; {free / 1e9:.1f} GB of memory available" if free else "",
+             "streams from the cache in blocks" if stream else "loads into memory")
+    return stream
 
 
 def check_inputs(path, inputs, views="orig", eval_view="orig"):
