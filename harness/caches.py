@@ -9,8 +9,9 @@ PLANTED_ATTRIBUTES = ["Male", "Smiling", "Young", "Bald"]
 PLANTED_SPLITS = {0: 600, 1: 200, 2: 200}
 
 
-def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_train=True):
-    """Features x ~ N(0, 1); attribute j is 1 where x . w_j + noise > b_j (so it is learnable)."""
+def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_train=True, layer=False):
+    """Features x ~ N(0, 1); attribute j is 1 where x . w_j + noise > b_j (so it is learnable).
+    layer: also store the features as a spatial layer "grid" [2, 2, dim / 4] (each row x reshaped)."""
     rng = np.random.default_rng(seed)
     partition = np.concatenate([np.full(n, p) for p, n in PLANTED_SPLITS.items()])
     n = len(partition)
@@ -28,12 +29,14 @@ def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_tr
                  partition=partition, feature_dim=dim, feature_dtype="float32",
                  settings={"backbone": {"model": "keras:EfficientNetV2B0", "kind": "keras_app"},
                            "preprocessing": {"image_size": 32}, "dataset_fingerprint": f"fp{seed}{flip_test}",
-                           "sources": {}})
+                           "sources": {}, **({"layers": [{"name": "grid", "pool": "grid:2", "shape": [2, 2, dim // 4]}]}
+                                             if layer else {})})
     with CacheWriter(path) as writer:
         stop = n if finish else n // 2
         status = np.full(stop, layout.STATUS_OK)
         status[5] = layout.STATUS_FAILED
-        writer.write_rows(0, x[:stop], status, ["bad" if s == layout.STATUS_FAILED else "" for s in status])
+        extra = {"layers/grid": x[:stop].reshape(stop, 2, 2, dim // 4)} if layer else None
+        writer.write_rows(0, x[:stop], status, ["bad" if s == layout.STATUS_FAILED else "" for s in status], extra)
     return x, labels, partition
 
 

@@ -35,9 +35,10 @@ CACHE_CASES, RUN_CASES, TRUNCATIONS = TRIALS["cache_cases"], TRIALS["run_cases"]
 
 @pytest.fixture(scope="module")
 def valid(tmp_path_factory):
-    """A valid cache, a logreg run and a Keras-head run (with a transform) on it."""
+    """A valid cache (which also stores a spatial layer, "grid"), a logreg run and a Keras-head run
+    (with a transform) on it."""
     root = tmp_path_factory.mktemp("valid")
-    planted_cache(root / "cache.h5")
+    planted_cache(root / "cache.h5", layer=True)
     run_kinds(TaskSpec(root / "cache.h5", ATTRS), root / "base", ["logreg"])
     train_heads(TaskSpec(root / "cache.h5", ATTRS, features="standardize"), root / "head", epochs=1)
     return root
@@ -163,7 +164,8 @@ def test_missing_or_unparsable_run_files_fail_in_one_line(valid, tmp_path, name,
 
 # ---- fuzzing: one damage at a time ----
 
-ROOT_ATTRS = list(layout.REQUIRED_ATTRS)
+ROOT_ATTRS = [*layout.REQUIRED_ATTRS, "layers"]
+FUZZED_DATASETS = [*layout.DATASETS, "layers/grid"]
 GARBAGE = st.one_of(st.integers(-2**40, 2**40), st.floats(allow_nan=True), st.text(max_size=30),
                     st.binary(max_size=30), st.just("{"), st.just("[]"), st.just('{"a": 1}'), st.just("null"),
                     st.lists(st.integers(-5, 5), min_size=1, max_size=4).map(np.array))
@@ -189,10 +191,10 @@ def cache_damage(draw):
         name, value = draw(st.sampled_from(ROOT_ATTRS)), draw(GARBAGE)
         return f"attribute {name} = {value!r}", lambda f: f.attrs.__setitem__(name, value)
     if kind == "dataset_delete":
-        name = draw(st.sampled_from(list(layout.DATASETS)))
+        name = draw(st.sampled_from(FUZZED_DATASETS))
         return f"delete dataset {name}", lambda f: f.__delitem__(name)
     if kind == "dataset_reshape":
-        name, cut = draw(st.sampled_from(list(layout.DATASETS))), draw(st.sampled_from([-1, 1, "col"]))
+        name, cut = draw(st.sampled_from(FUZZED_DATASETS)), draw(st.sampled_from([-1, 1, "col"]))
 
         def reshape(f):
             data = f[name][()]
@@ -201,7 +203,7 @@ def cache_damage(draw):
             _replace(f, name, data)
         return f"reshape {name} ({cut})", reshape
     if kind == "dataset_retype":
-        name = draw(st.sampled_from(list(layout.DATASETS)))
+        name = draw(st.sampled_from(FUZZED_DATASETS))
         dtype = draw(st.sampled_from(["float64", "int64", "S4", "bool"]))
         return f"retype {name} to {dtype}", lambda f: _replace(f, name, f[name][()].astype(dtype) if dtype != "S4"
                                                            else np.full(f[name].shape, b"x", "S4"))
@@ -211,7 +213,8 @@ def cache_damage(draw):
         return f"{name}[{row}] = {value}", lambda f: f[name].__setitem__(row, value)
     if kind == "nonfinite":
         row, value = draw(st.integers(0, 999)), draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-        return f"features[{row}] = {value}", lambda f: f["features"].__setitem__(row, value)
+        name = draw(st.sampled_from(["features", "layers/grid"]))
+        return f"{name}[{row}] = {value}", lambda f: f[name].__setitem__(row, value)
     if kind == "features_value":
         row, value = draw(st.integers(0, 999)), draw(st.floats(-1e3, 1e3))
         return f"features[{row}] = {value} (harmless)", lambda f: f["features"].__setitem__(row, value)
@@ -238,6 +241,15 @@ def test_fuzz_damaged_cache(valid, tmp_path_factory, damage):
         assert np.isfinite(prepared.train.features).all() and set(np.unique(prepared.task.train.labels)) <= {0, 1}, description
     except UserError as exc:
         assert str(exc).startswith(str(path)) and "\n" not in str(exc), (description, str(exc))
+    try:  # the same for a head trained on the stored layer, in memory and streamed
+        for stream in ("never", "always"):
+            prepared = prepare(TaskSpec(path, ATTRS, inputs="grid", stream=stream))
+            rows = prepared.train.features
+            values = rows if isinstance(rows, np.ndarray) else rows.read(0, len(rows))
+            assert values.shape[1:] == (2, 2, 8) and np.isfinite(values).all(), description
+    except UserError as exc:  # a usage error names the option first, then the file
+        message = str(exc).removeprefix("--input grid: ")
+        assert message.startswith(str(path)) and "\n" not in message, (description, str(exc))
     result = invoke("evaluate", valid / "base" / "logreg", "--cache", path, "--json")
     if assert_ok_or_one_line(result, path):
         metrics = json.loads(result.stdout)["attributes"]
