@@ -16,7 +16,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import cli
-from harness.faults import N_IMAGES, embed_args, embed_command, rows_done, wait_until
+from harness.faults import N_IMAGES, embed_args, embed_command, rows_done, run_cli, wait_until
 from heads.run.evaluate import split_predictions
 from heads.serve.predict import predict_images
 from tests.conftest import copy_dataset
@@ -174,6 +174,8 @@ def test_an_attentive_probe_trains_on_a_spatial_layer_and_serves_from_images(lay
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["run"]["settings"]["head"] == "attentive:16,2,2"
+    fresh = run_cli("evaluate", run, "--split", "test", "--json")  # a new process loads the saved probe
+    assert fresh.returncode == 0, fresh.stderr[-1500:]
     run_obj, task, _, probabilities = split_predictions(run, "test")
     assert task.test.features.shape[1:] == (15, 15, 8)
     images = [str(fault_setup.data / "img_align_celeba" / task.test.image_ids[i]) for i in range(6)]
@@ -299,7 +301,7 @@ def test_a_streamed_train_split_trains_as_the_same_split_in_memory(layered, tmp_
                         "--stream", stream)
         assert result.exit_code == 0, result.output
         word = "streams from the cache in blocks" if stream == "always" else "loads into memory"
-        assert f"note: the train split of conv2d (" in result.stderr and word in result.stderr
+        assert "note: the train split of conv2d (" in result.stderr and word in result.stderr
         runs[stream] = [json.loads((tmp_path / stream / name).read_text()) for name in ("metrics.json", "config.json")]
     (metrics_a, config_a), (metrics_b, config_b) = runs["never"], runs["always"]
     for name, by_split in metrics_a["attributes"].items():

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import given
@@ -108,8 +109,9 @@ def test_devices_all_on_a_cpu_machine_equals_the_plain_run(fault_setup, tmp_path
 
 def test_two_devices_round_robin_equals_the_plain_run(fault_setup, tmp_path):
     """Two logical CPU devices (TF must be configured before it starts, so in a fresh process)
-    exercise the several-device path: one model copy per device, batches round-robin."""
-    out = tmp_path / "c.h5"
+    exercise the several-device path: one model copy per device, batches round-robin; a stored
+    layer travels the same way (compared with one device in the same process)."""
+    out, one = tmp_path / "c.h5", tmp_path / "one.h5"
     script = textwrap.dedent(f"""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -118,15 +120,21 @@ def test_two_devices_round_robin_equals_the_plain_run(fault_setup, tmp_path):
         from embed.dataset import open_dataset
         from embed.placement import Placement, build
         from embed.runner import EmbedSpec, embed
-        backbone, engine = build(BackboneSpec({str(fault_setup.model)!r}, value_range=(0.0, 1.0), image_size=32),
-                                 Placement(devices="2"))
-        assert len(engine.backbones) == 2
-        embed(open_dataset({str(fault_setup.data)!r}), backbone, {str(out)!r}, EmbedSpec(batch_size={reliability.BATCH}),
-              engine=engine)
+        for devices, path in (("2", {str(out)!r}), ("1", {str(one)!r})):
+            backbone, engine = build(BackboneSpec({str(fault_setup.model)!r}, value_range=(0.0, 1.0), image_size=32,
+                                                  layers="conv2d:grid:2"), Placement(devices=devices))
+            assert len(engine.backbones) == int(devices)
+            embed(open_dataset({str(fault_setup.data)!r}), backbone, path, EmbedSpec(batch_size={reliability.BATCH}),
+                  engine=engine)
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not differences(snapshot(out), fault_setup.reference)
+    assert not differences(snapshot(out), snapshot(one))
+    with h5py.File(out, "r") as f, h5py.File(one, "r") as g:
+        assert f["layers/conv2d"][:].tobytes() == g["layers/conv2d"][:].tobytes()
+    # the features of a backbone that also hands out a layer, against the plain run's (another graph)
+    np.testing.assert_allclose(snapshot(out)["features"].astype(np.float32),
+                               fault_setup.reference["features"].astype(np.float32), rtol=2e-3, atol=2e-3)
 
 
 # --- Ray -------------------------------------------------------------------------------------------

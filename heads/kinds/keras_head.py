@@ -7,7 +7,7 @@ import numpy as np
 
 from cache.errors import UserError
 from heads.defaults import KERAS
-from heads.kinds.architectures import Builder, parse_head
+from heads.kinds.architectures import Attentive, Builder, learned_queries, parse_head
 from heads.kinds.base import Head, register
 from heads.kinds.trainer import EPSILON, fit_together, predict_model
 
@@ -83,6 +83,8 @@ class KerasHead(Head):
         spec = parse_head(head.head)
         if isinstance(spec, Builder) and Path(spec.path).is_file():
             spec.load_function()  # registers the builder file's custom layers, if any
+        if isinstance(spec, Attentive):
+            learned_queries()  # registers the probe's queries layer, which the saved model names
         path = Path(directory) / MODEL_FILE
         try:
             head.model_ = keras.saving.load_model(path, compile=False, safe_mode=not trust_model)
