@@ -26,26 +26,26 @@ def sample_dir(tmp_path_factory):
     return out
 
 
+def shared_data(variable, default, marker, what):
+    """A folder of ../shared (or $variable) holding `marker`; CI must have it, elsewhere its tests skip."""
+    path = Path(os.environ.get(variable, ROOT.parent / "shared" / default))
+    if not (path / marker).is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide {what}; not found at {path}")
+        pytest.skip(f"{what} not found at {path}; set {variable}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def celeba_sample():
     """The 1,987 real CelebA images in shared/ (path from $CELEBA_SAMPLE or ../shared/celeba-sample)."""
-    path = Path(os.environ.get("CELEBA_SAMPLE", ROOT.parent / "shared" / "celeba-sample"))
-    if not (path / "list_attr_celeba.txt").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the real CelebA sample; not found at {path}")
-        pytest.skip(f"real CelebA sample not found at {path}; set CELEBA_SAMPLE")
-    return path
+    return shared_data("CELEBA_SAMPLE", "celeba-sample", "list_attr_celeba.txt", "the real CelebA sample")
 
 
 @pytest.fixture(scope="session")
 def face_cnns():
     """The two small pretrained face CNNs in shared/models (path from $CELEBA_MODELS or ../shared/models)."""
-    path = Path(os.environ.get("CELEBA_MODELS", ROOT.parent / "shared" / "models"))
-    if not (path / "gender_mini_XCEPTION.hdf5").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the shared face CNNs; not found at {path}")
-        pytest.skip(f"the shared face CNNs are not at {path}; set CELEBA_MODELS")
-    return path
+    return shared_data("CELEBA_MODELS", "models", "gender_mini_XCEPTION.hdf5", "the shared face CNNs")
 
 
 class PixelProbe(tf.Module):
