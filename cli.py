@@ -472,7 +472,7 @@ def train_heads(task, out, head, hidden, **settings):
                                                     on_epoch=lambda r: click.echo(tables.epoch_line(r)), **settings)
     click.echo(tables.trained(metrics, f"keras head {metrics['run']['settings']['head']}"))
     click.echo(f"wrote {out}: model.keras, metrics.json, config.json, history.csv, loss.png, accuracy.png, "
-               "accuracy_vs_majority.png")
+               "accuracy_vs_majority.png, reliability.png")
 
 
 @main.command()
@@ -529,7 +529,8 @@ def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed, epochs, pa
     results = _library("heads.run.fit").run_kinds(task, out, models, **settings)
     for model, metrics in results.items():
         click.echo(tables.trained(metrics, model))
-    click.echo(f"wrote {out}/<model>/: metrics.json, config.json, the fitted model, accuracy_vs_majority.png")
+    click.echo(f"wrote {out}/<model>/: metrics.json, config.json, the fitted model, accuracy_vs_majority.png, "
+               "reliability.png")
 
 
 # --- runs: score, compare, predict, export ------------------------------------------------------------
@@ -561,8 +562,9 @@ def evaluate(run_dir, split, caches, as_json, trust_model, groups, drop_nonfinit
 @GROUPS
 @uses_tensorflow(when=lambda kwargs: kwargs["groups"])
 def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
-    """One leaderboard of runs (rows) by attribute x metric, best mean first. With --groups, every run
-    is scored again per group on its caches (runs trained without --groups too)."""
+    """One leaderboard of runs (rows) by attribute x metric, best mean first (for ece and brier the
+    lowest). With --groups, every run is scored again per group on its caches (runs trained without
+    --groups too)."""
     compared = _library("heads.run.compare")
     table = compared.leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()], groups=groups)
     click.echo(_library("heads.look.tables").leaderboard_text(table, split))
@@ -676,7 +678,7 @@ def demo(ctx, workdir, n):
     runs = (os.path.join(workdir, "head"), os.path.join(workdir, "baselines"))
     ctx.invoke(compare, run_dirs=runs, split="test")
     ctx.invoke(report, runs=runs, out=os.path.join(workdir, "report.html"))
-    click.echo(f"\nplots: {workdir}/head/loss.png, accuracy.png, accuracy_vs_majority.png; TensorBoard: "
+    click.echo(f"\nplots: {workdir}/head/loss.png, accuracy.png, accuracy_vs_majority.png, reliability.png; TensorBoard: "
                f"tensorboard --logdir {workdir}/head/tb")
     click.echo(f"report: {os.path.abspath(os.path.join(workdir, 'report.html'))}")
 

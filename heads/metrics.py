@@ -1,11 +1,14 @@
 """The one table of metrics, their computation from `sklearn.metrics`, and threshold tuning on val.
 
 METRICS lists every per-attribute metric of one split (the `M` of metrics.json), in order:
-    {"accuracy", "balanced_accuracy", "f1", "roc_auc", "majority_accuracy", "threshold", "n"}
+    {"accuracy", "balanced_accuracy", "f1", "roc_auc", "ece", "brier", "majority_accuracy", "threshold", "n"}
 GROUP_METRICS the two summaries of the per-group section (`group_metrics`). Terminal tables,
 TensorBoard, the HTML page, `evaluate` and `compare` all read these tables.
 majority_accuracy is the accuracy of always predicting the train split's majority class.
-balanced_accuracy and roc_auc are null when the split holds only one class.
+balanced_accuracy and roc_auc are null when the split holds only one class. ece and brier judge the
+probabilities, not the decisions (lower is better): ece is the expected calibration error of the
+positive class over CALIBRATION_BINS equal-width bins (`calibration_bins`, the binning of
+`sklearn.calibration.calibration_curve`), brier `sklearn.metrics.brier_score_loss`.
 """
 
 import importlib
@@ -43,8 +46,9 @@ class Scored:
 class Metric:
     """name: the key in metrics.json; compute(Scored) -> the value (None where undefined); label,
     short: for pages and narrow tables; form: "percent" (a rate shown as %), "score" (0..1), or
-    "value"; higher_is_better: True, or None for what is not a score (threshold, n); score: a quality
-    of the head's decisions or probabilities (what TensorBoard plots and the terminal table shows)."""
+    "value"; higher_is_better: True, False (ece, brier), or None for what is not a score (threshold,
+    n); score: a quality of the head's decisions or probabilities (what TensorBoard plots); table:
+    shown in the training commands' terminal table (the scores but brier, and the majority baseline)."""
     name: str
     compute: object
     label: str
@@ -52,6 +56,7 @@ class Metric:
     form: str
     higher_is_better: object
     score: bool
+    table: bool = True
 
     def format(self, value):
         if value is None:
@@ -61,6 +66,28 @@ class Metric:
         if self.form == "score":
             return f"{value:.3f}"
         return f"{value:g}"
+
+
+CALIBRATION_BINS = 15
+
+
+def calibration_bins(y_true, probability, bins=CALIBRATION_BINS):
+    """(rows, mean probability, positive rate) per equal-width bin of [0, 1], each float [bins] (rows
+    int); an empty bin has nan means. Bin i holds edges[i] < p <= edges[i + 1] (the first from 0):
+    the binning of sklearn.calibration.calibration_curve(strategy="uniform")."""
+    y_true, probability = np.asarray(y_true, np.float64), np.asarray(probability, np.float64)
+    ids = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], probability)
+    rows = np.bincount(ids, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rows, np.bincount(ids, weights=probability, minlength=bins) / rows,
+                np.bincount(ids, weights=y_true, minlength=bins) / rows)
+
+
+def expected_calibration_error(y_true, probability, bins=CALIBRATION_BINS):
+    """sum over bins of (rows / n) * |positive rate - mean probability|, in [0, 1]."""
+    rows, mean_p, rate = calibration_bins(y_true, probability, bins)
+    filled = rows > 0
+    return float(np.sum(rows[filled] / rows.sum() * np.abs(rate[filled] - mean_p[filled])))
 
 
 def _if_both_classes(function):
@@ -76,6 +103,10 @@ METRICS = (
            "F1", "f1", "percent", True, True),
     Metric("roc_auc", _if_both_classes(lambda s: _sk().roc_auc_score(s.y_true, s.probability)),
            "ROC AUC", "auc", "score", True, True),
+    Metric("ece", lambda s: expected_calibration_error(s.y_true, s.probability),
+           f"expected calibration error ({CALIBRATION_BINS} bins)", "ece", "score", False, True),
+    Metric("brier", lambda s: float(_sk().brier_score_loss(s.y_true, s.probability, pos_label=1)),
+           "Brier score", "brier", "score", False, True, table=False),
     Metric("majority_accuracy", lambda s: float(_sk().accuracy_score(s.y_true, np.full_like(s.y_true, s.train_majority))),
            "majority-class accuracy", "majority", "percent", True, False),
     Metric("threshold", lambda s: float(s.threshold), "threshold", "thr", "value", None, False),

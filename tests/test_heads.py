@@ -45,12 +45,12 @@ def test_head_and_logreg_learn_and_majority_does_not(head_run, cache, tmp_path):
 def test_run_directory_contents(head_run):
     out, metrics = head_run
     for name in ("model.keras", "history.csv", "config.json", "metrics.json", "loss.png", "accuracy.png",
-                 "accuracy_vs_majority.png"):
+                 "accuracy_vs_majority.png", "reliability.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
-    assert set(saved["attributes"]["Male"]["val"]) == {"accuracy", "balanced_accuracy", "f1", "roc_auc",
-                                                      "majority_accuracy", "threshold", "n"}
+    assert set(saved["attributes"]["Male"]["val"]) == {"accuracy", "balanced_accuracy", "f1", "roc_auc", "ece",
+                                                      "brier", "majority_accuracy", "threshold", "n"}
     config = json.loads((out / "config.json").read_text())
     assert config["excluded_failed_rows"] == {"train": 1, "val": 0, "test": 0}
     assert config["rows"] == {"train": 599, "val": 200, "test": 200}

@@ -26,11 +26,11 @@ from heads.run.compare import find_runs, leaderboard
 from heads.run.evaluate import split_predictions
 from heads.run.rundir import Run
 
-PLOTS = ("accuracy_vs_majority.png", "loss.png", "accuracy.png")
+PLOTS = ("accuracy_vs_majority.png", "reliability.png", "loss.png", "accuracy.png")
 THUMBNAIL = REPORT["thumbnail"]
 # the per-run table: (split, metric) columns
 RUN_COLUMNS = (("val", "accuracy"), ("test", "accuracy"), ("test", "majority_accuracy"),
-               ("test", "balanced_accuracy"), ("test", "roc_auc"), ("test", "threshold"))
+               ("test", "balanced_accuracy"), ("test", "roc_auc"), ("test", "ece"), ("test", "threshold"))
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }

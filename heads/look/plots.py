@@ -1,4 +1,5 @@
-"""A run's pictures, beside its files: loss and accuracy per epoch, accuracy against the majority class."""
+"""A run's pictures, beside its files: loss and accuracy per epoch, accuracy against the majority
+class, and the reliability diagram of its probabilities."""
 
 from pathlib import Path
 
@@ -62,4 +63,32 @@ def plot_accuracy_vs_majority(metrics, out_dir):
     ax.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     fig.savefig(Path(out_dir) / "accuracy_vs_majority.png", dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(labels, probabilities, attributes, out_dir):
+    """reliability.png: per split (labels and probabilities {split: [n, k]}), the positive rate
+    against the mean probability in each filled bin of `heads.metrics.calibration_bins`, one line per
+    attribute, the diagonal for a calibrated head, and each attribute's ECE in the legend (<= 6)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from heads.metrics import CALIBRATION_BINS, calibration_bins, expected_calibration_error
+
+    fig, axes = plt.subplots(1, len(probabilities), figsize=(5 * len(probabilities), 4.8), squeeze=False)
+    for ax, (split, p) in zip(axes[0], probabilities.items()):
+        ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="calibrated")
+        for j, name in enumerate(attributes):
+            rows, mean_p, rate = calibration_bins(labels[split][:, j], p[:, j])
+            filled = rows > 0
+            ece = expected_calibration_error(labels[split][:, j], p[:, j])
+            ax.plot(mean_p[filled], rate[filled], "o-", markersize=3, color=f"C{j % 10}",
+                    label=f"{name} (ECE {ece:.3f})")
+        ax.set(xlabel="mean predicted probability", ylabel="fraction positive", xlim=(0, 1), ylim=(0, 1),
+               title=f"Reliability on {split} ({CALIBRATION_BINS} bins)")
+        if len(attributes) <= 6:
+            ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(Path(out_dir) / "reliability.png", dpi=100)
     plt.close(fig)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from heads.metrics import METRICS
 
-TABLE_METRICS = [m for m in METRICS if m.score or m.name == "majority_accuracy"]
+TABLE_METRICS = [m for m in METRICS if m.table and (m.score or m.name == "majority_accuracy")]
 
 
 def run_table(metrics, title=None):
@@ -23,7 +23,8 @@ def run_table(metrics, title=None):
     for name, by_split in metrics["attributes"].items():
         cells = [f"{m.format(by_split[split][m.name]):>{width}}" for split in ("val", "test") for m in TABLE_METRICS]
         lines.append(f"{name:<22}" + "".join(cells))
-    lines.append("(accuracy, balanced accuracy, F1 and majority-class accuracy in %; AUC 0..1)")
+    lines.append("(accuracy, balanced accuracy, F1 and majority-class accuracy in %; AUC 0..1; ece: expected "
+                 "calibration error 0..1, lower is better)")
     return "\n".join(lines)
 
 

@@ -1,8 +1,9 @@
 """`compare`: one leaderboard of runs, from their metrics.json (or scored again per group).
 
 Rows are runs (a run directory, or every run directory inside a sweep or baselines folder),
-columns (attribute, metric) plus (mean, metric), best mean of the first metric first. Metric names
-come from `heads.metrics` (METRICS and GROUP_METRICS).
+columns (attribute, metric) plus (mean, metric), best mean of the first metric first (lowest for a
+metric where lower is better: ece, brier). Metric names come from `heads.metrics` (METRICS and
+GROUP_METRICS).
 """
 
 from pathlib import Path
@@ -42,8 +43,10 @@ def _metric(run, data, name, split, m):
         by_split = data["attributes"].get(name)
         if not isinstance(by_split, dict) or not isinstance(by_split.get(split), dict):
             raise UserError(f"{run / METRICS}: has no {split} metrics for {name}")
-        if m not in by_split[split]:
+        if m not in BY_NAME:
             raise UserError(f"unknown metric {m!r}; choose from {', '.join(BY_NAME)}")
+        if m not in by_split[split]:
+            raise UserError(f"{run / METRICS}: has no {m} (scored before {m} was a metric): train it again")
         value = by_split[split][m]
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise UserError(f"{run / METRICS}: {name} {split} {m} is {value!r}, not a number")
@@ -52,7 +55,8 @@ def _metric(run, data, name, split, m):
 
 def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=True):
     """pandas DataFrame: one row per run, columns (attribute, metric) plus (mean, metric); sorted by
-    the mean of the first metric, best first (ranked=False: in the order `find_runs` gives). worst_group_accuracy and mean_group_accuracy come from
+    the mean of the first metric, best first: highest, or lowest where lower is better (ranked=False:
+    in the order `find_runs` gives). worst_group_accuracy and mean_group_accuracy come from
     a run's groups section; with groups (attribute names) every run is scored again on `split`
     per group (its caches and saved head), so runs trained without --groups rank too."""
     rows = {}
@@ -66,7 +70,9 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     for m in metrics:
         table[("mean", m)] = table.xs(m, axis=1, level=1).mean(axis=1)
-    return table.sort_values(("mean", metrics[0]), ascending=False) if ranked else table
+    if not ranked:
+        return table
+    return table.sort_values(("mean", metrics[0]), ascending=BY_NAME[metrics[0]].higher_is_better is False)
 
 
 def to_markdown(table):

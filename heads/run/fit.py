@@ -65,7 +65,7 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
     """Score a fitted head and write its run directory; returns its metrics (metrics.json).
     hparams: a sweep variant's grid values (its TensorBoard HParams session)."""
     task = prepared.task
-    thresholds, scores = score(task, head, prepared.transform, prepared.val.features)
+    thresholds, scores, probabilities = score(task, head, prepared.transform, prepared.val.features)
     settings = {**head.get_params(), "features": task.spec.features, "tune_threshold": task.spec.tune_threshold}
     run = {"name": name or Path(out_dir).name, "kind": head.kind, "cache": task.cache,
            "train_seconds": round(seconds, 3), "settings": settings}
@@ -80,6 +80,8 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
         plots.plot_history(head.history_, task.attributes, out_dir, best_epoch=head.best_epoch_)
         tensorboard.write_run_events(out_dir, head.history_, metrics, hparams)
     plots.plot_accuracy_vs_majority(metrics, out_dir)
+    plots.plot_reliability({split: task.split(split).labels for split in probabilities}, probabilities,
+                           task.attributes, out_dir)
     rundir.write_metrics(out_dir, metrics)
     return metrics
 

@@ -36,8 +36,8 @@ def split_group_metrics(task, probabilities, thresholds):
 
 
 def score(task, head, transform, val_features=None):
-    """(thresholds, metrics) of a fitted head on val and test, where metrics = {"attributes": ...
-    [, "groups": ...]}. val_features: the val split already transformed, if the caller has it; the
+    """(thresholds, metrics, probabilities) of a fitted head on val and test, where metrics =
+    {"attributes": ... [, "groups": ...]} and probabilities = {"val", "test": float [n, k]}. val_features: the val split already transformed, if the caller has it; the
     head's val_proba_ (its val probabilities from fitting) is used when it has them."""
     val_p = head.val_proba_
     if val_p is None:
@@ -48,4 +48,4 @@ def score(task, head, transform, val_features=None):
     groups = split_group_metrics(task, probabilities, thresholds)
     if groups:
         metrics["groups"] = groups
-    return thresholds, metrics
+    return thresholds, metrics, probabilities
