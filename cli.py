@@ -355,16 +355,20 @@ def task_options(command):
                           "available (auto). The run says which."),
         click.option("--eval-view", default=RUN["eval_view"], type=click.Choice(["orig", "mean"]),
                      help="--views augment: evaluate (and predict) on the mean of both views (the default: "
-                          "test-time augmentation) or on orig."))
+                          "test-time augmentation) or on orig."),
+        click.option("--exclude", type=click.Path(exists=True, dir_okay=False),
+                     help="Leave out the train rows of the image ids in this CSV (an image_id column: audit's "
+                          "label_issues.csv or duplicates.csv, or any). Val and test are never altered; the run "
+                          "records the file's sha256 and what it left out."))
     @functools.wraps(command)
     def run(*args, caches, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups,
-            inputs, stream, views, eval_view, **kwargs):
+            inputs, stream, views, eval_view, exclude, **kwargs):
         if standardize and features not in ("raw", "standardize"):
             raise click.BadParameter(f"--standardize contradicts --features {features}", param_hint="--standardize")
         spec = _library("heads.run.task").TaskSpec(
             caches=caches, attributes=attributes, features="standardize" if standardize else features, groups=groups,
             views=views, eval_view=eval_view, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
-            tune_threshold=tune_threshold, inputs=inputs, stream=stream)
+            tune_threshold=tune_threshold, inputs=inputs, stream=stream, exclude=exclude)
         return command(*args, task=spec, **kwargs)
     return run
 

@@ -118,7 +118,8 @@ class Split:
     features: [n, D] (float32 unless asked otherwise) or None; labels: uint8 [n, k] for `attributes`;
     image_ids: n strings; rows: int64 [n] row numbers in the cache; n_failed: rows of this
     partition excluded because their image failed; n_nonfinite: rows marked ok whose features
-    hold NaN or inf, left out on request (drop_nonfinite).
+    hold NaN or inf, left out on request (drop_nonfinite); n_left_out: ok rows left out because the
+    caller listed their image ids (`leave_out`).
     """
     features: np.ndarray
     labels: np.ndarray
@@ -127,6 +128,7 @@ class Split:
     rows: np.ndarray
     n_failed: int
     n_nonfinite: int = 0
+    n_left_out: int = 0
 
 
 class StoredRows:
@@ -207,7 +209,7 @@ def nonfinite_error(path, split, count, rows, ids):
 
 
 def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True,
-               drop_nonfinite=False, views=("orig",), layers=(), stream=False):
+               drop_nonfinite=False, views=("orig",), layers=(), stream=False, leave_out=()):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
@@ -222,6 +224,8 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
     (each view's): one as stored ([n, *shape]), several flattened and joined side by side.
     stream: one view of one layer, left in the cache: Split.features is a StoredRows (checked for
     non-finite rows block by block, in the stored dtype), for a split larger than memory.
+    leave_out: image ids (str) whose rows are not loaded (neither read nor checked), counted in
+    Split.n_left_out.
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -240,9 +244,14 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         columns = [names.index(a) for a in attributes]
         in_split = f["partition"][:] == code
         wanted = in_split & (status == layout.STATUS_OK)
+        all_ids = f["image_id"][:]
+        n_left_out = 0
+        if len(leave_out):
+            listed = np.isin(all_ids, np.array([i.encode() for i in leave_out]))
+            n_left_out = int((wanted & listed).sum())
+            wanted &= ~listed
         rows = np.flatnonzero(wanted)
         features, n_nonfinite = None, 0
-        all_ids = f["image_id"][:]
         if with_features:
             stored_views = f.settings["views"]
             for view in views:
@@ -273,7 +282,7 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         ids = [s.decode() for s in all_ids[rows]] if len(rows) else []
         n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())
     return Split(features=features, labels=labels, attributes=attributes, image_ids=ids, rows=rows,
-                 n_failed=n_failed, n_nonfinite=n_nonfinite)
+                 n_failed=n_failed, n_nonfinite=n_nonfinite, n_left_out=n_left_out)
 
 
 def _nonfinite_rows(stored, rows, block_bytes=256 << 20):

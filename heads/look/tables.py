@@ -52,8 +52,9 @@ def trained(metrics, name):
     chosen = metrics["run"].get("selection")
     note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
     text = run_table(metrics, title=f"{name} ({metrics['run']['train_seconds']:.1f} s training{note})")
-    epochs = epochs_line(metrics)
-    return text + ("\n" + epochs if epochs else "") + ("\n" + groups_table(metrics, "test") if "groups" in metrics else "")
+    lines = [line for line in (epochs_line(metrics), excluded_line(metrics)) if line]
+    groups = "\n" + groups_table(metrics, "test") if "groups" in metrics else ""
+    return text + "".join("\n" + line for line in lines) + groups
 
 
 def epochs_line(metrics):
@@ -64,6 +65,15 @@ def epochs_line(metrics):
         return None
     return (f"epochs auto: trained {epochs['trained']} epoch(s); the val loss was lowest after epoch {epochs['best']}, "
             "whose weights the head keeps")
+
+
+def excluded_line(metrics):
+    """What --exclude left out of a run's train split (else None)."""
+    excluded = metrics["run"].get("excluded")
+    if not excluded:
+        return None
+    return (f"excluded: {excluded['train_rows']} train row(s) listed in {excluded['file']} ({excluded['ids']} id(s) "
+            f"listed; {excluded['val_test_ids']} of them in val or test, which are scored as usual)")
 
 
 def evaluated(result, split, run_dir):

@@ -29,7 +29,7 @@ def evaluate_run(run_dir, split="test", caches=None, trust_model=False, groups=N
     paths of the run's caches (one per cache it was trained on), if they moved. groups: attribute
     names for per-group metrics (default: those the run was trained with, if any)."""
     run, task, paths, probabilities = split_predictions(run_dir, split, caches, trust_model, groups, drop_nonfinite)
-    result = {"attributes": split_metrics(task, {split: probabilities}, run.thresholds),
+    result = {"attributes": split_metrics(task, {split: probabilities}, run.thresholds, run.train_majority),
               "run": {"name": Path(run_dir).name, "kind": run.kind, "cache": paths[0]}}
     group_section = split_group_metrics(task, {split: probabilities}, run.thresholds)
     if group_section:

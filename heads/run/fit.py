@@ -71,6 +71,8 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
            "train_seconds": round(seconds, 3), "settings": settings}
     if head.selection_ is not None:
         run["selection"] = head.selection_
+    if task.excluded:
+        run["excluded"] = task.excluded
     if head.history_:
         run["epochs"] = {"trained": len(head.history_), "best": head.best_epoch_,
                          "auto": getattr(head, "epochs", None) == "auto"}

@@ -6,6 +6,7 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                       M as in heads.metrics; "selection" (optional) is what the kind chose on val
                       (a C, a k, a learning rate); "epochs" (kinds trained in epochs):
                       {"trained", "best" (the epoch whose weights the head keeps), "auto"};
+                      "excluded" (runs trained with --exclude) as in config.json;
                       G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
 RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",
@@ -14,7 +15,10 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
                        "cache" (the first cache's record), "caches" (every cache's record, in feature
                        order: path, dataset_fingerprint, backbone, preprocessing, feature_dim,
                        feature_dtype), "rows", "excluded_failed_rows", "excluded_nonfinite_rows",
-                       "train_seconds", "files": {file name: sha256} of every file loaded later}
+                       "excluded" (what --exclude left out of train, heads.run.exclude; null without),
+                       "train_majority" ({attribute: the train split's majority class, 0 or 1}, which
+                       majority_accuracy is scored against), "train_seconds",
+                       "files": {file name: sha256} of every file loaded later}
 RUN_DIR/<head files>  the kind's own (model.keras, estimators.joblib, knn_*.npy, dfr.npz), transform.npz
 RUN_DIR/history.csv   one row per epoch (kinds trained in epochs); column "best" is 1 on the epoch
                       whose weights the head keeps
@@ -31,6 +35,7 @@ from cache.errors import UsageError, UserError
 from cache.layout import sha256_file
 from cache.reader import open_cache
 from heads.kinds import head_class, kind_names
+from heads.metrics import majority_classes
 from heads.run.task import EVAL_VIEWS, VIEWS, TaskSpec
 from heads.run.transforms import Transform, parse_features
 
@@ -88,6 +93,8 @@ def write_run_files(out_dir, task, head, transform, settings, seconds, threshold
         "rows": {"train": len(task.train.rows), "val": len(task.val.rows), "test": len(task.test.rows)},
         "excluded_failed_rows": task.excluded_failed_rows,
         "excluded_nonfinite_rows": task.excluded_nonfinite_rows,
+        "excluded": task.excluded,
+        "train_majority": dict(zip(task.attributes, map(int, majority_classes(task.train.labels)))),
         "train_seconds": round(seconds, 3),
         "files": {f: sha256_file(out / f) for f in files},
     }
@@ -129,6 +136,11 @@ class Run:
         if not isinstance(thresholds, dict) or not all(_is_number(thresholds.get(a)) for a in self.attributes):
             raise UserError(f"{where}: thresholds must give a number for each of {', '.join(self.attributes)}")
         self.thresholds = [float(thresholds[a]) for a in self.attributes]
+        majority = config.get("train_majority")  # runs written before it: None (evaluate counts train again)
+        if majority is not None and (not isinstance(majority, dict)
+                                     or not all(majority.get(a) in (0, 1) for a in self.attributes)):
+            raise UserError(f"{where}: train_majority must give 0 or 1 for each of {', '.join(self.attributes)}")
+        self.train_majority = None if majority is None else [int(majority[a]) for a in self.attributes]
         # runs written before the "caches" list held one cache
         self.caches = config.get("caches") or [config["cache"]]
         if not isinstance(self.caches, list) or not all(

@@ -15,9 +15,11 @@ def choose_thresholds(val_labels, val_probabilities, tune):
     return [tune_threshold(val_labels[:, j], val_probabilities[:, j]) for j in range(val_labels.shape[1])]
 
 
-def split_metrics(task, probabilities, thresholds):
-    """metrics.json's "attributes" part from {split: probabilities [n, k]}: {A: {split: M}}."""
-    majority = majority_classes(task.train.labels)
+def split_metrics(task, probabilities, thresholds, majority=None):
+    """metrics.json's "attributes" part from {split: probabilities [n, k]}: {A: {split: M}}.
+    majority: the train split's majority class per attribute (default: from task.train's labels;
+    `evaluate` gives the one the run recorded, which --exclude may have changed)."""
+    majority = majority_classes(task.train.labels) if majority is None else majority
     return {name: {split: attribute_metrics(task.split(split).labels[:, j], p[:, j], thresholds[j], majority[j])
                    for split, p in probabilities.items()}
             for j, name in enumerate(task.attributes)}

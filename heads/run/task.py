@@ -22,6 +22,7 @@ from cache.errors import UsageError, UserError
 from cache.reader import Split, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
 from heads.defaults import ATTRIBUTES, RUN
 from heads.kinds.base import Data
+from heads.run.exclude import check_exclude
 from heads.run.transforms import parse_features
 
 CACHE_RECORD = ("dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype")
@@ -52,7 +53,9 @@ class TaskSpec:
     inputs: stored layers to train on instead of the features (`embed --layers`), pooled ones joined
     side by side: a multi-layer probe (none: the features); stream: for one spatial input, whether
     its train split streams from the cache in blocks ("always"), loads into memory ("never"), or
-    streams only when it would take more than half the memory available ("auto")."""
+    streams only when it would take more than half the memory available ("auto"); exclude: a CSV
+    with an image_id column whose train rows are left out (`heads.run.exclude`; val and test are
+    never altered)."""
     caches: tuple
     attributes: object = None
     features: str = RUN["features"]
@@ -64,12 +67,15 @@ class TaskSpec:
     tune_threshold: bool = RUN["tune_threshold"]
     inputs: tuple = ()
     stream: str = RUN["stream"]
+    exclude: str = None
 
     def __post_init__(self):
         caches = (self.caches,) if isinstance(self.caches, (str, Path)) else tuple(self.caches)
         object.__setattr__(self, "caches", tuple(str(c) for c in caches))
         object.__setattr__(self, "groups", _names(self.groups))
         object.__setattr__(self, "inputs", _names(self.inputs))
+        if self.exclude is not None:
+            object.__setattr__(self, "exclude", str(self.exclude))
         if len(set(self.inputs)) != len(self.inputs):
             raise UsageError(f"--input {','.join(self.inputs)}: a layer is named twice")
         if isinstance(self.attributes, (list, tuple)):
@@ -114,7 +120,8 @@ class Task:
     "dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype"}; groups:
     attribute names whose values define the groups of per-group metrics
     (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split; with views "augment",
-    train_augment holds the train rows' flip view (trained on as more rows)."""
+    train_augment holds the train rows' flip view (trained on as more rows); excluded: what
+    spec.exclude left out (`heads.run.exclude.Exclusion.record`), or None."""
     spec: TaskSpec
     caches: list
     attributes: list
@@ -123,6 +130,7 @@ class Task:
     test: Split
     group_labels: dict = field(default_factory=dict)  # {"train"|"val"|"test": uint8 [n, len(groups)]}
     train_augment: object = None
+    excluded: dict = None
 
     @property
     def groups(self):
@@ -189,7 +197,7 @@ def cache_record(path):
 def load_task(spec, feature_splits=("train", "val", "test")):
     """Load train (partition 0), val (1) and test (2) of a TaskSpec; splits not in feature_splits
     get labels only (features None). Rows marked ok with NaN/inf features stop the load unless
-    spec.drop_nonfinite (then counted, see Task)."""
+    spec.drop_nonfinite (then counted, see Task). spec.exclude's ids are left out of train only."""
     paths = list(spec.caches)
     spatial = [check_inputs(path, spec.inputs, spec.views, spec.eval_view) for path in paths]
     if any(spatial) and len(paths) > 1:
@@ -204,13 +212,15 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     flip = needs_flip(views, eval_view) or views == "augment"
     train_augment = None
     stream = any(spatial) and "train" in feature_splits and _streams_train(paths[0], spec)
+    exclusion = check_exclude(spec.exclude, paths[0]) if spec.exclude else None
+    leave_out = exclusion.listed.ids if exclusion else ()
     if len(paths) == 1:
         splits = {}
         for name in layout.PARTITIONS:
             split = load_split(paths[0], name, columns, allow_partial=spec.allow_partial, dtype=None,
                                with_features=name in feature_splits, drop_nonfinite=spec.drop_nonfinite,
                                views=("orig", "flip") if flip else ("orig",), layers=spec.inputs,
-                               stream=stream and name == "train")
+                               stream=stream and name == "train", leave_out=leave_out if name == "train" else ())
             if flip and split.features is not None:
                 orig, mirrored = split.features
                 if name == "train" and views == "augment":
@@ -218,13 +228,18 @@ def load_task(spec, feature_splits=("train", "val", "test")):
                 split = replace(split, features=view_features(views, eval_view, orig, mirrored))
             splits[name] = split
     else:
-        splits = _fused_splits(paths, columns, spec.allow_partial, feature_splits, spec.drop_nonfinite, spec.inputs)
+        splits = _fused_splits(paths, columns, spec.allow_partial, feature_splits, spec.drop_nonfinite, spec.inputs,
+                               leave_out)
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
     splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
               for name, split in splits.items()}
     for name, split in splits.items():
         if len(split.rows) == 0:
             raise UserError(f"{paths[0]}: the {name} split has no embedded rows")
+    excluded = exclusion.record(splits["train"].n_left_out) if exclusion else None
+    if excluded:
+        log.info("--exclude %s: left out %d train row(s) of %d listed id(s); %d listed id(s) are in val or test "
+                 "and stay", spec.exclude, excluded["train_rows"], excluded["ids"], excluded["val_test_ids"])
     train_labels = splits["train"].labels
     for j, name in enumerate(attributes):
         if train_labels[:, j].min() == train_labels[:, j].max():
@@ -232,7 +247,7 @@ def load_task(spec, feature_splits=("train", "val", "test")):
                             "train split; a classifier cannot learn it")
     return Task(spec=replace(spec, groups=tuple(groups)), caches=[cache_record(p) for p in paths],
                 attributes=attributes, group_labels=group_labels if groups else {}, train_augment=train_augment,
-                **splits)
+                excluded=excluded, **splits)
 
 
 def _table(path):
@@ -291,8 +306,9 @@ def check_inputs(path, inputs, views="orig", eval_view="orig"):
     return bool(spatial)
 
 
-def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite, inputs=()):
-    """Splits over the rows every cache embedded, in the first cache's row order."""
+def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite, inputs=(), leave_out=()):
+    """Splits over the rows every cache embedded, in the first cache's row order; the rows of
+    leave_out's image ids are left out of train."""
     first = _table(paths[0])
     row_of = [np.arange(len(first["ids"]))]
     status = [first["status"]]
@@ -322,10 +338,12 @@ def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfini
     ok = np.all(status == layout.STATUS_OK, axis=0)
     failed = np.any(status == layout.STATUS_FAILED, axis=0)
     columns = [first["names"].index(a) for a in attributes]
+    listed = np.isin(np.array(first["ids"], dtype=object), list(leave_out)) if len(leave_out) else np.zeros(len(ok), bool)
     splits = {}
     for name, code in layout.PARTITIONS.items():
         in_split = first["partition"] == code
-        rows = np.flatnonzero(in_split & ok)
+        left_out = in_split & ok & listed if name == "train" else np.zeros(len(ok), bool)
+        rows = np.flatnonzero(in_split & ok & ~left_out)
         features, n_nonfinite = None, 0
         if name in feature_splits:
             features = np.concatenate([read_feature_rows(p, r[rows], inputs) for p, r in zip(paths, row_of)], axis=1)
@@ -339,5 +357,6 @@ def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfini
                 rows, features, n_nonfinite = rows[keep], features[keep], len(bad)
         splits[name] = Split(features=features, labels=first["labels"][rows][:, columns], attributes=attributes,
                              image_ids=[first["ids"][r] for r in rows], rows=rows,
-                             n_failed=int((in_split & failed).sum()), n_nonfinite=n_nonfinite)
+                             n_failed=int((in_split & failed).sum()), n_nonfinite=n_nonfinite,
+                             n_left_out=int(left_out.sum()))
     return splits
