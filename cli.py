@@ -25,7 +25,7 @@ from click.core import ParameterSource
 from cache.errors import UsageError, UserError
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
 from embed.defaults import BATCH_SIZE, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
-from heads.defaults import ATTRIBUTES, BASELINE_MODELS, DFR, KERAS, PROJECTOR, REPORT, RUN, SCORE, SKLEARN
+from heads.defaults import ATTRIBUTES, BASELINE_MODELS, CALIBRATE, DFR, KERAS, PROJECTOR, REPORT, RUN, SCORE, SKLEARN
 from heads.metrics import BY_NAME  # the metrics table; no scikit-learn import until a metric is computed
 
 EXIT_FAILED_ROWS, EXIT_INTERRUPTED = 3, 130
@@ -465,6 +465,9 @@ def info(cache, as_json, check):
               help="--head tail: Adam learning rate of the backbone's own layers (the head on top uses --lr).")
 @click.option("--tail-bn", default=KERAS["tail_bn"], show_default=True, type=click.Choice(["frozen", "train"]),
               help="--head tail: keep the BatchNormalization statistics and scales as pretrained, or train them.")
+@click.option("--calibrate", default=KERAS["calibrate"], show_default=True, type=click.Choice(CALIBRATE),
+              help="temperature: after training, fit one temperature per attribute on val (never test) and keep "
+                   "it in the model, so evaluate, predict and export apply it.")
 @uses_tensorflow()
 def train_heads(task, out, head, hidden, **settings):
     """Train a Keras head on the cache (several caches of the same images: their features joined):
@@ -484,7 +487,8 @@ def train_heads(task, out, head, hidden, **settings):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory; one run folder per variant.")
 @click.option("--grid", "grid", multiple=True, required=True,
               help="name=v1,v2,... (repeat for each axis): head, hidden, dropout, lr, l2, epochs (auto or N), "
-                   "patience, max_epochs, batch_size, class_weight. head=linear,mlp:128,mlp:512,128 is three heads.")
+                   "patience, max_epochs, batch_size, class_weight, calibrate. head=linear,mlp:128,mlp:512,128 is three "
+                   "heads.")
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=int)
 @uses_tensorflow()
 def sweep(task, out, grid, seed):

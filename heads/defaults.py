@@ -12,9 +12,11 @@ import numpy as np
 # `max_epochs`), keeping the best epoch's weights; the reference notebook's recipe is epochs=3.
 # tail_lr, tail_bn: `--head tail` only: the learning rate of the backbone's own layers (the head on
 # top takes lr), and whether their BatchNormalization statistics stay "frozen" or "train".
+# calibrate: "none", or "temperature" (one temperature per attribute fitted on val after training).
 KERAS = {"head": "mlp:128", "dropout": 0.2, "l2": 1e-4, "lr": 1e-3, "epochs": "auto", "patience": 3,
          "max_epochs": 100, "batch_size": 128, "class_weight": "none", "seed": 0, "tail_lr": 1e-4,
-         "tail_bn": "frozen"}
+         "tail_bn": "frozen", "calibrate": "none"}
+CALIBRATE = ("none", "temperature")
 REFERENCE_EPOCHS = 3  # the reference notebook's fixed recipe (benchmarks compare at it)
 # eval_view None: the mean of both views with views "augment" (test-time augmentation), else orig
 # stream "auto": a spatial input's train split streams from the cache when it would take more than

@@ -10,6 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -120,3 +121,23 @@ def cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("planted") / "cache.h5"
     planted_cache(path)
     return path
+
+
+def assert_served_from_images_as_evaluated(run, fault_setup, tmp_path, n=6, atol=2e-3):
+    """predict and an exported SavedModel, from the image files of n test rows, give the
+    probabilities evaluate scores from the cache (to atol: another graph decodes and runs the
+    backbone); returns the scored task."""
+    from heads.run.evaluate import split_predictions
+    from heads.serve.export import export_run
+    from heads.serve.predict import predict_images
+    run_obj, task, _, probabilities = split_predictions(run, "test")
+    images = [str(fault_setup.data / "img_align_celeba" / task.test.image_ids[i]) for i in range(n)]
+    for k, entry in enumerate(predict_images(run, images)):
+        for j, name in enumerate(run_obj.attributes):
+            assert entry["attributes"][name]["probability"] == pytest.approx(float(probabilities[k, j]), abs=atol)
+    export_run(run, tmp_path / "served")
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    out = served.signatures["from_bytes"](images=tf.constant([open(p, "rb").read() for p in images]))
+    for j, name in enumerate(run_obj.attributes):
+        np.testing.assert_allclose(out[name].numpy(), probabilities[:n, j], atol=atol)
+    return task

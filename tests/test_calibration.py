@@ -1,5 +1,6 @@
 """Calibration of every run: ECE (15 bins, sklearn's binning) and the Brier score in metrics.json,
-the reliability diagram, and `compare --metric ece` ranking the lowest first."""
+the reliability diagram, `compare --metric ece` ranking the lowest first; `--calibrate temperature`
+fitted on val, kept in the model, applied by evaluate, predict and export."""
 
 import json
 
@@ -9,14 +10,20 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy.special import expit
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
 import cli
+from cache.errors import UsageError
+from harness.faults import run_cli
+from heads.kinds.calibration import fit_temperatures, logit
 from heads.metrics import BY_NAME, attribute_metrics, calibration_bins, expected_calibration_error
 from heads.run.compare import leaderboard
+from heads.run.evaluate import evaluate_run, split_predictions
 from heads.run.fit import run_kinds, train_heads
 from heads.run.task import TaskSpec
+from tests.conftest import assert_served_from_images_as_evaluated
 
 
 @settings(max_examples=60, deadline=None)
@@ -70,3 +77,61 @@ def test_compare_names_a_run_scored_before_a_metric_existed(cache, tmp_path):
     path.write_text(json.dumps(old))
     result = CliRunner().invoke(cli.main, ["compare", str(tmp_path / "base"), "--metric", "ece"])
     assert result.exit_code == 1 and "has no ece (scored before ece was a metric)" in result.output
+
+
+def test_fit_temperatures_recovers_a_planted_temperature():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2.5, (20000, 2))
+    y = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(int)
+    overconfident, underconfident = 1 / (1 + np.exp(-2 * z[:, :1])), 1 / (1 + np.exp(-0.5 * z[:, 1:]))
+    t = fit_temperatures(y, np.concatenate([overconfident, underconfident], axis=1))
+    assert t[0] == pytest.approx(2.0, rel=0.06) and t[1] == pytest.approx(0.5, rel=0.06)
+
+
+def test_temperature_is_fitted_on_val_and_kept_in_the_model(cache, tmp_path):
+    plain = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "plain", epochs=4, seed=3)
+    calibrated = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "cal", epochs=4, seed=3,
+                             calibrate="temperature")
+    record = calibrated["run"]["calibration"]
+    assert record["method"] == "temperature" and set(record["temperature"]) == {"Male", "Smiling"}
+    for name in ("Male", "Smiling"):
+        assert record["val_bce_after"][name] <= record["val_bce_before"][name] + 1e-9
+        assert record["temperature"][name] != pytest.approx(1.0, abs=1e-3)
+        for split in ("val", "test"):  # a monotone map: rankings kept, decisions at 0.5 kept (to a row at 0.5)
+            before, after = plain["attributes"][name][split], calibrated["attributes"][name][split]
+            assert after["roc_auc"] == pytest.approx(before["roc_auc"], abs=1e-6)
+            assert abs(after["accuracy"] - before["accuracy"]) <= 1 / before["n"] + 1e-9
+        assert calibrated["attributes"][name]["val"]["brier"] <= plain["attributes"][name]["val"]["brier"] + 1e-3
+    assert calibrated["run"]["settings"]["calibrate"] == "temperature"
+    again = evaluate_run(tmp_path / "cal", "test")["attributes"]
+    for name in ("Male", "Smiling"):
+        assert again[name]["test"]["ece"] == pytest.approx(calibrated["attributes"][name]["test"]["ece"], abs=1e-6)
+
+
+def test_a_calibrated_head_loads_in_a_fresh_process_and_serves_calibrated(fault_setup, tmp_path):
+    run = tmp_path / "cal"
+    result = CliRunner().invoke(cli.main, ["train-heads", str(fault_setup.reference_path), "--out", str(run),
+                                           "--attrs", "Male,Smiling", "--max-epochs", "6", "--calibrate",
+                                           "temperature", "--features", "standardize"])
+    assert result.exit_code == 0, result.output
+    fresh = run_cli("evaluate", run, "--split", "test", "--json")  # the Temperature layer registered before loading
+    assert fresh.returncode == 0, fresh.stderr[-1500:]
+    saved = json.loads((run / "metrics.json").read_text())["attributes"]
+    assert json.loads(fresh.stdout)["attributes"]["Male"]["test"]["ece"] == pytest.approx(
+        saved["Male"]["test"]["ece"], abs=1e-6)
+    # a temperature T scales the backbone's last-bit differences between graphs by up to 1 / T
+    temperatures = np.array(list(json.loads((run / "metrics.json").read_text())["run"]["calibration"]
+                                 ["temperature"].values()))
+    atol = 2e-3 / min(1.0, temperatures.min())
+    assert_served_from_images_as_evaluated(run, fault_setup, tmp_path, n=4, atol=atol)
+    # the check can fail: the same rows without the temperatures are further off than atol
+    calibrated = split_predictions(run, "test")[3][:4]
+    uncalibrated = expit(logit(calibrated) * temperatures)
+    assert np.abs(calibrated - uncalibrated).max() > 3 * atol
+
+
+def test_calibrate_needs_a_val_split_and_a_known_method(cache, tmp_path):
+    with pytest.raises(UsageError, match="--calibrate 'platt': use none, temperature"):
+        train_heads(TaskSpec(cache, "Male"), tmp_path / "x", epochs=1, calibrate="platt")
+    result = CliRunner().invoke(cli.main, ["train-heads", str(cache), "--out", str(tmp_path / "y"), "--calibrate", "x"])
+    assert result.exit_code == 2 and "Invalid value for '--calibrate'" in result.output

@@ -19,7 +19,7 @@ import cli
 from harness.faults import N_IMAGES, embed_args, embed_command, rows_done, run_cli, wait_until
 from heads.run.evaluate import split_predictions
 from heads.serve.predict import predict_images
-from tests.conftest import copy_dataset
+from tests.conftest import assert_served_from_images_as_evaluated, copy_dataset
 
 pytestmark = pytest.mark.slow
 # the fault setup's tiny.keras: conv2d (15 x 15 x 8) -> global_average_pooling2d (8) -> embedding (256)
@@ -178,24 +178,6 @@ def test_an_attentive_probe_trains_on_a_spatial_layer_and_serves_from_images(lay
     assert fresh.returncode == 0, fresh.stderr[-1500:]
     task = assert_served_from_images_as_evaluated(run, fault_setup, tmp_path)
     assert task.test.features.shape[1:] == (15, 15, 8)
-
-
-def assert_served_from_images_as_evaluated(run, fault_setup, tmp_path, n=6):
-    """predict and an exported SavedModel, from the image files of n test rows, give the
-    probabilities evaluate scores from the cache (to 2e-3: another graph decodes and runs the
-    backbone); returns the scored task."""
-    from heads.serve.export import export_run
-    run_obj, task, _, probabilities = split_predictions(run, "test")
-    images = [str(fault_setup.data / "img_align_celeba" / task.test.image_ids[i]) for i in range(n)]
-    for k, entry in enumerate(predict_images(run, images)):
-        for j, name in enumerate(run_obj.attributes):
-            assert entry["attributes"][name]["probability"] == pytest.approx(float(probabilities[k, j]), abs=2e-3)
-    export_run(run, tmp_path / "served")
-    served = tf.saved_model.load(str(tmp_path / "served"))
-    out = served.signatures["from_bytes"](images=tf.constant([open(p, "rb").read() for p in images]))
-    for j, name in enumerate(run_obj.attributes):
-        np.testing.assert_allclose(out[name].numpy(), probabilities[:n, j], atol=2e-3)
-    return task
 
 
 def test_inputs_the_cache_lacks_or_of_the_wrong_rank_are_one_line(layered, tmp_path):

@@ -12,7 +12,8 @@ Every head kind (the Keras head, scikit-learn baselines, the probe protocols, DF
 Learned state ends in `_`: attributes_, n_features_in_, history_ (one dict per epoch, kinds trained
 in epochs), best_epoch_ (the epoch whose weights the head keeps, kinds trained in epochs), selection_ (what was chosen on val, recorded in metrics.json, or None), val_proba_ (the
 head's probabilities on the val Data it was fitted with, when fitting computed them anyway, else
-None; scoring uses them rather than predicting val again).
+None; scoring uses them rather than predicting val again), calibration_ (how its probabilities
+were calibrated on val, recorded in metrics.json, or None).
 Class attributes: `kind` (its registered name), `command` (the command that trains it: "baselines"
 or "train-heads"), `files` (what `save` writes), `code_files` (those of them that run code when
 loaded, e.g. pickles: a run must record their sha256 before they are loaded), `takes` ("vectors"
@@ -72,6 +73,7 @@ class Head:
     best_epoch_ = None
     selection_ = None
     val_proba_ = None
+    calibration_ = None
 
     @classmethod
     def setting_names(cls):

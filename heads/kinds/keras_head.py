@@ -9,6 +9,7 @@ from cache.errors import UserError
 from heads.defaults import KERAS
 from heads.kinds.architectures import Attentive, Builder, learned_queries, parse_head
 from heads.kinds.base import Head, register
+from heads.kinds.calibration import bce, fit_temperatures, temperature_layer, with_temperatures
 from heads.kinds.trainer import EPSILON, fit_together, predict_model
 
 MODEL_FILE = "model.keras"
@@ -19,11 +20,14 @@ class KerasHead(Head):
     """A Keras head of architecture `head` (a `--head SPEC`).
 
     epochs: a number, or "auto" (stop once the val loss has not improved for `patience` epochs, at
-    most `max_epochs`, and keep the best epoch's weights; `heads.kinds.trainer`).
+    most `max_epochs`, and keep the best epoch's weights; `heads.kinds.trainer`). calibrate:
+    "none", or "temperature": after training, one temperature per attribute fitted on val goes into
+    the model (`heads.kinds.calibration`), recorded in calibration_.
     Learned state: model_ (keras.Model: float32 [B, D] -> {attribute: probability [B, 1]}),
     history_ (one dict per epoch: epoch, loss, <attr>_accuracy, and with val data val_loss,
     val_<attr>_accuracy), best_epoch_ (the epoch whose weights model_ holds), attributes_,
-    n_features_in_.
+    n_features_in_, calibration_ (None, or {"method": "temperature", "temperature": {attribute: T},
+    "val_bce_before", "val_bce_after": {attribute: mean val binary cross-entropy}}).
     """
     command = "train-heads"
     files = (MODEL_FILE,)
@@ -31,7 +35,7 @@ class KerasHead(Head):
     def __init__(self, head=KERAS["head"], dropout=KERAS["dropout"], l2=KERAS["l2"], lr=KERAS["lr"],
                  epochs=KERAS["epochs"], patience=KERAS["patience"], max_epochs=KERAS["max_epochs"],
                  batch_size=KERAS["batch_size"], class_weight=KERAS["class_weight"], seed=KERAS["seed"],
-                 tail_lr=KERAS["tail_lr"], tail_bn=KERAS["tail_bn"]):
+                 tail_lr=KERAS["tail_lr"], tail_bn=KERAS["tail_bn"], calibrate=KERAS["calibrate"]):
         self.head = head
         self.dropout = dropout
         self.l2 = l2
@@ -44,6 +48,7 @@ class KerasHead(Head):
         self.seed = seed
         self.tail_lr = tail_lr
         self.tail_bn = tail_bn
+        self.calibrate = calibrate
 
     @property
     def takes(self):
@@ -53,6 +58,23 @@ class KerasHead(Head):
     def fit(self, train, val=None, on_epoch=None):
         fit_together([self], train, val, on_epoch)
         return self
+
+    def calibrate_on(self, val):
+        """With calibrate "temperature": fit each attribute's temperature on val (`Data`) and put it
+        into model_ (calibration_ records it); with "none" nothing. Called once training ends."""
+        if self.calibrate == "none":
+            return
+        if val is None or len(val) == 0:
+            raise UserError("--calibrate temperature is fitted on the val split, which has no rows")
+        before = self.predict_proba(val.features)
+        temperatures = fit_temperatures(val.labels, before)
+        self.model_ = with_temperatures(self.model_, self.attributes_, temperatures)
+        after = self.predict_proba(val.features)
+        labels = np.asarray(val.labels)
+        self.calibration_ = {
+            "method": "temperature", "temperature": dict(zip(self.attributes_, map(float, temperatures))),
+            "val_bce_before": {a: bce(labels[:, j], before[:, j]) for j, a in enumerate(self.attributes_)},
+            "val_bce_after": {a: bce(labels[:, j], after[:, j]) for j, a in enumerate(self.attributes_)}}
 
     def lr_groups(self):
         """[(count, lr)]: consecutive runs of the model's trainable variables and their learning
@@ -85,6 +107,8 @@ class KerasHead(Head):
             spec.load_function()  # registers the builder file's custom layers, if any
         if isinstance(spec, Attentive):
             learned_queries()  # registers the probe's queries layer, which the saved model names
+        if head.calibrate != "none":
+            temperature_layer()  # registers the layer that applies the temperatures
         path = Path(directory) / MODEL_FILE
         try:
             head.model_ = keras.saving.load_model(path, compile=False, safe_mode=not trust_model)

@@ -28,6 +28,7 @@ import numpy as np
 
 from cache.errors import UsageError, UserError
 from cache.reader import aligned_empty
+from heads.defaults import CALIBRATE
 from heads.kinds.architectures import MLP, named_outputs, parse_head
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ def class_weights(labels, mode):
 
 def fit_together(heads, train, val=None, on_epoch=None):
     """Fit KerasHeads that share SHARED_SETTINGS in one pass over train (`heads.kinds.base.Data`;
-    any architectures), validating on val after each epoch.
+    any architectures), validating on val after each epoch; then each calibrates on val as its
+    `calibrate` setting says (`KerasHead.calibrate_on`).
 
     Each head runs the same algorithm as if fitted alone: same initial weights, batch order and
     dropout masks, its own weights and Adam state. Results agree with fitting alone to float32
@@ -130,6 +132,15 @@ def fit_together(heads, train, val=None, on_epoch=None):
     other kernels inside a bigger graph. Validation metrics come from each head's own Keras model,
     the same computation alone or together. on_epoch(record) is called for the first head only.
     """
+    for head in heads:
+        if head.calibrate not in CALIBRATE:
+            raise UsageError(f"--calibrate {head.calibrate!r}: use {', '.join(CALIBRATE)}")
+    _train_together(heads, train, val, on_epoch)
+    for head in heads:
+        head.calibrate_on(val)
+
+
+def _train_together(heads, train, val, on_epoch):
     import keras
 
     first = heads[0]

@@ -73,6 +73,8 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
         run["selection"] = head.selection_
     if task.excluded:
         run["excluded"] = task.excluded
+    if head.calibration_:
+        run["calibration"] = head.calibration_
     if head.history_:
         run["epochs"] = {"trained": len(head.history_), "best": head.best_epoch_,
                          "auto": getattr(head, "epochs", None) == "auto"}

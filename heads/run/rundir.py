@@ -6,7 +6,8 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                       M as in heads.metrics; "selection" (optional) is what the kind chose on val
                       (a C, a k, a learning rate); "epochs" (kinds trained in epochs):
                       {"trained", "best" (the epoch whose weights the head keeps), "auto"};
-                      "excluded" (runs trained with --exclude) as in config.json;
+                      "excluded" (runs trained with --exclude) as in config.json; "calibration"
+                      (--calibrate temperature): KerasHead.calibration_;
                       G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
 RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",

@@ -23,7 +23,7 @@ from heads.run.compare import leaderboard, to_markdown
 from heads.run.fit import keras_settings, prepare, train_together
 
 GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": parse_epochs,
-              "patience": int, "max_epochs": int, "batch_size": int, "class_weight": str}
+              "patience": int, "max_epochs": int, "batch_size": int, "class_weight": str, "calibrate": str}
 
 
 def _split_values(name, values):
