@@ -25,7 +25,19 @@ from click.core import ParameterSource
 from cache.errors import UsageError, UserError
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
 from embed.defaults import BATCH_SIZE, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
-from heads.defaults import ATTRIBUTES, BASELINE_MODELS, CALIBRATE, DFR, KERAS, PROJECTOR, REPORT, RUN, SCORE, SKLEARN
+from heads.defaults import (
+    ATTRIBUTES,
+    AUDIT,
+    BASELINE_MODELS,
+    CALIBRATE,
+    DFR,
+    KERAS,
+    PROJECTOR,
+    REPORT,
+    RUN,
+    SCORE,
+    SKLEARN,
+)
 from heads.metrics import BY_NAME  # the metrics table; no scikit-learn import until a metric is computed
 
 EXIT_FAILED_ROWS, EXIT_INTERRUPTED = 3, 130
@@ -653,6 +665,43 @@ def report(runs, out, split, n_errors, images):
     click.echo(f"wrote {out}: {count} run(s)")
 
 
+# --- the dataset, audited through the cache -----------------------------------------------------------
+
+@main.command()
+@click.argument("caches", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the audit's files.")
+@ATTRS
+@click.option("--split", "splits", default=",".join(AUDIT["splits"]), show_default=True,
+              help="The splits audited (together, as one pool of rows): train, val, test, comma-separated.")
+@click.option("--kind", default=AUDIT["kind"], show_default=True,
+              help="The head kind whose out-of-fold probabilities are audited (keras_head, logreg, logreg_cv, ...).")
+@click.option("--head", type=HEAD, help=f"keras_head: its architecture [default: {AUDIT['head']}].")
+@click.option("--epochs", type=EPOCHS, help=f"keras_head: auto or N [default: {AUDIT['epochs']}].")
+@click.option("--folds", default=AUDIT["folds"], show_default=True, type=click.IntRange(min=2),
+              help="K of K-fold cross-fitting: each row is scored by a head fitted without its fold.")
+@click.option("--features", default=RUN["features"], show_default=True, type=FEATURES,
+              help="Feature transform, fitted per fold on the fold's training rows.")
+@click.option("--input", "inputs", default="", help="Audit on these stored layers instead of the features.")
+@click.option("--allow-partial", is_flag=True, help="Use caches with unfinished rows.")
+@DROP_NONFINITE
+@click.option("--seed", default=AUDIT["seed"], show_default=True, type=int, help="Folds, inner val rows, head.")
+@uses_tensorflow()
+def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, inputs, allow_partial, drop_nonfinite,
+          seed):
+    """Audit the labelled rows through the cache: out-of-fold probabilities from K-fold cross-fitting,
+    likely label errors per attribute (cleanlab), written to label_issues.csv and summary.json."""
+    task = _library("heads.run.task").TaskSpec(caches=caches, attributes=attributes, features=features, inputs=inputs,
+                                               allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
+                                               stream="never")
+    audited = _library("heads.audit.run")
+    spec = audited.AuditSpec(kind=kind, settings=_given(head=head, epochs=epochs), folds=folds, splits=splits,
+                             seed=seed)
+    summary = audited.run_audit(task, spec, out)
+    for line in _library("heads.look.tables").audit_lines(summary, AUDIT["weak_auc"]):
+        click.echo(line)
+    click.echo(f"wrote {out}: label_issues.csv, out_of_fold.csv, summary.json")
+
+
 # --- data and the demo ------------------------------------------------------------------------------
 
 @main.command("make-sample")
@@ -662,11 +711,20 @@ def report(runs, out, split, n_errors, images):
 @click.option("--spurious", type=_checked("spurious", "embed.sample", "parse_spurious"),
               help="TARGET:GROUP:RATE, e.g. Blond_Hair:Male:0.95: in train, TARGET agrees with GROUP at RATE; "
                    "in val and test they are independent (a planted spurious correlation).")
+@click.option("--label-noise", default=0.0, show_default=True, type=click.FloatRange(0, 0.5, max_open=True),
+              help="Flip each label with this probability in the label files (the pixels keep the true ones); "
+                   "the flips are listed in planted_label_flips.csv.")
+@click.option("--duplicates", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Add this many copies of earlier images in other splits, every second one re-encoded and "
+                   "slightly cropped; listed in planted_duplicates.csv.")
 @uses_tensorflow()
-def make_sample(out, n, seed, spurious):
+def make_sample(out, n, seed, spurious, label_noise, duplicates):
     """Write a synthetic CelebA-layout dataset whose labels are visible in the pixels."""
-    _library("embed.sample").make_sample(out, n=n, seed=seed, spurious=spurious)
-    click.echo(f"wrote {n} images and label/partition files (text and CSV) to {out}")
+    if duplicates > n:
+        raise click.BadParameter(f"{duplicates} copies of {n} images: at most --n", param_hint="--duplicates")
+    _library("embed.sample").make_sample(out, n=n, seed=seed, spurious=spurious, label_noise=label_noise,
+                                         duplicates=duplicates)
+    click.echo(f"wrote {n + duplicates} images and label/partition files (text and CSV) to {out}")
 
 
 @main.command()

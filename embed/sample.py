@@ -12,6 +12,16 @@ Young -> brighter background, Male -> blue rather than red tint, Smiling -> hori
 the lower third. Labels are drawn independently with CelebA's positive rates; pixels get
 uniform noise (std 10). Same seed, same files: the noise is drawn in file order, while the
 drawing, JPEG encoding and writing run on every core.
+
+Planted truth for `audit` (each recorded in a CSV beside the images):
+  --label-noise RATE  flips each of the 40 labels of each image with probability RATE in the label
+                      files; the pixels show the true labels. planted_label_flips.csv: image_id,
+                      attribute, true_label, given_label.
+  --duplicates N      N more images, each a copy of an earlier one put in another split (a train
+                      image's copy in val or test, a val or test image's in train) with the same
+                      given labels; every second copy is re-encoded at JPEG quality 70 after a crop
+                      of 4 % per side resized back. planted_duplicates.csv: image_id, source_id,
+                      copy ("exact" or "reencoded"), split, source_split.
 """
 
 import os
@@ -102,14 +112,20 @@ def plant_spurious(labels, train_rows, spurious, rng):
     return labels
 
 
-def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None):
-    """Write an n-image synthetic CelebA-layout dataset into out_dir; returns the labels [n, 40].
-    spurious: (target, group, rate) from `parse_spurious`, planting a correlation in train only;
-    the target's square then shows in SPURIOUS_CUE_RATE of its positive images only."""
+def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None, label_noise=0.0, duplicates=0):
+    """Write an n-image synthetic CelebA-layout dataset into out_dir (n + duplicates images with
+    --duplicates); returns the true labels [n, 40] of the first n. spurious: (target, group, rate)
+    from `parse_spurious`, planting a correlation in train only; the target's square then shows in
+    SPURIOUS_CUE_RATE of its positive images only. label_noise, duplicates: planted truth (module
+    docstring)."""
     import tensorflow as tf
 
     if n < 10:
         raise ValueError("a sample needs at least 10 images (train, val and test)")
+    if not 0.0 <= label_noise < 0.5:
+        raise ValueError("label_noise must be in [0, 0.5)")
+    if not 0 <= duplicates <= n:
+        raise ValueError("duplicates must be in [0, n]")
     out = Path(out_dir)
     images = out / "img_align_celeba"
     images.mkdir(parents=True, exist_ok=True)
@@ -138,8 +154,18 @@ def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None):
             done.result()
     partition = np.where(train_rows, 0, 1).astype(np.int8)
     partition[int(n * 0.9):] = 2
-    signed = np.where(labels == 1, "1", "-1")
-    text = [str(n), " ".join(names)] + [f"{i} " + " ".join(f"{v:>2}" for v in row) for i, row in zip(ids, signed)]
+    given = labels
+    if label_noise:
+        noise_rng = np.random.default_rng([seed, 1])  # its own stream: the images are the same with or without
+        flips = noise_rng.random(labels.shape) < label_noise
+        given = np.where(flips, 1 - labels, labels).astype(np.uint8)
+        rows, columns = np.nonzero(flips)
+        (out / "planted_label_flips.csv").write_text("image_id,attribute,true_label,given_label\n" + "".join(
+            f"{ids[r]},{names[c]},{labels[r, c]},{given[r, c]}\n" for r, c in zip(rows, columns)))
+    if duplicates:
+        ids, given, partition = _plant_duplicates(out, images, ids, given, partition, duplicates, seed)
+    signed = np.where(given == 1, "1", "-1")
+    text = [str(len(ids)), " ".join(names)] + [f"{i} " + " ".join(f"{v:>2}" for v in row) for i, row in zip(ids, signed)]
     (out / "list_attr_celeba.txt").write_bytes(("\r\n".join(text) + "\r\n").encode())
     csv = ["image_id," + ",".join(names)] + [f"{i}," + ",".join(row) for i, row in zip(ids, signed)]
     (out / "list_attr_celeba.csv").write_text("\n".join(csv) + "\n")
@@ -148,3 +174,35 @@ def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None):
     (out / "list_eval_partition.csv").write_text(
         "image_id,partition\n" + "".join(f"{i},{p}\n" for i, p in zip(ids, partition)))
     return labels
+
+
+DUPLICATE_QUALITY, DUPLICATE_CROP = 70, 0.04
+
+
+def _plant_duplicates(out, images, ids, given, partition, count, seed):
+    """Copy `count` of the images (module docstring); returns ids, given labels and partition with
+    the copies appended."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng([seed, 2])
+    sources = np.sort(rng.choice(len(ids), count, replace=False))
+    n = len(ids)
+    new_ids = [f"{i:06d}.jpg" for i in range(n + 1, n + count + 1)]
+    new_partition = np.where(partition[sources] == 0, rng.choice([1, 2], count), 0).astype(np.int8)
+    lines = ["image_id,source_id,copy,split,source_split"]
+    split_name = {0: "train", 1: "val", 2: "test"}
+    for k, (source, copy_id) in enumerate(zip(sources, new_ids)):
+        data = (images / ids[source]).read_bytes()
+        reencoded = k % 2 == 1
+        if reencoded:
+            image = tf.io.decode_jpeg(data)
+            dy, dx = int(round(HEIGHT * DUPLICATE_CROP)), int(round(WIDTH * DUPLICATE_CROP))
+            cropped = tf.image.resize(image[dy:HEIGHT - dy, dx:WIDTH - dx], (HEIGHT, WIDTH))
+            data = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8),
+                                     quality=DUPLICATE_QUALITY).numpy()
+        (images / copy_id).write_bytes(data)
+        lines.append(f"{copy_id},{ids[source]},{'reencoded' if reencoded else 'exact'},"
+                     f"{split_name[int(new_partition[k])]},{split_name[int(partition[source])]}")
+    (out / "planted_duplicates.csv").write_text("\n".join(lines) + "\n")
+    return (ids + new_ids, np.concatenate([given, given[sources]]),
+            np.concatenate([partition, new_partition]))

@@ -40,6 +40,12 @@ LINEAR_GRID = {"lrs": tuple(float(f"{lr:.3g}") for lr in np.logspace(-5, -1, 13)
 # refits are averaged when fitting on val (the paper's DFR) or on train.
 DFR = {"dfr_on": "val", "C_grid": (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01), "refits": {"val": 20, "train": 10},
        "seed": 0}
+# `audit`: out-of-fold probabilities from `folds`-fold cross-fitting of the reference head (inner_val
+# of each fold's training rows held back as its val data), over every split; `top` suspects per
+# attribute on its page. An attribute whose out-of-fold ROC AUC is below weak_auc gets a note: its
+# head barely sees it, so its flags say more about the features than about the labels.
+AUDIT = {"kind": "keras_head", "head": "mlp:128", "epochs": "auto", "folds": 5, "inner_val": 0.1,
+         "splits": ("train", "val", "test"), "top": 24, "seed": 0, "weak_auc": 0.75}
 # The commands that score or look at runs: the split each reads by default, and what they show.
 SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("accuracy",)}
 PROJECTOR = {"n": 5000, "split": "val", "seed": 0, "thumbnail": 64}

@@ -217,3 +217,28 @@ def projector_lines(out, result):
     sprite = f", sprite {result['sprite'][0]}x{result['sprite'][1]}" if result["sprite"] else ", no sprite"
     return ([f"wrote {out}: {result['rows']} rows, metadata.tsv{sprite}",
              f"view it: tensorboard --logdir {out}  (Projector tab)"], result["note"])
+
+
+def audit_lines(summary, weak_auc):
+    """What `audit` shows: per attribute the rows audited, flagged, cleanlab's noise estimate and how
+    well the out-of-fold head sees it (accuracy, ROC AUC, the majority class), then a note for each
+    attribute whose AUC is below weak_auc."""
+    settings = summary["settings"]
+    head = settings["settings"].get("head")
+    lines = [f"audit of {summary['rows']} rows ({', '.join(summary['splits'])}) with {settings['kind']}"
+             f"{' ' + head if head else ''}, {settings['folds']}-fold cross-fitting ({summary['seconds']['folds']:.1f} s)",
+             f"{'attribute':<22}{'rows':>9}{'flagged':>9}{'flagged %':>11}{'noise est. %':>14}{'oof acc %':>11}"
+             f"{'majority %':>12}{'oof auc':>9}"]
+    weak = []
+    for name, s in summary["labels"].items():
+        oof = s["out_of_fold"]
+        auc = "-" if oof["roc_auc"] is None else f"{oof['roc_auc']:.3f}"
+        lines.append(f"{name:<22}{s['rows']:>9}{s['flagged']:>9}{100 * s['flagged_rate']:>11.2f}"
+                     f"{100 * s['noise_rate']:>14.2f}{100 * oof['accuracy']:>11.1f}{100 * oof['majority_accuracy']:>12.1f}"
+                     f"{auc:>9}")
+        if oof["roc_auc"] is None or oof["roc_auc"] < weak_auc:
+            weak.append(name)
+    if weak:
+        lines.append(f"note: the out-of-fold head barely sees {', '.join(weak)} (ROC AUC below {weak_auc}): their "
+                     "flags say more about the features than about the labels")
+    return lines

@@ -1,0 +1,110 @@
+"""`audit CACHE --out DIR`: load the audited splits, cross-fit out-of-fold probabilities, find the
+likely label errors, write the files.
+
+DIR/label_issues.csv  heads.audit.labels.ISSUE_COLUMNS, one row per flagged (image, attribute)
+DIR/out_of_fold.csv   image_id, split, fold, then <attr>_label and <attr>_probability per attribute
+DIR/summary.json      {"cache", "attributes", "splits", "rows", "settings": the AuditSpec and the
+                       kind's settings, "seconds": {"load", "folds", "labels"},
+                       "labels": {attribute: heads.audit.labels summary}}
+Written through temporary names; summary.json last (an audit without it is incomplete).
+"""
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cache.errors import UsageError
+from heads.audit.folds import Rows, out_of_fold
+from heads.audit.labels import label_issues
+from heads.defaults import AUDIT
+from heads.run.fit import kind_settings
+from heads.run.rundir import write_json
+from heads.run.task import load_task
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """How `audit` scores rows: kind (a registered head kind) with settings (those it takes; the
+    Keras head's head and epochs default to AUDIT's), folds (K >= 2), splits (which are audited,
+    together), seed (folds and inner val rows)."""
+    kind: str = AUDIT["kind"]
+    settings: dict = field(default_factory=dict)
+    folds: int = AUDIT["folds"]
+    splits: tuple = AUDIT["splits"]
+    seed: int = AUDIT["seed"]
+
+    def __post_init__(self):
+        splits = tuple(s.strip() for s in self.splits.split(",")) if isinstance(self.splits, str) else tuple(self.splits)
+        object.__setattr__(self, "splits", splits)
+        unknown = [s for s in splits if s not in SPLITS]
+        if not splits or unknown or len(set(splits)) != len(splits):
+            raise UsageError(f"--split {','.join(splits)}: give one or more of {', '.join(SPLITS)}, each once")
+        if self.folds < 2:
+            raise UsageError(f"--folds {self.folds}: cross-fitting needs at least 2 folds")
+
+    def kind_settings(self):
+        """The settings the kind is fitted with: the Keras head's audit defaults, then the given ones."""
+        defaults = {"head": AUDIT["head"], "epochs": AUDIT["epochs"], "seed": self.seed} if self.kind == "keras_head" \
+            else {}
+        return kind_settings([self.kind], {**defaults, **self.settings})[self.kind]
+
+
+def audited_rows(task, splits):
+    """Rows of `splits` of a loaded Task, one after another."""
+    parts = [task.split(s) for s in splits]
+    if any(not isinstance(p.features, np.ndarray) for p in parts):
+        raise UsageError("audit reads the audited splits into memory; this input streams: use --stream never")
+    return Rows(features=np.concatenate([p.features for p in parts]), labels=np.concatenate([p.labels for p in parts]),
+                attributes=tuple(task.attributes), image_ids=[i for p in parts for i in p.image_ids],
+                splits=np.array([s for s, p in zip(splits, parts) for _ in p.image_ids], dtype=object))
+
+
+def _write_csv(frame, path):
+    tmp = Path(f"{path}.tmp")
+    frame.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(path)
+
+
+def run_audit(task_spec, audit_spec, out_dir):
+    """Audit the TaskSpec's caches (its attributes, features transform, inputs) as audit_spec says;
+    writes out_dir (module docstring) and returns summary.json's contents."""
+    import pandas as pd
+
+    if task_spec.exclude:
+        raise UsageError("audit scores every row it is given; --exclude is for training")
+    settings = audit_spec.kind_settings()
+    began = time.perf_counter()
+    task = load_task(task_spec)
+    rows = audited_rows(task, audit_spec.splits)
+    loaded = time.perf_counter()
+    probabilities, fold = out_of_fold(rows, audit_spec.kind, settings, audit_spec.folds,
+                                      features=task_spec.features, seed=audit_spec.seed)
+    folded = time.perf_counter()
+    issues, label_summary = label_issues(rows, probabilities)
+    labelled = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "summary.json").exists():
+        (out / "summary.json").unlink()
+    _write_csv(issues, out / "label_issues.csv")
+    table = {"image_id": rows.image_ids, "split": rows.splits, "fold": fold + 1}
+    for j, name in enumerate(rows.attributes):
+        table[f"{name}_label"] = rows.labels[:, j]
+        table[f"{name}_probability"] = probabilities[:, j]
+    _write_csv(pd.DataFrame(table), out / "out_of_fold.csv")
+    summary = {"cache": task.cache, "attributes": list(rows.attributes), "splits": list(audit_spec.splits),
+               "rows": len(rows), "settings": {**asdict(audit_spec), "settings": settings,
+                                               "features": task_spec.features, "inputs": list(task_spec.inputs)},
+               "seconds": {"load": round(loaded - began, 3), "folds": round(folded - loaded, 3),
+                           "labels": round(labelled - folded, 3)},
+               "labels": label_summary}
+    write_json(out / "summary.json", summary)
+    log.info("audit of %d rows x %d attributes: %d flagged label(s)", len(rows), len(rows.attributes), len(issues))
+    return summary
+
