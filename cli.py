@@ -684,22 +684,42 @@ def report(runs, out, split, n_errors, images):
 @click.option("--input", "inputs", default="", help="Audit on these stored layers instead of the features.")
 @click.option("--allow-partial", is_flag=True, help="Use caches with unfinished rows.")
 @DROP_NONFINITE
+@click.option("--dup-threshold", default=AUDIT["dup_threshold"], show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="Near-duplicates: the least centred cosine similarity of a pair (see the page's histogram).")
+@click.option("--dup-neighbours", default=AUDIT["dup_neighbours"], show_default=True, type=click.IntRange(min=1),
+              help="Near-duplicates: each of a pair among the other's N nearest (1: mutual nearest neighbours).")
+@click.option("--dup-search", default=AUDIT["dup_search"], show_default=True,
+              type=click.Choice(["auto", "exact", "ivf"]),
+              help=f"Nearest-neighbour search: exact, ivf (faiss {AUDIT['dup_index']}, recall measured), auto "
+                   f"(exact up to {AUDIT['dup_exact_max']:,} rows).")
+@click.option("--dup-probes", default=AUDIT["dup_probes"], show_default=True, type=click.IntRange(min=1),
+              help="ivf: inverted lists probed per row (more: higher recall, slower).")
+@click.option("--no-duplicates", is_flag=True, help="Skip the near-duplicate search.")
+@click.option("--top", default=AUDIT["top"], show_default=True, type=click.IntRange(min=0),
+              help="The page: suspected label errors shown per attribute, and duplicate pairs shown.")
+@IMAGES
 @click.option("--seed", default=AUDIT["seed"], show_default=True, type=int, help="Folds, inner val rows, head.")
 @uses_tensorflow()
 def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, inputs, allow_partial, drop_nonfinite,
-          seed):
+          dup_threshold, dup_neighbours, dup_search, dup_probes, no_duplicates, top, images, seed):
     """Audit the labelled rows through the cache: out-of-fold probabilities from K-fold cross-fitting,
-    likely label errors per attribute (cleanlab), written to label_issues.csv and summary.json."""
+    likely label errors per attribute (cleanlab), near-duplicate pairs (faiss), written to
+    label_issues.csv, duplicates.csv, summary.json and audit.html."""
     task = _library("heads.run.task").TaskSpec(caches=caches, attributes=attributes, features=features, inputs=inputs,
                                                allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
                                                stream="never")
     audited = _library("heads.audit.run")
+    duplicates = None if no_duplicates else {"threshold": dup_threshold, "neighbours": dup_neighbours,
+                                             "search": dup_search, "probes": dup_probes}
     spec = audited.AuditSpec(kind=kind, settings=_given(head=head, epochs=epochs), folds=folds, splits=splits,
-                             seed=seed)
+                             seed=seed, duplicates=duplicates)
     summary = audited.run_audit(task, spec, out)
     for line in _library("heads.look.tables").audit_lines(summary, AUDIT["weak_auc"]):
         click.echo(line)
-    click.echo(f"wrote {out}: label_issues.csv, out_of_fold.csv, summary.json")
+    _library("heads.look.audit_page").build_audit_page(out, top=top, images=images)
+    files = "label_issues.csv, out_of_fold.csv, " + ("" if no_duplicates else "duplicates.csv, ") + "summary.json"
+    click.echo(f"wrote {out}: {files}, audit.html")
 
 
 # --- data and the demo ------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ Each image encodes its labels: an 8 x 5 grid of cells, one per attribute in Cele
 a bright square where the attribute is positive; on top, three global cues survive global pooling:
 Young -> brighter background, Male -> blue rather than red tint, Smiling -> horizontal stripes in
 the lower third. Labels are drawn independently with CelebA's positive rates; pixels get
-uniform noise (std 10). Same seed, same files: the noise is drawn in file order, while the
+uniform noise (std 10). Each image also gets an identity of its own, as each photo has: a smooth
+gray field of mean 0 (bilinear over an 8 x 8 grid of offsets in -50..50, drawn from its own
+stream), so no two images look alike to a backbone even where their labels agree. Same seed, same files: the noise is drawn in file order, while the
 drawing, JPEG encoding and writing run on every core.
 
 Planted truth for `audit` (each recorded in a CSV beside the images):
@@ -20,7 +22,7 @@ Planted truth for `audit` (each recorded in a CSV beside the images):
   --duplicates N      N more images, each a copy of an earlier one put in another split (a train
                       image's copy in val or test, a val or test image's in train) with the same
                       given labels; every second copy is re-encoded at JPEG quality 70 after a crop
-                      of 4 % per side resized back. planted_duplicates.csv: image_id, source_id,
+                      of 2 % per side resized back. planted_duplicates.csv: image_id, source_id,
                       copy ("exact" or "reencoded"), split, source_split.
 """
 
@@ -52,6 +54,19 @@ GRID_ROWS, GRID_COLS = 8, 5
 def draw_noise(rng):
     """int16 [HEIGHT, WIDTH, 3] uniform noise in -17..17 (std 10; 8x faster to draw than Gaussian)."""
     return rng.integers(-17, 18, (HEIGHT, WIDTH, 3), dtype=np.int16)
+
+
+IDENTITY_CELLS, IDENTITY_AMPLITUDE = 8, 50
+
+
+def draw_identity(rng):
+    """int16 [HEIGHT, WIDTH, 1]: a smooth gray offset field of mean 0, bilinear between an
+    IDENTITY_CELLS x IDENTITY_CELLS grid of values in -IDENTITY_AMPLITUDE..IDENTITY_AMPLITUDE."""
+    cells = rng.uniform(-IDENTITY_AMPLITUDE, IDENTITY_AMPLITUDE, (IDENTITY_CELLS, IDENTITY_CELLS))
+    grid = np.linspace(0, IDENTITY_CELLS - 1, IDENTITY_CELLS)
+    across = np.stack([np.interp(np.linspace(0, IDENTITY_CELLS - 1, WIDTH), grid, row) for row in cells])
+    field = np.stack([np.interp(np.linspace(0, IDENTITY_CELLS - 1, HEIGHT), grid, col) for col in across.T], axis=1)
+    return np.round(field - field.mean()).astype(np.int16)[..., None]
 
 
 def draw_face(labels, noise, hidden=None):
@@ -144,10 +159,11 @@ def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None, labe
     def write(path, row, noise, hidden_attribute):
         path.write_bytes(tf.io.encode_jpeg(draw_face(row, noise, hidden_attribute), quality=90).numpy())
 
+    identity_rng = np.random.default_rng([seed, 3])  # its own stream: labels and noise are drawn as before
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         pending = deque()  # at most 64 images in flight: memory stays flat for any n
         for image_id, row, hide in zip(ids, labels, hidden):
-            pending.append(pool.submit(write, images / image_id, row, draw_noise(rng), spurious[0] if hide else None))
+            pending.append(pool.submit(write, images / image_id, row, draw_noise(rng) + draw_identity(identity_rng), spurious[0] if hide else None))
             if len(pending) > 64:
                 pending.popleft().result()
         for done in pending:
@@ -163,7 +179,14 @@ def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None, labe
         (out / "planted_label_flips.csv").write_text("image_id,attribute,true_label,given_label\n" + "".join(
             f"{ids[r]},{names[c]},{labels[r, c]},{given[r, c]}\n" for r, c in zip(rows, columns)))
     if duplicates:
-        ids, given, partition = _plant_duplicates(out, images, ids, given, partition, duplicates, seed)
+        ids, given, partition = plant_duplicates(out, images, ids, given, partition, duplicates, seed)
+    write_label_files(out, names, ids, given, partition)
+    return labels
+
+
+def write_label_files(out, names, ids, given, partition):
+    """CelebA's attribute and partition files, text and CSV, for ids with 0/1 labels given [n, 40]
+    (columns `names`) and partition 0/1/2."""
     signed = np.where(given == 1, "1", "-1")
     text = [str(len(ids)), " ".join(names)] + [f"{i} " + " ".join(f"{v:>2}" for v in row) for i, row in zip(ids, signed)]
     (out / "list_attr_celeba.txt").write_bytes(("\r\n".join(text) + "\r\n").encode())
@@ -173,21 +196,22 @@ def make_sample(out_dir, n=SAMPLE["n"], seed=SAMPLE["seed"], spurious=None, labe
         "".join(f"{i} {p}\r\n" for i, p in zip(ids, partition)).encode())
     (out / "list_eval_partition.csv").write_text(
         "image_id,partition\n" + "".join(f"{i},{p}\n" for i, p in zip(ids, partition)))
-    return labels
 
 
-DUPLICATE_QUALITY, DUPLICATE_CROP = 70, 0.04
+DUPLICATE_QUALITY, DUPLICATE_CROP = 70, 0.02
 
 
-def _plant_duplicates(out, images, ids, given, partition, count, seed):
-    """Copy `count` of the images (module docstring); returns ids, given labels and partition with
-    the copies appended."""
+def plant_duplicates(out, images, ids, given, partition, count, seed, first_new=None):
+    """Copy `count` of the images in folder `images` (module docstring: --duplicates) as ids after
+    the last (or from first_new); writes out/planted_duplicates.csv and returns ids, given labels
+    and partition with the copies appended."""
     import tensorflow as tf
 
     rng = np.random.default_rng([seed, 2])
     sources = np.sort(rng.choice(len(ids), count, replace=False))
     n = len(ids)
-    new_ids = [f"{i:06d}.jpg" for i in range(n + 1, n + count + 1)]
+    first_new = n + 1 if first_new is None else first_new
+    new_ids = [f"{i:06d}.jpg" for i in range(first_new, first_new + count)]
     new_partition = np.where(partition[sources] == 0, rng.choice([1, 2], count), 0).astype(np.int8)
     lines = ["image_id,source_id,copy,split,source_split"]
     split_name = {0: "train", 1: "val", 2: "test"}
@@ -196,8 +220,9 @@ def _plant_duplicates(out, images, ids, given, partition, count, seed):
         reencoded = k % 2 == 1
         if reencoded:
             image = tf.io.decode_jpeg(data)
-            dy, dx = int(round(HEIGHT * DUPLICATE_CROP)), int(round(WIDTH * DUPLICATE_CROP))
-            cropped = tf.image.resize(image[dy:HEIGHT - dy, dx:WIDTH - dx], (HEIGHT, WIDTH))
+            height, width = int(image.shape[0]), int(image.shape[1])
+            dy, dx = int(round(height * DUPLICATE_CROP)), int(round(width * DUPLICATE_CROP))
+            cropped = tf.image.resize(image[dy:height - dy, dx:width - dx], (height, width))
             data = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(tf.round(cropped), 0, 255), tf.uint8),
                                      quality=DUPLICATE_QUALITY).numpy()
         (images / copy_id).write_bytes(data)

@@ -1,5 +1,8 @@
 """Generated caches and models for tests and benchmarks (no network, no pretrained weights)."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 from cache import layout
@@ -49,3 +52,29 @@ def pixel_backbone(path):
     x = keras.layers.Flatten(name="embedding")(x)
     keras.Model(inputs, keras.layers.Dense(1)(x)).save(path)
     return path
+
+
+def real_sample_with_copies(sample, out, count, seed=0):
+    """A CelebA-layout folder `out` of the real sample's images (copied: embed refuses links that
+    lead out of the image folder) plus `count` planted
+    copies in other splits (embed.sample.plant_duplicates: half exact, half re-encoded crops), with
+    planted_duplicates.csv; returns out."""
+    import pandas as pd
+
+    from embed.sample import plant_duplicates, write_label_files
+    sample, out = Path(sample), Path(out)
+    images = out / "img_align_celeba"
+    images.mkdir(parents=True, exist_ok=True)
+    attributes = pd.read_csv(sample / "list_attr_celeba.csv", dtype={"image_id": str})
+    partition = pd.read_csv(sample / "list_eval_partition.csv", dtype={"image_id": str}).set_index("image_id")
+    ids = list(attributes.image_id)
+    for image_id in ids:
+        shutil.copyfile(sample / "img_align_celeba" / image_id, images / image_id)
+    given = (attributes.drop(columns="image_id").to_numpy() == 1).astype(np.uint8)
+    split = partition.loc[ids, "partition"].to_numpy().astype(np.int8)
+    top = max(int(Path(i).stem) for i in ids)
+    renamed = [f"{int(Path(i).stem):06d}.jpg" for i in ids]
+    assert renamed == ids and top < 10 ** 6 - count, "the sample's ids are CelebA's six-digit names"
+    ids, given, split = plant_duplicates(out, images, ids, given, split, count, seed, first_new=top + 1)
+    write_label_files(out, list(attributes.columns[1:]), ids, given, split)
+    return out

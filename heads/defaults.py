@@ -45,7 +45,15 @@ DFR = {"dfr_on": "val", "C_grid": (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01), "refit
 # attribute on its page. An attribute whose out-of-fold ROC AUC is below weak_auc gets a note: its
 # head barely sees it, so its flags say more about the features than about the labels.
 AUDIT = {"kind": "keras_head", "head": "mlp:128", "epochs": "auto", "folds": 5, "inner_val": 0.1,
-         "splits": ("train", "val", "test"), "top": 24, "seed": 0, "weak_auc": 0.75}
+         "splits": ("train", "val", "test"), "top": 24, "seed": 0, "weak_auc": 0.75,
+         # near-duplicates (heads.audit.duplicates): the pair rule, and how the neighbours are searched.
+         # 0.95 measured: planted copies (half re-encoded crops) score centred cosine >= 0.955 on the
+         # generated sample and >= 0.966 on the real one (pixel backbone), the closest unrelated
+         # mutual pair of the generated sample 0.939; a pretrained head's pooled features sit lower
+         # (the gender CNN's add_4: copies 0.60-0.98), so the page shows the distribution.
+         "dup_threshold": 0.95, "dup_neighbours": 1, "dup_k": 5, "dup_search": "auto", "dup_exact_max": 20_000,
+         "dup_index": "PCA{pca},IVF{lists},SQ8", "dup_pca": 256, "dup_lists_per_sqrt": 4, "dup_train_per_list": 32,
+         "dup_probes": 16, "dup_rerank": 10, "dup_recall_queries": 1000, "dup_bins": 100}
 # The commands that score or look at runs: the split each reads by default, and what they show.
 SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("accuracy",)}
 PROJECTOR = {"n": 5000, "split": "val", "seed": 0, "thumbnail": 64}

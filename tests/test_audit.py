@@ -1,8 +1,11 @@
 """`audit`: out-of-fold probabilities that never saw their row's label, cleanlab's label issues
-written as cleanlab finds them, and planted truth found: a 6,000-image generated sample with 10 %
-of its labels flipped (`make-sample --label-noise`), embedded by a tiny conv backbone."""
+written as cleanlab finds them, near-duplicates found by faiss, the page, and planted truth found:
+a 6,000-image generated sample with 10 % of its labels flipped and 60 images copied into other
+splits (`make-sample --label-noise --duplicates`), embedded by the fixed pixel backbone
+(harness.caches.pixel_backbone: 4x4 block means of 64x64 RGB, 768-d)."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,11 +14,14 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from harness.caches import planted_cache
+from harness.caches import pixel_backbone, planted_cache
+from heads.audit.duplicates import Centred, exact_neighbours, find_duplicates
 from heads.audit.folds import Rows, out_of_fold
+from heads.look.tables import audit_lines
 
 PLANTED_N = 6000
-SEEN = ("Male", "Young")  # the cues the tiny backbone's pooled features carry (its stride-2 conv misses Smiling's stripes)
+SEEN = ("Male", "Young", "Smiling")
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 def invoke(*args):
@@ -23,13 +29,14 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def planted(fault_setup, tmp_path_factory):
+def planted(tmp_path_factory):
     """(data folder, cache) of a generated sample with planted label flips and duplicates."""
     root = tmp_path_factory.mktemp("audit")
     result = invoke("make-sample", "--out", root / "data", "--n", PLANTED_N, "--label-noise", 0.1, "--duplicates", 60)
     assert result.exit_code == 0, result.output
-    result = invoke("embed", "--data-dir", root / "data", "--out", root / "c.h5", "--model", fault_setup.model,
-                    "--value-range", "0,1", "--image-size", 32)
+    result = invoke("embed", "--data-dir", root / "data", "--out", root / "c.h5", "--model",
+                    pixel_backbone(root / "pixels.keras"), "--layer", "embedding", "--value-range", "0,1",
+                    "--image-size", 64)
     assert result.exit_code == 0, result.output
     return root / "data", root / "c.h5"
 
@@ -37,7 +44,7 @@ def planted(fault_setup, tmp_path_factory):
 @pytest.fixture(scope="module")
 def audited(planted, tmp_path_factory):
     out = tmp_path_factory.mktemp("audited") / "a"
-    result = invoke("audit", planted[1], "--out", out, "--attrs", ",".join(SEEN + ("Smiling",)))
+    result = invoke("audit", planted[1], "--out", out, "--attrs", ",".join(SEEN))
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -59,7 +66,18 @@ def test_flags_the_planted_label_flips(planted, audited):
     assert summary["rows"] == PLANTED_N + 60 and summary["splits"] == ["train", "val", "test"]
     for name in SEEN:
         assert 0.06 <= summary["labels"][name]["noise_rate"] <= 0.14  # cleanlab's estimate of the planted 10 %
-    assert "barely sees Smiling" in output and "Male" not in output.split("barely sees")[1]
+    assert "barely sees" not in output and "60 pair(s) in 60 group(s), 60 across train and val/test" in output
+
+
+def test_a_weak_attribute_gets_a_note():
+    oof = {"accuracy": 0.6, "majority_accuracy": 0.55, "roc_auc": 0.6}
+    summary = {"rows": 10, "splits": ["train"], "settings": {"kind": "logreg", "folds": 5, "settings": {}},
+               "seconds": {"folds": 1.0}, "labels": {
+                   "Bald": {"rows": 10, "flagged": 1, "flagged_rate": 0.1, "noise_rate": 0.1, "out_of_fold": oof},
+                   "Male": {"rows": 10, "flagged": 1, "flagged_rate": 0.1, "noise_rate": 0.1,
+                            "out_of_fold": {**oof, "roc_auc": 0.9}}}}
+    lines = audit_lines(summary, 0.75)
+    assert lines[-1].startswith("note: the out-of-fold head barely sees Bald (ROC AUC below 0.75)")
 
 
 def test_label_issues_are_cleanlabs_on_the_written_probabilities(audited):
@@ -69,7 +87,7 @@ def test_label_issues_are_cleanlabs_on_the_written_probabilities(audited):
     oof = pd.read_csv(out / "out_of_fold.csv", dtype={"image_id": str})
     issues = pd.read_csv(out / "label_issues.csv", dtype={"image_id": str})
     summary = json.loads((out / "summary.json").read_text())
-    for name in ("Male", "Young"):
+    for name in SEEN:
         p = oof[f"{name}_probability"].to_numpy()
         given = oof[f"{name}_label"].to_numpy()
         pred = np.stack([1 - p, p], axis=1)
@@ -135,3 +153,110 @@ def test_make_sample_plants_flips_and_duplicates_as_recorded(planted):
         same = (data / "img_align_celeba" / row.image_id).read_bytes() == (data / "img_align_celeba" / row.source_id).read_bytes()
         assert same == (row.copy == "exact") and names[partition[row.image_id]] == row.split
         assert (given.loc[row.image_id] == given.loc[row.source_id]).all()
+
+
+def test_every_planted_duplicate_is_found_with_no_false_pair(planted, audited):
+    data, _ = planted
+    out, _ = audited
+    planted_pairs = pd.read_csv(data / "planted_duplicates.csv", dtype=str)
+    pairs = pd.read_csv(out / "duplicates.csv", dtype={"image_id": str, "duplicate_id": str}, keep_default_na=False)
+    found = {frozenset(p) for p in zip(pairs.image_id, pairs.duplicate_id)}
+    assert found == {frozenset(p) for p in zip(planted_pairs.image_id, planted_pairs.source_id)}
+    assert pairs.leak.all() and (pairs.split == "train").all()  # image_id: the train member, the row --exclude drops
+    assert (pairs.labels_disagree == "").all() and pairs.group.nunique() == 60
+    reencoded = set(planted_pairs[planted_pairs["copy"] == "reencoded"].image_id)
+    low = pairs[pairs.image_id.isin(reencoded) | pairs.duplicate_id.isin(reencoded)].similarity
+    assert len(low) == 30 and low.max() < 0.9999  # the re-encoded crops are near, not exact, copies
+    d = json.loads((out / "summary.json").read_text())["duplicates"]
+    assert (d["search"], d["pairs"], d["groups"], d["leak_groups"], d["rows_in_groups"]) == ("exact", 60, 60, 60, 120)
+    assert sum(d["nearest_similarity"]["counts"]) == PLANTED_N + 60
+
+
+def test_ivf_search_finds_the_same_pairs_and_reports_its_recall(planted, tmp_path):
+    result = invoke("audit", planted[1], "--out", tmp_path / "a", "--attrs", "Male", "--kind", "logreg",
+                    "--dup-search", "ivf", "--dup-probes", 32)
+    assert result.exit_code == 0, result.output
+    d = json.loads((tmp_path / "a" / "summary.json").read_text())["duplicates"]
+    assert d["search"] == "ivf" and d["recall_queries"] == 1000 and d["recall_at_1"] >= 0.9, d
+    assert d["pairs"] == 60 and "recall@1" in result.output
+
+
+def test_exclude_takes_the_train_member_of_each_duplicate_pair(planted, audited, tmp_path):
+    out, _ = audited
+    result = invoke("baselines", planted[1], "--out", tmp_path / "b", "--models", "majority",
+                    "--exclude", out / "duplicates.csv")
+    assert result.exit_code == 0, result.output
+    excluded = json.loads((tmp_path / "b" / "majority" / "config.json").read_text())["excluded"]
+    assert excluded["train_rows"] == 60 and excluded["ids"] == 60
+
+
+def test_exact_neighbours_are_numpys_on_centred_rows():
+    rng = np.random.default_rng(1)
+    features = (rng.random((300, 24)) * 3).astype(np.float16)  # all positive, like pooled ReLU features
+    similarity, index = exact_neighbours(Centred(features), 4)
+    x = features.astype(np.float64) - features.astype(np.float64).mean(axis=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    cosines = x @ x.T
+    expected = np.argsort(-cosines, axis=1, kind="stable")[:, :4]
+    np.testing.assert_allclose(similarity, np.take_along_axis(cosines, expected, axis=1), atol=1e-5)
+    assert (index == expected).mean() > 0.99  # the same neighbours, up to float32 near-ties
+
+
+def test_a_group_of_copies_counts_once_and_needs_enough_neighbours():
+    rng = np.random.default_rng(2)
+    features = rng.standard_normal((50, 16)).astype(np.float32)
+    features[[10, 20, 30]] = features[5]  # rows 5, 10, 20, 30: four copies of one vector
+    rows = Rows(features, np.zeros((50, 1), np.uint8), ("A",), [f"{i:03d}.jpg" for i in range(50)],
+                np.array(["train"] * 50, object))
+    pairs, summary = find_duplicates(rows, threshold=0.99, neighbours=3)
+    assert len(pairs) == 6 and summary["groups"] == 1 and summary["rows_in_groups"] == 4
+    members = {"005.jpg", "010.jpg", "020.jpg", "030.jpg"}
+    assert set(pairs.image_id) | set(pairs.duplicate_id) == members
+    pairs, summary = find_duplicates(rows, threshold=0.99, neighbours=1)  # mutual nearest: ties leave some unpaired
+    assert summary["groups"] >= 1 and summary["pairs"] < 6
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "-0.2"])
+def test_a_threshold_outside_0_1_is_one_line(rare, tmp_path, value):
+    result = invoke("audit", rare, "--out", tmp_path / "a", "--dup-threshold", value)
+    assert result.exit_code == 2 and "--dup-threshold" in result.output and "0<x<=1" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "a").exists()
+
+
+def test_the_page_without_its_images_says_so(planted, audited, tmp_path):
+    from heads.look.audit_page import build_audit_page
+    out, _ = audited
+    copy = tmp_path / "a"
+    copy.mkdir()
+    for name in ("summary.json", "label_issues.csv", "duplicates.csv"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    with pytest.raises(Exception, match="not a folder"):
+        build_audit_page(copy, images=tmp_path / "nowhere")
+    page = build_audit_page(copy, images=tmp_path).read_text()  # a folder without the images
+    assert "could not be read" in page and "<h2>Duplicate pairs</h2>" in page
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make browser installs it)")
+def test_audit_page_renders_in_headless_chromium(audited):
+    from playwright.sync_api import sync_playwright
+    out, _ = audited
+    summary = json.loads((out / "summary.json").read_text())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page()
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((out / "audit.html").as_uri())
+        page.wait_for_load_state("load")
+        rows = page.eval_on_selector_all("#labels tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.textContent))")
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        issue_figures = page.eval_on_selector_all(".gallery.issues figure", "f => f.length")
+        pairs = page.eval_on_selector_all(".gallery.pairs .pair", "p => p.map(x => x.className)")
+        browser.close()
+    assert [r[0] for r in rows] == list(SEEN) and rows[0][3] == str(summary["labels"]["Male"]["flagged"])
+    assert issue_figures == 3 * 24 and len(pairs) == 24 and all("leak" in c for c in pairs)
+    assert len(widths) == 1 + 3 * 24 + 2 * 24 and all(w > 0 for w in widths), widths
+    assert errors == []

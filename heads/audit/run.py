@@ -3,9 +3,12 @@ likely label errors, write the files.
 
 DIR/label_issues.csv  heads.audit.labels.ISSUE_COLUMNS, one row per flagged (image, attribute)
 DIR/out_of_fold.csv   image_id, split, fold, then <attr>_label and <attr>_probability per attribute
+DIR/duplicates.csv    heads.audit.duplicates.PAIR_COLUMNS, one row per near-duplicate pair,
+                      train <-> val/test pairs first
 DIR/summary.json      {"cache", "attributes", "splits", "rows", "settings": the AuditSpec and the
-                       kind's settings, "seconds": {"load", "folds", "labels"},
-                       "labels": {attribute: heads.audit.labels summary}}
+                       kind's settings, "seconds": {"load", "folds", "labels", "duplicates"},
+                       "labels": {attribute: heads.audit.labels summary},
+                       "duplicates": heads.audit.duplicates.duplicate_summary}
 Written through temporary names; summary.json last (an audit without it is incomplete).
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError
+from heads.audit.duplicates import check_threshold, find_duplicates
 from heads.audit.folds import Rows, out_of_fold
 from heads.audit.labels import label_issues
 from heads.defaults import AUDIT
@@ -38,6 +42,7 @@ class AuditSpec:
     folds: int = AUDIT["folds"]
     splits: tuple = AUDIT["splits"]
     seed: int = AUDIT["seed"]
+    duplicates: dict = field(default_factory=dict)
 
     def __post_init__(self):
         splits = tuple(s.strip() for s in self.splits.split(",")) if isinstance(self.splits, str) else tuple(self.splits)
@@ -47,6 +52,8 @@ class AuditSpec:
             raise UsageError(f"--split {','.join(splits)}: give one or more of {', '.join(SPLITS)}, each once")
         if self.folds < 2:
             raise UsageError(f"--folds {self.folds}: cross-fitting needs at least 2 folds")
+        if self.duplicates is not None and "threshold" in self.duplicates:
+            check_threshold(self.duplicates["threshold"])
 
     def kind_settings(self):
         """The settings the kind is fitted with: the Keras head's audit defaults, then the given ones."""
@@ -88,6 +95,9 @@ def run_audit(task_spec, audit_spec, out_dir):
     folded = time.perf_counter()
     issues, label_summary = label_issues(rows, probabilities)
     labelled = time.perf_counter()
+    if audit_spec.duplicates is not None:
+        pairs, duplicate_summary = find_duplicates(rows, **audit_spec.duplicates, seed=audit_spec.seed)
+    searched = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "summary.json").exists():
@@ -98,12 +108,17 @@ def run_audit(task_spec, audit_spec, out_dir):
         table[f"{name}_label"] = rows.labels[:, j]
         table[f"{name}_probability"] = probabilities[:, j]
     _write_csv(pd.DataFrame(table), out / "out_of_fold.csv")
+    if audit_spec.duplicates is not None:
+        _write_csv(pairs, out / "duplicates.csv")
+    elif (out / "duplicates.csv").exists():
+        (out / "duplicates.csv").unlink()
     summary = {"cache": task.cache, "attributes": list(rows.attributes), "splits": list(audit_spec.splits),
                "rows": len(rows), "settings": {**asdict(audit_spec), "settings": settings,
                                                "features": task_spec.features, "inputs": list(task_spec.inputs)},
                "seconds": {"load": round(loaded - began, 3), "folds": round(folded - loaded, 3),
-                           "labels": round(labelled - folded, 3)},
-               "labels": label_summary}
+                           "labels": round(labelled - folded, 3), "duplicates": round(searched - labelled, 3)},
+               "labels": label_summary,
+               "duplicates": duplicate_summary if audit_spec.duplicates is not None else None}
     write_json(out / "summary.json", summary)
     log.info("audit of %d rows x %d attributes: %d flagged label(s)", len(rows), len(rows.attributes), len(issues))
     return summary

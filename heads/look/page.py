@@ -61,16 +61,16 @@ document.querySelectorAll("table.sortable th").forEach(function (th, column) {
 """
 
 
-def _percent(value):
+def percent(value):
     return "–" if value is None else f"{100 * value:.2f}"
 
 
-def _cell(value, text=None):
+def cell(value, text=None):
     data = "" if value is None else value
     return f'<td data-value="{html.escape(str(data))}">{html.escape(text if text is not None else str(value))}</td>'
 
 
-def _data_uri(png_bytes):
+def data_uri(png_bytes):
     return "data:image/png;base64," + base64.b64encode(png_bytes).decode()
 
 
@@ -84,12 +84,12 @@ def _leaderboard(runs):
     lines = [f'<table class="sortable" id="leaderboard"><thead><tr><th>run</th><th>kind</th>{head}'
              "<th>mean val</th><th>mean test</th></tr></thead><tbody>"]
     for run in runs:
-        cells = [_cell(str(run.path)), _cell(run.kind)]
+        cells = [cell(str(run.path)), cell(run.kind)]
         for key in [(a, split) for a in attributes for split in ("val", "test")] + [("mean", "val"), ("mean", "test")]:
             board = boards[key[1]]
             value = board.at[str(run.path), (key[0], "accuracy")] if (key[0], "accuracy") in board.columns else None
             value = None if value is None or value != value else float(value)  # NaN: the run lacks it
-            cells.append(_cell(value, _percent(value)))
+            cells.append(cell(value, percent(value)))
         lines.append("<tr>" + "".join(cells) + "</tr>")
     lines.append("</tbody></table>")
     return "\n".join(lines)
@@ -99,11 +99,11 @@ def _metrics_table(run):
     headers = "".join(f"<th>{split} {html.escape(BY_NAME[m].label)}</th>" for split, m in RUN_COLUMNS)
     rows = [f'<table class="metrics"><thead><tr><th>attribute</th>{headers}</tr></thead><tbody>']
     for name, by_split in run.metrics["attributes"].items():
-        cells = [_cell(name)]
+        cells = [cell(name)]
         for split, m in RUN_COLUMNS:
             value = by_split.get(split, {}).get(m)
             metric = BY_NAME[m]
-            cells.append(_cell(value, "–" if value is None else f"{100 * value:.2f}" if metric.form == "percent"
+            cells.append(cell(value, "–" if value is None else f"{100 * value:.2f}" if metric.form == "percent"
                                else metric.format(value)))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     rows.append("</tbody></table>")
@@ -119,17 +119,17 @@ def _group_tables(run):
         for split, result in by_split.items():
             keys = [k for k in result["groups"][0] if k not in ("n", "accuracy", "positive_rate")]
             parts.append(f'<table class="groups"><caption>{html.escape(name)}, {split}: worst-group accuracy '
-                         f'{_percent(result["worst_group_accuracy"])} %</caption><thead><tr>'
+                         f'{percent(result["worst_group_accuracy"])} %</caption><thead><tr>'
                          + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "<th>n</th><th>accuracy</th></tr></thead><tbody>")
             for group in result["groups"]:
-                parts.append("<tr>" + "".join(_cell(group[k]) for k in keys) + _cell(group["n"])
-                             + _cell(group["accuracy"], _percent(group["accuracy"])) + "</tr>")
+                parts.append("<tr>" + "".join(cell(group[k]) for k in keys) + cell(group["n"])
+                             + cell(group["accuracy"], percent(group["accuracy"])) + "</tr>")
             parts.append("</tbody></table>")
     return "\n".join(parts)
 
 
 def _plots(run):
-    images = [f'<img alt="{name}" src="{_data_uri((run.path / name).read_bytes())}">'
+    images = [f'<img alt="{name}" src="{data_uri((run.path / name).read_bytes())}">'
               for name in PLOTS if (run.path / name).is_file()]
     return f'<div class="plots">{"".join(images)}</div>' if images else ""
 
@@ -155,10 +155,7 @@ def _gallery(run, split, n_errors, images, thumbnails):
         figures, unreadable = [], 0
         for row in worst:
             image_id = data.image_ids[row]
-            if image_id not in thumbnails:
-                picture = thumbnail(folder / image_id, THUMBNAIL)
-                thumbnails[image_id] = None if picture is None else _data_uri(png(picture))
-            if thumbnails[image_id] is None:
+            if thumbnail_uri(folder, image_id, thumbnails) is None:
                 unreadable += 1
                 continue
             figures.append(f'<figure><img alt="{html.escape(image_id)}" src="{thumbnails[image_id]}">'
@@ -168,6 +165,15 @@ def _gallery(run, split, n_errors, images, thumbnails):
             parts.append(f'<p class="note">{unreadable} image(s) could not be read from {html.escape(str(folder))}.</p>')
         parts.append(f'<div class="gallery">{"".join(figures)}</div>')
     return "\n".join(parts)
+
+
+def thumbnail_uri(folder, image_id, thumbnails):
+    """The PNG data URI of image_id's thumbnail (None if unreadable), made once per page: thumbnails
+    is the page's {image_id: uri}."""
+    if image_id not in thumbnails:
+        picture = thumbnail(folder / image_id, THUMBNAIL)
+        thumbnails[image_id] = None if picture is None else data_uri(png(picture))
+    return thumbnails[image_id]
 
 
 def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"], images=None):
@@ -185,10 +191,16 @@ def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"]
                  f"<p>{html.escape(epochs)}</p>" if epochs else "", _metrics_table(run),
                  _plots(run), _group_tables(run), f"<h3>Most confident errors ({split})</h3>",
                  _gallery(run, split, n_errors, images, thumbnails)]
-    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>celeba-heads report</title>"
+    write_page(out, "celeba-heads report", body)
+    return len(runs)
+
+
+def write_page(out, title, body):
+    """Write the page of `body` (HTML parts) with the report's style and sorting script to `out`,
+    through a temporary name."""
+    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + f"\n<script>{SORT_JS}</script></body></html>\n")
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page)
     os.replace(tmp, out)
-    return len(runs)

@@ -1,7 +1,10 @@
 """A run's pictures, beside its files: loss and accuracy per epoch, accuracy against the majority
-class, and the reliability diagram of its probabilities."""
+class, and the reliability diagram of its probabilities; and the audit's nearest-neighbour
+similarity histogram."""
 
 from pathlib import Path
+
+import numpy as np
 
 
 def plot_history(history, attributes, out_dir, best_epoch=None):
@@ -91,4 +94,26 @@ def plot_reliability(labels, probabilities, attributes, out_dir):
             ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(Path(out_dir) / "reliability.png", dpi=100)
+    plt.close(fig)
+
+
+def plot_nearest_similarity(histogram, threshold, out_path):
+    """The distribution of each row's nearest-neighbour cosine (summary.json's
+    duplicates.nearest_similarity: edges [b + 1], counts [b]) on a log count axis, with the pair
+    threshold as a dashed line; written as a PNG to out_path."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges, counts = np.asarray(histogram["edges"]), np.asarray(histogram["counts"])
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.stairs(counts, edges, fill=True, color="C0", alpha=0.7)
+    ax.axvline(threshold, color="C3", linestyle="--", label=f"--dup-threshold {threshold:g}")
+    filled = np.flatnonzero(counts)
+    low = edges[filled[0]] if len(filled) else -1.0
+    ax.set(xlabel="cosine similarity to the nearest other row (centred features)", ylabel="rows",
+           yscale="log", xlim=(max(-1.0, low - 0.05), 1.0), title="Nearest-neighbour similarity")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100, format="png")
     plt.close(fig)

@@ -241,4 +241,11 @@ def audit_lines(summary, weak_auc):
     if weak:
         lines.append(f"note: the out-of-fold head barely sees {', '.join(weak)} (ROC AUC below {weak_auc}): their "
                      "flags say more about the features than about the labels")
+    d = summary.get("duplicates")
+    if d:
+        recall = f", recall@1 {100 * d['recall_at_1']:.1f} % against exact" if d["search"] == "ivf" else ""
+        lines.append(f"near-duplicates (centred cosine >= {d['threshold']:g}, mutual {d['neighbours']}-NN; "
+                     f"{d['search']} search {d['seconds']:.1f} s{recall}): {d['pairs']} pair(s) in {d['groups']} "
+                     f"group(s), {d['leak_groups']} across train and val/test, {d['label_disagreeing_groups']} with "
+                     "disagreeing labels")
     return lines
