@@ -41,3 +41,34 @@ def write_synthetic_cache(path, splits=CELEBA_SPLITS, dim=1280, dtype="float16",
             writer.write_rows(start, features[start:stop], np.full(stop - start, layout.STATUS_OK),
                               [""] * (stop - start))
     return features, labels
+
+
+def clustered(n_rows, dim, copies, seed=0, clusters=2000, latent=64):
+    """(features float16 [n, dim], labels uint8 [n, 40], copied int [copies, 2]): rows that look
+    like a backbone's, unlike planted's isotropic noise: non-negative (ReLU'd) mixtures of
+    `clusters` centres in a `latent`-d subspace plus small noise, with linear signal per attribute;
+    the last `copies` rows are near-copies (noise 1 % of a row's norm) of earlier rows, copied[i] =
+    (copy row, source row). Made in blocks: peak memory about the float16 result."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((latent, dim)).astype(np.float32) / np.sqrt(latent)
+    centres = rng.standard_normal((clusters, latent)).astype(np.float32) * 2.0
+    w = rng.standard_normal((latent, len(CELEBA_ATTRIBUTES))).astype(np.float32)
+    features = np.empty((n_rows, dim), np.float16)
+    scores = np.empty((n_rows, len(CELEBA_ATTRIBUTES)), np.float32)
+    originals = n_rows - copies
+    for start in range(0, originals, 16384):
+        stop = min(originals, start + 16384)
+        z = centres[rng.integers(0, clusters, stop - start)] + rng.standard_normal((stop - start, latent),
+                                                                                    dtype=np.float32)
+        x = np.maximum(z @ basis + 0.3 * rng.standard_normal((stop - start, dim), dtype=np.float32), 0)
+        features[start:stop] = x
+        scores[start:stop] = z @ w / np.sqrt(latent) * 3 + rng.standard_normal((stop - start, w.shape[1]),
+                                                                                 dtype=np.float32)
+    sources = np.sort(rng.choice(originals, copies, replace=False))
+    source = features[sources].astype(np.float32)
+    scale = 0.01 * np.linalg.norm(source, axis=1, keepdims=True) / np.sqrt(dim)
+    features[originals:] = source + scale * rng.standard_normal(source.shape, dtype=np.float32)
+    scores[originals:] = scores[sources]
+    rates = np.array(list(CELEBA_ATTRIBUTES.values()))
+    cut = np.array([np.quantile(scores[:, j], 1 - r) for j, r in enumerate(rates)])
+    return features, (scores > cut).astype(np.uint8), np.stack([np.arange(originals, n_rows), sources], axis=1)

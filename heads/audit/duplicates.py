@@ -50,6 +50,10 @@ class Centred:
         for start in range(0, self.n, BLOCK):
             total += np.asarray(features[start:start + BLOCK], np.float64).reshape(-1, self.dim).sum(axis=0)
         self.mean = (total / max(self.n, 1)).astype(np.float32)
+        self.norms = np.empty(self.n, np.float32)  # of the centred rows
+        for start in range(0, self.n, BLOCK):
+            block = np.asarray(features[start:start + BLOCK], np.float32).reshape(-1, self.dim) - self.mean
+            self.norms[start:start + len(block)] = np.linalg.norm(block, axis=1)
 
     def rows(self, index):
         import faiss
@@ -89,8 +93,9 @@ def exact_neighbours(centred, k, queries=None):
 
 
 def ivf_neighbours(centred, k, probes, seed):
-    """(similarity, index) as exact_neighbours, from AUDIT["dup_index"] with `probes` lists probed:
-    the index's k + AUDIT["dup_rerank"] candidates per row, their cosines computed exactly."""
+    """(similarity, index, the faiss index_factory spec) as exact_neighbours, from AUDIT["dup_index"]
+    with `probes` lists probed: the index's k + AUDIT["dup_rerank"] candidates per row, their cosines
+    computed exactly."""
     import faiss
 
     n, dim = centred.n, centred.dim
@@ -112,16 +117,22 @@ def ivf_neighbours(centred, k, probes, seed):
         order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
         similarity[start:start + len(block)] = np.take_along_axis(exact, order, axis=1)
         found[start:start + len(block)] = np.take_along_axis(candidates, order, axis=1)
-    return similarity, found
+    return similarity, found, spec
 
 
-def _cosines(centred, queries, candidates):
+def _cosines(centred, queries, candidates, block=1024):
     """float32 [q, c]: cosine of each centred, normalised query row with its candidate rows (-inf
-    for the index's -1: no candidate)."""
+    for the index's -1: no candidate). q . (x - mean) / |x - mean| = (q . x - q . mean) / |x - mean|:
+    the candidates' stored rows are gathered once, without centring or normalising them."""
     out = np.full(candidates.shape, -np.inf, np.float32)
-    for c in range(candidates.shape[1]):
-        valid = candidates[:, c] >= 0
-        out[valid, c] = np.einsum("ij,ij->i", queries[valid], centred.rows(candidates[valid, c]))
+    for start in range(0, len(candidates), block):
+        found = candidates[start:start + block]
+        query = queries[start:start + block]
+        rows = np.asarray(centred.features[np.maximum(found, 0).ravel()], np.float32)
+        rows = rows.reshape(*found.shape, centred.dim)
+        dots = np.matmul(rows, query[:, :, None])[..., 0] - (query @ centred.mean)[:, None]
+        cosines = dots / np.maximum(centred.norms[np.maximum(found, 0)], 1e-30)
+        out[start:start + block] = np.where(found >= 0, cosines, -np.inf)
     return out
 
 
@@ -149,8 +160,8 @@ def nearest_neighbours(features, k, search, probes, seed):
         similarity, index = exact_neighbours(centred, k + 1)
         record = {"search": "exact"}
     else:
-        similarity, index = ivf_neighbours(centred, k + 1, probes, seed)
-        record = {"search": "ivf", "index": AUDIT["dup_index"], "probes": probes}
+        similarity, index, spec = ivf_neighbours(centred, k + 1, probes, seed)
+        record = {"search": "ivf", "index": spec, "probes": probes}
     record["seconds"] = round(time.perf_counter() - began, 3)
     similarity, index = _without_self(similarity, index, k)
     if search == "ivf":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache.errors import UserError
+from cache.reader import aligned_empty
 from heads.defaults import AUDIT
 from heads.kinds import head_class
 from heads.kinds.base import Data
@@ -68,6 +69,11 @@ def out_of_fold(rows, kind, settings, folds, features="raw", inner_val=AUDIT["in
     rng = np.random.default_rng(seed)
     probabilities = np.zeros(rows.labels.shape, np.float32)
     cls = head_class(kind)
+    # One buffer for every fold's training rows, 64-byte aligned so the Keras trainer views it
+    # without a copy: the folds hold the rows, this buffer and one fold's val and held-out rows.
+    # (np.take buffers its output unless mode is clip or wrap; the indices are in range.)
+    most = len(rows) - np.bincount(fold).min()
+    buffer = aligned_empty((int(np.ceil(most * (1 - inner_val))) + 1, *rows.features.shape[1:]), rows.features.dtype)
     for k in range(folds):
         held, fitted = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
         inner = np.zeros(len(fitted), bool)
@@ -77,9 +83,10 @@ def out_of_fold(rows, kind, settings, folds, features="raw", inner_val=AUDIT["in
             if rows.labels[train_rows, j].min() == rows.labels[train_rows, j].max():
                 raise UserError(f"attribute {name}: fold {k + 1}'s training rows hold one class only; use fewer "
                                 "--folds or leave it out of --attrs")
-        transform = Transform(features).fit(rows.features[train_rows])
+        train_features = np.take(rows.features, train_rows, axis=0, out=buffer[:len(train_rows)], mode="clip")
+        transform = Transform(features).fit(train_features)
         head = cls.from_settings(dict(settings))
-        head.fit(Data(transform.transform(rows.features[train_rows]), rows.labels[train_rows], rows.attributes),
+        head.fit(Data(transform.transform(train_features), rows.labels[train_rows], rows.attributes),
                  Data(transform.transform(rows.features[val_rows]), rows.labels[val_rows], rows.attributes))
         probabilities[held] = head.predict_proba(transform.transform(rows.features[held]))
         log.info("fold %d of %d: fitted on %d rows (%d held back as val), scored %d", k + 1, folds, len(train_rows),

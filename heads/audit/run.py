@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError
+from cache.reader import aligned_empty
 from heads.audit.duplicates import check_threshold, find_duplicates
 from heads.audit.folds import Rows, out_of_fold
 from heads.audit.labels import label_issues
@@ -62,14 +63,27 @@ class AuditSpec:
         return kind_settings([self.kind], {**defaults, **self.settings})[self.kind]
 
 
-def audited_rows(task, splits):
-    """Rows of `splits` of a loaded Task, one after another."""
+def audited_rows(task_spec, splits):
+    """(Rows of `splits` one after another, the cache path). The splits' features are read one split
+    at a time into one array (float16 stays float16), so loading holds the rows and one split."""
+    task = load_task(task_spec, feature_splits=())
     parts = [task.split(s) for s in splits]
-    if any(not isinstance(p.features, np.ndarray) for p in parts):
-        raise UsageError("audit reads the audited splits into memory; this input streams: use --stream never")
-    return Rows(features=np.concatenate([p.features for p in parts]), labels=np.concatenate([p.labels for p in parts]),
-                attributes=tuple(task.attributes), image_ids=[i for p in parts for i in p.image_ids],
+    cache, attributes = task.cache, tuple(task.attributes)
+    features = None
+    start = 0
+    for name, part in zip(splits, parts):
+        loaded = load_task(task_spec, feature_splits=(name,)).split(name).features
+        if not isinstance(loaded, np.ndarray):
+            raise UsageError("audit reads the audited splits into memory; this input streams: use --stream never")
+        if features is None:
+            features = aligned_empty((sum(len(p.image_ids) for p in parts), *loaded.shape[1:]), loaded.dtype)
+        features[start:start + len(loaded)] = loaded
+        start += len(loaded)
+        del loaded
+    rows = Rows(features=features, labels=np.concatenate([p.labels for p in parts]), attributes=attributes,
+                image_ids=[i for p in parts for i in p.image_ids],
                 splits=np.array([s for s, p in zip(splits, parts) for _ in p.image_ids], dtype=object))
+    return rows, cache
 
 
 def _write_csv(frame, path):
@@ -87,8 +101,7 @@ def run_audit(task_spec, audit_spec, out_dir):
         raise UsageError("audit scores every row it is given; --exclude is for training")
     settings = audit_spec.kind_settings()
     began = time.perf_counter()
-    task = load_task(task_spec)
-    rows = audited_rows(task, audit_spec.splits)
+    rows, cache = audited_rows(task_spec, audit_spec.splits)
     loaded = time.perf_counter()
     probabilities, fold = out_of_fold(rows, audit_spec.kind, settings, audit_spec.folds,
                                       features=task_spec.features, seed=audit_spec.seed)
@@ -112,7 +125,7 @@ def run_audit(task_spec, audit_spec, out_dir):
         _write_csv(pairs, out / "duplicates.csv")
     elif (out / "duplicates.csv").exists():
         (out / "duplicates.csv").unlink()
-    summary = {"cache": task.cache, "attributes": list(rows.attributes), "splits": list(audit_spec.splits),
+    summary = {"cache": cache, "attributes": list(rows.attributes), "splits": list(audit_spec.splits),
                "rows": len(rows), "settings": {**asdict(audit_spec), "settings": settings,
                                                "features": task_spec.features, "inputs": list(task_spec.inputs)},
                "seconds": {"load": round(loaded - began, 3), "folds": round(folded - loaded, 3),
