@@ -15,15 +15,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
               type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", default=str(ROOT / "docs" / "report.png"), show_default=True, type=click.Path(dir_okay=False))
 @click.option("--height", default=1400, show_default=True, help="Pixels of the page to capture.")
-def main(page, out, height):
-    """Render the page at 1200 px wide and save the top `height` pixels as a PNG."""
+@click.option("--full-page", is_flag=True, help="Capture the whole page instead of the top --height pixels.")
+def main(page, out, height, full_page):
+    """Render the page at 1200 px wide and save the top `height` pixels (or all) as a PNG."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         tab = browser.new_page(viewport={"width": 1200, "height": height})
         tab.goto(Path(page).resolve().as_uri())
-        tab.screenshot(path=out)
+        tab.screenshot(path=out, full_page=full_page)
         browser.close()
     click.echo(f"wrote {out}")
 

@@ -20,9 +20,11 @@ from heads.look.plots import plot_nearest_similarity
 from heads.look.thumbnails import image_folder
 
 AUDIT_STYLE = """
-.pair { display: flex; gap: 2px; border: 1px solid #ccc; padding: 3px; font-size: 11px; width: 200px; }
+.pair { border: 1px solid #ccc; padding: 3px; font-size: 11px; width: 200px; }
+.pair .faces { display: flex; gap: 2px; }
 .pair figure { width: 96px; }
 .leak { border-color: #c00; background: #fff0f0; }
+.histogram img { max-width: 700px; }
 """
 
 
@@ -60,7 +62,7 @@ def _duplicate_summary(d):
 def _histogram(d):
     buffer = io.BytesIO()
     plot_nearest_similarity(d["nearest_similarity"], d["threshold"], buffer)
-    return f'<div class="plots"><img alt="nearest-neighbour similarity" src="{data_uri(buffer.getvalue())}"></div>'
+    return f'<div class="histogram"><img alt="nearest-neighbour similarity" src="{data_uri(buffer.getvalue())}"></div>'
 
 
 def _figure(folder, image_id, caption, thumbnails):
@@ -95,10 +97,9 @@ def _pair_gallery(pairs, folder, top, thumbnails):
             unreadable += 1
             continue
         disagree = r.labels_disagree if isinstance(r.labels_disagree, str) and r.labels_disagree else ""
-        blocks.append(f'<div class="pair{" leak" if r.leak else ""}" title="cosine {r.similarity:.4f}'
-                      f'{"; labels differ: " + html.escape(disagree) if disagree else ""}">{left}{right}</div>'
-                      f'<div style="font-size:11px;width:70px">cos {r.similarity:.4f}'
-                      f'{"<br>leak" if r.leak else ""}{"<br>differ: " + html.escape(disagree) if disagree else ""}</div>')
+        blocks.append(f'<div class="pair{" leak" if r.leak else ""}"><div class="faces">{left}{right}</div>'
+                      f'cosine {r.similarity:.4f}{"; train &harr; " + r.duplicate_split if r.leak else ""}'
+                      f'{"<br>labels differ: " + html.escape(disagree) if disagree else ""}</div>')
     note = (f'<p class="note">{unreadable} pair(s) could not be shown: images unreadable in {html.escape(str(folder))}.</p>'
             if unreadable else "")
     return f'{note}<div class="gallery pairs">{"".join(blocks)}</div>'
