@@ -1,6 +1,4 @@
-"""audit: planted label flips and duplicates found on generated data, what --exclude of the flagged
-train rows does to val and test accuracy, the audit at CelebA size (time, near-duplicate search,
-IVF recall, peak memory), and what it finds in the real sample."""
+"""audit: planted label flips and duplicates found on generated data, what --exclude of the flagged train rows does to val and test accuracy, the audit at CelebA size (time, near-duplicate search, IVF recall, peak memory), and what it finds in the real sample."""
 
 import json
 import os
