@@ -173,7 +173,7 @@ def test_every_planted_duplicate_is_found_with_no_false_pair(planted, audited):
 
 
 def test_ivf_search_finds_the_same_pairs_and_reports_its_recall(planted, tmp_path):
-    result = invoke("audit", planted[1], "--out", tmp_path / "a", "--attrs", "Male", "--kind", "logreg",
+    result = invoke("audit", planted[1], "--out", tmp_path / "a", "--attrs", "Male", "--kind", "majority",
                     "--dup-search", "ivf", "--dup-probes", 32)
     assert result.exit_code == 0, result.output
     d = json.loads((tmp_path / "a" / "summary.json").read_text())["duplicates"]
