@@ -260,3 +260,17 @@ def test_audit_page_renders_in_headless_chromium(audited):
     assert issue_figures == 3 * 24 and len(pairs) == 24 and all("leak" in c for c in pairs)
     assert len(widths) == 1 + 3 * 24 + 2 * 24 and all(w > 0 for w in widths), widths
     assert errors == []
+
+
+def test_no_duplicates_skips_the_search_and_fused_caches_are_audited_side_by_side(planted, tmp_path):
+    _, cache = planted
+    twin = tmp_path / "twin.h5"
+    twin.write_bytes(cache.read_bytes())
+    out = tmp_path / "a"
+    result = invoke("audit", cache, twin, "--out", out, "--attrs", "Male", "--kind", "majority", "--no-duplicates")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["duplicates"] is None and not (out / "duplicates.csv").exists()
+    assert summary["caches"] == [str(cache.resolve()), str(twin.resolve())] and "near-duplicates" not in result.output
+    page = (out / "audit.html").read_text()
+    assert "Near-duplicates" not in page and "Duplicate pairs" not in page and " + " in page

@@ -1,12 +1,13 @@
 """`audit CACHE --out DIR`: load the audited splits, cross-fit out-of-fold probabilities, find the
-likely label errors, write the files.
+likely label errors and the near-duplicates, write the files (the page is heads.look.audit_page's).
 
 DIR/label_issues.csv  heads.audit.labels.ISSUE_COLUMNS, one row per flagged (image, attribute)
 DIR/out_of_fold.csv   image_id, split, fold, then <attr>_label and <attr>_probability per attribute
 DIR/duplicates.csv    heads.audit.duplicates.PAIR_COLUMNS, one row per near-duplicate pair,
                       train <-> val/test pairs first
-DIR/summary.json      {"cache", "attributes", "splits", "rows", "settings": the AuditSpec and the
-                       kind's settings, "seconds": {"load", "folds", "labels", "duplicates"},
+DIR/summary.json      {"cache" (the first, whose image folder the page reads), "caches", "attributes",
+                       "splits", "rows", "settings": the AuditSpec and the kind's settings,
+                       "seconds": {"load", "folds", "labels", "duplicates"},
                        "labels": {attribute: heads.audit.labels summary},
                        "duplicates": heads.audit.duplicates.duplicate_summary}
 Written through temporary names; summary.json last (an audit without it is incomplete).
@@ -64,11 +65,12 @@ class AuditSpec:
 
 
 def audited_rows(task_spec, splits):
-    """(Rows of `splits` one after another, the cache path). The splits' features are read one split
-    at a time into one array (float16 stays float16), so loading holds the rows and one split."""
+    """(Rows of `splits` one after another, the caches' paths, first first). The splits' features
+    are read one split at a time into one array (float16 stays float16), so loading holds the rows
+    and one split."""
     task = load_task(task_spec, feature_splits=())
     parts = [task.split(s) for s in splits]
-    cache, attributes = task.cache, tuple(task.attributes)
+    caches, attributes = [c["path"] for c in task.caches], tuple(task.attributes)
     features = None
     start = 0
     for name, part in zip(splits, parts):
@@ -83,7 +85,7 @@ def audited_rows(task_spec, splits):
     rows = Rows(features=features, labels=np.concatenate([p.labels for p in parts]), attributes=attributes,
                 image_ids=[i for p in parts for i in p.image_ids],
                 splits=np.array([s for s, p in zip(splits, parts) for _ in p.image_ids], dtype=object))
-    return rows, cache
+    return rows, caches
 
 
 def _write_csv(frame, path):
@@ -101,7 +103,7 @@ def run_audit(task_spec, audit_spec, out_dir):
         raise UsageError("audit scores every row it is given; --exclude is for training")
     settings = audit_spec.kind_settings()
     began = time.perf_counter()
-    rows, cache = audited_rows(task_spec, audit_spec.splits)
+    rows, caches = audited_rows(task_spec, audit_spec.splits)
     loaded = time.perf_counter()
     probabilities, fold = out_of_fold(rows, audit_spec.kind, settings, audit_spec.folds,
                                       features=task_spec.features, seed=audit_spec.seed)
@@ -125,7 +127,8 @@ def run_audit(task_spec, audit_spec, out_dir):
         _write_csv(pairs, out / "duplicates.csv")
     elif (out / "duplicates.csv").exists():
         (out / "duplicates.csv").unlink()
-    summary = {"cache": cache, "attributes": list(rows.attributes), "splits": list(audit_spec.splits),
+    summary = {"cache": caches[0], "caches": caches, "attributes": list(rows.attributes),
+               "splits": list(audit_spec.splits),
                "rows": len(rows), "settings": {**asdict(audit_spec), "settings": settings,
                                                "features": task_spec.features, "inputs": list(task_spec.inputs)},
                "seconds": {"load": round(loaded - began, 3), "folds": round(folded - loaded, 3),

@@ -115,7 +115,8 @@ def build_audit_page(audit_dir, top=AUDIT["top"], images=None):
     settings = summary["settings"]
     head = settings["settings"].get("head")
     body = [f"<style>{AUDIT_STYLE}</style><h1>celeba-heads audit</h1>",
-            f"<p>{summary['rows']:,} rows of {html.escape(summary['cache'])} ({', '.join(summary['splits'])}), "
+            f"<p>{summary['rows']:,} rows of {html.escape(' + '.join(summary.get('caches', [summary['cache']])))} "
+            f"({', '.join(summary['splits'])}), "
             f"out-of-fold probabilities from {html.escape(settings['kind'])}{' ' + html.escape(head) if head else ''}, "
             f"{settings['folds']}-fold cross-fitting ({summary['seconds']['folds']:.1f} s).</p>",
             "<h2>Likely label errors</h2>", _label_table(summary)]
