@@ -674,7 +674,7 @@ def report(runs, out, split, n_errors, images):
 @click.option("--split", "splits", default=",".join(AUDIT["splits"]), show_default=True,
               help="The splits audited (together, as one pool of rows): train, val, test, comma-separated.")
 @click.option("--kind", default=AUDIT["kind"], show_default=True,
-              help="The head kind whose out-of-fold probabilities are audited (keras_head, logreg, logreg_cv, ...).")
+              help="The head kind whose out-of-fold probabilities are audited (keras_head, logreg, logreg-cv, ...).")
 @click.option("--head", type=HEAD, help=f"keras_head: its architecture [default: {AUDIT['head']}].")
 @click.option("--epochs", type=EPOCHS, help=f"keras_head: auto or N [default: {AUDIT['epochs']}].")
 @click.option("--folds", default=AUDIT["folds"], show_default=True, type=click.IntRange(min=2),
@@ -691,8 +691,8 @@ def report(runs, out, split, n_errors, images):
               help="Near-duplicates: each of a pair among the other's N nearest (1: mutual nearest neighbours).")
 @click.option("--dup-search", default=AUDIT["dup_search"], show_default=True,
               type=click.Choice(["auto", "exact", "ivf"]),
-              help=f"Nearest-neighbour search: exact, ivf (faiss {AUDIT['dup_index']}, recall measured), auto "
-                   f"(exact up to {AUDIT['dup_exact_max']:,} rows).")
+              help=f"Nearest-neighbour search: exact, ivf (faiss PCA{AUDIT['dup_pca']},IVF({AUDIT['dup_lists_per_sqrt']} sqrt n),SQ8 with exact "
+                   f"re-ranking, recall measured), auto (exact up to {AUDIT['dup_exact_max']:,} rows).")
 @click.option("--dup-probes", default=AUDIT["dup_probes"], show_default=True, type=click.IntRange(min=1),
               help="ivf: inverted lists probed per row (more: higher recall, slower).")
 @click.option("--no-duplicates", is_flag=True, help="Skip the near-duplicate search.")
