@@ -52,7 +52,7 @@ AUDIT = {"kind": "keras_head", "head": "mlp:128", "epochs": "auto", "folds": 5, 
          # mutual pair of the generated sample 0.939; a pretrained head's pooled features sit lower
          # (the gender CNN's add_4: copies 0.60-0.98), so the page shows the distribution.
          "dup_threshold": 0.95, "dup_neighbours": 1, "dup_k": 5, "dup_search": "auto", "dup_exact_max": 20_000,
-         "dup_index": "PCA{pca},IVF{lists},SQ8", "dup_pca": 256, "dup_lists_per_sqrt": 4, "dup_train_per_list": 32,
+         "dup_index": "PCA{pca},IVF{lists},SQ8", "dup_pca": 256, "dup_pca_train": 16_384, "dup_lists_per_sqrt": 4, "dup_train_per_list": 32,
          "dup_probes": 16, "dup_rerank": 2, "dup_recall_queries": 1000, "dup_bins": 100}
 # The commands that score or look at runs: the split each reads by default, and what they show.
 SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("accuracy",)}

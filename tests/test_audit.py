@@ -105,11 +105,46 @@ def test_no_row_is_scored_by_a_model_that_saw_its_label():
     features = rng.standard_normal((300, 400)).astype(np.float32)  # noise: only memorising fits the labels
     labels = rng.integers(0, 2, (300, 2)).astype(np.uint8)
     rows = Rows(features, labels, ("A", "B"), [f"{i}.jpg" for i in range(300)], np.array(["train"] * 300, object))
+    before = features.copy()
     probabilities, fold = out_of_fold(rows, "logreg", {"C": 1e4}, folds=5)
+    assert np.array_equal(rows.features, before)  # rearranged in place for each fold, then restored
     assert ((probabilities >= 0.5) == labels).mean() < 0.6  # chance, as it must be out of fold
     from sklearn.linear_model import LogisticRegression
     assert LogisticRegression(C=1e4, max_iter=2000).fit(features, labels[:, 0]).score(features, labels[:, 0]) == 1.0
     assert np.bincount(fold).tolist() == [60] * 5
+
+
+def test_each_fold_trains_on_exactly_its_rows_and_a_failure_restores_the_features(monkeypatch):
+    import heads.audit.folds as folds_module
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((200, 8)).astype(np.float32)
+    features[:, 0] = np.arange(200)  # each row names itself
+    labels = np.stack([np.arange(200) % 2, (np.arange(200) // 2) % 2], axis=1).astype(np.uint8)
+    rows = Rows(features, labels, ("A", "B"), [f"{i}.jpg" for i in range(200)], np.array(["train"] * 200, object))
+    before, seen = features.copy(), []
+
+    class Recording:
+        @classmethod
+        def from_settings(cls, settings):
+            return cls()
+
+        def fit(self, train, val):
+            seen.append((train.features[:, 0].astype(int), val.features[:, 0].astype(int)))
+            assert np.array_equal(train.labels, labels[train.features[:, 0].astype(int)])
+            if len(seen) == 3:
+                raise RuntimeError("fold 3 fails")
+
+        def predict_proba(self, x):
+            return np.zeros((len(x), 2), np.float32)
+
+    monkeypatch.setattr(folds_module, "head_class", lambda kind: Recording)
+    with pytest.raises(RuntimeError, match="fold 3 fails"):
+        out_of_fold(rows, "recording", {}, folds=5)
+    assert np.array_equal(rows.features, before)
+    fold = folds_module.fold_of(rows, 5, 0)
+    for k, (trained, val) in enumerate(seen):
+        assert set(trained) | set(val) == set(np.flatnonzero(fold != k)) and not set(trained) & set(val)
+        assert len(val) == 16
 
 
 @pytest.fixture(scope="module")

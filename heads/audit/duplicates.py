@@ -29,7 +29,7 @@ from heads.defaults import AUDIT
 log = logging.getLogger(__name__)
 PAIR_COLUMNS = ("image_id", "duplicate_id", "similarity", "split", "duplicate_split", "cross_split", "leak",
                 "labels_disagree", "group")
-BLOCK = 8192  # rows normalised and searched at a time
+BLOCK = 4096  # rows normalised and searched at a time (the search's temporary float32 blocks: 21 MB at 1280-d)
 
 
 def check_threshold(threshold):
@@ -48,7 +48,7 @@ class Centred:
         self.dim = int(np.prod(features.shape[1:]))
         total = np.zeros(self.dim, np.float64)
         for start in range(0, self.n, BLOCK):
-            total += np.asarray(features[start:start + BLOCK], np.float64).reshape(-1, self.dim).sum(axis=0)
+            total += np.asarray(features[start:start + BLOCK]).reshape(-1, self.dim).sum(axis=0, dtype=np.float64)
         self.mean = (total / max(self.n, 1)).astype(np.float32)
         self.norms = np.empty(self.n, np.float32)  # of the centred rows
         for start in range(0, self.n, BLOCK):
@@ -95,16 +95,24 @@ def exact_neighbours(centred, k, queries=None):
 def ivf_neighbours(centred, k, probes, seed):
     """(similarity, index, the faiss index_factory spec) as exact_neighbours, from AUDIT["dup_index"]
     with `probes` lists probed: the index's k + AUDIT["dup_rerank"] candidates per row, their cosines
-    computed exactly."""
+    computed exactly. The PCA is trained on AUDIT["dup_pca_train"] sampled rows, the IVF lists on
+    AUDIT["dup_train_per_list"] per list after the PCA, block by block: no float32 copy of the
+    training sample at full width (at CelebA size it was the audit's peak)."""
     import faiss
 
     n, dim = centred.n, centred.dim
     lists = max(1, int(round(AUDIT["dup_lists_per_sqrt"] * np.sqrt(n))))
-    spec = AUDIT["dup_index"].format(lists=lists, pca=min(AUDIT["dup_pca"], dim))
+    width = min(AUDIT["dup_pca"], dim)
+    spec = AUDIT["dup_index"].format(lists=lists, pca=width)
     index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
+    pca = faiss.downcast_VectorTransform(index.chain.at(0))
+    ivf = faiss.downcast_index(index.index)
     rng = np.random.default_rng(seed)
+    pca.train(centred.rows(np.sort(rng.choice(n, min(n, AUDIT["dup_pca_train"]), replace=False))))
     sample = np.sort(rng.choice(n, min(n, AUDIT["dup_train_per_list"] * lists), replace=False))
-    index.train(centred.rows(sample))
+    ivf.train(np.concatenate([pca.apply(centred.rows(sample[start:start + BLOCK]))
+                              for start in range(0, len(sample), BLOCK)]))
+    index.is_trained = True
     for _, block in centred.blocks():
         index.add(block)
     faiss.extract_index_ivf(index).nprobe = probes

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache.errors import UserError
-from cache.reader import aligned_empty
 from heads.defaults import AUDIT
 from heads.kinds import head_class
 from heads.kinds.base import Data
@@ -60,35 +59,83 @@ def fold_of(rows, folds, seed):
     return assignment
 
 
+class _Arrangement:
+    """Rows of `features` rearranged in place by swapping whole rows, so that any split of them into
+    train | val | held-out is three contiguous views (no copy of the rows: the Keras trainer views a
+    64-byte-aligned prefix through DLPack). position[p] is the original index of the row now at p;
+    restore() undoes every swap, leaving `features` as it was."""
+
+    def __init__(self, features):
+        self.features = features
+        self.position = np.arange(len(features))
+        self.swaps = []
+
+    def _swap(self, a, b):
+        for start in range(0, len(a), SWAP_BLOCK):
+            i, j = a[start:start + SWAP_BLOCK], b[start:start + SWAP_BLOCK]
+            self.features[i], self.features[j] = self.features[j], self.features[i]
+            self.position[i], self.position[j] = self.position[j], self.position[i]
+        self.swaps.append((a, b))
+
+    def to_end(self, chosen, within=0):
+        """Move the rows whose original index is in `chosen` (bool [n]) among positions within..n to
+        the end of the array."""
+        n = len(self.position)
+        selected = chosen[self.position]
+        count = int(selected[within:].sum())
+        front = np.flatnonzero(selected[within:n - count]) + within
+        back = np.flatnonzero(~selected[n - count:]) + (n - count)
+        self._swap(front, back)
+
+    def restore(self):
+        for a, b in reversed(self.swaps):
+            for start in range(0, len(a), SWAP_BLOCK):
+                i, j = a[start:start + SWAP_BLOCK], b[start:start + SWAP_BLOCK]
+                self.features[i], self.features[j] = self.features[j], self.features[i]
+                self.position[i], self.position[j] = self.position[j], self.position[i]
+        self.swaps = []
+
+
+SWAP_BLOCK = 8192  # rows swapped at a time: the swap's temporary copies stay small
+
+
 def out_of_fold(rows, kind, settings, folds, features="raw", inner_val=AUDIT["inner_val"], seed=0):
     """(probabilities float32 [n, k], fold int [n]): each row scored by the head fitted without its
     fold. kind, settings: a registered head kind and its settings; features: the transform spec
-    (fitted per fold on the fold's training rows)."""
+    (fitted per fold on the fold's training rows). While it runs, rows.features is rearranged in
+    place (`_Arrangement`: each fold's training, val and held-out rows are views, not copies); it
+    is as it was when this returns, or raises."""
     check_folds(rows, folds)
     fold = fold_of(rows, folds, seed)
     rng = np.random.default_rng(seed)
     probabilities = np.zeros(rows.labels.shape, np.float32)
     cls = head_class(kind)
-    # One buffer for every fold's training rows, 64-byte aligned so the Keras trainer views it
-    # without a copy: the folds hold the rows, this buffer and one fold's val and held-out rows.
-    # (np.take buffers its output unless mode is clip or wrap; the indices are in range.)
-    most = len(rows) - np.bincount(fold).min()
-    buffer = aligned_empty((int(np.ceil(most * (1 - inner_val))) + 1, *rows.features.shape[1:]), rows.features.dtype)
-    for k in range(folds):
-        held, fitted = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
-        inner = np.zeros(len(fitted), bool)
-        inner[rng.choice(len(fitted), max(1, int(round(inner_val * len(fitted)))), replace=False)] = True
-        train_rows, val_rows = fitted[~inner], fitted[inner]
-        for j, name in enumerate(rows.attributes):
-            if rows.labels[train_rows, j].min() == rows.labels[train_rows, j].max():
-                raise UserError(f"attribute {name}: fold {k + 1}'s training rows hold one class only; use fewer "
-                                "--folds or leave it out of --attrs")
-        train_features = np.take(rows.features, train_rows, axis=0, out=buffer[:len(train_rows)], mode="clip")
-        transform = Transform(features).fit(train_features)
-        head = cls.from_settings(dict(settings))
-        head.fit(Data(transform.transform(train_features), rows.labels[train_rows], rows.attributes),
-                 Data(transform.transform(rows.features[val_rows]), rows.labels[val_rows], rows.attributes))
-        probabilities[held] = head.predict_proba(transform.transform(rows.features[held]))
-        log.info("fold %d of %d: fitted on %d rows (%d held back as val), scored %d", k + 1, folds, len(train_rows),
-                 len(val_rows), len(held))
+    n = len(rows)
+    arranged = _Arrangement(rows.features)
+    try:
+        for k in range(folds):
+            fitted = np.flatnonzero(fold != k)
+            inner = np.zeros(n, bool)
+            inner[rng.choice(fitted, max(1, int(round(inner_val * len(fitted)))), replace=False)] = True
+            held = fold == k
+            arranged.to_end(held | inner)  # [train | val, held]
+            arranged.to_end(held, within=n - int((held | inner).sum()))  # [train | val | held]
+            n_train, n_held = n - int((held | inner).sum()), int(held.sum())
+            train_rows, val_rows = arranged.position[:n_train], arranged.position[n_train:n - n_held]
+            held_rows = arranged.position[n - n_held:]
+            for j, name in enumerate(rows.attributes):
+                if rows.labels[train_rows, j].min() == rows.labels[train_rows, j].max():
+                    raise UserError(f"attribute {name}: fold {k + 1}'s training rows hold one class only; use "
+                                    "fewer --folds or leave it out of --attrs")
+            train_features = rows.features[:n_train]
+            transform = Transform(features).fit(train_features)
+            head = cls.from_settings(dict(settings))
+            head.fit(Data(transform.transform(train_features), rows.labels[train_rows], rows.attributes),
+                     Data(transform.transform(rows.features[n_train:n - n_held]), rows.labels[val_rows],
+                          rows.attributes))
+            probabilities[held_rows] = head.predict_proba(transform.transform(rows.features[n - n_held:]))
+            log.info("fold %d of %d: fitted on %d rows (%d held back as val), scored %d", k + 1, folds, n_train,
+                     len(val_rows), n_held)
+    finally:
+        arranged.restore()
     return probabilities, fold
