@@ -7,6 +7,7 @@ groups and keeps the other groups' rows of the results file, found by their grou
 
 import dataclasses
 import datetime
+import faulthandler
 import os
 import sys
 import tempfile
@@ -58,6 +59,9 @@ def render(lines, command, quick, kept=(), kept_from=""):
 @click.option("--list", "list_groups", is_flag=True, help="List the groups and exit.")
 def main(quick, results, only, list_groups):
     """Benchmark the embed pipeline, head training, baselines, cache I/O and sweeps against their targets."""
+    # A crash in native code (one malloc abort in a bench-quick run, not reproduced since) prints
+    # every thread's Python stack, naming the group and line.
+    faulthandler.enable()
     groups = load()
     if list_groups:
         for name, function in groups.items():
