@@ -226,8 +226,8 @@ ATTRS = click.option("--attrs", "attributes", default=",".join(ATTRIBUTES), show
 GROUPS = click.option("--groups", help="Attributes defining groups (e.g. Male or Male,Young): metrics per "
                                        "combination of target and group values, worst-group accuracy.")
 DROP_NONFINITE = click.option("--drop-nonfinite", is_flag=True,
-                              help="Leave out rows whose features hold NaN or inf (counted in config.json) instead "
-                                   "of stopping.")
+                              help="Leave out rows whose features hold NaN or inf (counted in a run's config.json, "
+                                   "an audit's summary.json) instead of stopping.")
 IMAGES = click.option("--images", type=click.Path(file_okay=False), help="The image folder, if it moved since embedding.")
 EPOCH_OPTIONS = (
     click.option("--epochs", default=KERAS["epochs"], show_default=True, type=EPOCHS,

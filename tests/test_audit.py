@@ -309,3 +309,27 @@ def test_no_duplicates_skips_the_search_and_fused_caches_are_audited_side_by_sid
     assert summary["caches"] == [str(cache.resolve()), str(twin.resolve())] and "near-duplicates" not in result.output
     page = (out / "audit.html").read_text()
     assert "Near-duplicates" not in page and "Duplicate pairs" not in page and " + " in page
+
+
+def test_rows_with_nan_features_stop_the_audit_or_are_left_out_and_counted(planted, tmp_path):
+    _, cache = planted
+    damaged = tmp_path / "nan.h5"
+    damaged.write_bytes(cache.read_bytes())
+    with h5py.File(damaged, "r+") as f:
+        partition = f["partition"][:]
+        row = int(np.flatnonzero(partition == 1)[3])  # a val row
+        features = f["features"][row]
+        features[0] = np.nan
+        f["features"][row] = features
+        lost = f["image_id"][row].decode()
+    result = invoke("audit", damaged, "--out", tmp_path / "a", "--attrs", "Male", "--kind", "majority")
+    assert result.exit_code == 1 and "NaN" in result.output and "Traceback" not in result.output, result.output
+    result = invoke("audit", damaged, "--out", tmp_path / "b", "--attrs", "Male", "--kind", "majority",
+                    "--drop-nonfinite")
+    assert result.exit_code == 0 and "left out 1 row(s)" in result.output, result.output
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["rows"] == PLANTED_N + 60 - 1 and summary["excluded_nonfinite_rows"] == {"train": 0, "val": 1, "test": 0}
+    oof = pd.read_csv(tmp_path / "b" / "out_of_fold.csv", dtype={"image_id": str})
+    given = pd.read_csv(planted[0] / "list_attr_celeba.csv", dtype={"image_id": str}).set_index("image_id").Male
+    assert lost not in set(oof.image_id) and len(oof) == PLANTED_N + 59
+    assert (oof.Male_label.to_numpy() == (given.loc[oof.image_id].to_numpy() == 1)).all()  # labels stay with their rows

@@ -6,13 +6,15 @@ DIR/out_of_fold.csv   image_id, split, fold, then <attr>_label and <attr>_probab
 DIR/duplicates.csv    heads.audit.duplicates.PAIR_COLUMNS, one row per near-duplicate pair,
                       train <-> val/test pairs first
 DIR/summary.json      {"cache" (the first, whose image folder the page reads), "caches", "attributes",
-                       "splits", "rows", "settings": the AuditSpec and the kind's settings,
+                       "splits", "excluded_nonfinite_rows" ({split: n}, --drop-nonfinite), "rows",
+                       "settings": the AuditSpec and the kind's settings,
                        "seconds": {"load", "folds", "labels", "duplicates"},
                        "labels": {attribute: heads.audit.labels summary},
                        "duplicates": heads.audit.duplicates.duplicate_summary}
 Written through temporary names; summary.json last (an audit without it is incomplete).
 """
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -65,27 +67,28 @@ class AuditSpec:
 
 
 def audited_rows(task_spec, splits):
-    """(Rows of `splits` one after another, the caches' paths, first first). The splits' features
-    are read one split at a time into one array (float16 stays float16), so loading holds the rows
-    and one split."""
+    """(Rows of `splits` one after another, the caches' paths first first, {split: rows left out
+    for NaN/inf features (task_spec.drop_nonfinite)}). The splits' features are read one split at
+    a time into one array (float16 stays float16), so loading holds the rows and one split; the
+    labels and ids are those of the rows read."""
     task = load_task(task_spec, feature_splits=())
-    parts = [task.split(s) for s in splits]
+    most = sum(len(task.split(s).image_ids) for s in splits)  # before non-finite rows are dropped
     caches, attributes = [c["path"] for c in task.caches], tuple(task.attributes)
-    features = None
-    start = 0
-    for name, part in zip(splits, parts):
-        loaded = load_task(task_spec, feature_splits=(name,)).split(name).features
-        if not isinstance(loaded, np.ndarray):
+    features, parts, dropped, start = None, [], {}, 0
+    for name in splits:
+        part = load_task(task_spec, feature_splits=(name,)).split(name)
+        if not isinstance(part.features, np.ndarray):
             raise UsageError("audit reads the audited splits into memory; this input streams: use --stream never")
         if features is None:
-            features = aligned_empty((sum(len(p.image_ids) for p in parts), *loaded.shape[1:]), loaded.dtype)
-        features[start:start + len(loaded)] = loaded
-        start += len(loaded)
-        del loaded
-    rows = Rows(features=features, labels=np.concatenate([p.labels for p in parts]), attributes=attributes,
+            features = aligned_empty((most, *part.features.shape[1:]), part.features.dtype)
+        features[start:start + len(part.features)] = part.features
+        start += len(part.features)
+        dropped[name] = part.n_nonfinite
+        parts.append(dataclasses.replace(part, features=None))
+    rows = Rows(features=features[:start], labels=np.concatenate([p.labels for p in parts]), attributes=attributes,
                 image_ids=[i for p in parts for i in p.image_ids],
                 splits=np.array([s for s, p in zip(splits, parts) for _ in p.image_ids], dtype=object))
-    return rows, caches
+    return rows, caches, dropped
 
 
 def _write_csv(frame, path):
@@ -103,7 +106,9 @@ def run_audit(task_spec, audit_spec, out_dir):
         raise UsageError("audit scores every row it is given; --exclude is for training")
     settings = audit_spec.kind_settings()
     began = time.perf_counter()
-    rows, caches = audited_rows(task_spec, audit_spec.splits)
+    rows, caches, nonfinite = audited_rows(task_spec, audit_spec.splits)
+    if sum(nonfinite.values()):
+        log.info("left out %d row(s) whose features hold NaN or inf (%s)", sum(nonfinite.values()), nonfinite)
     loaded = time.perf_counter()
     probabilities, fold = out_of_fold(rows, audit_spec.kind, settings, audit_spec.folds,
                                       features=task_spec.features, seed=audit_spec.seed)
@@ -128,7 +133,7 @@ def run_audit(task_spec, audit_spec, out_dir):
     elif (out / "duplicates.csv").exists():
         (out / "duplicates.csv").unlink()
     summary = {"cache": caches[0], "caches": caches, "attributes": list(rows.attributes),
-               "splits": list(audit_spec.splits),
+               "splits": list(audit_spec.splits), "excluded_nonfinite_rows": nonfinite,
                "rows": len(rows), "settings": {**asdict(audit_spec), "settings": settings,
                                                "features": task_spec.features, "inputs": list(task_spec.inputs)},
                "seconds": {"load": round(loaded - began, 3), "folds": round(folded - loaded, 3),
