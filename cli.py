@@ -24,7 +24,7 @@ from click.core import ParameterSource
 
 from cache.errors import UsageError, UserError
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
-from embed.defaults import BATCH_SIZE, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
+from embed.defaults import BATCH_SIZE, FACE_DEFAULTS, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
 from heads.defaults import (
     ATTRIBUTES,
     AUDIT,
@@ -598,19 +598,48 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A run directory.")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--faces", type=click.Choice(["all", "best", "none"]),
+              help="all: find every face in each photo, align each to CelebA's frame by its five landmarks and "
+                   "predict each; best: only the most confident face; none: the whole image as it is (for "
+                   "photos already aligned like the run's images). Default: none.")
+@click.option("--min-face", default=FACE_DEFAULTS["min_face"], show_default=True, type=click.IntRange(min=12),
+              help="--faces: the smallest face searched, in pixels (its box side); smaller is slower.")
+@click.option("--draw", "draw_dir", type=click.Path(file_okay=False),
+              help="--faces: also write each photo with its faces' boxes, landmarks and decided attributes into "
+                   "this folder (created; must be empty), as <name>.jpg.")
+@click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1),
+              help="--faces: photos larger than this (read from the file header) are reported as failed.")
 @AS_JSON
 @TRUST_MODEL
 @uses_tensorflow()
-def predict(run_dir, images, as_json, trust_model):
-    """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head)."""
-    results = _library("heads.serve.predict").predict_images(run_dir, list(images), trust_model=trust_model)
+def predict(run_dir, images, faces, min_face, draw_dir, max_pixels, as_json, trust_model):
+    """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head).
+    With --faces, each face in each photo is found, aligned and predicted."""
+    served = _library("heads.serve.predict")
+    tables = _library("heads.look.tables")
+    if faces in (None, "none"):
+        for option, value in (("--draw", draw_dir), ("--min-face", _given(min_face=min_face))):
+            if value:
+                raise click.UsageError(f"{option} needs --faces all or best")
+        results = served.predict_images(run_dir, list(images), trust_model=trust_model)
+        lines = tables.predictions(results)
+    else:
+        if draw_dir:
+            _library("heads.look.drawn").check_draw_dir(draw_dir, images)
+        detector = _library("embed.faces").MtcnnDetector(min_face=min_face)
+        results = served.predict_faces(run_dir, list(images), faces=faces, detector=detector, max_pixels=max_pixels,
+                                       draw_dir=draw_dir, trust_model=trust_model)
+        lines = tables.face_predictions(results)
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:
-        _echo_lines(_library("heads.look.tables").predictions(results))
+        _echo_lines(lines)
+    if draw_dir:
+        click.echo(f"wrote {draw_dir}: {sum(r['size'] is not None for r in results)} drawn photo(s)", err=True)
     failed = sum(not r["ok"] for r in results)
     if failed:
-        click.echo(f"{failed} of {len(results)} image(s) could not be read", err=True)
+        click.echo(f"{failed} of {len(results)} image(s) could not be read"
+                   + (" or had no face" if faces not in (None, "none") else ""), err=True)
         sys.exit(EXIT_FAILED_ROWS)
 
 

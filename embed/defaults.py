@@ -8,3 +8,7 @@ LOG_EVERY = 30  # seconds between progress lines when stderr is not a terminal
 MAX_PIXELS = 89_478_485
 FEATURE_DTYPE = "float16"  # the cache's feature dtype: half the disk and memory of float32
 SAMPLE = {"n": 512, "seed": 0}  # make-sample and the demo
+# Faces in photos (embed.faces): the smallest face searched (pixels, the side of its box). MTCNN's
+# own default is 20; 40 keeps faces that align to a usable 178 x 218 crop and detects 2.1x faster
+# (146 against 69 photos/s on 178 x 218 photos, bench/RESULTS.md).
+FACE_DEFAULTS = {"min_face": 40}

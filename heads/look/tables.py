@@ -212,6 +212,26 @@ def predictions(results):
     return lines
 
 
+def face_predictions(results):
+    """`predict --faces`'s lines: per photo a line with its size and face count (or why it failed),
+    then per face its box, score and, one attribute a line, probability and decision."""
+    lines = []
+    for r in results:
+        if r["size"] is None:
+            lines.append(f"{r['image']}  failed: {r['error']}")
+            continue
+        width, height = r["size"]
+        if not r["ok"]:
+            lines.append(f"{r['image']}  {width}x{height}  failed: {r['error']}")
+            continue
+        lines.append(f"{r['image']}  {width}x{height}  {len(r['faces'])} face(s)")
+        for number, face in enumerate(r["faces"], 1):
+            x, y, w, h = face["box"]
+            lines.append(f"  face {number}  box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  score {face['score']:.3f}")
+            lines.extend(f"    {a:<22} {v['probability']:.3f} ({v['decision']})" for a, v in face["attributes"].items())
+    return lines
+
+
 def projector_lines(out, result):
     """(stdout lines, note or None) of `projector`."""
     sprite = f", sprite {result['sprite'][0]}x{result['sprite'][1]}" if result["sprite"] else ", no sprite"

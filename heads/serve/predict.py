@@ -1,11 +1,19 @@
 """`predict` images with a run: every backbone its caches record, in the run's views, then the run's
-transform and head. The backbones and views are rebuilt here for `export` too."""
+transform and head. The backbones and views are rebuilt here for `export` too.
+
+Two ways in. `predict_images` feeds each whole image to the backbones, as `embed` does (for photos
+already in the frame the run was trained in, e.g. CelebA's aligned images). `predict_faces` finds
+the faces in each photo (embed.faces), aligns each into CelebA's 178 x 218 frame and predicts each
+face; the aligned face then goes through each backbone's own preprocessing like an image file.
+"""
 
 import numpy as np
 
 from cache.errors import UserError
 from heads.run.rundir import Run
 from heads.run.task import needs_flip, view_features
+
+FACE_MODES = ("all", "best", "none")
 
 
 def run_backbones(run, trust_model):
@@ -42,6 +50,11 @@ def run_view_features(run, backbone, images):
     return view_features(run.views, run.eval_view, features(images), flip, concat=lambda parts: tf.concat(parts, axis=1))
 
 
+def _attributes(run, probabilities):
+    return {a: {"probability": float(p), "decision": int(p >= t)}
+            for a, t, p in zip(run.attributes, run.thresholds, probabilities)}
+
+
 def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     """[{"image", "ok", "error", "attributes": {A: {"probability", "decision"}}}] per image, in order.
     An image that cannot be read is reported with its error; the others are still predicted."""
@@ -60,11 +73,83 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")
         features.append(np.concatenate(blocks))
     probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
+    return [{"image": path, "ok": not error, "error": error or None,
+             "attributes": None if error else _attributes(run, p)}
+            for path, error, p in zip(paths, errors, probabilities)]
+
+
+def aligned_pixels(faces, preprocessing):
+    """Aligned faces uint8 [N, 218, 178, 3] -> float32 [N, S, S, C] as the backbone's preprocessing
+    makes them of an image file of the face (grayscale by the JPEG luma weights)."""
+    import tensorflow as tf
+
+    from embed.pipeline import preprocess
+
+    images = tf.constant(faces)
+    if preprocessing.channels == 1:
+        images = tf.image.rgb_to_grayscale(images)
+    return preprocess(tf.cast(images, tf.float32), preprocessing)
+
+
+def face_probabilities(run, transform, head, backbones, faces, batch_size=32):
+    """float32 [N, k] for aligned faces uint8 [N, 218, 178, 3]."""
+    features = []
+    for backbone in backbones:
+        blocks = [run_view_features(run, backbone, aligned_pixels(faces[i:i + batch_size], backbone.preprocessing))
+                  .numpy() for i in range(0, len(faces), batch_size)]
+        features.append(np.concatenate(blocks))
+    return head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
+
+
+def predict_faces(run_dir, images, *, faces="all", detector=None, batch_size=32, max_pixels=None,
+                  draw_dir=None, trust_model=False):
+    """Every face (faces="all") or the best one ("best") of each photo, aligned and predicted.
+    [{"image", "ok", "error", "size": [W, H], "faces": [{"box", "landmarks", "score", "attributes"}]}]
+    per photo, in order, faces best score first; a photo that cannot be read, or has no face, is
+    reported with its error (ok false) and the others are still predicted. detector: an embed.faces
+    detector (default MTCNN with its defaults). Photos go `batch_size` at a time through detection,
+    alignment and the head, so memory does not grow with their number. draw_dir: also write each
+    readable photo there with its faces drawn (heads.look.drawn)."""
+    from embed.defaults import MAX_PIXELS
+    from embed.faces import MtcnnDetector, align, read_photo
+
+    if faces not in ("all", "best"):
+        raise UserError(f"predict_faces: faces must be all or best, not {faces!r}")
+    run = Run(run_dir)
+    transform, head = run.load(trust_model)
+    backbones = run_backbones(run, trust_model)
+    detector = detector or MtcnnDetector()
+    paths = [str(i) for i in images]
     results = []
-    for path, error, p in zip(paths, errors, probabilities):
-        entry = {"image": path, "ok": not error, "error": error or None, "attributes": None}
-        if not error:
-            entry["attributes"] = {a: {"probability": float(p[j]), "decision": int(p[j] >= t)}
-                                   for j, (a, t) in enumerate(zip(run.attributes, run.thresholds))}
-        results.append(entry)
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        photos = [read_photo(p, max_pixels or MAX_PIXELS) for p in chunk]
+        found = iter(detector.detect([photo for photo, _ in photos if photo is not None]))
+        entries, aligned = [], []
+        for path, (photo, error) in zip(chunk, photos):
+            entry = {"image": path, "ok": False, "error": error or None, "size": None, "faces": []}
+            entries.append(entry)
+            if photo is None:
+                continue
+            entry["size"] = [photo.shape[1], photo.shape[0]]
+            detected = next(found)
+            chosen = detected[:1] if faces == "best" else detected
+            if not chosen:
+                entry["error"] = f"no face found (smallest face searched: {detector.min_face} px)"
+                continue
+            entry["ok"] = True
+            for face in chosen:
+                entry["faces"].append(face.to_dict())
+                aligned.append(align(photo, face.landmarks))
+        if aligned:
+            probabilities = iter(face_probabilities(run, transform, head, backbones, np.stack(aligned), batch_size))
+            for entry in entries:
+                for face in entry["faces"]:
+                    face["attributes"] = _attributes(run, next(probabilities))
+        if draw_dir is not None:
+            from heads.look.drawn import draw_faces
+            for entry, (photo, _) in zip(entries, photos):
+                if photo is not None:
+                    draw_faces(photo, entry, draw_dir)
+        results.extend(entries)
     return results

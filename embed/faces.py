@@ -1,0 +1,256 @@
+"""Faces in photos: find each face and its five landmarks, then warp it into CelebA's aligned frame.
+
+A photo (uint8 [H, W, 3] RGB, EXIF orientation applied by `read_photo`) goes to a detector, which
+returns per photo a list of `Face`s: box (x, y, width, height), landmarks float32 [5, 2] as (x, y)
+in photo pixels, in the order LANDMARKS, and a score in [0, 1]. `align` estimates the
+least-squares similarity transform (Umeyama) from a face's landmarks onto TEMPLATE and warps the
+photo into the 178 x 218 frame CelebA's aligned images have; the backbone's own preprocessing
+follows as for any image file. Pixels that fall outside the photo repeat its nearest edge pixel
+(OpenCV's BORDER_REPLICATE), as in CelebA's own aligned images, whose borders show the same
+streaks where a face was near the photo's edge: no black wedge for a backbone to read as a feature.
+
+Detectors are a component kind: a class with `settings` (what a cache records) and
+`detect(photos) -> [[Face]]`, registered by name in DETECTORS. MTCNN (the `mtcnn` package, its
+three networks' weights inside its wheel) is the first. Photos are detected in groups of one shape
+with no padding, so a face's detection does not depend on which other photos share its batch.
+"""
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cache.errors import UsageError
+from embed.defaults import FACE_DEFAULTS
+
+log = logging.getLogger(__name__)
+
+# CelebA's aligned frame (width, height) and the five canonical landmark positions in it, (x, y)
+# pixels in OpenCV's convention (pixel centres at integers). Provenance: the median landmarks
+# MTCNN finds on real aligned CelebA images (issue 27's measurement over the val/test photos),
+# checked on the shared real sample by tests/test_faces.py (within 1.5 px). CelebA made its aligned
+# images by a similarity transform of these same five points onto fixed positions.
+FRAME = (178, 218)
+LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+TEMPLATE = np.array([[69.0, 111.0], [108.0, 111.0], [88.0, 136.0], [72.0, 152.0], [105.0, 152.0]], np.float32)
+# Weight of each landmark in the least-squares fit (eyes, nose, mouth corners): see bench/RESULTS.md
+# (faces) for the measurement that chose it.
+LANDMARK_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0)
+FACE_CHOICES = ("best", "largest", "central")
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: box (x, y, width, height) in photo pixels, clipped to the photo;
+    landmarks float32 [5, 2] (x, y) in the order LANDMARKS, not clipped; score in [0, 1]."""
+    box: tuple
+    landmarks: np.ndarray = field(repr=False)
+    score: float
+
+    def to_dict(self):
+        return {"box": [round(float(v), 2) for v in self.box],
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+                "score": round(float(self.score), 5)}
+
+
+# --- alignment -------------------------------------------------------------------------------------
+
+def similarity_transform(src, dst, weights=None):
+    """The similarity (rotation, uniform scale, translation) that maps points src [N, 2] onto dst
+    [N, 2] with the least weighted squared error (Umeyama 1991, no reflection), as a float64 [2, 3]
+    matrix for cv2.warpAffine. weights [N] >= 0, default all 1."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_src, mu_dst = w @ src, w @ dst
+    a, b = src - mu_src, dst - mu_dst
+    covariance = (b * w[:, None]).T @ a
+    u, s, vt = np.linalg.svd(covariance)
+    d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ d @ vt
+    variance = (w * (a ** 2).sum(axis=1)).sum()
+    scale = np.trace(np.diag(s) @ d) / variance
+    translation = mu_dst - scale * rotation @ mu_src
+    return np.hstack([scale * rotation, translation[:, None]])
+
+
+def align(photo, landmarks, weights=LANDMARK_WEIGHTS):
+    """photo uint8 [H, W, C], landmarks [5, 2] -> uint8 [218, 178, C]: the face in CelebA's frame
+    (bilinear; outside the photo, its edge repeated)."""
+    return align_by(photo, similarity_transform(landmarks, TEMPLATE, weights))
+
+
+def align_by(photo, matrix):
+    """photo uint8 [H, W, C] warped by a [2, 3] matrix into CelebA's frame (see `align`)."""
+    import cv2
+    warped = cv2.warpAffine(np.ascontiguousarray(photo), matrix, FRAME, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    return warped.reshape(FRAME[1], FRAME[0], -1)
+
+
+def refine(detector, photos, faces, weights=LANDMARK_WEIGHTS):
+    """Second-pass landmarks: each face (photos[i]'s faces[i]) is aligned by its landmarks, the
+    detector runs again on the aligned crops (one batch, all of one shape), and the landmarks it
+    finds nearest the template are mapped back into the photo. Upright and at CelebA's scale, a
+    face's landmarks come out as they did on the images the template was measured on. A crop where
+    the detector finds no face keeps its first-pass landmarks. Returns float32 [N, 5, 2]."""
+    import cv2
+    matrices = [similarity_transform(f.landmarks, TEMPLATE, weights) for f in faces]
+    crops = [align_by(photo, m) for photo, m in zip(photos, matrices)]
+    refined = []
+    for face, matrix, found in zip(faces, matrices, detector.detect(crops)):
+        if not found:
+            refined.append(face.landmarks)
+            continue
+        nearest = min(found, key=lambda f: np.linalg.norm(f.landmarks - TEMPLATE, axis=1).mean())
+        inverse = cv2.invertAffineTransform(matrix)
+        refined.append((nearest.landmarks @ inverse[:, :2].T + inverse[:, 2]).astype(np.float32))
+    return np.stack(refined) if refined else np.empty((0, 5, 2), np.float32)
+
+
+def landmarks_outside(face, shape):
+    """True if any landmark lies outside a photo of shape (H, W, ...)."""
+    x, y = face.landmarks[:, 0], face.landmarks[:, 1]
+    return bool((x < 0).any() or (y < 0).any() or (x > shape[1] - 1).any() or (y > shape[0] - 1).any())
+
+
+def choose(faces, how, shape):
+    """The one face of a photo that `--face how` picks: best (highest score), largest (box area) or
+    central (box centre nearest the photo's centre); None if there is none."""
+    if not faces:
+        return None
+    if how == "best":
+        return max(faces, key=lambda f: f.score)
+    if how == "largest":
+        return max(faces, key=lambda f: f.box[2] * f.box[3])
+    if how == "central":
+        cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+        return min(faces, key=lambda f: (f.box[0] + f.box[2] / 2 - cx) ** 2 + (f.box[1] + f.box[3] / 2 - cy) ** 2)
+    raise UsageError(f"--face: {how!r} is not one of {', '.join(FACE_CHOICES)}")
+
+
+# --- photos -------------------------------------------------------------------------------------
+
+def read_photo(path, max_pixels):
+    """(uint8 [H, W, 3] RGB with its EXIF orientation applied, "") or (None, error text). Any format
+    and colour mode Pillow reads (JPEG incl. CMYK, PNG, WebP, BMP, GIF's first frame, grayscale,
+    palette, alpha dropped); the size is checked from the header before decoding."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                return None, (f"image is {width}x{height} = {width * height / 1e6:.1f} M pixels, more than "
+                              f"--max-pixels {max_pixels} (raise it to read such images)")
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            return np.asarray(upright.convert("RGB")), ""
+    except FileNotFoundError:
+        return None, "missing file"
+    except IsADirectoryError:
+        return None, "is a directory, not an image"
+    except UnidentifiedImageError:
+        return None, "cannot decode image: not an image file in a format Pillow reads"
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return None, f"cannot decode image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+# --- detectors ------------------------------------------------------------------------------------
+
+DETECTORS = {}
+
+
+def detector(name):
+    """Class decorator: register a detector kind under `name`."""
+    def register(cls):
+        cls.name = name
+        DETECTORS[name] = cls
+        return cls
+    return register
+
+
+def load_detector(settings):
+    """A detector from its recorded settings {"detector": NAME, ...the kind's keyword arguments}."""
+    settings = dict(settings)
+    name = settings.pop("detector")
+    if name not in DETECTORS:
+        raise UsageError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}")
+    settings.pop("version", None)
+    return DETECTORS[name](**settings)
+
+
+
+
+
+@detector("mtcnn")
+class MtcnnDetector:
+    """MTCNN (Zhang et al. 2016) from the `mtcnn` package: its three networks and box utilities,
+    driven here on same-shape batches. min_face: the smallest face searched (box side, pixels);
+    the image pyramid starts at 12 / min_face and shrinks by scale_factor while the photo's short
+    side is at least 12 px. thresholds: PNet, RNet, ONet confidence."""
+
+    def __init__(self, min_face=FACE_DEFAULTS["min_face"], scale_factor=0.709, thresholds=(0.6, 0.7, 0.8)):
+        if min_face < 12:
+            raise UsageError(f"--min-face: {min_face} is below MTCNN's 12-pixel window")
+        from mtcnn.stages import StageONet, StagePNet, StageRNet
+        self.min_face, self.scale_factor, self.thresholds = int(min_face), float(scale_factor), tuple(thresholds)
+        self._pnet, self._rnet, self._onet = StagePNet(), StageRNet(), StageONet()
+
+    @property
+    def settings(self):
+        import mtcnn
+        return {"detector": self.name, "min_face": self.min_face, "scale_factor": self.scale_factor,
+                "thresholds": list(self.thresholds), "version": mtcnn.__version__}
+
+    def scales(self, height, width):
+        """The pyramid's scales for a photo of this size (none if it is smaller than min_face)."""
+        scale, scales = 12.0 / self.min_face, []
+        while min(height, width) * scale >= 12:
+            scales.append(scale)
+            scale *= self.scale_factor
+        return scales
+
+    def detect(self, photos):
+        """photos: uint8 [H, W, 3] arrays -> per photo a list of Faces, best score first."""
+        found = [[] for _ in photos]
+        groups = {}
+        for i, photo in enumerate(photos):
+            groups.setdefault(photo.shape, []).append(i)
+        for shape, members in groups.items():
+            rows = self._detect_same_shape(np.stack([photos[i] for i in members]))
+            for row in rows[np.argsort(-rows[:, 5], kind="stable")]:
+                found[members[int(row[0])]].append(_face(row, shape))
+        return found
+
+    def _detect_same_shape(self, batch):
+        """[B, H, W, 3] uint8 -> the package's rows [n, 16]: image, x1, y1, x2, y2, score, 5 x, 5 y."""
+        from mtcnn.utils.bboxes import generate_bounding_box, resize_to_square, smart_nms_from_bboxes, upscale_bboxes
+        from mtcnn.utils.images import scale_images
+
+        empty = np.empty((0, 16))
+        normalized = (batch.astype(np.float32) - 127.5) / 128.0
+        proposals = []
+        for scale in self.scales(*batch.shape[1:3]):
+            regression, score = self._pnet.model(scale_images(normalized, scale))
+            boxes = generate_bounding_box(regression, score, self.thresholds[0])
+            boxes = upscale_bboxes(boxes, np.full(len(batch), scale))
+            if len(boxes):
+                proposals.append(smart_nms_from_bboxes(boxes, threshold=0.5, method="union", initial_sort=False))
+        if not proposals:
+            return empty
+        boxes = smart_nms_from_bboxes(np.concatenate(proposals), threshold=0.7, method="union", initial_sort=True)
+        boxes = resize_to_square(boxes)
+        boxes = self._rnet(images_normalized=normalized, bboxes_batch=boxes, threshold_rnet=self.thresholds[1])
+        if not len(boxes):
+            return empty
+        rows = self._onet(images_normalized=normalized, bboxes_batch=boxes, threshold_onet=self.thresholds[2])
+        return rows if len(rows) else empty
+
+
+def _face(row, shape):
+    height, width = shape[:2]
+    x1, y1 = max(row[1], 0.0), max(row[2], 0.0)
+    x2, y2 = min(row[3], width - 1.0), min(row[4], height - 1.0)
+    landmarks = np.stack([row[6:11], row[11:16]], axis=1).astype(np.float32)
+    return Face((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), landmarks, float(row[5]))

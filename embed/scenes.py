@@ -1,0 +1,103 @@
+"""Photos with faces in them, made from aligned face images: each image pasted into a textured
+scene at a random scale, rotation and position, one to three faces a scene, with the truth
+recorded. For tests, benchmarks and the README's offline example of `predict --faces` and
+`embed --align`: an aligned image's attributes are known, so a face found in a scene can be
+scored against them.
+
+Layout written by `make_scenes(images, out, ...)`:
+  OUT/scenes/NNNNN.jpg   the scenes (JPEG, quality 95), HEIGHT x WIDTH
+  OUT/faces.csv          one row per pasted face: scene, face (0-based, left to right), image_id
+                         (the source image's name), scale, angle (degrees), then the five template
+                         landmarks mapped into the scene (left_eye_x, left_eye_y, ..., mouth_right_y)
+"""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from embed.faces import FRAME, LANDMARKS, TEMPLATE
+
+SCENE_SIZE = 400  # a one-face scene is SCENE_SIZE x SCENE_SIZE; k faces sit side by side, k x as wide
+
+
+def texture(rng, height, width):
+    """A textured background uint8 [H, W, 3]: oriented gratings, smooth colour blobs and noise."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.zeros((height, width, 3), np.float32)
+    for _ in range(4):
+        angle, period = rng.uniform(0, np.pi), rng.uniform(6, 60)
+        wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period + rng.uniform(0, 6.3))
+        image += wave[..., None] * rng.uniform(10, 35, 3)
+    coarse = rng.uniform(0, 255, (4, 4, 3)).astype(np.float32)
+    import cv2
+    image += cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC) - 128
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image + 128, 0, 255).astype(np.uint8)
+
+
+def paste(scene, face, rng, cell, scale_range, max_angle):
+    """Paste face (uint8 [218, 178, 3]) into scene in place, inside the cell (x0, x1) of columns, at
+    a random scale, rotation and position that keep the whole pasted photo inside. Returns (scale,
+    angle, the [2, 3] matrix from face to scene pixels)."""
+    import cv2
+    height, (x0, x1) = scene.shape[0], cell
+    width = x1 - x0
+    for _ in range(100):
+        scale, angle = rng.uniform(*scale_range), rng.uniform(-max_angle, max_angle)
+        centre = np.array([(FRAME[0] - 1) / 2, (FRAME[1] - 1) / 2])
+        matrix = cv2.getRotationMatrix2D(tuple(centre), angle, scale)
+        corners = np.array([[0, 0], [FRAME[0] - 1, 0], [0, FRAME[1] - 1], [FRAME[0] - 1, FRAME[1] - 1]], np.float64)
+        mapped = corners @ matrix[:, :2].T + matrix[:, 2]
+        span = mapped.max(0) - mapped.min(0)
+        if span[0] < width - 2 and span[1] < height - 2:
+            break
+    else:
+        raise ValueError(f"a face cannot fit a {width}x{height} cell at scales {scale_range}")
+    shift = np.array([rng.uniform(x0 + 1, x1 - 1 - span[0]), rng.uniform(1, height - 1 - span[1])]) - mapped.min(0)
+    matrix[:, 2] += shift
+    size = (scene.shape[1], scene.shape[0])
+    warped = cv2.warpAffine(face, matrix, size, flags=cv2.INTER_LINEAR)
+    mask = cv2.warpAffine(np.full(face.shape[:2], 255, np.uint8), matrix, size, flags=cv2.INTER_LINEAR)
+    alpha = (mask.astype(np.float32) / 255)[..., None]
+    scene[:] = np.round(alpha * warped + (1 - alpha) * scene).astype(np.uint8)
+    return scale, angle, matrix
+
+
+def make_scenes(images, out, *, seed=0, faces_per_scene=(1,), scale_range=(0.45, 1.1), max_angle=25.0,
+                quality=95):
+    """Paste each aligned image (a path, 178 x 218) into a scene, in order, grouping them
+    faces_per_scene[k % len] at a time (k: the scene's number). Writes OUT/scenes and OUT/faces.csv
+    (module docstring); returns the path of faces.csv."""
+    import cv2
+
+    from embed.faces import read_photo
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    (out / "scenes").mkdir(parents=True, exist_ok=True)
+    images = [Path(i) for i in images]
+    rows, start, number = [], 0, 0
+    while start < len(images):
+        group = images[start:start + faces_per_scene[number % len(faces_per_scene)]]
+        start += len(group)
+        width = SCENE_SIZE * len(group)
+        scene = texture(rng, SCENE_SIZE, width)
+        name = f"{number:05d}.jpg"
+        for k, path in enumerate(group):
+            face, error = read_photo(path, 10 ** 8)
+            if face is None:
+                raise ValueError(f"{path}: {error}")
+            face = cv2.resize(face, FRAME) if face.shape[:2] != (FRAME[1], FRAME[0]) else face
+            scale, angle, matrix = paste(scene, face, rng, (k * SCENE_SIZE, (k + 1) * SCENE_SIZE), scale_range,
+                                         max_angle)
+            landmarks = TEMPLATE @ matrix[:, :2].T + matrix[:, 2]
+            rows.append([name, k, path.name, round(scale, 4), round(angle, 3),
+                         *np.round(landmarks, 3).ravel().tolist()])
+        cv2.imwrite(str(out / "scenes" / name), scene[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        number += 1
+    with open(out / "faces.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["scene", "face", "image_id", "scale", "angle",
+                         *[f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]])
+        writer.writerows(rows)
+    return out / "faces.csv"

@@ -1,0 +1,237 @@
+"""The face stage (embed.faces): the similarity fit, the warp into CelebA's frame, the template
+against the detector on real faces, detection independent of batch mates, photos of every format
+and orientation; and `predict --faces` on scenes made from the real sample."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import cli
+from embed.faces import (
+    FRAME,
+    TEMPLATE,
+    Face,
+    MtcnnDetector,
+    align,
+    choose,
+    read_photo,
+    similarity_transform,
+)
+
+
+def _similarity(rng):
+    angle, scale = rng.uniform(-np.pi, np.pi), rng.uniform(0.3, 3.0)
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[scale * c, -scale * s, rng.uniform(-50, 50)], [scale * s, scale * c, rng.uniform(-50, 50)]])
+
+
+def _apply(matrix, points):
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def test_similarity_transform_recovers_a_known_similarity_and_weights_leave_out_points():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        truth = _similarity(rng)
+        src = rng.uniform(0, 200, (5, 2))
+        np.testing.assert_allclose(similarity_transform(src, _apply(truth, src)), truth, atol=1e-9)
+        dst = _apply(truth, src)
+        dst[4] += 30  # one point moved: with weight 0 it no longer pulls the fit
+        np.testing.assert_allclose(similarity_transform(src, dst, [1, 1, 1, 1, 0]), truth, atol=1e-9)
+        assert not np.allclose(similarity_transform(src, dst), truth, atol=1e-3)
+    mirrored = TEMPLATE * [-1, 1]  # a reflection is not a similarity: the fit keeps det > 0
+    assert np.linalg.det(similarity_transform(TEMPLATE, mirrored)[:, :2]) > 0
+
+
+def test_align_puts_the_landmarks_on_the_template_and_repeats_the_edge_outside_the_photo():
+    rng = np.random.default_rng(1)
+    photo = np.zeros((300, 260, 3), np.uint8)
+    photo[:, :, 1] = np.arange(260)[None, :] % 256  # a horizontal ramp: the edge columns differ
+    truth = _similarity(rng)
+    truth[:, 2] = [130, 150] - truth[:, :2] @ [89, 109]  # the face's centre in the photo's middle
+    points = _apply(truth, TEMPLATE)
+    for x, y in points:
+        photo[int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2, 0] = 255
+    face = align(photo, points)
+    assert face.shape == (FRAME[1], FRAME[0], 3) and face.dtype == np.uint8
+    for x, y in TEMPLATE:  # each dot lands on its template position (to the rounding of its 3x3 square)
+        window = face[int(y) - 4:int(y) + 5, int(x) - 4:int(x) + 5, 0].astype(float)
+        ys, xs = np.nonzero(window > 64)
+        assert len(xs) and abs(xs.mean() - 4) <= 1.2 and abs(ys.mean() - 4) <= 1.2
+    small = align(photo[140:160, 120:140], points - [120, 140])  # a 20x20 photo: most of the frame is outside
+    ramp = photo[140:160, 120:140, 1]
+    assert set(np.unique(small[..., 1])) <= set(np.unique(ramp))  # only the photo's own pixels, no black
+
+
+def test_choose_picks_the_best_the_largest_or_the_central_face():
+    marks = np.zeros((5, 2), np.float32)
+    faces = [Face((0, 0, 50, 50), marks, 0.99), Face((150, 150, 60, 60), marks, 0.90), Face((300, 10, 80, 80), marks, 0.95)]
+    assert choose(faces, "best", (400, 400, 3)) is faces[0]
+    assert choose(faces, "largest", (400, 400, 3)) is faces[2]
+    assert choose(faces, "central", (400, 400, 3)) is faces[1]
+    assert choose([], "best", (400, 400, 3)) is None
+
+
+def test_read_photo_applies_exif_orientation_and_reads_every_listed_format(tmp_path):
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (30, 50, 3), np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored rotated: the camera was turned 90 degrees clockwise
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    upright, error = read_photo(tmp_path / "rotated.jpg", 10 ** 6)
+    assert error == "" and upright.shape == (50, 30, 3)  # displayed as the viewer shows it
+    image.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    image.convert("L").save(tmp_path / "gray.png")
+    image.convert("P").save(tmp_path / "palette.gif")
+    image.save(tmp_path / "photo.webp")
+    image.save(tmp_path / "photo.bmp")
+    for name in ("cmyk.jpg", "gray.png", "palette.gif", "photo.webp", "photo.bmp"):
+        photo, error = read_photo(tmp_path / name, 10 ** 6)
+        assert error == "" and photo.shape == (30, 50, 3) and photo.dtype == np.uint8, name
+    (tmp_path / "text.jpg").write_text("not an image")
+    assert read_photo(tmp_path / "text.jpg", 10 ** 6) == (None, "cannot decode image: not an image file in a "
+                                                                 "format Pillow reads")
+    assert read_photo(tmp_path / "absent.jpg", 10 ** 6) == (None, "missing file")
+    assert "more than --max-pixels 100" in read_photo(tmp_path / "photo.bmp", 100)[1]
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return MtcnnDetector()
+
+
+@pytest.fixture(scope="module")
+def real_photos(celeba_sample):
+    paths = sorted((celeba_sample / "img_align_celeba").glob("*.jpg"))[:200]
+    return [read_photo(p, 10 ** 8)[0] for p in paths]
+
+
+def test_the_detectors_median_landmarks_on_real_aligned_faces_are_the_template(detector, real_photos):
+    found = [faces[0].landmarks for i in range(0, len(real_photos), 50) for faces in
+             detector.detect(real_photos[i:i + 50]) if faces]
+    assert len(found) >= 0.97 * len(real_photos)
+    median = np.median(np.stack(found), axis=0)
+    assert np.abs(median - TEMPLATE).max() <= 1.5, median
+
+
+def test_a_faces_detection_does_not_depend_on_its_batch_mates(detector, real_photos):
+    """Same photo alone, among same-shape photos, and among photos of other shapes: the same faces.
+    Landmarks agree to 1e-3 px (a batch of another size may take another oneDNN kernel: the last
+    bits differ); the same batch twice gives the same bits (same machine)."""
+    wide = np.pad(real_photos[1], ((0, 0), (40, 40), (0, 0)))
+    alone = detector.detect([real_photos[0]])[0]
+    in_batch = detector.detect(real_photos[:16])[0]
+    mixed = detector.detect([wide, real_photos[0], real_photos[2][:200]])[1]
+    for other in (in_batch, mixed):
+        assert len(other) == len(alone) == 1
+        np.testing.assert_allclose(other[0].landmarks, alone[0].landmarks, atol=1e-3)
+        assert other[0].score == pytest.approx(alone[0].score, abs=1e-5)
+    again = detector.detect(real_photos[:16])[0]
+    assert np.array_equal(again[0].landmarks, in_batch[0].landmarks)
+    assert detector.detect([np.zeros((30, 30, 3), np.uint8)]) == [[]]  # smaller than min_face: nothing searched
+
+
+@pytest.fixture(scope="module")
+def face_run(celeba_sample, face_cnns, tmp_path_factory):
+    """A head on the shared gender CNN's pooled add_4 features of the real sample (antialiased),
+    and 24 val/test photos pasted into scenes: 12 scenes of one face, 4 of three."""
+    from embed.backbones import BackboneSpec, load_backbone
+    from embed.dataset import load_dataset, locate
+    from embed.runner import EmbedSpec, embed
+    from embed.scenes import make_scenes
+    from heads.run.fit import train_heads
+    from heads.run.task import TaskSpec
+
+    root = tmp_path_factory.mktemp("faces")
+    backbone = load_backbone(BackboneSpec(str(face_cnns / "gender_mini_XCEPTION.hdf5"), layer="add_4",
+                                          value_range=(-1.0, 1.0), antialias=True))
+    labels, partition, images = locate(celeba_sample)
+    embed(load_dataset(labels, images, partition), backbone, root / "cache.h5", EmbedSpec(batch_size=256))
+    train_heads(TaskSpec(root / "cache.h5", "Male,Smiling,Young"), root / "run", epochs="auto")
+    split = pd.read_csv(celeba_sample / "list_eval_partition.csv")
+    ids = split[split.partition > 0].image_id.tolist()[::40][:24]
+    make_scenes([celeba_sample / "img_align_celeba" / i for i in ids], root / "scenes", seed=3,
+                faces_per_scene=(1, 1, 1, 3))
+    return root
+
+
+def _matched(results, truth):
+    """Per row of faces.csv the detected face whose landmarks are nearest its pasted template (or None
+    if none is within one template eye distance, 39 px at scale 1)."""
+    by_scene = {Path(r["image"]).name: r for r in results}
+    matched = []
+    for row in truth.itertuples(index=False):
+        true = np.array(row[5:], float).reshape(5, 2)
+        faces = by_scene[row.scene]["faces"]
+        errors = [np.linalg.norm(np.array(f["landmarks"]) - true, axis=1).mean() for f in faces]
+        k = int(np.argmin(errors)) if errors else None
+        matched.append(faces[k] if k is not None and errors[k] < 39 * row.scale else None)
+    return matched
+
+
+def test_predict_faces_finds_every_face_in_scenes_and_predicts_each_as_its_aligned_original(face_run, celeba_sample,
+                                                                                          tmp_path):
+    truth = pd.read_csv(face_run / "scenes" / "faces.csv")
+    scenes = sorted((face_run / "scenes" / "scenes").glob("*.jpg"))
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "all", "--json",
+                                        "--draw", str(tmp_path / "drawn"), *map(str, scenes)])
+    assert out.exit_code == 0, out.output
+    results = json.loads(out.stdout)
+    matched = _matched(results, truth)
+    assert all(m is not None for m in matched)  # every pasted face found
+    originals = cli_json(face_run, [celeba_sample / "img_align_celeba" / i for i in truth.image_id])
+    agree = np.mean([[m["attributes"][a]["decision"] == o["attributes"][a]["decision"] for a in ("Male", "Smiling",
+                                                                                                 "Young")]
+                     for m, o in zip(matched, originals)], axis=0)
+    assert (agree >= [0.9, 0.7, 0.85]).all(), agree  # the full figures: bench group faces
+    for scene in truth[truth.face == 2].scene:  # three faces, each its own attributes, left to right
+        faces = sorted(next(r for r in results if r["image"].endswith(scene))["faces"], key=lambda f: f["box"][0])
+        assert len(faces) == 3 and faces[0]["box"][0] < 400 <= faces[1]["box"][0] < 800 <= faces[2]["box"][0]
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == [p.name for p in scenes]
+    assert "drawn photo(s)" in out.stderr
+
+
+def cli_json(face_run, images):
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--json", *map(str, images)])
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+def test_predict_faces_reports_a_photo_without_a_face_and_predicts_the_rest(face_run, tmp_path):
+    from embed.scenes import texture
+    Image.fromarray(texture(np.random.default_rng(5), 300, 300)).save(tmp_path / "wall.png")
+    scene = sorted((face_run / "scenes" / "scenes").glob("*.jpg"))[0]
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "best",
+                                        str(tmp_path / "wall.png"), str(scene), str(tmp_path / "absent.jpg")])
+    assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
+    assert "wall.png  300x300  failed: no face found (smallest face searched: 40 px)" in out.stdout
+    assert "absent.jpg  failed: missing file" in out.stdout
+    assert f"{scene}  400x400  1 face(s)" in out.stdout and "    Male " in out.stdout
+    assert "2 of 3 image(s) could not be read or had no face" in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--draw", "DIR"], "--draw needs --faces all or best"),
+    (["--min-face", "30"], "--min-face needs --faces all or best"),
+    (["--faces", "all", "--min-face", "8"], "8 is not in the range x>=12"),
+    (["--faces", "al"], "'al' is not one of 'all', 'best', 'none'"),
+])
+def test_predict_face_options_are_checked_in_one_line(face_run, tmp_path, args, message):
+    args = [str(tmp_path / "d") if a == "DIR" else a for a in args]
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), *args, "x.jpg"])
+    assert out.exit_code == 2 and message in out.output, out.output
+
+
+def test_predict_refuses_a_draw_folder_that_is_not_empty(face_run, tmp_path):
+    (tmp_path / "drawn").mkdir()
+    (tmp_path / "drawn" / "old.jpg").write_bytes(b"")
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "all", "--draw",
+                                        str(tmp_path / "drawn"), "x.jpg"])
+    assert out.exit_code == 1 and "not empty; give a new or empty folder" in out.output
+    assert "Traceback" not in out.output
