@@ -753,6 +753,24 @@ def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, 
 
 # --- data and the demo ------------------------------------------------------------------------------
 
+@main.command("make-scenes")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to write scenes/ and faces.csv into (created; must be new or empty).")
+@click.option("--faces-per-scene", default="1", show_default=True,
+              type=_checked("N[,N...]", "embed.scenes", "parse_faces_per_scene"),
+              help="Faces in each scene, in turn (e.g. 1,1,1,2,3).")
+@click.option("--seed", default=0, show_default=True, type=int)
+def make_scenes(images, out, faces_per_scene, seed):
+    """Paste aligned face images (CelebA's 178x218) into textured photos at a random scale (0.45-1.1),
+    rotation (+-25 degrees) and position, one to N faces a photo; faces.csv records which image went
+    where and its five template landmarks in the photo. Test data for predict --faces."""
+    scenes = _library("embed.scenes")
+    scenes.check_out(out)
+    truth = scenes.make_scenes(list(images), out, seed=seed, faces_per_scene=faces_per_scene)
+    click.echo(f"wrote {out}: scenes/ ({len(images)} faces), {truth.name}")
+
+
 @main.command("make-sample")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
 @click.option("--n", default=SAMPLE["n"], show_default=True, type=click.IntRange(min=10), help="Number of images.")

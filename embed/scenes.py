@@ -16,9 +16,29 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.errors import UsageError, UserError
 from embed.faces import FRAME, LANDMARKS, TEMPLATE
 
 SCENE_SIZE = 400  # a one-face scene is SCENE_SIZE x SCENE_SIZE; k faces sit side by side, k x as wide
+
+
+def parse_faces_per_scene(text):
+    """`--faces-per-scene 1,1,2,3` -> (1, 1, 2, 3); each 1 to 5. UsageError otherwise."""
+    try:
+        counts = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise UsageError(f"--faces-per-scene: {text!r} is not a comma-separated list of whole numbers") from None
+    if not counts or not all(1 <= c <= 5 for c in counts):
+        raise UsageError(f"--faces-per-scene: {text!r}: each count must be 1 to 5")
+    return counts
+
+
+def check_out(out):
+    """Refuse an --out that is a file or a folder with something in it."""
+    folder = Path(out)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"--out {out}: {'not a folder' if not folder.is_dir() else 'not empty'}; give a new or "
+                        "empty folder")
 
 
 def texture(rng, height, width):
@@ -86,7 +106,7 @@ def make_scenes(images, out, *, seed=0, faces_per_scene=(1,), scale_range=(0.45,
         for k, path in enumerate(group):
             face, error = read_photo(path, 10 ** 8)
             if face is None:
-                raise ValueError(f"{path}: {error}")
+                raise UserError(f"{path}: {error}")
             face = cv2.resize(face, FRAME) if face.shape[:2] != (FRAME[1], FRAME[0]) else face
             scale, angle, matrix = paste(scene, face, rng, (k * SCENE_SIZE, (k + 1) * SCENE_SIZE), scale_range,
                                          max_angle)

@@ -43,7 +43,7 @@ def draw_faces(photo, entry, draw_dir):
 
     canvas = np.ascontiguousarray(photo[..., ::-1])  # OpenCV draws on BGR
     height, width = canvas.shape[:2]
-    scale = max(min(height, width) / 800, 0.35)
+    scale = max(min(height, width) / 500, 0.7)
     thickness = max(int(round(2 * scale)), 1)
     for number, face in enumerate(entry["faces"], 1):
         x, y, w, h = (int(round(v)) for v in face["box"])
