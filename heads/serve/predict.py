@@ -92,11 +92,18 @@ def aligned_pixels(faces, preprocessing):
 
 
 def face_probabilities(run, transform, head, backbones, faces, batch_size=32):
-    """float32 [N, k] for aligned faces uint8 [N, 218, 178, 3]."""
+    """float32 [N, k] for aligned faces uint8 [N, 218, 178, 3]. Blocks of batch_size faces, the last
+    padded to the next power of two (the padding's rows dropped after): a varying number of faces
+    per photo traces the backbone's graph a few times (1, 2, 4, ...), not once per count."""
     features = []
     for backbone in backbones:
-        blocks = [run_view_features(run, backbone, aligned_pixels(faces[i:i + batch_size], backbone.preprocessing))
-                  .numpy() for i in range(0, len(faces), batch_size)]
+        blocks = []
+        for start in range(0, len(faces), batch_size):
+            block = faces[start:start + batch_size]
+            size = min(batch_size, 1 << (len(block) - 1).bit_length())
+            padded = np.concatenate([block, np.zeros((size - len(block), *block.shape[1:]), block.dtype)])
+            pixels = aligned_pixels(padded, backbone.preprocessing)
+            blocks.append(run_view_features(run, backbone, pixels).numpy()[:len(block)])
         features.append(np.concatenate(blocks))
     return head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
 
