@@ -283,13 +283,27 @@ def backbone_options(command):
                      help="Override the pixel range the backbone expects, as LO,HI (e.g. 0,1)."),
         click.option("--antialias", is_flag=True, help="Antialias when resizing (the reference used plain bilinear)."),
         click.option("--mixed-precision", is_flag=True, help="GPU: run a Keras backbone in mixed float16."),
-        click.option("--xla", is_flag=True, help="Compile the backbone with XLA (jit_compile)."))
+        click.option("--xla", is_flag=True, help="Compile the backbone with XLA (jit_compile)."),
+        click.option("--align", is_flag=True,
+                     help="Photos, not aligned crops: find the face in each image (MTCNN), align it by its five "
+                          "landmarks into CelebA's 178x218 frame, then embed it. An image with no face is a failed "
+                          "row; each row's box, landmarks, score and face count are stored."),
+        click.option("--face", type=click.Choice(["best", "largest", "central"]),
+                     help="--align: which face of a photo with several (default best: the detector's most "
+                          "confident)."),
+        click.option("--min-face", type=click.IntRange(min=12),
+                     help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."))
     @functools.wraps(command)
     def run(*args, model, weights, layer, layers, trust_model, image_size, color, value_range, antialias,
-            mixed_precision, xla, **kwargs):
+            mixed_precision, xla, align, face, min_face, **kwargs):
+        if not align and (face or min_face):
+            raise click.UsageError(f"{'--face' if face else '--min-face'} needs --align")
+        record = _library("embed.faces").align_record(face or "best", min_face=min_face or FACE_DEFAULTS["min_face"]) \
+            if align else None
         spec = _library("embed.backbones").BackboneSpec(
             model=model, weights=weights, layer=layer, image_size=image_size, color=color, value_range=value_range,
-            antialias=antialias, trust_model=trust_model, mixed_precision=mixed_precision, xla=xla, layers=layers)
+            antialias=antialias, trust_model=trust_model, mixed_precision=mixed_precision, xla=xla, layers=layers,
+            align=record)
         return command(*args, backbone=spec, **kwargs)
     return run
 
@@ -599,11 +613,13 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A run directory.")
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--faces", type=click.Choice(["all", "best", "none"]),
-              help="all: find every face in each photo, align each to CelebA's frame by its five landmarks and "
+              help="all: find every face in each photo, align it to CelebA's frame by its five landmarks and "
                    "predict each; best: only the most confident face; none: the whole image as it is (for "
-                   "photos already aligned like the run's images). Default: none.")
-@click.option("--min-face", default=FACE_DEFAULTS["min_face"], show_default=True, type=click.IntRange(min=12),
-              help="--faces: the smallest face searched, in pixels (its box side); smaller is slower.")
+                   "photos already aligned like the run's images). Default: all for a run on an --align cache, "
+                   "else none.")
+@click.option("--min-face", type=click.IntRange(min=12),
+              help=f"--faces: the smallest face searched, in pixels (its box side; default: as the run's --align "
+                   f"cache recorded, else {FACE_DEFAULTS['min_face']}); smaller is slower.")
 @click.option("--draw", "draw_dir", type=click.Path(file_okay=False),
               help="--faces: also write each photo with its faces' boxes, landmarks and decided attributes into "
                    "this folder (created; must be empty), as <name>.jpg.")
@@ -617,8 +633,9 @@ def predict(run_dir, images, faces, min_face, draw_dir, max_pixels, as_json, tru
     With --faces, each face in each photo is found, aligned and predicted."""
     served = _library("heads.serve.predict")
     tables = _library("heads.look.tables")
-    if faces in (None, "none"):
-        for option, value in (("--draw", draw_dir), ("--min-face", _given(min_face=min_face))):
+    faces = faces or served.default_face_mode(run_dir)
+    if faces == "none":
+        for option, value in (("--draw", draw_dir), ("--min-face", min_face)):
             if value:
                 raise click.UsageError(f"{option} needs --faces all or best")
         results = served.predict_images(run_dir, list(images), trust_model=trust_model)
@@ -626,7 +643,7 @@ def predict(run_dir, images, faces, min_face, draw_dir, max_pixels, as_json, tru
     else:
         if draw_dir:
             _library("heads.look.drawn").check_draw_dir(draw_dir, images)
-        detector = _library("embed.faces").MtcnnDetector(min_face=min_face)
+        detector = _library("embed.faces").MtcnnDetector(min_face=min_face) if min_face else None
         results = served.predict_faces(run_dir, list(images), faces=faces, detector=detector, max_pixels=max_pixels,
                                        draw_dir=draw_dir, trust_model=trust_model)
         lines = tables.face_predictions(results)
@@ -639,7 +656,7 @@ def predict(run_dir, images, faces, min_face, draw_dir, max_pixels, as_json, tru
     failed = sum(not r["ok"] for r in results)
     if failed:
         click.echo(f"{failed} of {len(results)} image(s) could not be read"
-                   + (" or had no face" if faces not in (None, "none") else ""), err=True)
+                   + (" or had no face" if faces != "none" else ""), err=True)
         sys.exit(EXIT_FAILED_ROWS)
 
 
@@ -652,8 +669,12 @@ def predict(run_dir, images, faces, min_face, draw_dir, max_pixels, as_json, tru
 def export(run_dir, out, trust_model):
     """Export backbone + preprocessing + head as one SavedModel (image bytes -> probabilities), for TF Serving."""
     _library("heads.serve.export").export_run(run_dir, out, trust_model=trust_model)
-    click.echo(f"wrote SavedModel {out}: signatures serving_default/from_bytes (string [B] image files) and "
-               "from_pixels (float32 [B, S, S, C] preprocessed)")
+    if _library("heads.serve.predict").default_face_mode(run_dir) == "all":
+        click.echo(f"wrote SavedModel {out}: signature serving_default/from_pixels (float32 [B, S, S, C] aligned "
+                   "faces, preprocessed); faces are found and aligned by the client (README: Faces in the wild)")
+    else:
+        click.echo(f"wrote SavedModel {out}: signatures serving_default/from_bytes (string [B] image files) and "
+                   "from_pixels (float32 [B, S, S, C] preprocessed)")
 
 
 # --- looking at results --------------------------------------------------------------------------------
@@ -760,15 +781,19 @@ def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, 
 @click.option("--faces-per-scene", default="1", show_default=True,
               type=_checked("N[,N...]", "embed.scenes", "parse_faces_per_scene"),
               help="Faces in each scene, in turn (e.g. 1,1,1,2,3).")
+@click.option("--labels-from", type=click.Path(exists=True, file_okay=False),
+              help="A CelebA folder holding the images' labels (list_attr_celeba and list_eval_partition): also "
+                   "write labels.csv for the scenes of one face, for embed --align.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def make_scenes(images, out, faces_per_scene, seed):
+def make_scenes(images, out, faces_per_scene, labels_from, seed):
     """Paste aligned face images (CelebA's 178x218) into textured photos at a random scale (0.45-1.1),
     rotation (+-25 degrees) and position, one to N faces a photo; faces.csv records which image went
     where and its five template landmarks in the photo. Test data for predict --faces."""
     scenes = _library("embed.scenes")
     scenes.check_out(out)
-    truth = scenes.make_scenes(list(images), out, seed=seed, faces_per_scene=faces_per_scene)
-    click.echo(f"wrote {out}: scenes/ ({len(images)} faces), {truth.name}")
+    dataset = _library("embed.dataset").open_dataset(labels_from) if labels_from else None
+    truth = scenes.make_scenes(list(images), out, seed=seed, faces_per_scene=faces_per_scene, dataset=dataset)
+    click.echo(f"wrote {out}: scenes/ ({len(images)} faces), {truth.name}" + (", labels.csv" if dataset else ""))
 
 
 @main.command("make-sample")

@@ -154,14 +154,19 @@ def check_structure(path, f):
     views = [layout.VIEW_DATASETS[v] for v in settings["views"]]
     layers = {layout.stored_dataset(view, layer["name"]): (n, *layer["shape"])
               for view in ("orig", *settings["views"]) for layer in settings["layers"]}
-    datasets = {name: _dataset(path, f, name) for name in (*layout.DATASETS, *views, *layers)}
+    faces = {name: (n, *shape) for name, (shape, _) in layout.FACE_DATASETS.items()} if layout.is_aligned(settings) else {}
+    if faces and not isinstance(settings["preprocessing"]["align"], dict):
+        raise UserError(f"{path}: preprocessing.align is not a JSON object")
+    datasets = {name: _dataset(path, f, name) for name in (*layout.DATASETS, *views, *layers, *faces)}
     names = _names(path, datasets["labels"])
     expected = {"features": (n, dim), "image_id": (n,), "partition": (n,), "status": (n,),
-                "error": (n,), "labels": (n, len(names)), **{v: (n, dim) for v in views}, **layers}
+                "error": (n,), "labels": (n, len(names)), **{v: (n, dim) for v in views}, **layers, **faces}
     for name, shape in expected.items():
         if datasets[name].shape != shape:
             raise UserError(f"{path}: dataset {name} has shape {datasets[name].shape}, expected {shape}")
-    kinds = {"features": "f", "partition": "iu", "labels": "iu", "status": "iu", "image_id": "OSU", "error": "OSU"}
+    kinds = {"features": "f", "partition": "iu", "labels": "iu", "status": "iu", "image_id": "OSU", "error": "OSU",
+             **{name: "f" if dtype.startswith("float") else "iu" for name, (_, dtype) in layout.FACE_DATASETS.items()
+                if name in faces}}
     for name, allowed in kinds.items():
         if datasets[name].dtype.kind not in allowed:
             raise UserError(f"{path}: dataset {name} has dtype {datasets[name].dtype}, not the documented type")

@@ -17,6 +17,12 @@ One file holds N rows (one per labelled image, in label-file order) and A attrib
                    none [N, H, W, C], grid:K [N, K, K, C]; chunked by whole rows, about
                    LAYER_CHUNK_BYTES per chunk, so a batch of rows reads sequentially.
     /layers_flip/NAME  with views flip: the same layer of the mirrored image.
+    /faces/box     only in a cache of aligned faces (`embed --align`: preprocessing has "align"):
+                   [N, 4] float32, the chosen face's box (x, y, width, height) in photo pixels;
+    /faces/landmarks  [N, 5, 2] float32, its five landmarks (x, y) (`embed.faces.LANDMARKS`);
+    /faces/score   [N] float32, the detector's score; /faces/count [N] int16, faces seen in the
+                   photo (0 on a row that failed for want of a face). A failed row's box, landmarks
+                   and score are NaN.
 
 Root attributes:
     format_version       int, this layout's version (FORMAT_VERSION).
@@ -24,7 +30,10 @@ Root attributes:
     created              str, ISO-8601 UTC creation time.
     backbone             JSON: {"model", "kind", "weights", "layer", "sha256" (of a model/weights
                          file), "random_weights", "mixed_precision"}.
-    preprocessing        JSON: {"image_size", "color", "value_range", "resize", "antialias"}.
+    preprocessing        JSON: {"image_size", "color", "value_range", "resize", "antialias"}, and
+                         in a cache of aligned faces "align": {"detector" (its settings), "face"
+                         (best | largest | central), "template", "weights", "frame", "fill", "exif"}
+                         (`embed.faces.align_record`).
     feature_dim          int, D.
     feature_dtype        "float16" | "float32".
     dataset_fingerprint  str, sha256 of ids, attribute names, labels and partition.
@@ -62,6 +71,9 @@ LAYER_CHUNK_BYTES = 4 << 20
 DATASETS = ("features", "image_id", "partition", "labels", "status", "error")
 VIEW_DATASETS = {"flip": "features_flip"}  # extra view -> its dataset
 LAYER_GROUPS = {"orig": "layers", "flip": "layers_flip"}  # view -> the group holding its layers
+# a cache of aligned faces: dataset -> (shape of a row, dtype)
+FACE_DATASETS = {"faces/box": ((4,), "float32"), "faces/landmarks": ((5, 2), "float32"),
+                 "faces/score": ((), "float32"), "faces/count": ((), "int16")}
 JSON_ATTRS = ("backbone", "preprocessing", "sources", "shard", "views", "layers")
 REQUIRED_ATTRS = (
     "format_version", "tool_version", "created", "backbone", "preprocessing", "feature_dim",
@@ -80,11 +92,18 @@ def stored_dataset(view="orig", layer=None):
     return f"{LAYER_GROUPS[view]}/{layer}"
 
 
-def extra_datasets(views, layers):
+def extra_datasets(views, layers, aligned=False):
     """Every dataset a cache with these extra views and layers (the `layers` attribute's entries)
-    stores besides /features, in the order they are written: views' features, then each view's layers."""
+    stores besides /features, in the order they are written: views' features, then each view's
+    layers, then (aligned: a cache of aligned faces) FACE_DATASETS."""
     names = [stored_dataset(view) for view in views]
-    return names + [stored_dataset(view, layer["name"]) for view in ("orig", *views) for layer in layers]
+    names += [stored_dataset(view, layer["name"]) for view in ("orig", *views) for layer in layers]
+    return names + (list(FACE_DATASETS) if aligned else [])
+
+
+def is_aligned(settings):
+    """True for a cache of aligned faces (its preprocessing has "align")."""
+    return bool((settings.get("preprocessing") or {}).get("align"))
 
 
 def layer_chunk_rows(shape, itemsize):

@@ -74,6 +74,7 @@ def cache_info(path, max_failures=20, check=False):
         ids = f["image_id"]
         failures = [{"row": int(i), "image_id": ids[i].decode(), "error": f["error"][i].decode()}
                     for i in failed[:max_failures]]
+        faces = _faces_info(f, settings, status) if layout.is_aligned(settings) else None
     ok = status == layout.STATUS_OK
     splits = {}
     for split, code in layout.PARTITIONS.items():
@@ -96,6 +97,7 @@ def cache_info(path, max_failures=20, check=False):
         "rows_done": settings["rows_done"],
         "shard": settings["shard"],
         "views": settings["views"],
+        "faces": faces,
         "layers": [{**layer, "bytes": int(settings["n_rows"] * np.prod(layer["shape"])
                                           * np.dtype(settings["feature_dtype"]).itemsize * (1 + len(settings["views"])))}
                    for layer in settings["layers"]],
@@ -109,6 +111,17 @@ def cache_info(path, max_failures=20, check=False):
         "format_version": settings["format_version"],
         **({"check": scanned} if check else {}),
     }
+
+
+def _faces_info(f, settings, status):
+    """A cache of aligned faces: how it aligned, the rows that failed for want of a face, and the
+    rows whose photo held more than one face."""
+    align = settings["preprocessing"]["align"]
+    count = f["faces/count"][:]
+    done = status != layout.STATUS_NOT_DONE
+    return {"detector": align["detector"].get("detector"), "min_face": align["detector"].get("min_face"),
+            "face": align["face"], "no_face_rows": int(((count == 0) & (status == layout.STATUS_FAILED)).sum()),
+            "several_faces_rows": int((done & (count > 1)).sum())}
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def merge_shards(paths, out, overwrite=False):
                  feature_dim=settings["feature_dim"], feature_dtype=settings["feature_dtype"],
                  settings={k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources",
                                                     "views", "layers")})
-    extra = layout.extra_datasets(settings["views"], settings["layers"])
+    extra = layout.extra_datasets(settings["views"], settings["layers"], layout.is_aligned(settings))
     with CacheWriter(out) as writer:
         for path, shard_settings, _, _ in shards:  # a block of one shard's rows in memory at a time
             start = shard_settings["shard"]["start"]

@@ -110,6 +110,10 @@ def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_di
             rows = max(1, min(layout.layer_chunk_rows(shape, itemsize), n_rows))
             f.create_dataset(layout.stored_dataset(view, layer["name"]), shape=(n_rows, *shape), dtype=feature_dtype,
                              chunks=(rows, *shape), dcpl=_preallocated())
+    if layout.is_aligned(settings):
+        for name, (shape, dtype) in layout.FACE_DATASETS.items():
+            f.create_dataset(name, shape=(n_rows, *shape), dtype=dtype, chunks=(chunk_rows, *shape),
+                             dcpl=_preallocated())
     f.create_dataset("error", shape=(n_rows,), dtype=h5py.string_dtype("utf-8", layout.ERROR_BYTES),
                      chunks=(chunk_rows,), dcpl=_preallocated())
     f.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
@@ -150,7 +154,8 @@ class CacheWriter:
         self._features = self._file["features"]
         views = [v for v, name in layout.VIEW_DATASETS.items() if name in self._file]
         layers = json.loads(self._file.attrs["layers"]) if "layers" in self._file.attrs else []
-        self._extra = {name: self._file[name] for name in layout.extra_datasets(views, layers)}
+        aligned = layout.is_aligned({"preprocessing": json.loads(self._file.attrs["preprocessing"])})
+        self._extra = {name: self._file[name] for name in layout.extra_datasets(views, layers, aligned)}
         self._status = self._file["status"]
         self._error = self._file["error"]
         self._fd = self._file.id.get_vfd_handle()
@@ -171,7 +176,7 @@ class CacheWriter:
         start must equal `rows_done`; features: [B, D] array (cast to the cache's dtype, which
         must keep every OK row finite); status: [B] of STATUS_OK / STATUS_FAILED; errors: B strings;
         extra: {dataset: [B, ...]} for each extra dataset the cache holds (`layout.extra_datasets`:
-        the views' features, the layers).
+        the views' features, the layers, the faces).
         """
         stop = start + len(features)
         if start != self.rows_done or stop > self.n_rows:

@@ -53,19 +53,25 @@ KERAS_APPLICATIONS = {
 class Preprocessing:
     """How an image file becomes a backbone input: decode, resize to image_size x image_size
     (bilinear, optionally antialiased), `color` rgb (3 channels) or grayscale (1), then map
-    pixel values 0..255 linearly onto value_range."""
+    pixel values 0..255 linearly onto value_range. align: None for image files taken whole, or
+    how each photo's face is found and aligned into CelebA's frame first (`embed.faces.align_record`;
+    recorded only when set, so caches of whole images keep their record)."""
     image_size: int
     color: str
     value_range: tuple
     resize: str = "bilinear"
     antialias: bool = False
+    align: dict = None
 
     @property
     def channels(self):
         return 1 if self.color == "grayscale" else 3
 
     def to_dict(self):
-        return {**asdict(self), "value_range": list(self.value_range)}
+        record = {**asdict(self), "value_range": list(self.value_range)}
+        if self.align is None:
+            del record["align"]
+        return record
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class BackboneSpec:
     or a weights file; layer: for a model file, the layer whose output is the feature (default: the
     one before the last); image_size, color ("rgb"/"grayscale"), value_range (lo, hi), antialias:
     overrides of the model's own preprocessing; trust_model: load a model file with Keras' safe mode
-    off; mixed_precision (keras:<Name>, GPUs), xla: how the backbone runs."""
+    off; mixed_precision (keras:<Name>, GPUs), xla: how the backbone runs; align: find and align
+    each photo's face first (`embed.faces.align_record`), None for whole images."""
     model: str = DEFAULT_MODEL
     weights: str = None
     layer: str = None
@@ -87,6 +94,7 @@ class BackboneSpec:
     mixed_precision: bool = False
     xla: bool = False
     layers: tuple = ()
+    align: dict = None
 
     def __post_init__(self):
         object.__setattr__(self, "layers", parse_layers(self.layers))
@@ -245,7 +253,8 @@ def _load_backbone(spec, device):
         raise UserError(f"--model {model}: a Keras model file does not record the pixel value range it "
                         "was trained on; pass --value-range LO,HI (e.g. 0,1 or -1,1 or 0,255)")
     prep = Preprocessing(image_size=int(size), color=spec.color or native.get("color", "rgb"),
-                         value_range=tuple(float(v) for v in chosen_range), antialias=bool(spec.antialias))
+                         value_range=tuple(float(v) for v in chosen_range), antialias=bool(spec.antialias),
+                         align=spec.align)
 
     pools = [layer.split(":", 1)[1] for layer in spec.layers]
 
@@ -381,7 +390,7 @@ def load_recorded_backbone(record, preprocessing, *, trust_model=False):
         record["model"], weights=record.get("weights"), layer=record.get("layer"), image_size=prep["image_size"],
         color=prep["color"], value_range=tuple(prep["value_range"]), antialias=prep["antialias"],
         trust_model=trust_model, mixed_precision=record.get("mixed_precision", False),
-        layers=tuple(record.get("layers") or ())))
+        layers=tuple(record.get("layers") or ()), align=prep.get("align")))
     if record.get("sha256") and backbone.spec["sha256"] != record["sha256"]:
         raise UserError(f"{record['model']}: the file changed since the cache was made (sha256 differs)")
     if backbone.preprocessing.to_dict() != prep:

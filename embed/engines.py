@@ -16,7 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from cache.layout import stored_dataset
 from embed.defaults import MAX_PIXELS
-from embed.pipeline import ImageBatches, mirrored
+import numpy as np
+
+from embed.faces import image_batches
+from embed.pipeline import mirrored
 
 
 def embed_outputs(backbone, images, views=()):
@@ -32,15 +35,19 @@ def embed_outputs(backbone, images, views=()):
 
 
 def batch_result(batch, outputs):
-    """(indices, outputs, errors) as numpy and str from one pipeline batch and its backbone outputs."""
+    """(indices, outputs, errors) as numpy and str from one pipeline batch and its backbone outputs;
+    outputs also hold what the batch source computed for the cache (a face's box and landmarks:
+    `embed.faces.FaceBatches`' "stored")."""
     errors = [e.decode("utf-8", "replace") for e in batch["error"].numpy()]
-    return batch["index"].numpy(), {name: x.numpy() for name, x in outputs.items()}, errors
+    stored = {name: np.asarray(x) for name, x in batch.get("stored", {}).items()}
+    return batch["index"].numpy(), {**{name: x.numpy() for name, x in outputs.items()}, **stored}, errors
 
 
 class LocalEngine:
     """This machine: backbones holds one copy of the same model per device; batch k runs on
     backbones[k % len], up to one batch per device at once, so the features do not depend on the
-    number of devices. threads: the decode pipeline's (`embed.pipeline.ImageBatches`)."""
+    number of devices. threads: the decode pipeline's (`embed.faces.image_batches`: whole images,
+    or aligned faces)."""
 
     def __init__(self, backbones, threads=None):
         self.backbones, self.threads = list(backbones), threads
@@ -49,8 +56,8 @@ class LocalEngine:
         pass
 
     def results(self, paths, indices, batch_size, views=(), max_pixels=MAX_PIXELS):
-        batches = ImageBatches(paths, indices, self.backbones[0].preprocessing, batch_size, self.threads,
-                               max_pixels)
+        batches = image_batches(paths, indices, self.backbones[0].preprocessing, batch_size, self.threads,
+                                max_pixels)
         try:
             if len(self.backbones) == 1:
                 for batch in batches:

@@ -156,6 +156,103 @@ def read_photo(path, max_pixels):
         return None, f"cannot decode image: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
 
 
+# --- embedding aligned faces ----------------------------------------------------------------------
+
+def align_record(face="best", detector="mtcnn", weights=LANDMARK_WEIGHTS, **detector_settings):
+    """What a cache of aligned faces records in preprocessing["align"]: everything needed to find
+    and align the same face again (compared on resume), without loading the detector."""
+    if face not in FACE_CHOICES:
+        raise UsageError(f"--face: {face!r} is not one of {', '.join(FACE_CHOICES)}")
+    if detector not in DETECTORS:
+        raise UsageError(f"unknown face detector {detector!r}; known: {', '.join(DETECTORS)}")
+    return {"detector": DETECTORS[detector].describe(**detector_settings), "face": face,
+            "template": TEMPLATE.tolist(), "weights": list(weights), "frame": list(FRAME), "fill": "edge",
+            "exif": True}
+
+
+def aligned_pixels(faces, preprocessing):
+    """Aligned faces uint8 [N, 218, 178, 3] -> float32 [N, S, S, C] as the backbone's preprocessing
+    makes them of an image file of the face (grayscale by the JPEG luma weights)."""
+    import tensorflow as tf
+
+    from embed.pipeline import preprocess
+
+    images = tf.constant(faces)
+    if preprocessing.channels == 1:
+        images = tf.image.rgb_to_grayscale(images)
+    return preprocess(tf.cast(images, tf.float32), preprocessing)
+
+
+def no_face_error(detector):
+    return f"no face found (smallest face searched: {detector.min_face} px)"
+
+
+class FaceBatches:
+    """Like `embed.pipeline.ImageBatches`, for a cache of aligned faces: batches of {"index": int64
+    [B], "image": float32 [B, S, S, C], "error": string [B], "stored": {faces/... dataset: [B, ...]}}
+    for the fixed windows of the input, in order. Each window's photos are read (EXIF orientation
+    applied) by a thread pool while the window before is detected, detected as one batch (one
+    detector call per photo shape), one face chosen per photo as preprocessing.align says and
+    aligned. A photo that cannot be read, or holds no face, is a zero image with its error."""
+
+    def __init__(self, paths, indices, preprocessing, batch_size, threads=None, max_pixels=None):
+        from embed.defaults import MAX_PIXELS
+        self.paths, self.indices = list(paths), np.asarray(indices, np.int64)
+        self.preprocessing, self.batch_size = preprocessing, batch_size
+        self.threads, self.max_pixels = threads or 2, max_pixels or MAX_PIXELS
+        self.record = preprocessing.align
+        self.detector = load_detector(self.record["detector"])
+
+    def __iter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        import tensorflow as tf
+        windows = [(a, min(a + self.batch_size, len(self.paths))) for a in range(0, len(self.paths), self.batch_size)]
+        with ThreadPoolExecutor(self.threads) as pool:
+            def read(window):
+                return list(pool.map(lambda p: read_photo(p, self.max_pixels), self.paths[window[0]:window[1]]))
+            pending = pool.submit(read, windows[0]) if windows else None
+            for k, (start, stop) in enumerate(windows):
+                photos = pending.result()
+                pending = pool.submit(read, windows[k + 1]) if k + 1 < len(windows) else None
+                yield self._batch(photos, self.indices[start:stop], tf)
+
+    def _batch(self, photos, indices, tf):
+        n = len(photos)
+        box, marks = np.full((n, 4), np.nan, np.float32), np.full((n, 5, 2), np.nan, np.float32)
+        score, count = np.full(n, np.nan, np.float32), np.zeros(n, np.int16)
+        faces = np.zeros((n, FRAME[1], FRAME[0], 3), np.uint8)
+        errors = [error for _, error in photos]
+        found = iter(self.detector.detect([photo for photo, _ in photos if photo is not None]))
+        for i, (photo, _) in enumerate(photos):
+            if photo is None:
+                continue
+            detected = next(found)
+            count[i] = len(detected)
+            face = choose(detected, self.record["face"], photo.shape)
+            if face is None:
+                errors[i] = no_face_error(self.detector)
+                continue
+            box[i], marks[i], score[i] = face.box, face.landmarks, face.score
+            faces[i] = align(photo, face.landmarks, self.record["weights"])
+        return {"index": tf.constant(indices), "image": aligned_pixels(faces, self.preprocessing),
+                "error": tf.constant(errors, tf.string),
+                "stored": {"faces/box": box, "faces/landmarks": marks, "faces/score": score, "faces/count": count}}
+
+    def close(self):
+        pass
+
+
+def image_batches(paths, indices, preprocessing, batch_size, threads=None, max_pixels=None):
+    """The batch source for these images: FaceBatches for a preprocessing that aligns faces, else
+    `embed.pipeline.ImageBatches` (whole image files)."""
+    if preprocessing.align:
+        return FaceBatches(paths, indices, preprocessing, batch_size, threads, max_pixels)
+    from embed.defaults import MAX_PIXELS
+    from embed.pipeline import ImageBatches
+    return ImageBatches(paths, indices, preprocessing, batch_size, threads, max_pixels or MAX_PIXELS)
+
+
 # --- detectors ------------------------------------------------------------------------------------
 
 DETECTORS = {}
@@ -191,17 +288,20 @@ class MtcnnDetector:
     side is at least 12 px. thresholds: PNet, RNet, ONet confidence."""
 
     def __init__(self, min_face=FACE_DEFAULTS["min_face"], scale_factor=0.709, thresholds=(0.6, 0.7, 0.8)):
-        if min_face < 12:
-            raise UsageError(f"--min-face: {min_face} is below MTCNN's 12-pixel window")
+        self.settings = self.describe(min_face, scale_factor, thresholds)
         from mtcnn.stages import StageONet, StagePNet, StageRNet
         self.min_face, self.scale_factor, self.thresholds = int(min_face), float(scale_factor), tuple(thresholds)
         self._pnet, self._rnet, self._onet = StagePNet(), StageRNet(), StageONet()
 
-    @property
-    def settings(self):
-        import mtcnn
-        return {"detector": self.name, "min_face": self.min_face, "scale_factor": self.scale_factor,
-                "thresholds": list(self.thresholds), "version": mtcnn.__version__}
+    @classmethod
+    def describe(cls, min_face=FACE_DEFAULTS["min_face"], scale_factor=0.709, thresholds=(0.6, 0.7, 0.8)):
+        """The settings a cache records (and `load_detector` takes back), checked, without loading
+        the networks."""
+        from importlib.metadata import version
+        if min_face < 12:
+            raise UsageError(f"--min-face: {min_face} is below MTCNN's 12-pixel window")
+        return {"detector": cls.name, "min_face": int(min_face), "scale_factor": float(scale_factor),
+                "thresholds": [float(t) for t in thresholds], "version": version("mtcnn")}
 
     def scales(self, height, width):
         """The pyramid's scales for a photo of this size (none if it is smaller than min_face)."""

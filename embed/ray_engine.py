@@ -32,13 +32,13 @@ class EmbedBatches:
     def __call__(self, batch):
         """batch: {"first": [1] int, "paths": [1] list of paths} -> one row per image."""
         from embed.engines import batch_result, embed_outputs
-        from embed.pipeline import MAX_PIXELS, ImageBatches
+        from embed.faces import image_batches
 
         paths = [str(p) for p in batch["paths"][0]]
         first = int(batch["first"][0])
         indices = np.arange(first, first + len(paths))
-        (element,) = ImageBatches(paths, indices, self.backbone.preprocessing, len(paths),
-                                  max_pixels=self.max_pixels or MAX_PIXELS)
+        (element,) = image_batches(paths, indices, self.backbone.preprocessing, len(paths),
+                                   max_pixels=self.max_pixels)
         index, outputs, errors = batch_result(element, embed_outputs(self.backbone, element["image"], self.views))
         return {"index": index, "error": np.array(errors, dtype=object),
                 **{f"{OUTPUT}{name}": values for name, values in outputs.items()}}

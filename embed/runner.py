@@ -252,7 +252,8 @@ def embed(dataset, backbone, path, spec=EmbedSpec(), *, engine=None, on_progress
             for index, outputs, errors in results:
                 failed = np.array([bool(e) for e in errors])
                 for values in outputs.values():
-                    values[failed] = np.nan
+                    if np.issubdtype(values.dtype, np.floating):  # faces/count stays a count
+                        values[failed] = np.nan
                 status = np.where(failed, layout.STATUS_FAILED, layout.STATUS_OK)
                 if pending is not None:
                     pending.result()

@@ -9,6 +9,10 @@ Layout written by `make_scenes(images, out, ...)`:
   OUT/faces.csv          one row per pasted face: scene, face (0-based, left to right), image_id
                          (the source image's name), scale, angle (degrees), then the five template
                          landmarks mapped into the scene (left_eye_x, left_eye_y, ..., mouth_right_y)
+  OUT/labels.csv         given the source images' Dataset: image_id (the scene's file name),
+                         partition, then every attribute as -1/1, for each scene of one face (its
+                         source image's labels and split): `embed --labels OUT/labels.csv --images
+                         OUT/scenes --align` embeds them
 """
 
 import csv
@@ -85,10 +89,11 @@ def paste(scene, face, rng, cell, scale_range, max_angle):
 
 
 def make_scenes(images, out, *, seed=0, faces_per_scene=(1,), scale_range=(0.45, 1.1), max_angle=25.0,
-                quality=95):
+                quality=95, dataset=None):
     """Paste each aligned image (a path, 178 x 218) into a scene, in order, grouping them
-    faces_per_scene[k % len] at a time (k: the scene's number). Writes OUT/scenes and OUT/faces.csv
-    (module docstring); returns the path of faces.csv."""
+    faces_per_scene[k % len] at a time (k: the scene's number). Writes OUT/scenes and OUT/faces.csv,
+    and with dataset (an embed.dataset.Dataset holding the images' labels) OUT/labels.csv (module
+    docstring); returns the path of faces.csv."""
     import cv2
 
     from embed.faces import read_photo
@@ -115,9 +120,29 @@ def make_scenes(images, out, *, seed=0, faces_per_scene=(1,), scale_range=(0.45,
                          *np.round(landmarks, 3).ravel().tolist()])
         cv2.imwrite(str(out / "scenes" / name), scene[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         number += 1
+    if dataset is not None:
+        _write_scene_labels(rows, dataset, out / "labels.csv")
     with open(out / "faces.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["scene", "face", "image_id", "scale", "angle",
                          *[f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]])
         writer.writerows(rows)
     return out / "faces.csv"
+
+
+def _write_scene_labels(rows, dataset, path):
+    """labels.csv for the scenes of one face: their source image's labels and partition."""
+    by_name = {Path(i).name: k for k, i in enumerate(dataset.image_ids)}
+    per_scene = {}
+    for row in rows:
+        per_scene.setdefault(row[0], []).append(row[2])
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "partition", *dataset.attribute_names])
+        for scene, sources in per_scene.items():
+            if len(sources) != 1:
+                continue
+            if sources[0] not in by_name:
+                raise UserError(f"{sources[0]}: no label row in {dataset.sources.get('labels')}")
+            k = by_name[sources[0]]
+            writer.writerow([scene, int(dataset.partition[k]), *(2 * dataset.labels[k].astype(int) - 1)])

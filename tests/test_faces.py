@@ -235,3 +235,122 @@ def test_predict_refuses_a_draw_folder_that_is_not_empty(face_run, tmp_path):
                                         str(tmp_path / "drawn"), "x.jpg"])
     assert out.exit_code == 1 and "not empty; give a new or empty folder" in out.output
     assert "Traceback" not in out.output
+
+
+# --- embed --align --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def photo_folder(celeba_sample, tmp_path_factory):
+    """8 one-face scenes of real sample photos (4 train photos with both classes of Male, Smiling and
+    Young, 2 val, 2 test) with labels.csv, and a ninth photo without a face (a textured wall,
+    labelled too)."""
+    from embed.dataset import open_dataset
+    from embed.scenes import make_scenes, texture
+    root = tmp_path_factory.mktemp("photos")
+    table = pd.read_csv(celeba_sample / "list_attr_celeba.csv").merge(
+        pd.read_csv(celeba_sample / "list_eval_partition.csv"), on="image_id")
+    train = table[table.partition == 0]
+    ids = [train[(train.Male == m) & (train.Smiling == s) & (train.Young == y)].image_id.iloc[0]
+           for m, s, y in ((1, 1, 1), (-1, -1, -1), (1, -1, 1), (-1, 1, -1))]
+    ids += table[table.partition == 1].image_id.tolist()[:2] + table[table.partition == 2].image_id.tolist()[:2]
+    make_scenes([celeba_sample / "img_align_celeba" / i for i in ids], root, seed=4,
+                dataset=open_dataset(celeba_sample))
+    Image.fromarray(texture(np.random.default_rng(6), 400, 400)).save(root / "scenes" / "wall.jpg")
+    labels = pd.read_csv(root / "labels.csv")
+    wall = labels.iloc[[0]].assign(image_id="wall.jpg")
+    pd.concat([labels, wall]).to_csv(root / "labels.csv", index=False)
+    return root
+
+
+def _embed_align(folder, model, out, *extra):
+    return CliRunner().invoke(cli.main, ["embed", "--labels", str(folder / "labels.csv"), "--images",
+                                         str(folder / "scenes"), "--align", "--model", str(model), "--layer", "add_4",
+                                         "--value-range=-1,1", "--antialias", "--batch-size", "4", "--out", str(out),
+                                         *extra])
+
+
+def test_embed_align_stores_each_rows_face_and_fails_a_photo_without_one(photo_folder, face_cnns, tmp_path):
+    import h5py
+    model = face_cnns / "gender_mini_XCEPTION.hdf5"
+    out = _embed_align(photo_folder, model, tmp_path / "aligned.h5")
+    assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
+    assert "failed: wall.jpg: no face found (smallest face searched: 40 px)" in out.output
+    assert "faces: mtcnn (smallest face 40 px), the best face of each photo aligned" in out.output
+    with h5py.File(tmp_path / "aligned.h5") as f:
+        ids = [i.decode() for i in f["image_id"][:]]
+        wall = ids.index("wall.jpg")
+        assert f["faces/box"].shape == (9, 4) and f["faces/landmarks"].shape == (9, 5, 2)
+        assert f["faces/count"][wall] == 0 and np.isnan(f["faces/box"][wall]).all()
+        ok = np.array([i != wall for i in range(9)])
+        assert (f["faces/count"][:][ok] >= 1).all() and (f["faces/score"][:][ok] > 0.9).all()
+        truth = pd.read_csv(photo_folder / "faces.csv").set_index("scene")
+        for row, image_id in enumerate(ids):  # the stored landmarks are the pasted face's
+            if image_id != "wall.jpg":
+                pasted = truth.loc[image_id].values[4:].astype(float).reshape(5, 2)
+                assert np.linalg.norm(f["faces/landmarks"][row] - pasted, axis=1).mean() < 39 * truth.loc[image_id, "scale"]
+        align = json.loads(f.attrs["preprocessing"])["align"]
+        assert align["face"] == "best" and align["detector"]["min_face"] == 40 and align["fill"] == "edge"
+    info = CliRunner().invoke(cli.main, ["info", str(tmp_path / "aligned.h5")])
+    assert "faces: 1 row(s) failed with no face found" in info.output
+    other = _embed_align(photo_folder, model, tmp_path / "aligned.h5", "--min-face", "30")
+    assert other.exit_code == 1 and "preprocessing.align" in other.output  # another detection: a new cache
+
+
+def test_embed_align_shards_merge_and_retry_give_the_plain_runs_rows(photo_folder, face_cnns, tmp_path):
+    """Same machine, same batches: shards merged equal one run bit for bit, faces datasets included;
+    a photo given a face afterwards is embedded by --retry-failed with its face."""
+    import h5py
+    import shutil
+    model = face_cnns / "gender_mini_XCEPTION.hdf5"
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_folder, folder)
+    _embed_align(folder, model, tmp_path / "whole.h5")
+    for i in (0, 1):
+        _embed_align(folder, model, tmp_path / f"shard{i}.h5", "--shard", f"{i}/2")
+    merged = CliRunner().invoke(cli.main, ["merge", str(tmp_path / "shard0.h5"), str(tmp_path / "shard1.h5"),
+                                           "--out", str(tmp_path / "merged.h5")])
+    assert merged.exit_code == 0, merged.output
+    with h5py.File(tmp_path / "whole.h5") as a, h5py.File(tmp_path / "merged.h5") as b:
+        for name in ("features", "faces/box", "faces/landmarks", "faces/score", "faces/count", "status"):
+            np.testing.assert_array_equal(a[name][:], b[name][:])
+    shutil.copy(folder / "scenes" / "00000.jpg", folder / "scenes" / "wall.jpg")
+    retried = _embed_align(folder, model, tmp_path / "whole.h5", "--retry-failed")
+    assert retried.exit_code == 0 and "retried 1 failed row(s): 1 now ok" in retried.output, retried.output
+    with h5py.File(tmp_path / "whole.h5") as f:
+        ids = [i.decode() for i in f["image_id"][:]]
+        first, wall = ids.index("00000.jpg"), ids.index("wall.jpg")
+        np.testing.assert_array_equal(f["faces/landmarks"][wall], f["faces/landmarks"][first])
+        assert f["faces/count"][wall] >= 1
+
+
+def test_a_run_on_aligned_faces_predicts_faces_by_default_as_it_was_embedded(photo_folder, face_cnns, tmp_path):
+    import tensorflow as tf
+
+    from heads.run.fit import train_heads
+    from heads.run.task import TaskSpec
+    model = face_cnns / "gender_mini_XCEPTION.hdf5"
+    _embed_align(photo_folder, model, tmp_path / "aligned.h5")
+    train_heads(TaskSpec(tmp_path / "aligned.h5", "Male,Smiling,Young"), tmp_path / "run", epochs=2)
+    from cache.reader import load_split
+    from heads.run.rundir import Run
+    train = load_split(tmp_path / "aligned.h5", "train", ["Male", "Smiling", "Young"])
+    expected = Run(tmp_path / "run").probabilities(train.features)
+    images = [photo_folder / "scenes" / i for i in train.image_ids]
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(tmp_path / "run"), "--faces", "best", "--json",
+                                        *map(str, images)])
+    assert out.exit_code == 0, out.output
+    got = np.array([[r["faces"][0]["attributes"][a]["probability"] for a in ("Male", "Smiling", "Young")]
+                    for r in json.loads(out.stdout)])
+    np.testing.assert_allclose(got, expected, atol=2e-3)  # float16 cache, another batch shape
+    default = CliRunner().invoke(cli.main, ["predict", "--run", str(tmp_path / "run"), str(images[0])])
+    assert "1 face(s)" in default.output  # --faces all is the default on an aligned run
+    exported = CliRunner().invoke(cli.main, ["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "sm")])
+    assert exported.exit_code == 0 and "faces are found and aligned by the client" in exported.output
+    served = tf.saved_model.load(str(tmp_path / "sm"))
+    assert sorted(served.signatures) == ["from_pixels", "serving_default"]
+
+
+def test_face_options_without_align_are_refused(photo_folder, face_cnns, tmp_path):
+    out = CliRunner().invoke(cli.main, ["embed", "--labels", str(photo_folder / "labels.csv"), "--images",
+                                        str(photo_folder / "scenes"), "--face", "largest", "--out", str(tmp_path / "c.h5")])
+    assert out.exit_code == 2 and "--face needs --align" in out.output

@@ -127,8 +127,17 @@ def dataset_lines(dataset):
 def backbone_line(model, backbone):
     prep = backbone.preprocessing
     stored = "".join(f"; layer {layer['name']} {layer['pool']} {layer['shape']}" for layer in backbone.layers)
-    return (f"backbone: {model} -> {backbone.feature_dim}-d; input {prep.image_size}x{prep.image_size} {prep.color}, "
+    line = (f"backbone: {model} -> {backbone.feature_dim}-d; input {prep.image_size}x{prep.image_size} {prep.color}, "
             f"values in [{prep.value_range[0]:g}, {prep.value_range[1]:g}]{stored}")
+    return line + (f"\n{aligned_line(prep.align)}" if prep.align else "")
+
+
+def aligned_line(align):
+    """How a cache of aligned faces found and aligned each face (preprocessing["align"])."""
+    detector = align["detector"]
+    return (f"faces: {detector['detector']} (smallest face {detector['min_face']} px), the {align['face']} face of "
+            f"each photo aligned by its 5 landmarks into CelebA's {align['frame'][0]}x{align['frame'][1]} frame, "
+            f"EXIF orientation applied, pixels outside the photo repeat its edge")
 
 
 def embed_lines(summary, info, out, retried, shown_failures=20):
@@ -171,6 +180,11 @@ def info_text(summary):
         lo, hi = (f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in prep.get("value_range") or "??")
         lines.append(f"preprocessing: {prep['image_size']}x{prep['image_size']} {prep.get('color', '?')}, values in "
                      f"[{lo}, {hi}], {prep.get('resize', '?')}" + (" antialiased" if prep.get("antialias") else ""))
+    if summary.get("faces"):
+        faces = summary["faces"]
+        lines.append(aligned_line(prep["align"]))
+        lines.append(f"faces: {faces['no_face_rows']} row(s) failed with no face found, {faces['several_faces_rows']} "
+                     f"photo(s) held more than one face (the {faces['face']} one embedded)")
     if summary["views"]:
         lines.append(f"views: orig, {', '.join(summary['views'])} (features_{summary['views'][0]} holds the "
                      "mirrored images)")

@@ -5,8 +5,14 @@ Exported signatures (both return {attribute: probability float32 [B]}):
   serving_default / from_bytes: images  string [B]  raw JPEG or PNG file contents
   from_pixels:                  pixels  float32 [B, S, S, C], already preprocessed (value range);
                                 runs on one backbone only (not for fused runs)
+
+A run on a cache of aligned faces (`embed --align`) exports from_pixels only, as serving_default:
+the face detector (MTCNN's proposal and NMS stages are NumPy code) does not run inside a graph, so
+a client finds and aligns each face (`embed.faces`: a detector, `align`, `aligned_pixels`) and
+sends the aligned, preprocessed pixels; `predict --faces` does exactly that.
 """
 
+from cache.errors import UserError
 from heads.run.rundir import Run
 from heads.serve.predict import run_backbones, run_view_features
 
@@ -50,7 +56,11 @@ def export_run(run_dir, out_dir, *, trust_model=False):
             return probabilities(features)
 
     module = AttributeModel()
-    signatures = {"serving_default": module.from_bytes, "from_bytes": module.from_bytes}
+    aligned = bool(backbones[0].preprocessing.align)
+    if aligned and len(backbones) > 1:
+        raise UserError("export: a fused run on caches of aligned faces has no signature to serve (from_pixels "
+                        "takes one backbone's pixels, and faces cannot be found inside the graph)")
+    signatures = {} if aligned else {"serving_default": module.from_bytes, "from_bytes": module.from_bytes}
     if len(backbones) == 1:
         prep = backbones[0].preprocessing
         module.from_pixels = tf.function(
@@ -58,5 +68,7 @@ def export_run(run_dir, out_dir, *, trust_model=False):
             input_signature=[tf.TensorSpec([None, prep.image_size, prep.image_size, prep.channels], tf.float32,
                                            name="pixels")])
         signatures["from_pixels"] = module.from_pixels
+        if aligned:
+            signatures["serving_default"] = module.from_pixels
     tf.saved_model.save(module, str(out_dir), signatures=signatures)
     return out_dir

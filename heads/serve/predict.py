@@ -78,23 +78,11 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
             for path, error, p in zip(paths, errors, probabilities)]
 
 
-def aligned_pixels(faces, preprocessing):
-    """Aligned faces uint8 [N, 218, 178, 3] -> float32 [N, S, S, C] as the backbone's preprocessing
-    makes them of an image file of the face (grayscale by the JPEG luma weights)."""
-    import tensorflow as tf
-
-    from embed.pipeline import preprocess
-
-    images = tf.constant(faces)
-    if preprocessing.channels == 1:
-        images = tf.image.rgb_to_grayscale(images)
-    return preprocess(tf.cast(images, tf.float32), preprocessing)
-
-
 def face_probabilities(run, transform, head, backbones, faces, batch_size=32):
     """float32 [N, k] for aligned faces uint8 [N, 218, 178, 3]. Blocks of batch_size faces, the last
     padded to the next power of two (the padding's rows dropped after): a varying number of faces
     per photo traces the backbone's graph a few times (1, 2, 4, ...), not once per count."""
+    from embed.faces import aligned_pixels
     features = []
     for backbone in backbones:
         blocks = []
@@ -108,24 +96,38 @@ def face_probabilities(run, transform, head, backbones, faces, batch_size=32):
     return head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
 
 
+def run_alignment(run):
+    """preprocessing["align"] of the run's (first) cache: how its faces were found and aligned, or
+    None for a run on whole images."""
+    return run.caches[0]["preprocessing"].get("align")
+
+
+def default_face_mode(run_dir):
+    """--faces when not given: "all" for a run on a cache of aligned faces, else "none"."""
+    return "all" if run_alignment(Run(run_dir)) else "none"
+
+
 def predict_faces(run_dir, images, *, faces="all", detector=None, batch_size=32, max_pixels=None,
                   draw_dir=None, trust_model=False):
     """Every face (faces="all") or the best one ("best") of each photo, aligned and predicted.
     [{"image", "ok", "error", "size": [W, H], "faces": [{"box", "landmarks", "score", "attributes"}]}]
     per photo, in order, faces best score first; a photo that cannot be read, or has no face, is
     reported with its error (ok false) and the others are still predicted. detector: an embed.faces
-    detector (default MTCNN with its defaults). Photos go `batch_size` at a time through detection,
+    detector (default: the one the run's cache recorded for a run on aligned faces, with its
+    landmark weights; else MTCNN with its defaults). Photos go `batch_size` at a time through detection,
     alignment and the head, so memory does not grow with their number. draw_dir: also write each
     readable photo there with its faces drawn (heads.look.drawn)."""
     from embed.defaults import MAX_PIXELS
-    from embed.faces import MtcnnDetector, align, read_photo
+    from embed.faces import LANDMARK_WEIGHTS, MtcnnDetector, align, load_detector, no_face_error, read_photo
 
     if faces not in ("all", "best"):
         raise UserError(f"predict_faces: faces must be all or best, not {faces!r}")
     run = Run(run_dir)
     transform, head = run.load(trust_model)
     backbones = run_backbones(run, trust_model)
-    detector = detector or MtcnnDetector()
+    recorded = run_alignment(run)
+    detector = detector or (load_detector(recorded["detector"]) if recorded else MtcnnDetector())
+    weights = recorded["weights"] if recorded else LANDMARK_WEIGHTS
     paths = [str(i) for i in images]
     results = []
     for start in range(0, len(paths), batch_size):
@@ -142,12 +144,12 @@ def predict_faces(run_dir, images, *, faces="all", detector=None, batch_size=32,
             detected = next(found)
             chosen = detected[:1] if faces == "best" else detected
             if not chosen:
-                entry["error"] = f"no face found (smallest face searched: {detector.min_face} px)"
+                entry["error"] = no_face_error(detector)
                 continue
             entry["ok"] = True
             for face in chosen:
                 entry["faces"].append(face.to_dict())
-                aligned.append(align(photo, face.landmarks))
+                aligned.append(align(photo, face.landmarks, weights))
         if aligned:
             probabilities = iter(face_probabilities(run, transform, head, backbones, np.stack(aligned), batch_size))
             for entry in entries:
