@@ -292,6 +292,10 @@ class MtcnnDetector:
         from mtcnn.stages import StageONet, StagePNet, StageRNet
         self.min_face, self.scale_factor, self.thresholds = int(min_face), float(scale_factor), tuple(thresholds)
         self._pnet, self._rnet, self._onet = StagePNet(), StageRNet(), StageONet()
+        import tensorflow as tf
+        # PNet in a graph: eager Keras spends as long dispatching its layers as computing them. One
+        # trace per pyramid level's shape (the same for every batch of photos of one size).
+        self._pnet_graph = tf.function(self._pnet.model, reduce_retracing=True)
 
     @classmethod
     def describe(cls, min_face=FACE_DEFAULTS["min_face"], scale_factor=0.709, thresholds=(0.6, 0.7, 0.8)):
@@ -324,15 +328,19 @@ class MtcnnDetector:
         return found
 
     def _detect_same_shape(self, batch):
-        """[B, H, W, 3] uint8 -> the package's rows [n, 16]: image, x1, y1, x2, y2, score, 5 x, 5 y."""
+        """[B, H, W, 3] uint8 -> the package's rows [n, 16]: image, x1, y1, x2, y2, score, 5 x, 5 y.
+        The batch goes to TensorFlow once; each pyramid level is an area resize of the level before
+        (the cost of a level falls with its size, not the photo's)."""
+        import tensorflow as tf
         from mtcnn.utils.bboxes import generate_bounding_box, resize_to_square, smart_nms_from_bboxes, upscale_bboxes
-        from mtcnn.utils.images import scale_images
 
         empty = np.empty((0, 16))
-        normalized = (batch.astype(np.float32) - 127.5) / 128.0
-        proposals = []
-        for scale in self.scales(*batch.shape[1:3]):
-            regression, score = self._pnet.model(scale_images(normalized, scale))
+        height, width = batch.shape[1:3]
+        normalized = (tf.cast(tf.constant(batch), tf.float32) - 127.5) / 128.0
+        proposals, level = [], normalized
+        for scale in self.scales(height, width):
+            level = tf.image.resize(level, [int(height * scale), int(width * scale)], method="area")
+            regression, score = self._pnet_graph(level)
             boxes = generate_bounding_box(regression, score, self.thresholds[0])
             boxes = upscale_bboxes(boxes, np.full(len(batch), scale))
             if len(boxes):

@@ -23,6 +23,47 @@ def _head(work, antialias):
     return work / name
 
 
+def _embed_rate(folder, align, batch_size):
+    """images/s of one `embed` (keras:EfficientNetV2B0, random weights, 224 px) of folder's scenes,
+    whole or --align, into a fresh cache."""
+    from embed.backbones import BackboneSpec, load_backbone
+    from embed.dataset import load_dataset
+    from embed.faces import align_record
+    from embed.runner import EmbedSpec, embed
+    backbone = load_backbone(BackboneSpec("keras:EfficientNetV2B0", weights="none",
+                                          align=align_record() if align else None))
+    dataset = load_dataset(folder / "labels.csv", folder / "scenes")
+    out = folder / f"rate_{align}.h5"
+    summary = embed(dataset, backbone, out, EmbedSpec(batch_size=batch_size, overwrite=True))
+    out.unlink()
+    return summary.images_per_second
+
+
+def _aligned_against_originals(work, originals_cache, quick):
+    """Test accuracy per attribute of the default head on embed --align of one-face scenes of every
+    sample image, and on the aligned originals (gender CNN add_4, --antialias)."""
+    from embed.backbones import BackboneSpec, load_backbone
+    from embed.dataset import load_dataset, open_dataset
+    from embed.faces import align_record
+    from embed.runner import EmbedSpec, embed
+    from embed.scenes import make_scenes
+    from heads.run.fit import train_heads
+    from heads.run.task import TaskSpec
+    dataset = open_dataset(SAMPLE)
+    ids = dataset.image_ids[::20] if quick else dataset.image_ids
+    folder = work / "one-face"
+    make_scenes([SAMPLE / "img_align_celeba" / i for i in ids], folder, seed=2, dataset=dataset)
+    backbone = load_backbone(BackboneSpec(str(MODELS / "gender_mini_XCEPTION.hdf5"), layer="add_4",
+                                          value_range=(-1.0, 1.0), antialias=True, align=align_record()))
+    summary = embed(load_dataset(folder / "labels.csv", folder / "scenes"), backbone, work / "aligned.h5",
+                    EmbedSpec(batch_size=64))
+    scores = {}
+    for name, cache in (("aligned", work / "aligned.h5"), ("originals", originals_cache)):
+        metrics = train_heads(TaskSpec(cache, HEAD_ATTRIBUTES), work / f"run_{name}")
+        scores[name] = np.array([metrics["attributes"][a]["test"]["accuracy"] for a in HEAD_ATTRIBUTES])
+    return scores, summary, folder
+
+
 def _decisions(entries):
     return np.array([[e["attributes"][a]["decision"] for a in HEAD_ATTRIBUTES] for e in entries])
 
@@ -93,6 +134,24 @@ def run(ctx):
         rate = len(square) / (time.perf_counter() - began)
         rows.append(row(f"faces: MTCNN detection, 400x400 scenes, min face {min_face}", round(rate, 1), "photos/s",
                         note=f"{len(square)} one-face scenes in batches of 32"))
+    scores, summary, folder = _aligned_against_originals(work, work / "antialias.h5", ctx.quick)
+    gap = scores["aligned"] - scores["originals"]
+    rows.append(row("faces: embed --align of one-face scenes, test accuracy minus the aligned originals' "
+                    "(Male / Smiling / Young)", " / ".join(f"{100 * g:+.1f}" for g in gap), "points", ">= -1 each",
+                    bool((gap >= -0.01).all()),
+                    f"{summary.rows_ok} scenes of every sample image, {summary.rows_failed} without a face found; "
+                    f"default head on the gender CNN's add_4 (--antialias); aligned "
+                    f"{' / '.join(f'{100 * v:.1f}' for v in scores['aligned'])}, originals "
+                    f"{' / '.join(f'{100 * v:.1f}' for v in scores['originals'])} %"))
+    rates = {True: [], False: []}
+    for _ in range(1 if ctx.quick else 3):  # paired, alternating rounds
+        for align in (False, True):
+            rates[align].append(_embed_rate(folder, align, ctx.size["embed_batch"]))
+    ratio = float(np.median(np.array(rates[True]) / np.array(rates[False])))
+    rows.append(row("faces: embed --align / plain embed, images/s (EfficientNetV2B0 at 224, random weights)",
+                    round(ratio, 3), "ratio", ">= 0.6", ratio >= 0.6,
+                    f"{len(pd.read_csv(folder / 'labels.csv'))} one-face 400x400 scenes; median of paired rounds: "
+                    + ", ".join(f"{a:.1f}/{p:.1f}" for a, p in zip(rates[True], rates[False])) + " images/s"))
     five = work / "five"
     make_scenes([SAMPLE / "img_align_celeba" / i for i in ids[:5]], five, seed=1, faces_per_scene=(5,),
                 scale_range=(0.45, 0.8))
