@@ -292,14 +292,18 @@ def backbone_options(command):
                      help="--align: which face of a photo with several (default best: the detector's most "
                           "confident)."),
         click.option("--min-face", type=click.IntRange(min=12),
-                     help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."))
+                     help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."),
+        click.option("--refine-landmarks", "refine", is_flag=True,
+                     help="--align: find each face's landmarks again on its aligned crop, then align by those "
+                          "(about 1.5x the detection time; steadier alignment, README: Faces in the wild)."))
     @functools.wraps(command)
     def run(*args, model, weights, layer, layers, trust_model, image_size, color, value_range, antialias,
-            mixed_precision, xla, align, face, min_face, **kwargs):
-        if not align and (face or min_face):
-            raise click.UsageError(f"{'--face' if face else '--min-face'} needs --align")
-        record = _library("embed.faces").align_record(face or "best", min_face=min_face or FACE_DEFAULTS["min_face"]) \
-            if align else None
+            mixed_precision, xla, align, face, min_face, refine, **kwargs):
+        for option, value in (("--face", face), ("--min-face", min_face), ("--refine-landmarks", refine)):
+            if value and not align:
+                raise click.UsageError(f"{option} needs --align")
+        record = _library("embed.faces").align_record(face or "best", refine, min_face=min_face or
+                                                      FACE_DEFAULTS["min_face"]) if align else None
         spec = _library("embed.backbones").BackboneSpec(
             model=model, weights=weights, layer=layer, image_size=image_size, color=color, value_range=value_range,
             antialias=antialias, trust_model=trust_model, mixed_precision=mixed_precision, xla=xla, layers=layers,
@@ -620,6 +624,9 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
 @click.option("--min-face", type=click.IntRange(min=12),
               help=f"--faces: the smallest face searched, in pixels (its box side; default: as the run's --align "
                    f"cache recorded, else {FACE_DEFAULTS['min_face']}); smaller is slower.")
+@click.option("--refine-landmarks/--no-refine-landmarks", "refine", default=None,
+              help="--faces: find each face's landmarks again on its aligned crop (default: as the run's --align "
+                   "cache recorded, else no).")
 @click.option("--draw", "draw_dir", type=click.Path(file_okay=False),
               help="--faces: also write each photo with its faces' boxes, landmarks and decided attributes into "
                    "this folder (created; must be empty), as <name>.jpg.")
@@ -628,24 +635,23 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
 @AS_JSON
 @TRUST_MODEL
 @uses_tensorflow()
-def predict(run_dir, images, faces, min_face, draw_dir, max_pixels, as_json, trust_model):
+def predict(run_dir, images, faces, min_face, refine, draw_dir, max_pixels, as_json, trust_model):
     """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head).
     With --faces, each face in each photo is found, aligned and predicted."""
     served = _library("heads.serve.predict")
     tables = _library("heads.look.tables")
     faces = faces or served.default_face_mode(run_dir)
     if faces == "none":
-        for option, value in (("--draw", draw_dir), ("--min-face", min_face)):
-            if value:
+        for option, value in (("--draw", draw_dir), ("--min-face", min_face), ("--refine-landmarks", refine)):
+            if value is not None:
                 raise click.UsageError(f"{option} needs --faces all or best")
         results = served.predict_images(run_dir, list(images), trust_model=trust_model)
         lines = tables.predictions(results)
     else:
         if draw_dir:
             _library("heads.look.drawn").check_draw_dir(draw_dir, images)
-        detector = _library("embed.faces").MtcnnDetector(min_face=min_face) if min_face else None
-        results = served.predict_faces(run_dir, list(images), faces=faces, detector=detector, max_pixels=max_pixels,
-                                       draw_dir=draw_dir, trust_model=trust_model)
+        results = served.predict_faces(run_dir, list(images), faces=faces, min_face=min_face, refine=refine,
+                                       max_pixels=max_pixels, draw_dir=draw_dir, trust_model=trust_model)
         lines = tables.face_predictions(results)
     if as_json:
         click.echo(json.dumps(results, indent=2))

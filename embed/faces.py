@@ -88,26 +88,6 @@ def align_by(photo, matrix):
     return warped.reshape(FRAME[1], FRAME[0], -1)
 
 
-def refine(detector, photos, faces, weights=LANDMARK_WEIGHTS):
-    """Second-pass landmarks: each face (photos[i]'s faces[i]) is aligned by its landmarks, the
-    detector runs again on the aligned crops (one batch, all of one shape), and the landmarks it
-    finds nearest the template are mapped back into the photo. Upright and at CelebA's scale, a
-    face's landmarks come out as they did on the images the template was measured on. A crop where
-    the detector finds no face keeps its first-pass landmarks. Returns float32 [N, 5, 2]."""
-    import cv2
-    matrices = [similarity_transform(f.landmarks, TEMPLATE, weights) for f in faces]
-    crops = [align_by(photo, m) for photo, m in zip(photos, matrices)]
-    refined = []
-    for face, matrix, found in zip(faces, matrices, detector.detect(crops)):
-        if not found:
-            refined.append(face.landmarks)
-            continue
-        nearest = min(found, key=lambda f: np.linalg.norm(f.landmarks - TEMPLATE, axis=1).mean())
-        inverse = cv2.invertAffineTransform(matrix)
-        refined.append((nearest.landmarks @ inverse[:, :2].T + inverse[:, 2]).astype(np.float32))
-    return np.stack(refined) if refined else np.empty((0, 5, 2), np.float32)
-
-
 def landmarks_outside(face, shape):
     """True if any landmark lies outside a photo of shape (H, W, ...)."""
     x, y = face.landmarks[:, 0], face.landmarks[:, 1]
@@ -158,16 +138,66 @@ def read_photo(path, max_pixels):
 
 # --- embedding aligned faces ----------------------------------------------------------------------
 
-def align_record(face="best", detector="mtcnn", weights=LANDMARK_WEIGHTS, **detector_settings):
+def align_record(face="best", refine=False, detector="mtcnn", weights=LANDMARK_WEIGHTS, **detector_settings):
     """What a cache of aligned faces records in preprocessing["align"]: everything needed to find
     and align the same face again (compared on resume), without loading the detector."""
     if face not in FACE_CHOICES:
         raise UsageError(f"--face: {face!r} is not one of {', '.join(FACE_CHOICES)}")
     if detector not in DETECTORS:
         raise UsageError(f"unknown face detector {detector!r}; known: {', '.join(DETECTORS)}")
-    return {"detector": DETECTORS[detector].describe(**detector_settings), "face": face,
+    return {"detector": DETECTORS[detector].describe(**detector_settings), "face": face, "refine": bool(refine),
             "template": TEMPLATE.tolist(), "weights": list(weights), "frame": list(FRAME), "fill": "edge",
             "exif": True}
+
+
+@dataclass
+class Aligner:
+    """How faces are found and aligned, the one object `embed --align` and `predict --faces` both
+    use: a detector, the landmark weights of the similarity fit, whether the landmarks are refined
+    by a second pass, and which face of a photo `choose` picks."""
+    detector: object
+    weights: tuple = LANDMARK_WEIGHTS
+    refine: bool = False
+    face: str = "best"
+
+    @classmethod
+    def from_record(cls, record):
+        """The aligner a preprocessing["align"] record (`align_record`) describes."""
+        return cls(load_detector(record["detector"]), tuple(record["weights"]), bool(record.get("refine")),
+                   record["face"])
+
+    def find(self, photos):
+        """photos: uint8 [H, W, 3] arrays -> per photo its Faces, best score first (landmarks refined
+        when self.refine)."""
+        found = self.detector.detect(photos)
+        if not self.refine:
+            return found
+        pairs = [(photo, face) for photo, faces in zip(photos, found) for face in faces]
+        refined = iter(self._refined([p for p, _ in pairs], [f for _, f in pairs]))
+        return [[Face(f.box, next(refined), f.score) for f in faces] for faces in found]
+
+    def _refined(self, photos, faces):
+        """Second-pass landmarks: each face is aligned by its landmarks, the detector runs again on
+        the aligned crops (one batch, all of one shape), and the landmarks it finds nearest the
+        template are mapped back into the photo. Upright and at CelebA's scale, a face's landmarks
+        come out as on the images the template was measured on (bench/RESULTS.md, faces: the
+        agreement this buys). A crop where the detector finds no face keeps its first-pass landmarks."""
+        import cv2
+        matrices = [similarity_transform(f.landmarks, TEMPLATE, self.weights) for f in faces]
+        crops = [align_by(photo, m) for photo, m in zip(photos, matrices)]
+        refined = []
+        for face, matrix, found in zip(faces, matrices, self.detector.detect(crops) if crops else []):
+            if not found:
+                refined.append(face.landmarks)
+                continue
+            nearest = min(found, key=lambda f: np.linalg.norm(f.landmarks - TEMPLATE, axis=1).mean())
+            inverse = cv2.invertAffineTransform(matrix)
+            refined.append((nearest.landmarks @ inverse[:, :2].T + inverse[:, 2]).astype(np.float32))
+        return refined
+
+    def align(self, photo, face):
+        """The face (a Face of photo) in CelebA's frame, uint8 [218, 178, C]."""
+        return align(photo, face.landmarks, self.weights)
 
 
 def aligned_pixels(faces, preprocessing):
@@ -200,8 +230,7 @@ class FaceBatches:
         self.paths, self.indices = list(paths), np.asarray(indices, np.int64)
         self.preprocessing, self.batch_size = preprocessing, batch_size
         self.threads, self.max_pixels = threads or 2, max_pixels or MAX_PIXELS
-        self.record = preprocessing.align
-        self.detector = load_detector(self.record["detector"])
+        self.aligner = Aligner.from_record(preprocessing.align)
 
     def __iter__(self):
         from concurrent.futures import ThreadPoolExecutor
@@ -223,18 +252,18 @@ class FaceBatches:
         score, count = np.full(n, np.nan, np.float32), np.zeros(n, np.int16)
         faces = np.zeros((n, FRAME[1], FRAME[0], 3), np.uint8)
         errors = [error for _, error in photos]
-        found = iter(self.detector.detect([photo for photo, _ in photos if photo is not None]))
+        found = iter(self.aligner.find([photo for photo, _ in photos if photo is not None]))
         for i, (photo, _) in enumerate(photos):
             if photo is None:
                 continue
             detected = next(found)
             count[i] = len(detected)
-            face = choose(detected, self.record["face"], photo.shape)
+            face = choose(detected, self.aligner.face, photo.shape)
             if face is None:
-                errors[i] = no_face_error(self.detector)
+                errors[i] = no_face_error(self.aligner.detector)
                 continue
             box[i], marks[i], score[i] = face.box, face.landmarks, face.score
-            faces[i] = align(photo, face.landmarks, self.record["weights"])
+            faces[i] = self.aligner.align(photo, face)
         return {"index": tf.constant(indices), "image": aligned_pixels(faces, self.preprocessing),
                 "error": tf.constant(errors, tf.string),
                 "stored": {"faces/box": box, "faces/landmarks": marks, "faces/score": score, "faces/count": count}}

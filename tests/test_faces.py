@@ -354,3 +354,24 @@ def test_face_options_without_align_are_refused(photo_folder, face_cnns, tmp_pat
     out = CliRunner().invoke(cli.main, ["embed", "--labels", str(photo_folder / "labels.csv"), "--images",
                                         str(photo_folder / "scenes"), "--face", "largest", "--out", str(tmp_path / "c.h5")])
     assert out.exit_code == 2 and "--face needs --align" in out.output
+
+
+def test_refined_landmarks_stay_on_the_face_and_are_recorded(photo_folder, face_cnns, tmp_path):
+    import h5py
+
+    from embed.faces import Aligner, align_record
+    photos = [read_photo(p, 10 ** 8)[0] for p in sorted((photo_folder / "scenes").glob("0000[0-3].jpg"))]
+    plain = Aligner.from_record(align_record()).find(photos)
+    refined = Aligner.from_record(align_record(refine=True)).find(photos)
+    for a, b in zip(plain, refined):
+        assert len(a) == len(b) >= 1
+        moved = np.linalg.norm(a[0].landmarks - b[0].landmarks, axis=1).mean()
+        assert 0 < moved < 0.1 * a[0].box[2]  # a second look moves them, but not off the face
+    out = _embed_align(photo_folder, face_cnns / "gender_mini_XCEPTION.hdf5", tmp_path / "r.h5", "--refine-landmarks")
+    assert out.exit_code == cli.EXIT_FAILED_ROWS and "5 landmarks (refined on the aligned crop)" in out.output
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert json.loads(f.attrs["preprocessing"])["align"]["refine"] is True
+    refused = CliRunner().invoke(cli.main, ["embed", "--labels", str(photo_folder / "labels.csv"), "--images",
+                                            str(photo_folder / "scenes"), "--refine-landmarks", "--out",
+                                            str(tmp_path / "c.h5")])
+    assert refused.exit_code == 2 and "--refine-landmarks needs --align" in refused.output

@@ -135,9 +135,10 @@ def backbone_line(model, backbone):
 def aligned_line(align):
     """How a cache of aligned faces found and aligned each face (preprocessing["align"])."""
     detector = align["detector"]
+    refined = " (refined on the aligned crop)" if align.get("refine") else ""
     return (f"faces: {detector['detector']} (smallest face {detector['min_face']} px), the {align['face']} face of "
-            f"each photo aligned by its 5 landmarks into CelebA's {align['frame'][0]}x{align['frame'][1]} frame, "
-            f"EXIF orientation applied, pixels outside the photo repeat its edge")
+            f"each photo aligned by its 5 landmarks{refined} into CelebA's {align['frame'][0]}x{align['frame'][1]} "
+            f"frame, EXIF orientation applied, pixels outside the photo repeat its edge")
 
 
 def embed_lines(summary, info, out, retried, shown_failures=20):

@@ -107,33 +107,44 @@ def default_face_mode(run_dir):
     return "all" if run_alignment(Run(run_dir)) else "none"
 
 
-def predict_faces(run_dir, images, *, faces="all", detector=None, batch_size=32, max_pixels=None,
-                  draw_dir=None, trust_model=False):
-    """Every face (faces="all") or the best one ("best") of each photo, aligned and predicted.
+def run_aligner(run, min_face=None, refine=None):
+    """The embed.faces.Aligner predict uses on a run's photos: as the run's cache of aligned faces
+    recorded it, else the defaults (`embed.faces.align_record`); min_face, refine: overrides."""
+    from embed.faces import Aligner, align_record
+    record = dict(run_alignment(run) or align_record())
+    if min_face is not None:
+        record["detector"] = {**record["detector"], "min_face": min_face}
+    if refine is not None:
+        record["refine"] = refine
+    return Aligner.from_record(record)
+
+
+def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, refine=None, batch_size=32,
+                  max_pixels=None, draw_dir=None, trust_model=False):
+    """Every face (faces="all") or one ("best": the one the aligner's `choose` rule picks, the most
+    confident by default) of each photo, aligned and predicted.
     [{"image", "ok", "error", "size": [W, H], "faces": [{"box", "landmarks", "score", "attributes"}]}]
     per photo, in order, faces best score first; a photo that cannot be read, or has no face, is
-    reported with its error (ok false) and the others are still predicted. detector: an embed.faces
-    detector (default: the one the run's cache recorded for a run on aligned faces, with its
-    landmark weights; else MTCNN with its defaults). Photos go `batch_size` at a time through detection,
+    reported with its error (ok false) and the others are still predicted. aligner: an
+    embed.faces.Aligner (default `run_aligner`: as the run's cache of aligned faces recorded, else
+    the defaults, with the overrides min_face and refine). Photos go `batch_size` at a time through detection,
     alignment and the head, so memory does not grow with their number. draw_dir: also write each
     readable photo there with its faces drawn (heads.look.drawn)."""
     from embed.defaults import MAX_PIXELS
-    from embed.faces import LANDMARK_WEIGHTS, MtcnnDetector, align, load_detector, no_face_error, read_photo
+    from embed.faces import choose, no_face_error, read_photo
 
     if faces not in ("all", "best"):
         raise UserError(f"predict_faces: faces must be all or best, not {faces!r}")
     run = Run(run_dir)
     transform, head = run.load(trust_model)
     backbones = run_backbones(run, trust_model)
-    recorded = run_alignment(run)
-    detector = detector or (load_detector(recorded["detector"]) if recorded else MtcnnDetector())
-    weights = recorded["weights"] if recorded else LANDMARK_WEIGHTS
+    aligner = aligner or run_aligner(run, min_face, refine)
     paths = [str(i) for i in images]
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         photos = [read_photo(p, max_pixels or MAX_PIXELS) for p in chunk]
-        found = iter(detector.detect([photo for photo, _ in photos if photo is not None]))
+        found = iter(aligner.find([photo for photo, _ in photos if photo is not None]))
         entries, aligned = [], []
         for path, (photo, error) in zip(chunk, photos):
             entry = {"image": path, "ok": False, "error": error or None, "size": None, "faces": []}
@@ -142,14 +153,14 @@ def predict_faces(run_dir, images, *, faces="all", detector=None, batch_size=32,
                 continue
             entry["size"] = [photo.shape[1], photo.shape[0]]
             detected = next(found)
-            chosen = detected[:1] if faces == "best" else detected
+            chosen = detected if faces == "all" else [f for f in [choose(detected, aligner.face, photo.shape)] if f]
             if not chosen:
-                entry["error"] = no_face_error(detector)
+                entry["error"] = no_face_error(aligner.detector)
                 continue
             entry["ok"] = True
             for face in chosen:
                 entry["faces"].append(face.to_dict())
-                aligned.append(align(photo, face.landmarks, weights))
+                aligned.append(aligner.align(photo, face))
         if aligned:
             probabilities = iter(face_probabilities(run, transform, head, backbones, np.stack(aligned), batch_size))
             for entry in entries:
