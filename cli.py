@@ -615,7 +615,12 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
 
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A run directory.")
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--video", type=click.Path(dir_okay=False),
+              help="A video instead of images: every frame's faces predicted (--faces all or best), the frames "
+                   "annotated into --out, and OUT.csv with one row per frame x face x attribute.")
+@click.option("--out", "video_out", type=click.Path(dir_okay=False),
+              help="--video: the annotated video to write (.mp4); its table goes beside it as .csv.")
 @click.option("--faces", type=click.Choice(["all", "best", "none"]),
               help="all: find every face in each photo, align it to CelebA's frame by its five landmarks and "
                    "predict each; best: only the most confident face; none: the whole image as it is (for "
@@ -635,11 +640,26 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
 @AS_JSON
 @TRUST_MODEL
 @uses_tensorflow()
-def predict(run_dir, images, faces, min_face, refine, draw_dir, max_pixels, as_json, trust_model):
+def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir, max_pixels, as_json, trust_model):
     """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head).
-    With --faces, each face in each photo is found, aligned and predicted."""
+    With --faces, each face in each photo is found, aligned and predicted; with --video, each face of
+    each frame."""
     served = _library("heads.serve.predict")
     tables = _library("heads.look.tables")
+    if bool(images) == bool(video):
+        raise click.UsageError("give image files or --video, not both" if images else "give image files or --video")
+    if bool(video) != bool(video_out):
+        raise click.UsageError("--video needs --out OUT.mp4" if video else "--out is for --video")
+    if video:
+        if faces == "none" or draw_dir:
+            raise click.UsageError("--video predicts faces: --faces all or best, and no --draw (--out is the "
+                                   "annotated video)")
+        _library("heads.serve.output").check_new_file(video_out, "--out")
+        result = _library("heads.serve.video").predict_video(run_dir, video, video_out, faces=faces or "all",
+                                                              min_face=min_face, refine=refine,
+                                                              trust_model=trust_model)
+        click.echo(json.dumps(result, indent=2) if as_json else tables.video_line(result))
+        return
     faces = faces or served.default_face_mode(run_dir)
     if faces == "none":
         for option, value in (("--draw", draw_dir), ("--min-face", min_face), ("--refine-landmarks", refine)):

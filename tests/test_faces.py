@@ -375,3 +375,57 @@ def test_refined_landmarks_stay_on_the_face_and_are_recorded(photo_folder, face_
                                             str(photo_folder / "scenes"), "--refine-landmarks", "--out",
                                             str(tmp_path / "c.h5")])
     assert refused.exit_code == 2 and "--refine-landmarks needs --align" in refused.output
+
+
+# --- video ----------------------------------------------------------------------------------------
+
+def _video(path, face, frames=16):
+    """A 640x480 mp4 of `frames` frames: a textured wall, the face pasted at a slowly moving place."""
+    import cv2
+
+    from embed.scenes import texture
+    wall = texture(np.random.default_rng(7), 480, 640)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (640, 480))
+    for k in range(frames):
+        frame = wall.copy()
+        x, y = 120 + 12 * k, 100 + 4 * k
+        frame[y:y + 218, x:x + 178] = face
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    return path
+
+
+def test_predict_video_annotates_every_frame_and_tables_each_face(face_run, celeba_sample, tmp_path):
+    import cv2
+    face = read_photo(celeba_sample / "img_align_celeba" / "182739.jpg", 10 ** 8)[0]
+    video = _video(tmp_path / "walk.mp4", face)
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--video", str(video), "--out",
+                                        str(tmp_path / "out" / "annotated.mp4")])
+    assert out.exit_code == 0, out.output
+    assert "16 frames, 16 with faces, 16 faces in" in out.stdout and "frames/s" in out.stdout
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "annotated.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 16 and capture.read()[1].shape == (480, 640, 3)
+    table = pd.read_csv(tmp_path / "out" / "annotated.csv")
+    assert len(table) == 16 * 3 and sorted(set(table.frame)) == list(range(16))
+    still = cli_json(face_run, [celeba_sample / "img_align_celeba" / "182739.jpg"])[0]["attributes"]
+    for attribute, rows in table.groupby("attribute"):  # the moving face keeps its own (clear) attributes
+        if abs(still[attribute]["probability"] - 0.5) > 0.2:
+            assert (rows.decision == still[attribute]["decision"]).mean() >= 0.9, attribute
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--video", "MISSING", "--out", "OUT"], 1, "OpenCV cannot open it as a video"),
+    (["--video", "TEXT", "--out", "OUT"], 1, "OpenCV cannot open it as a video"),
+    (["--video", "TEXT"], 2, "--video needs --out OUT.mp4"),
+    (["--video", "TEXT", "--out", "OUT", "x.jpg"], 2, "give image files or --video, not both"),
+    (["--video", "TEXT", "--out", "OUT", "--faces", "none"], 2, "--video predicts faces"),
+    (["--video", "TEXT", "--out", "EXISTS"], 1, "exists; remove it or choose another name"),
+])
+def test_predict_video_mistakes_are_one_line(face_run, tmp_path, args, code, message):
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "old.mp4").write_bytes(b"")
+    paths = {"MISSING": tmp_path / "absent.mp4", "TEXT": tmp_path / "notes.txt", "OUT": tmp_path / "o.mp4",
+             "EXISTS": tmp_path / "old.mp4"}
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"),
+                                        *[str(paths.get(a, a)) for a in args]])
+    assert out.exit_code == code and message in out.output and "Traceback" not in out.output, out.output

@@ -40,6 +40,16 @@ def draw_faces(photo, entry, draw_dir):
     """Write photo (uint8 [H, W, 3] RGB) with entry's faces (a `predict_faces` result) drawn, as a
     JPEG at drawn_path(draw_dir, entry["image"]); returns that path."""
     import cv2
+    path = drawn_path(draw_dir, entry["image"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), drawn_bgr(photo, entry), [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        raise UserError(f"--draw: {path} could not be written")
+    return path
+
+
+def drawn_bgr(photo, entry):
+    """photo (uint8 [H, W, 3] RGB) with entry's faces drawn, as OpenCV's BGR uint8 [H, W, 3]."""
+    import cv2
 
     canvas = np.ascontiguousarray(photo[..., ::-1])  # OpenCV draws on BGR
     height, width = canvas.shape[:2]
@@ -61,8 +71,4 @@ def draw_faces(photo, entry, draw_dir):
                         cv2.LINE_AA)
             cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour[::-1], thickness,
                         cv2.LINE_AA)
-    path = drawn_path(draw_dir, entry["image"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), canvas, [cv2.IMWRITE_JPEG_QUALITY, 92]):
-        raise UserError(f"--draw: {path} could not be written")
-    return path
+    return canvas

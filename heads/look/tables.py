@@ -247,6 +247,13 @@ def face_predictions(results):
     return lines
 
 
+def video_line(result):
+    """`predict --video`'s summary."""
+    return (f"{result['frames']} frames, {result['frames_with_faces']} with faces, {result['faces']} faces in "
+            f"{result['seconds']:.1f} s ({result['frames_per_second']:.1f} frames/s); wrote {result['video']} and "
+            f"{result['csv']}")
+
+
 def projector_lines(out, result):
     """(stdout lines, note or None) of `projector`."""
     sprite = f", sprite {result['sprite'][0]}x{result['sprite'][1]}" if result["sprite"] else ", no sprite"

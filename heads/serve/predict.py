@@ -119,6 +119,54 @@ def run_aligner(run, min_face=None, refine=None):
     return Aligner.from_record(record)
 
 
+class FacePredictor:
+    """A run, its backbones and an aligner, loaded once: `entries(items, faces)` scores photos already
+    in memory (for photo files, `predict_faces`; for video frames, `heads.serve.video`)."""
+
+    def __init__(self, run_dir, *, aligner=None, min_face=None, refine=None, batch_size=32, trust_model=False):
+        self.run = Run(run_dir)
+        self.transform, self.head = self.run.load(trust_model)
+        self.backbones = run_backbones(self.run, trust_model)
+        self.aligner = aligner or run_aligner(self.run, min_face, refine)
+        self.batch_size = batch_size
+
+    @property
+    def attributes(self):
+        return self.run.attributes
+
+    def entries(self, items, faces="all"):
+        """items: [(name, photo uint8 [H, W, 3] or None, error text)] -> one entry per item (see
+        `predict_faces`), every face of all the items through the head in one batch."""
+        from embed.faces import choose, no_face_error
+
+        if faces not in ("all", "best"):
+            raise UserError(f"faces must be all or best, not {faces!r}")
+        found = iter(self.aligner.find([photo for _, photo, _ in items if photo is not None]))
+        entries, aligned = [], []
+        for name, photo, error in items:
+            entry = {"image": name, "ok": False, "error": error or None, "size": None, "faces": []}
+            entries.append(entry)
+            if photo is None:
+                continue
+            entry["size"] = [photo.shape[1], photo.shape[0]]
+            detected = next(found)
+            chosen = detected if faces == "all" else [f for f in [choose(detected, self.aligner.face, photo.shape)] if f]
+            if not chosen:
+                entry["error"] = no_face_error(self.aligner.detector)
+                continue
+            entry["ok"] = True
+            for face in chosen:
+                entry["faces"].append(face.to_dict())
+                aligned.append(self.aligner.align(photo, face))
+        if aligned:
+            probabilities = iter(face_probabilities(self.run, self.transform, self.head, self.backbones,
+                                                    np.stack(aligned), self.batch_size))
+            for entry in entries:
+                for face in entry["faces"]:
+                    face["attributes"] = _attributes(self.run, next(probabilities))
+        return entries
+
+
 def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, refine=None, batch_size=32,
                   max_pixels=None, draw_dir=None, trust_model=False):
     """Every face (faces="all") or one ("best": the one the aligner's `choose` rule picks, the most
@@ -127,48 +175,23 @@ def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, 
     per photo, in order, faces best score first; a photo that cannot be read, or has no face, is
     reported with its error (ok false) and the others are still predicted. aligner: an
     embed.faces.Aligner (default `run_aligner`: as the run's cache of aligned faces recorded, else
-    the defaults, with the overrides min_face and refine). Photos go `batch_size` at a time through detection,
-    alignment and the head, so memory does not grow with their number. draw_dir: also write each
-    readable photo there with its faces drawn (heads.look.drawn)."""
+    the defaults, with the overrides min_face and refine). Photos go `batch_size` at a time through
+    detection, alignment and the head, so memory does not grow with their number. draw_dir: also
+    write each readable photo there with its faces drawn (heads.look.drawn)."""
     from embed.defaults import MAX_PIXELS
-    from embed.faces import choose, no_face_error, read_photo
+    from embed.faces import read_photo
 
-    if faces not in ("all", "best"):
-        raise UserError(f"predict_faces: faces must be all or best, not {faces!r}")
-    run = Run(run_dir)
-    transform, head = run.load(trust_model)
-    backbones = run_backbones(run, trust_model)
-    aligner = aligner or run_aligner(run, min_face, refine)
+    predictor = FacePredictor(run_dir, aligner=aligner, min_face=min_face, refine=refine, batch_size=batch_size,
+                              trust_model=trust_model)
     paths = [str(i) for i in images]
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        photos = [read_photo(p, max_pixels or MAX_PIXELS) for p in chunk]
-        found = iter(aligner.find([photo for photo, _ in photos if photo is not None]))
-        entries, aligned = [], []
-        for path, (photo, error) in zip(chunk, photos):
-            entry = {"image": path, "ok": False, "error": error or None, "size": None, "faces": []}
-            entries.append(entry)
-            if photo is None:
-                continue
-            entry["size"] = [photo.shape[1], photo.shape[0]]
-            detected = next(found)
-            chosen = detected if faces == "all" else [f for f in [choose(detected, aligner.face, photo.shape)] if f]
-            if not chosen:
-                entry["error"] = no_face_error(aligner.detector)
-                continue
-            entry["ok"] = True
-            for face in chosen:
-                entry["faces"].append(face.to_dict())
-                aligned.append(aligner.align(photo, face))
-        if aligned:
-            probabilities = iter(face_probabilities(run, transform, head, backbones, np.stack(aligned), batch_size))
-            for entry in entries:
-                for face in entry["faces"]:
-                    face["attributes"] = _attributes(run, next(probabilities))
+        items = [(path, *read_photo(path, max_pixels or MAX_PIXELS)) for path in chunk]
+        entries = predictor.entries(items, faces)
         if draw_dir is not None:
             from heads.look.drawn import draw_faces
-            for entry, (photo, _) in zip(entries, photos):
+            for entry, (_, photo, _) in zip(entries, items):
                 if photo is not None:
                     draw_faces(photo, entry, draw_dir)
         results.extend(entries)
