@@ -92,7 +92,8 @@ def align_by(photo, matrix):
 
 
 def landmarks_outside(face, shape):
-    """True if any landmark lies outside a photo of shape (H, W, ...)."""
+    """True if any landmark lies outside a photo of shape (H, W, ...): a face cut by the photo's
+    edge, whose crop repeats that edge (`predict` says so per face)."""
     x, y = face.landmarks[:, 0], face.landmarks[:, 1]
     return bool((x < 0).any() or (y < 0).any() or (x > shape[1] - 1).any() or (y > shape[0] - 1).any())
 

@@ -429,3 +429,19 @@ def test_predict_video_mistakes_are_one_line(face_run, tmp_path, args, code, mes
     out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"),
                                         *[str(paths.get(a, a)) for a in args]])
     assert out.exit_code == code and message in out.output and "Traceback" not in out.output, out.output
+
+
+def test_a_face_cut_by_the_photos_edge_is_predicted_and_says_so(face_run, celeba_sample, tmp_path):
+    face = read_photo(celeba_sample / "img_align_celeba" / "182739.jpg", 10 ** 8)[0]
+    from embed.scenes import texture
+    photo = texture(np.random.default_rng(8), 300, 300)
+    photo[40:258, :98] = face[:, 80:]  # the photo cuts the face through its left eye
+    Image.fromarray(photo).save(tmp_path / "cut.png")
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "all", "--json",
+                                        str(tmp_path / "cut.png")])
+    assert out.exit_code == 0, out.output
+    (entry,) = json.loads(out.stdout)
+    assert entry["ok"] and any(f["landmarks_outside"] for f in entry["faces"])
+    text = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "all",
+                                         str(tmp_path / "cut.png")])
+    assert "(landmarks outside the photo: the crop repeats its edge)" in text.stdout

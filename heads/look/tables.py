@@ -242,7 +242,10 @@ def face_predictions(results):
         lines.append(f"{r['image']}  {width}x{height}  {len(r['faces'])} face(s)")
         for number, face in enumerate(r["faces"], 1):
             x, y, w, h = face["box"]
-            lines.append(f"  face {number}  box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  score {face['score']:.3f}")
+            outside = ("  (landmarks outside the photo: the crop repeats its edge)" if face.get("landmarks_outside")
+                       else "")
+            lines.append(f"  face {number}  box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  score {face['score']:.3f}"
+                         + outside)
             lines.extend(f"    {a:<22} {v['probability']:.3f} ({v['decision']})" for a, v in face["attributes"].items())
     return lines
 

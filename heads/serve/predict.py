@@ -137,7 +137,7 @@ class FacePredictor:
     def entries(self, items, faces="all"):
         """items: [(name, photo uint8 [H, W, 3] or None, error text)] -> one entry per item (see
         `predict_faces`), every face of all the items through the head in one batch."""
-        from embed.faces import choose, no_face_error
+        from embed.faces import choose, landmarks_outside, no_face_error
 
         if faces not in ("all", "best"):
             raise UserError(f"faces must be all or best, not {faces!r}")
@@ -156,7 +156,7 @@ class FacePredictor:
                 continue
             entry["ok"] = True
             for face in chosen:
-                entry["faces"].append(face.to_dict())
+                entry["faces"].append({**face.to_dict(), "landmarks_outside": landmarks_outside(face, photo.shape)})
                 aligned.append(self.aligner.align(photo, face))
         if aligned:
             probabilities = iter(face_probabilities(self.run, self.transform, self.head, self.backbones,
@@ -171,7 +171,8 @@ def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, 
                   max_pixels=None, draw_dir=None, trust_model=False):
     """Every face (faces="all") or one ("best": the one the aligner's `choose` rule picks, the most
     confident by default) of each photo, aligned and predicted.
-    [{"image", "ok", "error", "size": [W, H], "faces": [{"box", "landmarks", "score", "attributes"}]}]
+    [{"image", "ok", "error", "size": [W, H], "faces": [{"box", "landmarks", "score", "landmarks_outside",
+    "attributes"}]}]
     per photo, in order, faces best score first; a photo that cannot be read, or has no face, is
     reported with its error (ok false) and the others are still predicted. aligner: an
     embed.faces.Aligner (default `run_aligner`: as the run's cache of aligned faces recorded, else
