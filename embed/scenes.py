@@ -16,6 +16,7 @@ Layout written by `make_scenes(images, out, ...)`:
 """
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -93,13 +94,31 @@ def make_scenes(images, out, *, seed=0, faces_per_scene=(1,), scale_range=(0.45,
     """Paste each aligned image (a path, 178 x 218) into a scene, in order, grouping them
     faces_per_scene[k % len] at a time (k: the scene's number). Writes OUT/scenes and OUT/faces.csv,
     and with dataset (an embed.dataset.Dataset holding the images' labels) OUT/labels.csv (module
-    docstring); returns the path of faces.csv."""
+    docstring); returns the path of faces.csv. Written in a temporary folder beside OUT and renamed
+    into place when whole: an unreadable image leaves nothing behind. OUT must be new or empty."""
+    import shutil
+    import tempfile
+    rng = np.random.default_rng(seed)
+    final = Path(out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))  # renamed into place when whole
+    (out / "scenes").mkdir()
+    try:
+        _fill(images, out, rng, faces_per_scene, scale_range, max_angle, quality, dataset)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final.exists():
+        final.rmdir()  # new or empty (check_out)
+    os.replace(out, final)
+    return final / "faces.csv"
+
+
+def _fill(images, out, rng, faces_per_scene, scale_range, max_angle, quality, dataset):
+    """Write the scenes, faces.csv and (with dataset) labels.csv into out."""
     import cv2
 
     from embed.faces import read_photo
-    rng = np.random.default_rng(seed)
-    out = Path(out)
-    (out / "scenes").mkdir(parents=True, exist_ok=True)
     images = [Path(i) for i in images]
     rows, start, number = [], 0, 0
     while start < len(images):
@@ -127,7 +146,6 @@ def make_scenes(images, out, *, seed=0, faces_per_scene=(1,), scale_range=(0.45,
         writer.writerow(["scene", "face", "image_id", "scale", "angle",
                          *[f"{name}_{axis}" for name in LANDMARKS for axis in "xy"]])
         writer.writerows(rows)
-    return out / "faces.csv"
 
 
 def _write_scene_labels(rows, dataset, path):

@@ -445,3 +445,20 @@ def test_a_face_cut_by_the_photos_edge_is_predicted_and_says_so(face_run, celeba
     text = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "all",
                                          str(tmp_path / "cut.png")])
     assert "(landmarks outside the photo: the crop repeats its edge)" in text.stdout
+
+
+def test_make_scenes_writes_whole_folders_or_nothing(celeba_sample, tmp_path):
+    first = sorted((celeba_sample / "img_align_celeba").glob("*.jpg"))[:3]
+    (tmp_path / "text.jpg").write_text("not an image")
+    bad = CliRunner().invoke(cli.main, ["make-scenes", *map(str, first), str(tmp_path / "text.jpg"), "--out",
+                                        str(tmp_path / "scenes")])
+    assert bad.exit_code == 1 and "text.jpg: cannot decode image" in bad.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["text.jpg"]  # no folder, no temporary left
+    good = CliRunner().invoke(cli.main, ["make-scenes", *map(str, first), "--faces-per-scene", "1,2", "--out",
+                                         str(tmp_path / "scenes"), "--labels-from", str(celeba_sample)])
+    assert good.exit_code == 0, good.output
+    assert sorted(p.name for p in (tmp_path / "scenes" / "scenes").iterdir()) == ["00000.jpg", "00001.jpg"]
+    labels = pd.read_csv(tmp_path / "scenes" / "labels.csv")
+    assert labels.image_id.tolist() == ["00000.jpg"]  # only the one-face scene is labelled
+    again = CliRunner().invoke(cli.main, ["make-scenes", *map(str, first), "--out", str(tmp_path / "scenes")])
+    assert again.exit_code == 1 and "not empty; give a new or empty folder" in again.output
