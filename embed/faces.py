@@ -13,9 +13,13 @@ Detectors are a component kind: a class with `settings` (what a cache records) a
 `detect(photos) -> [[Face]]`, registered by name in DETECTORS. MTCNN (the `mtcnn` package, its
 three networks' weights inside its wheel) is the first. Photos are detected in groups of one shape
 with no padding, so a face's detection does not depend on which other photos share its batch.
+
+An `Aligner` (a detector, the landmark weights, optional refinement, the face rule) is the one way
+faces are found and aligned: `embed --align` builds it from the record it writes into the cache's
+preprocessing (`align_record`), through `FaceBatches`, the batch source of such a cache; `predict
+--faces` and `--video` build it from the same record.
 """
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +27,6 @@ import numpy as np
 from cache.errors import UsageError
 from embed.defaults import FACE_DEFAULTS
 
-log = logging.getLogger(__name__)
 
 # CelebA's aligned frame (width, height) and the five canonical landmark positions in it, (x, y)
 # pixels in OpenCV's convention (pixel centres at integers). Provenance: the median landmarks
