@@ -228,6 +228,14 @@ GROUPS = click.option("--groups", help="Attributes defining groups (e.g. Male or
 DROP_NONFINITE = click.option("--drop-nonfinite", is_flag=True,
                               help="Leave out rows whose features hold NaN or inf (counted in a run's config.json, "
                                    "an audit's summary.json) instead of stopping.")
+LABEL_OVERLAY = (
+    click.option("--labels", "label_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                 help="A labels file (CelebA text, or CSV with image_id) patching the cache's labels by image id, "
+                      "without embedding again: a value sets a label, an empty cell, NA or ? makes it unknown, "
+                      "what the file does not list stays. Repeatable: later files win cell by cell."),
+    click.option("--partition", "partition_file", type=click.Path(exists=True, dir_okay=False),
+                 help="A partition file (CelebA text, or CSV image_id,partition) re-splitting the cache's rows; "
+                      "rows it does not list leave the run."))
 IMAGES = click.option("--images", type=click.Path(file_okay=False), help="The image folder, if it moved since embedding.")
 EPOCH_OPTIONS = (
     click.option("--epochs", default=KERAS["epochs"], show_default=True, type=EPOCHS,
@@ -389,16 +397,18 @@ def task_options(command):
         click.option("--exclude", type=click.Path(exists=True, dir_okay=False),
                      help="Leave out the train rows of the image ids in this CSV (an image_id column: audit's "
                           "label_issues.csv or duplicates.csv, or any). Val and test are never altered; the run "
-                          "records the file's sha256 and what it left out."))
+                          "records the file's sha256 and what it left out."),
+        *LABEL_OVERLAY)
     @functools.wraps(command)
     def run(*args, caches, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups,
-            inputs, stream, views, eval_view, exclude, **kwargs):
+            inputs, stream, views, eval_view, exclude, label_files, partition_file, **kwargs):
         if standardize and features not in ("raw", "standardize"):
             raise click.BadParameter(f"--standardize contradicts --features {features}", param_hint="--standardize")
         spec = _library("heads.run.task").TaskSpec(
             caches=caches, attributes=attributes, features="standardize" if standardize else features, groups=groups,
             views=views, eval_view=eval_view, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
-            tune_threshold=tune_threshold, inputs=inputs, stream=stream, exclude=exclude)
+            tune_threshold=tune_threshold, inputs=inputs, stream=stream, exclude=exclude, labels=label_files,
+            partition=partition_file)
         return command(*args, task=spec, **kwargs)
     return run
 
@@ -459,11 +469,17 @@ def merge(shards, out, overwrite):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--check", is_flag=True, help="Also read every ok row's features and check they are finite "
                                             "(the structure and label checks run on every open).")
-def info(cache, as_json, check):
-    """Summarise a cache: shape, backbone, preprocessing, row status, splits, label rates."""
+@_options(*LABEL_OVERLAY)
+def info(cache, as_json, check, label_files, partition_file):
+    """Summarise a cache: shape, backbone, preprocessing, row status, splits, label rates; with
+    --labels/--partition, also what those files change."""
     tables = _library("heads.look.tables")
     summary = _library("cache.reader").cache_info(cache, check=check)
+    if label_files or partition_file:
+        summary["overlay"] = _library("heads.run.overlay").overlay_record(cache, label_files, partition_file)
     click.echo(json.dumps(summary, indent=2) if as_json else tables.info_text(summary))
+    if "overlay" in summary and not as_json:
+        _echo_lines(tables.overlay_lines(summary["overlay"], cache))
     if check:
         ok, line = tables.check_line(cache, summary["check"])
         if not ok:
@@ -582,11 +598,14 @@ def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed, epochs, pa
 @TRUST_MODEL
 @GROUPS
 @DROP_NONFINITE
+@_options(*LABEL_OVERLAY)
 @uses_tensorflow()
-def evaluate(run_dir, split, caches, as_json, trust_model, groups, drop_nonfinite):
-    """Re-evaluate a saved run (any head kind) against its caches."""
+def evaluate(run_dir, split, caches, as_json, trust_model, groups, drop_nonfinite, label_files, partition_file):
+    """Re-evaluate a saved run (any head kind) against its caches, with the label files it was trained
+    with; --labels scores it against other labels (applied after them), --partition another split."""
     result = _library("heads.run.evaluate").evaluate_run(run_dir, split, list(caches) or None, trust_model=trust_model,
-                                                         groups=groups, drop_nonfinite=drop_nonfinite)
+                                                         groups=groups, drop_nonfinite=drop_nonfinite,
+                                                         labels=label_files, partition=partition_file)
     click.echo(json.dumps(result, indent=2) if as_json else _library("heads.look.tables").evaluated(result, split, run_dir))
 
 
@@ -598,13 +617,15 @@ def evaluate(run_dir, split, caches, as_json, trust_model, groups, drop_nonfinit
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write it as Markdown.")
 @GROUPS
-@uses_tensorflow(when=lambda kwargs: kwargs["groups"])
-def compare(run_dirs, split, metrics, csv_path, markdown_path, groups):
+@_options(*LABEL_OVERLAY)
+@uses_tensorflow(when=lambda kwargs: kwargs["groups"] or kwargs["label_files"] or kwargs["partition_file"])
+def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_files, partition_file):
     """One leaderboard of runs (rows) by attribute x metric, best mean first (for ece and brier the
     lowest). With --groups, every run is scored again per group on its caches (runs trained without
-    --groups too)."""
+    --groups too); with --labels or --partition, against those labels or that split."""
     compared = _library("heads.run.compare")
-    table = compared.leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()], groups=groups)
+    table = compared.leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()], groups=groups,
+                                 labels=label_files, partition=partition_file)
     click.echo(_library("heads.look.tables").leaderboard_text(table, split))
     if csv_path:
         table.to_csv(csv_path)
@@ -714,11 +735,13 @@ def export(run_dir, out, trust_model):
               help="Attributes in the metadata (comma-separated, or 'all').")
 @click.option("--seed", default=PROJECTOR["seed"], show_default=True, type=int)
 @IMAGES
+@_options(*LABEL_OVERLAY)
 @uses_tensorflow()
-def projector(cache, out, n, split, attributes, seed, images):
+def projector(cache, out, n, split, attributes, seed, images, label_files, partition_file):
     """Export a sample of the cache for TensorBoard's Embedding Projector (features, metadata, sprite)."""
     result = _library("heads.look.projector").export_projector(cache, out, n=n, split=split, attributes=attributes,
-                                                               seed=seed, images=images)
+                                                               seed=seed, images=images, labels=label_files,
+                                                               partition=partition_file)
     lines, note = _library("heads.look.tables").projector_lines(out, result)
     click.echo(lines[0])
     if note:
@@ -734,10 +757,13 @@ def projector(cache, out, n, split, attributes, seed, images):
 @click.option("--errors", "n_errors", default=REPORT["errors"], show_default=True, type=click.IntRange(min=0),
               help="Most confident errors shown per attribute.")
 @IMAGES
+@_options(*LABEL_OVERLAY)
 @uses_tensorflow()
-def report(runs, out, split, n_errors, images):
-    """One self-contained HTML page: leaderboard, metrics vs majority, plots, groups, error galleries."""
-    count = _library("heads.look.page").build_report(list(runs), out, split=split, n_errors=n_errors, images=images)
+def report(runs, out, split, n_errors, images, label_files, partition_file):
+    """One self-contained HTML page: leaderboard, metrics vs majority, plots, groups, error galleries
+    (judged by the runs' labels, or with --labels/--partition by those)."""
+    count = _library("heads.look.page").build_report(list(runs), out, split=split, n_errors=n_errors, images=images,
+                                                     labels=label_files, partition=partition_file)
     click.echo(f"wrote {out}: {count} run(s)")
 
 
@@ -776,15 +802,17 @@ def report(runs, out, split, n_errors, images):
               help="The page: suspected label errors shown per attribute, and duplicate pairs shown.")
 @IMAGES
 @click.option("--seed", default=AUDIT["seed"], show_default=True, type=int, help="Folds, inner val rows, head.")
+@_options(*LABEL_OVERLAY)
 @uses_tensorflow()
 def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, inputs, allow_partial, drop_nonfinite,
-          dup_threshold, dup_neighbours, dup_search, dup_probes, no_duplicates, top, images, seed):
+          dup_threshold, dup_neighbours, dup_search, dup_probes, no_duplicates, top, images, seed, label_files,
+          partition_file):
     """Audit the labelled rows through the cache: out-of-fold probabilities from K-fold cross-fitting,
     likely label errors per attribute (cleanlab), near-duplicate pairs (faiss), written to
     label_issues.csv, duplicates.csv, summary.json and audit.html."""
     task = _library("heads.run.task").TaskSpec(caches=caches, attributes=attributes, features=features, inputs=inputs,
                                                allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
-                                               stream="never")
+                                               stream="never", labels=label_files, partition=partition_file)
     audited = _library("heads.audit.run")
     duplicates = None if no_duplicates else {"threshold": dup_threshold, "neighbours": dup_neighbours,
                                              "search": dup_search, "probes": dup_probes}

@@ -64,6 +64,7 @@ import numpy as np
 FORMAT_VERSION = 1
 STATUS_NOT_DONE, STATUS_OK, STATUS_FAILED = 0, 1, 2
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
+UNKNOWN_LABEL = 255  # a label no file gave (a labels overlay's empty cell, NA or ?; heads.run.overlay)
 ERROR_BYTES = 256
 ROWS_PER_CHUNK = 1024
 LAYER_CHUNK_BYTES = 4 << 20

@@ -222,7 +222,7 @@ def nonfinite_error(path, split, count, rows, ids):
 
 
 def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.float32, with_features=True,
-               drop_nonfinite=False, views=("orig",), layers=(), stream=False, leave_out=()):
+               drop_nonfinite=False, views=("orig",), layers=(), stream=False, leave_out=(), labelled=None):
     """Load the OK rows of one partition ("train"/"val"/"test" or 0/1/2).
 
     attributes: names to return labels for (default: all, in cache order). Refuses a cache with
@@ -238,7 +238,8 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
     stream: one view of one layer, left in the cache: Split.features is a StoredRows (checked for
     non-finite rows block by block, in the stored dtype), for a split larger than memory.
     leave_out: image ids (str) whose rows are not loaded (neither read nor checked), counted in
-    Split.n_left_out.
+    Split.n_left_out. labelled: the names, labels [N, A] and partition [N] of every cache row to use
+    instead of the stored ones (a labels overlay: `heads.run.overlay.RowLabels`).
     """
     code = layout.PARTITIONS.get(partition, partition)
     if code not in layout.PARTITIONS.values():
@@ -249,13 +250,13 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         if not_done and not allow_partial:
             raise UserError(f"{path}: {not_done} of {len(status)} rows are not embedded yet; finish "
                             "the cache with the same `embed` command, or allow a partial cache")
-        names = f.attribute_names
+        names = f.attribute_names if labelled is None else labelled.names
         attributes = names if attributes is None else list(attributes)
         unknown = [a for a in attributes if a not in names]
         if unknown:
             raise UserError(f"{path}: unknown attribute(s) {', '.join(unknown)}")
         columns = [names.index(a) for a in attributes]
-        in_split = f["partition"][:] == code
+        in_split = (f["partition"][:] if labelled is None else labelled.partition) == code
         wanted = in_split & (status == layout.STATUS_OK)
         all_ids = f["image_id"][:]
         n_left_out = 0
@@ -291,7 +292,7 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
                 if dtype is not None:
                     blocks = [b if b.dtype == dtype else b.astype(dtype) for b in blocks]
                 features = blocks[0] if len(blocks) == 1 else blocks
-        labels = f["labels"][:][rows][:, columns]
+        labels = (f["labels"][:] if labelled is None else labelled.labels)[rows][:, columns]
         ids = [s.decode() for s in all_ids[rows]] if len(rows) else []
         n_failed = int((status[in_split] == layout.STATUS_FAILED).sum())
     return Split(features=features, labels=labels, attributes=attributes, image_ids=ids, rows=rows,

@@ -6,21 +6,31 @@ Attribute files (the format is detected from the content):
   * CSV (Kaggle's `list_attr_celeba.csv`, or any labelled folder): header `image_id,<names...>`,
     one row per image; an optional `partition` column holds 0 train, 1 val, 2 test.
   Values are -1/1 (CelebA) or 0/1, one convention per file, mapped explicitly -1 -> 0, 0 -> 0,
-  1 -> 1. Anything else is an error naming the file, line and column.
+  1 -> 1. A labels overlay (`read_labels(unknown=True)`) may also hold an empty cell, `NA` or `?`:
+  an unknown label, stored as `cache.layout.UNKNOWN_LABEL`. Anything else is an error naming the
+  file, line and column.
 Partition files: CelebA text (`<image_id> <p>` per line) or CSV (`image_id,partition`), p in {0, 1, 2}.
 
 Both: UTF-8 with or without BOM, LF, CRLF or mixed line ends; blank lines are ignored. Every
-problem raises UserError with a one-line message that names the file and line.
+problem raises UserError with a one-line message that names the file and line. A CelebA-size
+file (202,599 rows x 40 attributes) parses in about a second: Python's garbage collector is paused
+while the millions of small token strings are made (it would triple the time, finding nothing).
 """
 
+import contextlib
 import csv
+import functools
+import gc
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
 from cache.errors import UserError
+from cache.layout import UNKNOWN_LABEL
 
-VALUE_CODES = {"1": 1, "-1": 0, "0": 0}
+UNKNOWN_TOKENS = ("", "NA", "?")
+ROWS_PER_BLOCK = 16_384
 SHOWN_CHARS = 40
 
 
@@ -30,9 +40,22 @@ def _shown(text):
     return repr(text) if len(text) <= SHOWN_CHARS else repr(text[:SHOWN_CHARS]) + f"... ({len(text)} chars)"
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector (the token lists made here hold no cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass(frozen=True)
 class LabelTable:
-    """ids: N image ids in file order; names: A attribute names; values: uint8 [N, A] in {0, 1};
+    """ids: N image ids in file order; names: A attribute names; values: uint8 [N, A] in {0, 1}
+    (and UNKNOWN_LABEL where a file read with unknown=True leaves a label unknown);
     partition: int8 [N] from a `partition` column, or None; lines: int [N] line number of each row."""
     path: str
     ids: list
@@ -98,58 +121,70 @@ def _check_names(path, line, names):
         seen.add(name)
 
 
-def _label_values(path, rows, names, first_column):
-    """uint8 [N, A] from the value fields of each row, validated and mapped explicitly."""
-    tokens = np.array([fields[first_column:first_column + len(names)] for _, fields in rows], dtype=str)
-    tokens = tokens.reshape(len(rows), len(names))
-    known = np.isin(tokens, list(VALUE_CODES))
-    if not known.all():
-        r, c = np.argwhere(~known)[0]
-        raise UserError(f"{path}:{rows[r][0]}: column {_shown(names[c])} has {_shown(tokens[r, c])}; "
-                        "labels must be -1/1 or 0/1")
-    minus, zero = tokens == "-1", tokens == "0"
-    if minus.any() and zero.any():
-        r, c = np.argwhere(zero)[0]
+def _label_values(path, rows, names, first_column, unknown=False):
+    """uint8 [N, A] from the value fields of each row (widths already checked), validated and mapped
+    explicitly; with unknown, UNKNOWN_TOKENS map to UNKNOWN_LABEL."""
+    zero, minus_one = 2, 3  # told apart first: one file must not mix the conventions
+    codes = {"1": 1, "0": zero, "-1": minus_one, **({t: UNKNOWN_LABEL for t in UNKNOWN_TOKENS} if unknown else {})}
+    width = len(names)
+    tokens = list(chain.from_iterable(fields[first_column:first_column + width] for _, fields in rows))
+    try:
+        values = np.fromiter(map(codes.__getitem__, tokens), np.uint8, count=len(tokens)).reshape(len(rows), width)
+    except KeyError:
+        at = next(i for i, token in enumerate(tokens) if token not in codes)
+        r, c = divmod(at, width)
+        allowed = "-1/1 or 0/1" + (", or empty, NA or ? for unknown" if unknown else "")
+        raise UserError(f"{path}:{rows[r][0]}: column {_shown(names[c])} has {_shown(tokens[at])}; "
+                        f"labels must be {allowed}") from None
+    zeros = values == zero
+    if zeros.any() and (values == minus_one).any():
+        r, c = np.argwhere(zeros)[0]
         raise UserError(f"{path}:{rows[r][0]}: column {_shown(names[c])} has 0 but the file uses -1/1; "
                         "one file must use one convention")
-    return (tokens == "1").astype(np.uint8)
+    values[zeros | (values == minus_one)] = 0
+    return values
 
 
-def _check_ids(path, rows):
+def _check_ids(path, ids, lines):
+    """Refuse an empty or a repeated image id, naming the lines."""
     first_line = {}
-    for number, fields in rows:
-        image_id = fields[0]
+    for image_id, number in zip(ids, lines):
         if not image_id:
             raise UserError(f"{path}:{number}: empty image id")
         if image_id in first_line:
-            duplicates = len(rows) - len({fields[0] for _, fields in rows})
+            duplicates = len(ids) - len(set(ids))
             raise UserError(f"{path}: {duplicates} duplicate image id(s), e.g. {_shown(image_id)} on lines "
                             f"{first_line[image_id]} and {number}")
         first_line[image_id] = number
 
 
-def read_labels(path):
-    """Parse an attribute file (CelebA text or CSV) into a LabelTable."""
-    path = str(path)
+def read_labels(path, unknown=False):
+    """Parse an attribute file (CelebA text or CSV) into a LabelTable; with unknown, cells may be
+    unknown (empty, NA or ?: a labels overlay)."""
+    with _gc_paused():
+        return _read_labels(str(path), unknown)
+
+
+def _read_labels(path, unknown):
     lines = _read_lines(path)
     if not lines:
         raise UserError(f"{path}: empty attribute file")
-    partition = None
+    partition_column = None
     if _is_csv(lines):
         header_line, header = _csv_rows(path, lines[:1])[0]
         if header[0] != "image_id":
             raise UserError(f"{path}:{header_line}: first CSV column must be 'image_id', found {_shown(header[0])}")
-        rows = _csv_rows(path, lines[1:])
-        _check_width(path, rows, len(header), "image_id and one per column of the header")
+        body, width, what = lines[1:], len(header), "image_id and one per column of the header"
         names = header[1:]
         if "partition" in names:
-            column = names.index("partition") + 1
-            names = names[:column - 1] + names[column:]
-            partition = _partition_values(path, [(n, [f[0], f[column]]) for n, f in rows])
-            rows = [(n, f[:column] + f[column + 1:]) for n, f in rows]
+            partition_column = names.index("partition") + 1
+            names = names[:partition_column - 1] + names[partition_column:]
         _check_names(path, header_line, names)
+        split_rows = functools.partial(_csv_rows, path)
     else:
         count_line, count_text = lines[0]
+        if count_text.strip() == "image_id":
+            raise UserError(f"{path}:{count_line}: an image_id column and no attribute column")
         try:
             count = int(count_text.strip())
         except ValueError:
@@ -160,17 +195,26 @@ def read_labels(path):
         names_line, names_text = lines[1]
         names = names_text.split()
         _check_names(path, names_line, names)
-        rows = [(number, text.split()) for number, text in lines[2:]]
-        _check_width(path, rows, len(names) + 1, "an image id and one value per attribute")
-        if count != len(rows):
+        body, width, what = lines[2:], len(names) + 1, "an image id and one value per attribute"
+        if count != len(body):
             raise UserError(f"{path}:{count_line}: the count line says {count} rows but the file has "
-                            f"{len(rows)} (truncated or edited?)")
-    if not rows:
+                            f"{len(body)} (truncated or edited?)")
+        split_rows = lambda block: [(number, text.split()) for number, text in block]  # noqa: E731
+    if not body:
         raise UserError(f"{path}: no label rows")
-    _check_ids(path, rows)
-    return LabelTable(path=path, ids=[f[0] for _, f in rows], names=names,
-                      values=_label_values(path, rows, names, 1), partition=partition,
-                      lines=np.array([n for n, _ in rows]))
+    ids, values, partition = [], [], []
+    for start in range(0, len(body), ROWS_PER_BLOCK):  # tokens a block at a time: memory stays near the file's size
+        rows = split_rows(body[start:start + ROWS_PER_BLOCK])
+        _check_width(path, rows, width, what)
+        if partition_column is not None:
+            partition.append(_partition_values(path, [(n, [f[0], f[partition_column]]) for n, f in rows]))
+            rows = [(n, f[:partition_column] + f[partition_column + 1:]) for n, f in rows]
+        ids.extend(fields[0] for _, fields in rows)
+        values.append(_label_values(path, rows, names, 1, unknown))
+    line_numbers = np.array([number for number, _ in body])
+    _check_ids(path, ids, line_numbers)
+    return LabelTable(path=path, ids=ids, names=names, values=np.concatenate(values),
+                      partition=np.concatenate(partition) if partition else None, lines=line_numbers)
 
 
 def _partition_values(path, rows):
@@ -185,7 +229,11 @@ def _partition_values(path, rows):
 
 def read_partition(path):
     """Parse a partition file (CelebA text or CSV) into a PartitionTable."""
-    path = str(path)
+    with _gc_paused():
+        return _read_partition(str(path))
+
+
+def _read_partition(path):
     lines = _read_lines(path)
     if not lines:
         raise UserError(f"{path}: empty partition file")
@@ -200,6 +248,6 @@ def read_partition(path):
     _check_width(path, rows, 2, "an image id and a partition")
     if not rows:
         raise UserError(f"{path}: no partition rows")
-    _check_ids(path, rows)
-    return PartitionTable(path=path, ids=[f[0] for _, f in rows], values=_partition_values(path, rows),
-                          lines=np.array([n for n, _ in rows]))
+    ids, lines = [f[0] for _, f in rows], np.array([n for n, _ in rows])
+    _check_ids(path, ids, lines)
+    return PartitionTable(path=path, ids=ids, values=_partition_values(path, rows), lines=lines)

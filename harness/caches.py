@@ -12,9 +12,11 @@ PLANTED_ATTRIBUTES = ["Male", "Smiling", "Young", "Bald"]
 PLANTED_SPLITS = {0: 600, 1: 200, 2: 200}
 
 
-def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_train=True, layer=False):
+def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_train=True, layer=False, stored=None):
     """Features x ~ N(0, 1); attribute j is 1 where x . w_j + noise > b_j (so it is learnable).
-    layer: also store the features as a spatial layer "grid" [2, 2, dim / 4] (each row x reshaped)."""
+    layer: also store the features as a spatial layer "grid" [2, 2, dim / 4] (each row x reshaped).
+    stored: the attribute names whose labels the cache holds (default all; the same features either
+    way). Returns the features, every attribute's labels and the partition."""
     rng = np.random.default_rng(seed)
     partition = np.concatenate([np.full(n, p) for p, n in PLANTED_SPLITS.items()])
     n = len(partition)
@@ -28,7 +30,9 @@ def planted_cache(path, seed=0, flip_test=False, dim=32, finish=True, bald_in_tr
         test = partition == 2
         labels[test] = 1 - labels[test]
         x[test] = -x[test]
-    create_cache(path, image_ids=[f"{i:06d}.jpg" for i in range(n)], attribute_names=PLANTED_ATTRIBUTES, labels=labels,
+    columns = [PLANTED_ATTRIBUTES.index(a) for a in (stored or PLANTED_ATTRIBUTES)]
+    create_cache(path, image_ids=[f"{i:06d}.jpg" for i in range(n)], attribute_names=[PLANTED_ATTRIBUTES[j] for j in columns],
+                 labels=labels[:, columns],
                  partition=partition, feature_dim=dim, feature_dtype="float32",
                  settings={"backbone": {"model": "keras:EfficientNetV2B0", "kind": "keras_app"},
                            "preprocessing": {"image_size": 32}, "dataset_fingerprint": f"fp{seed}{flip_test}",

@@ -7,7 +7,7 @@ import sys
 from tests.conftest import ROOT
 
 GROUPS = ("embed", "feed", "heads", "baselines", "probes", "defaults", "layers", "views", "cache", "sweep", "ray",
-          "rehearsal", "audit", "faces")
+          "rehearsal", "audit", "faces", "labels")
 
 
 def test_every_benchmark_group_registers_itself():

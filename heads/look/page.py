@@ -134,10 +134,11 @@ def _plots(run):
     return f'<div class="plots">{"".join(images)}</div>' if images else ""
 
 
-def _gallery(run, split, n_errors, images, thumbnails):
-    """Per attribute, the n most confident errors on `split` (largest |p - threshold|)."""
+def _gallery(run, split, n_errors, images, thumbnails, labels=(), partition=None):
+    """Per attribute, the n most confident errors on `split` (largest |p - threshold|), judged by the
+    run's labels (with `labels` applied after them, `partition` instead of its own)."""
     try:
-        run, task, paths, probabilities = split_predictions(run.path, split)
+        run, task, paths, probabilities = split_predictions(run.path, split, labels=labels, partition=partition)
     except UserError as exc:
         return f'<p class="note">No gallery: {html.escape(str(exc))}</p>'
     folder, why = image_folder(paths[0], images)
@@ -176,21 +177,27 @@ def thumbnail_uri(folder, image_id, thumbnails):
     return thumbnails[image_id]
 
 
-def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"], images=None):
+def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"], images=None, labels=(),
+                 partition=None):
     """Write the report page for the runs among `paths` (run or sweep directories) to `out`;
-    returns the number of runs."""
+    returns the number of runs. labels, partition: the galleries judge errors by these labels files
+    (applied after each run's own) and this split (`heads.run.overlay`); the leaderboard and tables
+    are the runs' own scores."""
     runs = [Run(path) for path in find_runs(paths)]
     for run in runs:
         run.check_files()
+        run.label_files()
     thumbnails = {}
-    body = [f"<h1>celeba-heads report</h1><p>{len(runs)} run(s); galleries on the {split} split.</p>",
+    other = ", ".join(Path(p).name for p in (*labels, *([partition] if partition else ())))
+    note = f" Galleries judged by {html.escape(other)}, applied after each run's own labels." if other else ""
+    body = [f"<h1>celeba-heads report</h1><p>{len(runs)} run(s); galleries on the {split} split.{note}</p>",
             "<h2>Leaderboard</h2>", _leaderboard(runs)]
     for run in runs:
         epochs = epochs_line(run.metrics)
         body += [f"<h2>{html.escape(str(run.path))} <small>({html.escape(run.kind)})</small></h2>",
                  f"<p>{html.escape(epochs)}</p>" if epochs else "", _metrics_table(run),
                  _plots(run), _group_tables(run), f"<h3>Most confident errors ({split})</h3>",
-                 _gallery(run, split, n_errors, images, thumbnails)]
+                 _gallery(run, split, n_errors, images, thumbnails, labels, partition)]
     write_page(out, "celeba-heads report", body)
     return len(runs)
 

@@ -21,15 +21,17 @@ from cache.errors import UserError
 from cache.reader import load_split, open_cache
 from heads.defaults import PROJECTOR
 from heads.look.thumbnails import image_folder, png, thumbnail
+from heads.run.overlay import Overlay, stored_labels
 from heads.run.task import resolve_attributes
 
 SPRITE_LIMIT = 8192
 
 
 def export_projector(cache, out_dir, *, n=PROJECTOR["n"], split=PROJECTOR["split"], attributes=None,
-                     seed=PROJECTOR["seed"], images=None, size=PROJECTOR["thumbnail"]):
+                     seed=PROJECTOR["seed"], images=None, size=PROJECTOR["thumbnail"], labels=(), partition=None):
     """Write the projector export of `n` rows (seeded sample) of `split`; returns {"rows", "sprite"
-    (None or the sprite's size), "note" (why there is no sprite, or which tiles are blank)}."""
+    (None or the sprite's size), "note" (why there is no sprite, or which tiles are blank)}.
+    labels, partition: a label overlay (`heads.run.overlay`); an unknown label shows as ?."""
     import tensorflow as tf
     from tensorboard.plugins import projector
 
@@ -37,9 +39,11 @@ def export_projector(cache, out_dir, *, n=PROJECTOR["n"], split=PROJECTOR["split
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and is not empty; choose another --out")
     splits = list(layout.PARTITIONS) if split == "all" else [split]
+    overlay = Overlay.read(labels, partition)
+    labelled = overlay.apply(stored_labels(cache), cache)[0] if overlay else None
     with open_cache(cache) as f:
-        attributes = resolve_attributes(attributes, f.attribute_names, cache)
-    parts = [(name, load_split(cache, name, attributes)) for name in splits]
+        attributes = resolve_attributes(attributes, labelled.names if labelled else f.attribute_names, cache)
+    parts = [(name, load_split(cache, name, attributes, labelled=labelled)) for name in splits]
     rows = [(name, i) for name, part in parts for i in range(len(part.rows))]
     if not rows:
         raise UserError(f"{cache}: the {split} split has no embedded rows")
@@ -59,7 +63,8 @@ def export_projector(cache, out_dir, *, n=PROJECTOR["n"], split=PROJECTOR["split
         with open(tmp / "metadata.tsv", "w") as f:
             f.write("\t".join(["id", "split", *attributes]) + "\n")
             for c, image_id, values in zip(chosen, ids, labels):
-                f.write("\t".join([image_id, rows[c][0], *map(str, values)]) + "\n")
+                shown = ["?" if v == layout.UNKNOWN_LABEL else str(v) for v in values]
+                f.write("\t".join([image_id, rows[c][0], *shown]) + "\n")
         config = projector.ProjectorConfig()
         embedding = config.embeddings.add()
         embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"

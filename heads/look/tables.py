@@ -5,6 +5,7 @@ for rates, 0..1 for AUC.
 """
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -52,7 +53,8 @@ def trained(metrics, name):
     chosen = metrics["run"].get("selection")
     note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
     text = run_table(metrics, title=f"{name} ({metrics['run']['train_seconds']:.1f} s training{note})")
-    lines = [line for line in (epochs_line(metrics), excluded_line(metrics)) if line]
+    labels = metrics["run"].get("labels")
+    lines = [line for line in (epochs_line(metrics), excluded_line(metrics), labels and labels_line(labels)) if line]
     groups = "\n" + groups_table(metrics, "test") if "groups" in metrics else ""
     return text + "".join("\n" + line for line in lines) + groups
 
@@ -80,12 +82,42 @@ def evaluated(result, split, run_dir):
     """`evaluate`'s table: one row per attribute, one column per metric of METRICS."""
     lines = [groups_table(result, split)] if "groups" in result else []
     lines.append(f"{run_dir} ({result['run']['kind']}) on {split} of {result['run']['cache']}")
+    if result.get("labels"):
+        lines.append(labels_line(result["labels"]))
     lines.append(f"{'attribute':<22}" + "".join(f"{m.name:>19}" for m in METRICS))
     for name, by_split in result["attributes"].items():
         values = by_split[split]
         lines.append(f"{name:<22}" + "".join(f"{'-':>19}" if values[m.name] is None else f"{values[m.name]:>19.4g}"
                                              for m in METRICS))
     return "\n".join(lines)
+
+
+def labels_line(record):
+    """Which label files a run or score used (`heads.run.overlay` record), and how many labels they
+    changed; other labels than the run's are said so."""
+    files = [f"{Path(f['file']).name} ({f['changed']:,} label(s) changed)" for f in record.get("files") or []]
+    partition = record.get("partition")
+    parts = ([f"labels {' then '.join(files)}"] if files else []) + (
+        [f"partition {Path(partition['file']).name} ({partition['left_out']:,} cache row(s) left out)"]
+        if partition else [])
+    scored = "scored against other labels than the run's: " if record.get("other_labels") else "label overlay: "
+    return scored + ", ".join(parts)
+
+
+def overlay_lines(record, cache):
+    """`info --labels`: what the files change in a cache, one line per file and per attribute."""
+    lines = []
+    for entry in record["files"]:
+        lines.append(f"{entry['file']}: {entry['rows']:,} row(s) listed, {entry['not_in_cache']:,} not in {cache}")
+    partition = record.get("partition")
+    if partition:
+        lines.append(f"{partition['file']}: {partition['rows']:,} row(s) listed, {partition['not_in_cache']:,} not "
+                     f"in the cache; {partition['left_out']:,} cache row(s) it does not list leave a run")
+    lines.append(f"{'attribute':<22}{'set':>10}{'changed':>10}{'unknown':>10}")
+    for name, counts in record["attributes"].items():
+        lines.append(f"{name:<22}{counts['set']:>10,}{counts['changed']:>10,}{counts['unknown']:>10,}"
+                     + ("  (new)" if counts["new"] else ""))
+    return lines
 
 
 def epoch_line(record):

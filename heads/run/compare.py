@@ -53,17 +53,20 @@ def _metric(run, data, name, split, m):
     return value
 
 
-def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=True):
+def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=True, labels=(), partition=None):
     """pandas DataFrame: one row per run, columns (attribute, metric) plus (mean, metric); sorted by
     the mean of the first metric, best first: highest, or lowest where lower is better (ranked=False:
     in the order `find_runs` gives). worst_group_accuracy and mean_group_accuracy come from
     a run's groups section; with groups (attribute names) every run is scored again on `split`
-    per group (its caches and saved head), so runs trained without --groups rank too."""
+    per group (its caches and saved head), so runs trained without --groups rank too; with labels
+    (files applied after each run's own) or partition, every run is scored again against them."""
     rows = {}
     for run in find_runs(paths):
         checked = Run(run)
         checked.check_files()  # a run whose model changed since it was scored is refused, not ranked
-        data = evaluate_run(run, split, groups=groups) if groups else checked.metrics
+        checked.label_files()  # as is one trained on labels that have changed since
+        rescore = groups or labels or partition
+        data = evaluate_run(run, split, groups=groups, labels=labels, partition=partition) if rescore else checked.metrics
         rows[str(run)] = {(name, m): _metric(run, data, name, split, m)
                           for name in data["attributes"] for m in metrics}
     table = pd.DataFrame.from_dict(rows, orient="index")

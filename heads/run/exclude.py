@@ -72,13 +72,14 @@ class Exclusion:
                 "val_test_ids": int((self.partitions != layout.PARTITIONS["train"]).sum())}
 
 
-def check_exclude(path, cache_path):
+def check_exclude(path, cache_path, partition=None):
     """The Exclusion of exclude file `path` against the cache at cache_path; an id the cache does
-    not hold is a UserError counting them and naming the first with its line."""
+    not hold is a UserError counting them and naming the first with its line. partition: every
+    cache row's partition, if a --partition file changed it (else the stored one)."""
     listed = read_exclude(path)
     with open_cache(cache_path) as f:
         row_of = {s.decode(): i for i, s in enumerate(f["image_id"][:])}
-        partition = f["partition"][:]
+        partition = f["partition"][:] if partition is None else partition
     unknown = [i for i in listed.ids if i not in row_of]
     if unknown:
         raise UserError(f"{path}: {len(unknown)} of {len(listed.ids)} listed image id(s) are not in {cache_path}; "

@@ -73,6 +73,8 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
         run["selection"] = head.selection_
     if task.excluded:
         run["excluded"] = task.excluded
+    if task.labels:
+        run["labels"] = task.labels
     if head.calibration_:
         run["calibration"] = head.calibration_
     if head.history_:

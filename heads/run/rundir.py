@@ -6,7 +6,8 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                       M as in heads.metrics; "selection" (optional) is what the kind chose on val
                       (a C, a k, a learning rate); "epochs" (kinds trained in epochs):
                       {"trained", "best" (the epoch whose weights the head keeps), "auto"};
-                      "excluded" (runs trained with --exclude) as in config.json; "calibration"
+                      "excluded" (runs trained with --exclude) and "labels" (runs trained with --labels or
+                      --partition) as in config.json; "calibration"
                       (--calibrate temperature): KerasHead.calibration_;
                       G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
@@ -17,6 +18,8 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
                        order: path, dataset_fingerprint, backbone, preprocessing, feature_dim,
                        feature_dtype), "rows", "excluded_failed_rows", "excluded_nonfinite_rows",
                        "excluded" (what --exclude left out of train, heads.run.exclude; null without),
+                       "labels" (what --labels and --partition changed, with each file's sha256:
+                       heads.run.overlay; null without),
                        "train_majority" ({attribute: the train split's majority class, 0 or 1}, which
                        majority_accuracy is scored against), "train_seconds",
                        "files": {file name: sha256} of every file loaded later}
@@ -37,6 +40,7 @@ from cache.layout import sha256_file
 from cache.reader import open_cache
 from heads.kinds import head_class, kind_names
 from heads.metrics import majority_classes
+from heads.run.overlay import check_recorded
 from heads.run.task import EVAL_VIEWS, VIEWS, TaskSpec
 from heads.run.transforms import Transform, parse_features
 
@@ -95,6 +99,7 @@ def write_run_files(out_dir, task, head, transform, settings, seconds, threshold
         "excluded_failed_rows": task.excluded_failed_rows,
         "excluded_nonfinite_rows": task.excluded_nonfinite_rows,
         "excluded": task.excluded,
+        "labels": task.labels,
         "train_majority": dict(zip(task.attributes, map(int, majority_classes(task.train.labels)))),
         "train_seconds": round(seconds, 3),
         "files": {f: sha256_file(out / f) for f in files},
@@ -157,6 +162,8 @@ class Run:
             if not isinstance(value, list) or not all(isinstance(g, str) and g for g in value):
                 raise UserError(f"{where}: {key} must be a list of names")
         self.inputs = tuple(config.get("inputs", []))
+        if config.get("labels") is not None and not isinstance(config["labels"], dict):
+            raise UserError(f"{where}: labels must be a JSON object or null")
         try:
             parse_features(config.get("features", "raw"))
         except UsageError as exc:
@@ -216,14 +223,21 @@ class Run:
             checked.append(str(path))
         return checked
 
-    def task_spec(self, caches, groups=None, drop_nonfinite=False):
+    def label_files(self):
+        """(labels files, partition file) the run was trained with, each checked unchanged (sha256)."""
+        return check_recorded(self.config.get("labels"), self.path / CONFIG)
+
+    def task_spec(self, caches, groups=None, drop_nonfinite=False, labels=(), partition=None):
         """The TaskSpec that scores this run on `caches` (checked paths): its attributes, views and
-        transform, its groups unless others are given; partial caches allowed (rows not done are
-        not scored)."""
+        transform, its groups unless others are given, its labels and partition files (checked
+        unchanged) with `labels` applied after them and `partition` instead of its own; partial
+        caches allowed (rows not done are not scored)."""
+        recorded_labels, recorded_partition = self.label_files()
         return TaskSpec(caches=tuple(caches), attributes=tuple(self.attributes),
                         features=self.config.get("features", "raw"),
                         groups=groups or tuple(self.config.get("groups") or ()), views=self.views,
-                        eval_view=self.eval_view, allow_partial=True, drop_nonfinite=drop_nonfinite, inputs=self.inputs)
+                        eval_view=self.eval_view, allow_partial=True, drop_nonfinite=drop_nonfinite, inputs=self.inputs,
+                        labels=recorded_labels + tuple(labels or ()), partition=partition or recorded_partition)
 
     def probabilities(self, features, trust_model=False):
         """float32 [n, k] for features [n, D] as the caches store them (transform applied here)."""

@@ -1,12 +1,13 @@
 """What a head trains on: the one task spec, and the train/val/test splits it loads, validated.
 
 `TaskSpec` is every option that says which data a run uses (caches, attributes, feature transform,
-groups, views, and the partial, non-finite and threshold policies); the command line builds one
-from one option group and the library passes it whole. `load_task` reads only the caches: rows
-whose image failed are left out and counted; a cache with unfinished rows is refused unless
-allow_partial. Several caches of the same images (other backbones) are fused: joined by image id,
-their features concatenated in the order given; caches whose ids, partition or labels differ are
-refused.
+groups, views, label overlays, and the partial, non-finite and threshold policies); the command
+line builds one from one option group and the library passes it whole. `load_task` reads the
+caches, with the labels and split a label overlay gives (`heads.run.overlay`): rows whose image
+failed are left out and counted; a cache with unfinished rows is refused unless allow_partial.
+Several caches of the same images (other backbones) are fused: joined by image id, their features
+concatenated in the order given; caches whose ids, partition or labels differ (after the overlay)
+are refused.
 """
 
 import difflib
@@ -19,10 +20,12 @@ import numpy as np
 from cache import layout
 from cache.check import find_nonfinite
 from cache.errors import UsageError, UserError
+from cache.layout import UNKNOWN_LABEL
 from cache.reader import Split, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
 from heads.defaults import ATTRIBUTES, RUN
 from heads.kinds.base import Data
 from heads.run.exclude import check_exclude
+from heads.run.overlay import Overlay, stored_labels
 from heads.run.transforms import parse_features
 
 CACHE_RECORD = ("dataset_fingerprint", "backbone", "preprocessing", "feature_dim", "feature_dtype")
@@ -55,7 +58,8 @@ class TaskSpec:
     its train split streams from the cache in blocks ("always"), loads into memory ("never"), or
     streams only when it would take more than half the memory available ("auto"); exclude: a CSV
     with an image_id column whose train rows are left out (`heads.run.exclude`; val and test are
-    never altered)."""
+    never altered); labels: labels files patching the caches' labels, applied in order; partition: a
+    partition file re-splitting their rows (`heads.run.overlay`)."""
     caches: tuple
     attributes: object = None
     features: str = RUN["features"]
@@ -68,14 +72,19 @@ class TaskSpec:
     inputs: tuple = ()
     stream: str = RUN["stream"]
     exclude: str = None
+    labels: tuple = ()
+    partition: str = None
 
     def __post_init__(self):
         caches = (self.caches,) if isinstance(self.caches, (str, Path)) else tuple(self.caches)
         object.__setattr__(self, "caches", tuple(str(c) for c in caches))
         object.__setattr__(self, "groups", _names(self.groups))
         object.__setattr__(self, "inputs", _names(self.inputs))
-        if self.exclude is not None:
-            object.__setattr__(self, "exclude", str(self.exclude))
+        for name in ("exclude", "partition"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(getattr(self, name)))
+        labels = (self.labels,) if isinstance(self.labels, (str, Path)) else tuple(self.labels or ())
+        object.__setattr__(self, "labels", tuple(str(p) for p in labels))
         if len(set(self.inputs)) != len(self.inputs):
             raise UsageError(f"--input {','.join(self.inputs)}: a layer is named twice")
         if isinstance(self.attributes, (list, tuple)):
@@ -121,7 +130,8 @@ class Task:
     attribute names whose values define the groups of per-group metrics
     (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split; with views "augment",
     train_augment holds the train rows' flip view (trained on as more rows); excluded: what
-    spec.exclude left out (`heads.run.exclude.Exclusion.record`), or None."""
+    spec.exclude left out (`heads.run.exclude.Exclusion.record`), or None; labels: what the label
+    overlay did (`heads.run.overlay.Overlay.apply`'s record, for the first cache), or None."""
     spec: TaskSpec
     caches: list
     attributes: list
@@ -131,6 +141,7 @@ class Task:
     group_labels: dict = field(default_factory=dict)  # {"train"|"val"|"test": uint8 [n, len(groups)]}
     train_augment: object = None
     excluded: dict = None
+    labels: dict = None
 
     @property
     def groups(self):
@@ -203,8 +214,13 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     if any(spatial) and len(paths) > 1:
         raise UsageError(f"--input {spec.inputs[0]} is spatial: fused caches join features side by side, which "
                          "spatial maps cannot be; give one cache")
-    with open_cache(paths[0]) as f:
-        available = f.attribute_names
+    overlay = Overlay.read(spec.labels, spec.partition)
+    labelled = [overlay.apply(stored_labels(p), p) for p in paths] if overlay else None
+    if labelled:
+        available = labelled[0][0].names
+    else:
+        with open_cache(paths[0]) as f:
+            available = f.attribute_names
     attributes = resolve_attributes(spec.attributes, available, paths[0])
     groups = resolve_attributes(list(spec.groups), available, paths[0]) if spec.groups else []
     columns = attributes + [g for g in groups if g not in attributes]
@@ -212,7 +228,8 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     flip = needs_flip(views, eval_view) or views == "augment"
     train_augment = None
     stream = any(spatial) and "train" in feature_splits and _streams_train(paths[0], spec)
-    exclusion = check_exclude(spec.exclude, paths[0]) if spec.exclude else None
+    exclusion = check_exclude(spec.exclude, paths[0], labelled[0][0].partition if labelled else None) \
+        if spec.exclude else None
     leave_out = exclusion.listed.ids if exclusion else ()
     if len(paths) == 1:
         splits = {}
@@ -220,7 +237,8 @@ def load_task(spec, feature_splits=("train", "val", "test")):
             split = load_split(paths[0], name, columns, allow_partial=spec.allow_partial, dtype=None,
                                with_features=name in feature_splits, drop_nonfinite=spec.drop_nonfinite,
                                views=("orig", "flip") if flip else ("orig",), layers=spec.inputs,
-                               stream=stream and name == "train", leave_out=leave_out if name == "train" else ())
+                               stream=stream and name == "train", leave_out=leave_out if name == "train" else (),
+                               labelled=labelled[0][0] if labelled else None)
             if flip and split.features is not None:
                 orig, mirrored = split.features
                 if name == "train" and views == "augment":
@@ -229,7 +247,7 @@ def load_task(spec, feature_splits=("train", "val", "test")):
             splits[name] = split
     else:
         splits = _fused_splits(paths, columns, spec.allow_partial, feature_splits, spec.drop_nonfinite, spec.inputs,
-                               leave_out)
+                               leave_out, [rows for rows, _ in labelled] if labelled else None)
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
     splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
               for name, split in splits.items()}
@@ -240,6 +258,11 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     if excluded:
         log.info("--exclude %s: left out %d train row(s) of %d listed id(s); %d listed id(s) are in val or test "
                  "and stay", spec.exclude, excluded["train_rows"], excluded["ids"], excluded["val_test_ids"])
+    partitioned = labelled[0][1]["partition"] if labelled else None
+    if partitioned and partitioned["left_out"]:
+        log.info("--partition %s: %d row(s) of %s it does not list leave the run", spec.partition,
+                 partitioned["left_out"], paths[0])
+    _refuse_unknown(splits, attributes, groups, group_labels, spec)
     train_labels = splits["train"].labels
     for j, name in enumerate(attributes):
         if train_labels[:, j].min() == train_labels[:, j].max():
@@ -247,13 +270,33 @@ def load_task(spec, feature_splits=("train", "val", "test")):
                             "train split; a classifier cannot learn it")
     return Task(spec=replace(spec, groups=tuple(groups)), caches=[cache_record(p) for p in paths],
                 attributes=attributes, group_labels=group_labels if groups else {}, train_augment=train_augment,
-                excluded=excluded, **splits)
+                excluded=excluded, labels=labelled[0][1] if labelled else None, **splits)
 
 
-def _table(path):
+def _refuse_unknown(splits, attributes, groups, group_labels, spec):
+    """Unknown labels (a labels overlay's) on the rows of a split stop the run in one line."""
+    for name, split in splits.items():
+        for j, attribute in enumerate(attributes):
+            unknown = int((split.labels[:, j] == UNKNOWN_LABEL).sum())
+            if unknown:
+                raise UserError(f"{attribute}: {unknown} of {len(split.rows)} {name} rows have no label after "
+                                f"--labels {' '.join(spec.labels)}; heads train on fully labelled attributes: label "
+                                f"every row, or leave {attribute} out of --attrs")
+        for j, group in enumerate(groups):
+            unknown = int((group_labels[name][:, j] == UNKNOWN_LABEL).sum())
+            if unknown:
+                raise UserError(f"--groups {group}: {unknown} of {len(split.rows)} {name} rows have no label after "
+                                f"--labels {' '.join(spec.labels)}; group by a fully labelled attribute")
+
+
+def _table(path, labelled=None):
     with open_cache(path) as f:
-        return {"names": f.attribute_names, "ids": [s.decode() for s in f["image_id"][:]],
-                "partition": f["partition"][:], "labels": f["labels"][:], "status": row_status(f)}
+        status = row_status(f)
+        if labelled is None:
+            return {"names": f.attribute_names, "ids": [s.decode() for s in f["image_id"][:]],
+                    "partition": f["partition"][:], "labels": f["labels"][:], "status": status}
+    return {"names": labelled.names, "ids": list(labelled.ids), "partition": labelled.partition,
+            "labels": labelled.labels, "status": status}
 
 
 def available_memory():
@@ -306,14 +349,17 @@ def check_inputs(path, inputs, views="orig", eval_view="orig"):
     return bool(spatial)
 
 
-def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite, inputs=(), leave_out=()):
+def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfinite, inputs=(), leave_out=(),
+                  labelled=None):
     """Splits over the rows every cache embedded, in the first cache's row order; the rows of
-    leave_out's image ids are left out of train."""
-    first = _table(paths[0])
+    leave_out's image ids are left out of train. labelled: per cache, its RowLabels after a label
+    overlay (None: the stored labels)."""
+    labelled = labelled or [None] * len(paths)
+    first = _table(paths[0], labelled[0])
     row_of = [np.arange(len(first["ids"]))]
     status = [first["status"]]
-    for path in paths[1:]:
-        other = _table(path)
+    for path, rows_labelled in zip(paths[1:], labelled[1:]):
+        other = _table(path, rows_labelled)
         if other["names"] != first["names"]:
             raise UserError(f"{path} cannot be fused with {paths[0]}: their attribute names differ")
         index = {image_id: row for row, image_id in enumerate(other["ids"])}

@@ -1,0 +1,228 @@
+"""Label overlays (`--labels FILE`, `--partition FILE`): cells patched by image id in file order,
+unknown markers, new attributes, new splits; the same numbers as labels embedded in the cache;
+records with sha256 that evaluate applies again and refuses when changed; one line per bad file."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from cache.errors import UserError
+from cache.layout import UNKNOWN_LABEL
+from embed.labels import read_labels
+from harness.caches import PLANTED_ATTRIBUTES, planted_cache
+from heads.run.evaluate import evaluate_run
+from heads.run.fit import run_kinds
+from heads.run.overlay import NOT_IN_RUN, Overlay, stored_labels
+from heads.run.task import TaskSpec, load_task
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("overlay")
+    x, labels, partition = planted_cache(folder / "full.h5")
+    planted_cache(folder / "male.h5", stored=["Male"])
+    return folder, labels, partition
+
+
+def ids(rows):
+    return [f"{r:06d}.jpg" for r in rows]
+
+
+def write_csv(path, header, rows):
+    path.write_text("\n".join([",".join(header)] + [",".join(map(str, r)) for r in rows]) + "\n")
+    return path
+
+
+def labels_file(path, labels, attributes=PLANTED_ATTRIBUTES, rows=None, minus_one=True):
+    """All (or `rows`) of the planted labels as a CelebA text file (-1/1) or a 0/1 CSV."""
+    rows = range(len(labels)) if rows is None else rows
+    if minus_one:
+        body = [f"{i} " + " ".join("1" if labels[r, PLANTED_ATTRIBUTES.index(a)] else "-1" for a in attributes)
+                for i, r in zip(ids(rows), rows)]
+        path.write_text(f"{len(body)}\n{' '.join(attributes)}\n" + "\n".join(body) + "\n")
+        return path
+    return write_csv(path, ["image_id", *attributes],
+                     [[i, *(labels[r, PLANTED_ATTRIBUTES.index(a)] for a in attributes)] for i, r in zip(ids(rows), rows)])
+
+
+def test_unknown_markers_only_where_asked(tmp_path):
+    path = write_csv(tmp_path / "a.csv", ["image_id", "A", "B"], [["x.jpg", 1, ""], ["y.jpg", "NA", 0], ["z.jpg", "?", 1]])
+    table = read_labels(path, unknown=True)
+    assert table.values.tolist() == [[1, UNKNOWN_LABEL], [UNKNOWN_LABEL, 0], [UNKNOWN_LABEL, 1]]
+    with pytest.raises(UserError, match=r"a.csv:2: column 'B' has ''; labels must be -1/1 or 0/1$"):
+        read_labels(path)
+    text = tmp_path / "a.txt"
+    text.write_text("2\nA B\nx.jpg 1 NA\ny.jpg ? -1\n")
+    assert read_labels(text, unknown=True).values.tolist() == [[1, UNKNOWN_LABEL], [UNKNOWN_LABEL, 0]]
+
+
+def test_files_patch_cells_in_order(tmp_path, caplog):
+    rows = stored_labels_for(tmp_path)
+    first = write_csv(tmp_path / "first.csv", ["image_id", "B", "New"],
+                      [["b.jpg", 0, 1], ["c.jpg", "?", 0], ["zz.jpg", 1, 1], ["yy.jpg", 1, 1]])
+    second = write_csv(tmp_path / "second.csv", ["image_id", "New", "partition"], [["b.jpg", "", 1]])
+    with caplog.at_level(logging.INFO):
+        overlay = Overlay.read([first, second])
+        applied, record = overlay.apply(rows, "c.h5")
+    assert applied.names == ["A", "B", "New"]
+    u = UNKNOWN_LABEL
+    #                       A  B  New     (a: not listed keeps; b: set, then New made unknown by the later file)
+    assert applied.labels.tolist() == [[1, 1, u], [0, 0, u], [1, u, 0]]
+    assert rows.labels.tolist() == [[1, 1], [0, 1], [1, 0]]  # the stored labels are not touched
+    np.testing.assert_array_equal(applied.partition, rows.partition)
+    assert record["attributes"] == {"B": {"set": 1, "changed": 2, "unknown": 1, "new": False},
+                                    "New": {"set": 2, "changed": 1, "unknown": 2, "new": True}}
+    assert [(f["rows"], f["not_in_cache"], f["changed"]) for f in record["files"]] == [(4, 2, 4), (1, 0, 1)]
+    assert "2 of 4 listed image id(s) are not in the cache (in c.h5) and are ignored; the first is 'zz.jpg' (line 4)" \
+        in caplog.text
+    assert "second.csv: its partition column is ignored" in caplog.text and "--partition" in caplog.text
+
+
+def stored_labels_for(tmp_path):
+    from heads.run.overlay import RowLabels
+    return RowLabels(ids=np.array(["a.jpg", "b.jpg", "c.jpg"], dtype=object), names=["A", "B"],
+                     labels=np.array([[1, 1], [0, 1], [1, 0]], np.uint8), partition=np.array([0, 1, 2], np.int8))
+
+
+def test_partition_file_resplits_and_unlisted_rows_leave(planted, tmp_path):
+    folder, labels, partition = planted
+    # train rows 0..299 stay train, 300..599 become test, the test rows become val, and val leaves the run
+    listed = [[i, 0 if r < 300 else 2] for i, r in zip(ids(range(600)), range(600))]
+    listed += [[i, 1] for i in ids(range(800, 1000))]
+    part = write_csv(tmp_path / "p.csv", ["image_id", "partition"], listed)
+    task = load_task(TaskSpec(folder / "full.h5", "Male", partition=part))
+    assert task.train.image_ids == [i for i in ids(range(300)) if i != "000005.jpg"]  # row 5 failed
+    assert task.test.image_ids == ids(range(300, 600)) and task.val.image_ids == ids(range(800, 1000))
+    assert task.labels["partition"]["left_out"] == 200 and task.labels["files"] == []
+    np.testing.assert_array_equal(task.val.labels[:, 0], labels[800:, 0])
+
+
+def test_a_cache_with_only_male_trains_as_the_full_cache(planted, tmp_path):
+    """The issue's equivalence: labels given at training time = the same labels embedded (same machine)."""
+    folder, labels, _ = planted
+    full_labels = labels_file(tmp_path / "list_attr.txt", labels)
+    attrs = "Male,Smiling,Young"
+    embedded = run_kinds(TaskSpec(folder / "full.h5", attrs), tmp_path / "embedded", ["logreg"])["logreg"]
+    overlaid = run_kinds(TaskSpec(folder / "male.h5", attrs, labels=[full_labels]), tmp_path / "overlaid",
+                         ["logreg"])["logreg"]
+    for name in attrs.split(","):
+        for split in ("val", "test"):
+            for metric, value in embedded["attributes"][name][split].items():
+                assert overlaid["attributes"][name][split][metric] == pytest.approx(value, abs=1e-6), (name, split, metric)
+    record = overlaid["run"]["labels"]
+    assert record["attributes"]["Smiling"] == {"set": 1000, "changed": 1000, "unknown": 0, "new": True}
+    assert record["attributes"]["Male"] == {"set": 1000, "changed": 0, "unknown": 0, "new": False}
+    assert json.loads((tmp_path / "overlaid" / "logreg" / "config.json").read_text())["labels"] == record
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+def test_evaluate_applies_the_recorded_files_and_refuses_a_changed_one(planted, tmp_path):
+    folder, labels, _ = planted
+    flipped = labels.copy()
+    flipped[800:, 2] = 1 - flipped[800:, 2]  # Young flipped on every test row
+    full = labels_file(tmp_path / "full.csv", labels, minus_one=False)
+    run = tmp_path / "r"
+    result = invoke("baselines", folder / "male.h5", "--out", run, "--models", "logreg", "--labels", full)
+    assert result.exit_code == 0, result.output
+    assert "label overlay: labels full.csv (3,000 label(s) changed)" in result.output
+    trained = json.loads((run / "logreg" / "metrics.json").read_text())["attributes"]["Young"]["test"]
+    again = evaluate_run(run / "logreg", "test")
+    assert again["attributes"]["Young"]["test"] == trained and again["labels"]["other_labels"] is False
+    corrections = labels_file(tmp_path / "corrections.csv", flipped, ["Young"], rows=range(800, 1000), minus_one=False)
+    other = invoke("evaluate", run / "logreg", "--labels", corrections)
+    assert other.exit_code == 0, other.output
+    assert ("scored against other labels than the run's: labels full.csv (3,000 label(s) changed) then "
+            "corrections.csv (200 label(s) changed)") in other.output
+    scored = evaluate_run(run / "logreg", "test", labels=[corrections])
+    assert scored["attributes"]["Young"]["test"]["accuracy"] == pytest.approx(1 - trained["accuracy"], abs=1e-9)
+    assert scored["attributes"]["Male"]["test"] == again["attributes"]["Male"]["test"]
+    full.write_text(full.read_text().replace("000900.jpg,1", "000900.jpg,0", 1) if "000900.jpg,1" in full.read_text()
+                    else full.read_text().replace("000900.jpg,0", "000900.jpg,1", 1))
+    for command in (("evaluate", run / "logreg"), ("compare", run)):
+        refused = invoke(*command)
+        assert refused.exit_code == 1 and "full.csv: sha256 differs from" in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_info_shows_what_an_overlay_changes(planted, tmp_path):
+    folder, labels, _ = planted
+    corrections = write_csv(tmp_path / "c.csv", ["image_id", "Male", "Glasses"],
+                            [["000001.jpg", 1 - labels[1, 0], 1], ["000002.jpg", "?", ""], ["nope.jpg", 1, 1]])
+    result = invoke("info", folder / "male.h5", "--labels", corrections)
+    assert result.exit_code == 0, result.output
+    assert "c.csv: 3 row(s) listed, 1 not in" in result.output
+    lines = result.output.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.split() == ["attribute", "set", "changed", "unknown"]):]
+    assert [line.split() for line in table[1:3]] == [["Male", "1", "2", "1"], ["Glasses", "1", "1", "999", "(new)"]]
+    assert "note: " in result.output and "the first is 'nope.jpg' (line 4)" in result.output
+
+
+def test_unknown_labels_on_a_trained_attribute_stop_in_one_line(planted, tmp_path):
+    folder, _, _ = planted
+    partial = write_csv(tmp_path / "p.csv", ["image_id", "Smiling"], [["000001.jpg", 1], ["000002.jpg", 0]])
+    result = invoke("baselines", folder / "male.h5", "--out", tmp_path / "r", "--models", "logreg",
+                    "--attrs", "Male,Smiling", "--labels", partial)
+    assert result.exit_code == 1 and "Smiling: 597 of 599 train rows have no label" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    fine = invoke("baselines", folder / "male.h5", "--out", tmp_path / "r", "--models", "majority", "--attrs", "Male",
+                  "--labels", partial)
+    assert fine.exit_code == 0, fine.output
+
+
+@pytest.mark.parametrize("content, message", [
+    ("image_id,Male\n000001.jpg,1\n000001.jpg,0\n", "bad.csv: 1 duplicate image id(s), e.g. '000001.jpg' on lines 2 and 3"),
+    ("image_id,Male\n000001.jpg,2\n", "bad.csv:2: column 'Male' has '2'; labels must be -1/1 or 0/1, or empty, NA or ?"),
+    ("id,Male\n000001.jpg,1\n", "bad.csv:1: first CSV column must be 'image_id'"),
+    ("image_id\n000001.jpg\n", "bad.csv:1: an image_id column and no attribute column"),
+    ("image_id,Male\n000001.jpg,-1\n000002.jpg,0\n", "bad.csv:3: column 'Male' has 0 but the file uses -1/1"),
+])
+def test_bad_labels_files_get_one_line(planted, tmp_path, content, message):
+    folder, _, _ = planted
+    (tmp_path / "bad.csv").write_text(content)
+    for command in (("train-heads", folder / "full.h5", "--out", tmp_path / "r", "--epochs", 1),
+                    ("info", folder / "full.h5")):
+        result = invoke(*command, "--labels", tmp_path / "bad.csv")
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_partition_file_and_unknown_attribute(planted, tmp_path):
+    folder, _, _ = planted
+    (tmp_path / "p.csv").write_text("image_id,partition\n000001.jpg,3\n")
+    result = invoke("train-heads", folder / "full.h5", "--out", tmp_path / "r", "--partition", tmp_path / "p.csv")
+    assert result.exit_code == 1 and "p.csv:2: partition of '000001.jpg' is '3'" in result.output, result.output
+    extra = write_csv(tmp_path / "e.csv", ["image_id", "Glasses"], [["000001.jpg", 1]])
+    result = invoke("train-heads", folder / "full.h5", "--out", tmp_path / "r", "--labels", extra, "--attrs", "Glases")
+    assert result.exit_code == 1 and "unknown attribute 'Glases' (did you mean Glasses?)" in result.output, result.output
+
+
+def test_fused_caches_take_the_overlay_each(planted, tmp_path):
+    folder, labels, _ = planted
+    full_labels = labels_file(tmp_path / "all.txt", labels)
+    task = load_task(TaskSpec((folder / "male.h5", folder / "full.h5"), "Male,Young", labels=[full_labels]))
+    plain = load_task(TaskSpec(folder / "full.h5", "Male,Young"))
+    np.testing.assert_array_equal(task.test.labels, plain.test.labels)
+    assert task.test.features.shape[1] == 2 * plain.test.features.shape[1]
+    without = invoke("baselines", folder / "male.h5", folder / "full.h5", "--out", tmp_path / "r", "--models",
+                     "majority", "--attrs", "Male")
+    assert without.exit_code == 1 and "their attribute names differ" in without.output
+
+
+def test_not_in_run_rows_are_not_scored_anywhere(planted, tmp_path):
+    folder, _, _ = planted
+    part = write_csv(tmp_path / "p.csv", ["image_id", "partition"],
+                     [[i, r % 3] for i, r in zip(ids(range(0, 1000, 2)), range(500))])
+    overlay = Overlay.read((), part)
+    applied, record = overlay.apply(stored_labels(folder / "full.h5"))
+    assert (applied.partition == NOT_IN_RUN).sum() == 500 == record["partition"]["left_out"]
+    task = load_task(TaskSpec(folder / "full.h5", "Male", partition=part))
+    assert len(task.train.rows) + len(task.val.rows) + len(task.test.rows) == 500  # the failed row 5 is not listed
+    assert all(int(i[:6]) % 2 == 0 for i in task.test.image_ids)
