@@ -4,7 +4,9 @@ METRICS lists every per-attribute metric of one split (the `M` of metrics.json),
     {"accuracy", "balanced_accuracy", "f1", "roc_auc", "ece", "brier", "majority_accuracy", "threshold", "n"}
 GROUP_METRICS the two summaries of the per-group section (`group_metrics`). Terminal tables,
 TensorBoard, the HTML page, `evaluate` and `compare` all read these tables.
-majority_accuracy is the accuracy of always predicting the train split's majority class.
+majority_accuracy is the accuracy of always predicting the train split's majority class. Labels
+may be unknown (UNKNOWN_LABEL, from a label overlay): each attribute is scored on its labelled rows
+only, and "n" counts them (an attribute with no labelled row on a split has n 0 and null metrics).
 balanced_accuracy and roc_auc are null when the split holds only one class. ece and brier judge the
 probabilities, not the decisions (lower is better): ece is the expected calibration error of the
 positive class over CALIBRATION_BINS equal-width bins (`calibration_bins`, the binning of
@@ -16,6 +18,8 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+
+from cache.layout import UNKNOWN_LABEL
 
 
 def _sk():
@@ -123,21 +127,34 @@ SCORES = tuple(m.name for m in METRICS if m.score)
 
 
 def attribute_metrics(y_true, probability, threshold, train_majority):
-    """Every metric of METRICS for one attribute: y_true 0/1 [n], probability [n] in [0, 1],
-    decision p >= threshold; train_majority: the train split's majority class (0 or 1)."""
-    scored = Scored(np.asarray(y_true).astype(int), np.asarray(probability), threshold, train_majority)
+    """Every metric of METRICS for one attribute: y_true 0/1 [n] (UNKNOWN_LABEL rows are left out),
+    probability [n] in [0, 1], decision p >= threshold; train_majority: the train split's majority
+    class (0 or 1)."""
+    y_true, probability = np.asarray(y_true), np.asarray(probability)
+    known = y_true != UNKNOWN_LABEL
+    if not known.any():
+        return {m.name: {"threshold": float(threshold), "n": 0}.get(m.name) for m in METRICS}
+    scored = Scored(y_true[known].astype(int), probability[known], threshold, train_majority)
     return {m.name: m.compute(scored) for m in METRICS}
 
 
 def majority_classes(train_labels):
-    """The train split's majority class per attribute, int [k] from labels 0/1 [n, k]."""
-    return (np.asarray(train_labels).mean(axis=0) >= 0.5).astype(int)
+    """The train split's majority class per attribute over its labelled rows, int [k] from labels
+    0/1 [n, k] (UNKNOWN_LABEL left out; an attribute with none labelled: 0)."""
+    labels = np.asarray(train_labels)
+    known = labels != UNKNOWN_LABEL
+    positives = np.where(known, labels, 0).sum(axis=0)
+    return (positives >= 0.5 * np.maximum(known.sum(axis=0), 1)).astype(int) * (known.sum(axis=0) > 0)
 
 
 def tune_threshold(y_true, probability):
-    """The decision threshold that maximises accuracy on (validation) data; ties -> closest to 0.5."""
-    y_true = np.asarray(y_true).astype(int)
-    probability = np.asarray(probability, np.float64)
+    """The decision threshold that maximises accuracy on (validation) data, over its labelled rows;
+    ties -> closest to 0.5 (no labelled row: 0.5)."""
+    y_true, probability = np.asarray(y_true), np.asarray(probability, np.float64)
+    known = y_true != UNKNOWN_LABEL
+    y_true, probability = y_true[known].astype(int), probability[known]
+    if not len(y_true):
+        return 0.5
     candidates = np.unique(np.concatenate([probability, [0.5]]))
     order = np.argsort(probability)
     p_sorted, y_sorted = probability[order], y_true[order]
@@ -157,12 +174,15 @@ def group_metrics(target, y_true, probability, threshold, group_names, group_lab
     {"groups": [{<target>: v, <group attr>: v, ..., "n", "accuracy", "positive_rate"}],
      "worst_group_accuracy", "mean_group_accuracy"}; an empty group has n 0 and null metrics and
     is left out of the worst and the mean (null when every group is empty).
-    y_true 0/1 [n], probability [n], group_labels 0/1 [n, g] for group_names.
+    y_true 0/1 [n], probability [n], group_labels 0/1 [n, g] for group_names; a row whose target or
+    group attribute is unknown (UNKNOWN_LABEL) leaves the table.
     """
-    y_true = np.asarray(y_true).astype(int)
-    predicted = (np.asarray(probability) >= threshold).astype(int)
-    columns = [(name, np.asarray(group_labels)[:, j].astype(int)) for j, name in enumerate(group_names)
-               if name != target]
+    y_true, group_labels = np.asarray(y_true), np.asarray(group_labels).reshape(len(y_true), -1)
+    others = [j for j, name in enumerate(group_names) if name != target]
+    known = (y_true != UNKNOWN_LABEL) & np.all(group_labels[:, others] != UNKNOWN_LABEL, axis=1)
+    y_true, group_labels = y_true[known].astype(int), group_labels[known]
+    predicted = (np.asarray(probability)[known] >= threshold).astype(int)
+    columns = [(group_names[j], group_labels[:, j].astype(int)) for j in others]
     keys = [(target, y_true)] + columns
     groups = []
     for values in itertools.product((0, 1), repeat=len(keys)):

@@ -164,16 +164,18 @@ def test_info_shows_what_an_overlay_changes(planted, tmp_path):
     assert "note: " in result.output and "the first is 'nope.jpg' (line 4)" in result.output
 
 
-def test_unknown_labels_on_a_trained_attribute_stop_in_one_line(planted, tmp_path):
+def test_an_attribute_without_two_labelled_classes_in_train_stops_in_one_line(planted, tmp_path):
     folder, _, _ = planted
-    partial = write_csv(tmp_path / "p.csv", ["image_id", "Smiling"], [["000001.jpg", 1], ["000002.jpg", 0]])
+    one_class = write_csv(tmp_path / "p.csv", ["image_id", "Smiling"], [["000001.jpg", 1], ["000002.jpg", 1]])
     result = invoke("baselines", folder / "male.h5", "--out", tmp_path / "r", "--models", "logreg",
-                    "--attrs", "Male,Smiling", "--labels", partial)
-    assert result.exit_code == 1 and "Smiling: 597 of 599 train rows have no label" in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
-    fine = invoke("baselines", folder / "male.h5", "--out", tmp_path / "r", "--models", "majority", "--attrs", "Male",
-                  "--labels", partial)
-    assert fine.exit_code == 0, fine.output
+                    "--attrs", "Male,Smiling", "--labels", one_class)
+    assert result.exit_code == 1 and "attribute Smiling has only class 1 in the train split (2 labelled row(s))" \
+        in result.output, result.output
+    assert not (tmp_path / "r").exists()
+    val_only = write_csv(tmp_path / "v.csv", ["image_id", "Smiling"], [["000700.jpg", 1], ["000701.jpg", 0]])
+    result = invoke("train-heads", folder / "male.h5", "--out", tmp_path / "r", "--attrs", "Smiling", "--labels", val_only)
+    assert result.exit_code == 1 and "attribute Smiling has no labelled row in the train split" in result.output
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("content, message", [

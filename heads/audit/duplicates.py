@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from cache.errors import UsageError
+from cache.layout import UNKNOWN_LABEL
 from heads.defaults import AUDIT
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,8 @@ def duplicate_pairs(rows, similarity, index, threshold, neighbours):
     splits = rows.splits
     train_first = (splits[i] == "train") & (splits[j] != "train")
     first, second = np.where(train_first, i, j), np.where(train_first, j, i)
-    differ = rows.labels[first] != rows.labels[second]
+    known = (rows.labels[first] != UNKNOWN_LABEL) & (rows.labels[second] != UNKNOWN_LABEL)
+    differ = (rows.labels[first] != rows.labels[second]) & known  # both labelled, and differently
     frame = pd.DataFrame({
         "image_id": [rows.image_ids[a] for a in first], "duplicate_id": [rows.image_ids[b] for b in second],
         "similarity": sim.astype(float), "split": splits[first], "duplicate_split": splits[second],

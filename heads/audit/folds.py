@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cache.layout import UNKNOWN_LABEL
+
 from cache.errors import UserError
 from heads.defaults import AUDIT
 from heads.kinds import head_class
@@ -39,7 +41,7 @@ class Rows:
 def check_folds(rows, folds):
     """Refuse an attribute with fewer rows of one class than folds (one line naming it)."""
     for j, name in enumerate(rows.attributes):
-        counts = np.bincount(rows.labels[:, j].astype(int), minlength=2)
+        counts = np.bincount(rows.labels[:, j].astype(int), minlength=UNKNOWN_LABEL + 1)[:2]  # labelled rows
         if counts.min() < folds:
             rare = int(np.argmin(counts))
             raise UserError(f"attribute {name} has {counts[rare]} row(s) of class {rare} in the audited splits; "
@@ -48,10 +50,12 @@ def check_folds(rows, folds):
 
 
 def fold_of(rows, folds, seed):
-    """int [n]: each row's fold, stratified on the attribute whose rarer class is rarest."""
+    """int [n]: each row's fold, stratified on the attribute whose rarer class is rarest (an
+    unknown label is a third stratum, so each attribute's labelled rows spread over the folds too)."""
     from sklearn.model_selection import StratifiedKFold
 
-    rarest = int(np.argmin(np.minimum(rows.labels.sum(axis=0), len(rows) - rows.labels.sum(axis=0))))
+    positives, negatives = (rows.labels == 1).sum(axis=0), (rows.labels == 0).sum(axis=0)
+    rarest = int(np.argmin(np.minimum(positives, negatives)))
     assignment = np.empty(len(rows), np.int64)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(rows)), rows.labels[:, rarest])):
@@ -124,7 +128,9 @@ def out_of_fold(rows, kind, settings, folds, features="raw", inner_val=AUDIT["in
             train_rows, val_rows = arranged.position[:n_train], arranged.position[n_train:n - n_held]
             held_rows = arranged.position[n - n_held:]
             for j, name in enumerate(rows.attributes):
-                if rows.labels[train_rows, j].min() == rows.labels[train_rows, j].max():
+                fitted_labels = rows.labels[train_rows, j]
+                fitted_labels = fitted_labels[fitted_labels != UNKNOWN_LABEL]
+                if not len(fitted_labels) or fitted_labels.min() == fitted_labels.max():
                     raise UserError(f"attribute {name}: fold {k + 1}'s training rows hold one class only; use "
                                     "fewer --folds or leave it out of --attrs")
             train_features = rows.features[:n_train]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError
+from cache.layout import UNKNOWN_LABEL
 from cache.reader import aligned_empty
 from heads.audit.duplicates import check_threshold, find_duplicates
 from heads.audit.folds import Rows, out_of_fold
@@ -68,7 +69,7 @@ class AuditSpec:
 
 def audited_rows(task_spec, splits):
     """(Rows of `splits` one after another, the caches' paths first first, {split: rows left out
-    for NaN/inf features (task_spec.drop_nonfinite)}). The splits' features are read one split at
+    for NaN/inf features (task_spec.drop_nonfinite)}, the label overlay's record or None). The splits' features are read one split at
     a time into one array (float16 stays float16), so loading holds the rows and one split; the
     labels and ids are those of the rows read."""
     task = load_task(task_spec, feature_splits=())
@@ -88,7 +89,7 @@ def audited_rows(task_spec, splits):
     rows = Rows(features=features[:start], labels=np.concatenate([p.labels for p in parts]), attributes=attributes,
                 image_ids=[i for p in parts for i in p.image_ids],
                 splits=np.array([s for s, p in zip(splits, parts) for _ in p.image_ids], dtype=object))
-    return rows, caches, dropped
+    return rows, caches, dropped, task.labels
 
 
 def _write_csv(frame, path):
@@ -106,7 +107,7 @@ def run_audit(task_spec, audit_spec, out_dir):
         raise UsageError("audit scores every row it is given; --exclude is for training")
     settings = audit_spec.kind_settings()
     began = time.perf_counter()
-    rows, caches, nonfinite = audited_rows(task_spec, audit_spec.splits)
+    rows, caches, nonfinite, overlay = audited_rows(task_spec, audit_spec.splits)
     if sum(nonfinite.values()):
         log.info("left out %d row(s) whose features hold NaN or inf (%s)", sum(nonfinite.values()), nonfinite)
     loaded = time.perf_counter()
@@ -125,7 +126,7 @@ def run_audit(task_spec, audit_spec, out_dir):
     _write_csv(issues, out / "label_issues.csv")
     table = {"image_id": rows.image_ids, "split": rows.splits, "fold": fold + 1}
     for j, name in enumerate(rows.attributes):
-        table[f"{name}_label"] = rows.labels[:, j]
+        table[f"{name}_label"] = pd.Series(rows.labels[:, j]).where(rows.labels[:, j] != UNKNOWN_LABEL).astype("Int64")
         table[f"{name}_probability"] = probabilities[:, j]
     _write_csv(pd.DataFrame(table), out / "out_of_fold.csv")
     if audit_spec.duplicates is not None:
@@ -138,7 +139,7 @@ def run_audit(task_spec, audit_spec, out_dir):
                                                "features": task_spec.features, "inputs": list(task_spec.inputs)},
                "seconds": {"load": round(loaded - began, 3), "folds": round(folded - loaded, 3),
                            "labels": round(labelled - folded, 3), "duplicates": round(searched - labelled, 3)},
-               "labels": label_summary,
+               "labels": label_summary, "label_overlay": overlay,
                "duplicates": duplicate_summary if audit_spec.duplicates is not None else None}
     write_json(out / "summary.json", summary)
     log.info("audit of %d rows x %d attributes: %d flagged label(s)", len(rows), len(rows.attributes), len(issues))

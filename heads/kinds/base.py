@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cache.errors import UsageError, UserError
+from cache.layout import UNKNOWN_LABEL
 
 KINDS = {}
 
@@ -43,8 +44,10 @@ def register(name):
 @dataclass(frozen=True)
 class Data:
     """What a head is fitted or validated on, row by row: features [n, D] (float16 or float32; a
-    spatial layer [n, H, W, C]), labels uint8 0/1 [n, k] for `attributes`, group_labels uint8 0/1
-    [n, g] for `group_names` (the `--groups` attributes; g = 0 without them). source: where a
+    spatial layer [n, H, W, C]), labels uint8 0/1 [n, k] for `attributes` (UNKNOWN_LABEL where a
+    label overlay left one unknown: every kind fits and scores each attribute on its labelled rows,
+    `labelled`), group_labels uint8 0/1 [n, g] for `group_names` (the `--groups` attributes; g = 0
+    without them; UNKNOWN_LABEL too). source: where a
     single stored layer came from, for a kind that continues the backbone from it (`--head tail`):
     {"backbone": the cache's backbone record, "preprocessing": its record, "layer": the name}."""
     features: np.ndarray
@@ -56,6 +59,16 @@ class Data:
 
     def __len__(self):
         return len(self.labels)
+
+    @property
+    def partial(self):
+        """Whether some label is unknown."""
+        return bool((np.asarray(self.labels) == UNKNOWN_LABEL).any())
+
+
+def labelled(labels):
+    """bool, the shape of labels: True where the label is known (not UNKNOWN_LABEL)."""
+    return np.asarray(labels) != UNKNOWN_LABEL
 
 
 def option_name(setting):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from heads.defaults import SKLEARN
-from heads.kinds.base import Head, register
+from heads.kinds.base import Head, labelled, register
 
 ESTIMATORS_FILE = "estimators.joblib"
 
@@ -48,12 +48,20 @@ class EstimatorsHead(Head):
         return head
 
 
+def labelled_rows(X, labels, j):
+    """(X, labels of attribute j) on the rows whose label j is known (X itself when all are)."""
+    known = labelled(labels[:, j])
+    return (X, labels[:, j]) if known.all() else (X[known], labels[known, j])
+
+
 class SklearnBaseline(EstimatorsHead):
-    """fit: one `make_estimator()` per attribute on the train split (val is not used)."""
+    """fit: one `make_estimator()` per attribute on the train split's rows labelled for it (val is
+    not used)."""
 
     def fit(self, train, val=None, on_epoch=None):
         X = np.asarray(train.features, np.float32)
-        self.estimators_ = [self.make_estimator().fit(X, train.labels[:, j]) for j in range(len(train.attributes))]
+        self.estimators_ = [self.make_estimator().fit(*labelled_rows(X, train.labels, j))
+                            for j in range(len(train.attributes))]
         self.attributes_, self.n_features_in_ = list(train.attributes), X.shape[1]
         return self
 

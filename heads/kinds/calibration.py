@@ -9,6 +9,8 @@ and export all apply them with no other file.
 
 import numpy as np
 
+from cache.layout import UNKNOWN_LABEL
+
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] before the logit
 LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 _LAYER = []  # the Temperature layer class, defined (and registered for loading) once
@@ -28,15 +30,21 @@ def bce(y, p):
 
 def fit_temperatures(labels, probabilities):
     """Per attribute the temperature T in [0.01, 100] minimising the mean binary cross-entropy of
-    sigmoid(logit(p) / T) against labels (both [n, k], the val split); float64 [k]."""
+    sigmoid(logit(p) / T) against labels (both [n, k], the val split), over the attribute's labelled
+    rows (UNKNOWN_LABEL left out; none labelled: T = 1); float64 [k]."""
     from scipy.optimize import minimize_scalar
     from scipy.special import expit
 
     z = logit(probabilities)
-    labels = np.asarray(labels, np.float64)
+    labels = np.asarray(labels)
     temperatures = []
     for j in range(z.shape[1]):
-        result = minimize_scalar(lambda log_t: bce(labels[:, j], expit(z[:, j] / np.exp(log_t))),
+        known = labels[:, j] != UNKNOWN_LABEL
+        if not known.any():
+            temperatures.append(1.0)
+            continue
+        y, zj = labels[known, j].astype(np.float64), z[known, j]
+        result = minimize_scalar(lambda log_t: bce(y, expit(zj / np.exp(log_t))),
                                  bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-5})
         temperatures.append(float(np.exp(result.x)))
     return np.array(temperatures)

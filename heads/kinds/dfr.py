@@ -10,7 +10,8 @@ For one target:
      groups it has rows of).
   2. With that C, `refits` fresh group-balanced subsets of the fitting data (all of val, or train)
      are fitted and their coefficients averaged: 20 on val and 10 on train, as in the paper.
-Features are standardized with the mean and std of the fitting data. The run stores the scaler and
+Each target is fitted on the rows whose target and group labels are known (a label overlay may
+leave some unknown). Features are standardized with the mean and std of the fitting data. The run stores the scaler and
 the averaged coefficients (dfr.npz); no pickle.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from cache.errors import UserError
 from heads.defaults import DFR as DEFAULTS
-from heads.kinds.base import Head, register
+from heads.kinds.base import Head, labelled, register
 from heads.scaling import standardization
 
 DFR_FILE = "dfr.npz"
@@ -83,18 +84,22 @@ class DFR(Head):
         coefficients, intercepts, chosen, curves = [], [], {}, {}
         for j, name in enumerate(attributes):
             others = [k for k, g in enumerate(group_names) if g != name]
-            ids = {what: group_ids(y[:, j], g[:, others]) for what, (_, y, g) in
-                   (("final", final), ("tuning", tuning), ("held_out", (None, Y_val[held_out], G_val[held_out])))}
+            # per split: (features, target labels, group ids) on the rows whose target and groups are labelled
+            rows = {}
+            for what, (x, y, g) in (("final", (final_x, final[1], final[2])), ("tuning", (tuning_x, tuning[1], tuning[2])),
+                                    ("held_out", (held_out_x, Y_val[held_out], G_val[held_out]))):
+                known = labelled(y[:, j]) & labelled(g[:, others]).all(axis=1)
+                rows[what] = (x[known], y[known, j], group_ids(y[known, j], g[known][:, others]))
             for what, where in (("tuning", "the rows C is tuned on"), ("final", f"the {self.dfr_on} split")):
-                if len(np.unique(ids[what])) < 2 ** (1 + len(others)):
+                if len(np.unique(rows[what][2])) < 2 ** (1 + len(others)):
                     raise UserError(f"dfr for {name}: some group has no rows in {where}, so it cannot balance the "
                                     "groups (try --dfr-on train, or fewer group attributes)")
             curve = {}
             for C in self.C_grid:
-                model = self._fit_one(tuning_x, tuning[1][:, j], C, balanced_subset(ids["tuning"], rng))
-                curve[C] = worst_group_accuracy(Y_val[held_out, j], model.predict(held_out_x), ids["held_out"])
+                model = self._fit_one(rows["tuning"][0], rows["tuning"][1], C, balanced_subset(rows["tuning"][2], rng))
+                curve[C] = worst_group_accuracy(rows["held_out"][1], model.predict(rows["held_out"][0]), rows["held_out"][2])
             best = max(self.C_grid, key=lambda c: curve[c])  # ties: the first in the grid
-            fits = [self._fit_one(final_x, final[1][:, j], best, balanced_subset(ids["final"], rng))
+            fits = [self._fit_one(rows["final"][0], rows["final"][1], best, balanced_subset(rows["final"][2], rng))
                     for _ in range(refits)]
             coefficients.append(np.mean([m.coef_[0] for m in fits], axis=0))
             intercepts.append(np.mean([m.intercept_[0] for m in fits]))

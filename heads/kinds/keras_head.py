@@ -8,7 +8,7 @@ import numpy as np
 from cache.errors import UserError
 from heads.defaults import KERAS
 from heads.kinds.architectures import Attentive, Builder, learned_queries, parse_head
-from heads.kinds.base import Head, register
+from heads.kinds.base import Head, labelled, register
 from heads.kinds.calibration import bce, fit_temperatures, temperature_layer, with_temperatures
 from heads.kinds.trainer import EPSILON, fit_together, predict_model
 
@@ -70,11 +70,11 @@ class KerasHead(Head):
         temperatures = fit_temperatures(val.labels, before)
         self.model_ = with_temperatures(self.model_, self.attributes_, temperatures)
         after = self.predict_proba(val.features)
-        labels = np.asarray(val.labels)
+        labels, known = np.asarray(val.labels), labelled(val.labels)
         self.calibration_ = {
             "method": "temperature", "temperature": dict(zip(self.attributes_, map(float, temperatures))),
-            "val_bce_before": {a: bce(labels[:, j], before[:, j]) for j, a in enumerate(self.attributes_)},
-            "val_bce_after": {a: bce(labels[:, j], after[:, j]) for j, a in enumerate(self.attributes_)}}
+            "val_bce_before": {a: bce(labels[known[:, j], j], before[known[:, j], j]) for j, a in enumerate(self.attributes_)},
+            "val_bce_after": {a: bce(labels[known[:, j], j], after[known[:, j], j]) for j, a in enumerate(self.attributes_)}}
 
     def lr_groups(self):
         """[(count, lr)]: consecutive runs of the model's trainable variables and their learning
@@ -126,12 +126,15 @@ class KerasHead(Head):
 
     def validation_record(self, val):
         """{"val_loss", "val_<attr>_accuracy"} of the current model on val (`Data`): the loss
-        `model.fit` reports (binary cross-entropy summed over outputs, plus the model's losses)."""
+        `model.fit` reports (binary cross-entropy summed over outputs, plus the model's losses), each
+        output's cross-entropy and accuracy over its labelled rows."""
         p = np.clip(self.predict_proba(val.features).astype(np.float64), EPSILON, 1 - EPSILON)
-        y = np.asarray(val.labels, np.float64)
-        bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0).sum()
+        known = labelled(val.labels)
+        y = np.where(known, val.labels, 0).astype(np.float64)
+        rows = np.maximum(known.sum(axis=0), 1)
+        bce = (-(y * np.log(p) + (1 - y) * np.log(1 - p)) * known).sum(axis=0) / rows
         reg = float(sum(float(l) for l in self.model_.losses))
-        record = {"val_loss": float(bce + reg)}
-        record.update({f"val_{a}_accuracy": float(((p[:, j] >= 0.5) == y[:, j]).mean())
+        record = {"val_loss": float(bce.sum() + reg)}
+        record.update({f"val_{a}_accuracy": float((((p[:, j] >= 0.5) == y[:, j]) & known[:, j]).sum() / rows[j])
                        for j, a in enumerate(self.attributes_)})
         return record

@@ -22,8 +22,8 @@ import numpy as np
 
 from cache.errors import UserError
 from heads.defaults import KNN_COSINE, LINEAR_GRID, LOGREG_CV
-from heads.kinds.base import Head, need_val, register
-from heads.kinds.baselines import EstimatorsHead
+from heads.kinds.base import Head, labelled, need_val, register
+from heads.kinds.baselines import EstimatorsHead, labelled_rows
 from heads.kinds.keras_head import MODEL_FILE, KerasHead
 from heads.kinds.trainer import fit_together
 from heads.scaling import l2_normalised
@@ -55,10 +55,18 @@ class LogRegCV(EstimatorsHead):
             # path of C values affordable (increasing C on the coarse grid; refinement from the best)
             model = LogisticRegression(max_iter=self.max_iter, random_state=self.seed, warm_start=True)
             fitted = {}
+            attribute_scaler, fit_x, fit_y, score_x, score_y = scaler, *labelled_rows(train_x, Y, j), *labelled_rows(
+                val_x, Y_val, j)
+            if len(fit_y) < len(Y):  # partly labelled: standardized by its own labelled rows, as if they were all
+                raw_x, fit_y = labelled_rows(np.asarray(X, np.float32), Y, j)
+                attribute_scaler = StandardScaler().fit(raw_x)
+                fit_x = attribute_scaler.transform(raw_x)
+                raw_val, score_y = labelled_rows(np.asarray(X_val, np.float32), Y_val, j)
+                score_x = attribute_scaler.transform(raw_val)
 
             def score(C):
-                model.set_params(C=C).fit(train_x, Y[:, j])
-                fitted[C] = (float(model.score(val_x, Y_val[:, j])), copy.deepcopy(model))
+                model.set_params(C=C).fit(fit_x, fit_y)
+                fitted[C] = (float(model.score(score_x, score_y)), copy.deepcopy(model))
 
             for C in sorted(float(c) for c in self.C_grid):
                 score(C)
@@ -72,9 +80,11 @@ class LogRegCV(EstimatorsHead):
             if self.refit_train_val:
                 estimator = make_pipeline(StandardScaler(), LogisticRegression(
                     C=best, max_iter=self.max_iter, random_state=self.seed))
-                estimator.fit(np.concatenate([X, X_val]).astype(np.float32), np.concatenate([Y[:, j], Y_val[:, j]]))
+                refit_x, refit_y = labelled_rows(np.concatenate([X, X_val]).astype(np.float32),
+                                                 np.concatenate([Y, Y_val]), j)
+                estimator.fit(refit_x, refit_y)
             else:
-                estimator = make_pipeline(scaler, fitted[best][1])
+                estimator = make_pipeline(attribute_scaler, fitted[best][1])
             chosen[name], curves[name] = best, {f"{c:g}": a for c, (a, _) in sorted(fitted.items())}
             self.estimators_.append(estimator)
         self.attributes_, self.n_features_in_ = list(attributes), np.asarray(X).shape[1]
@@ -100,7 +110,10 @@ class _Neighbours:
         from heads.kinds.trainer import aligned, as_tensor
         self.train_np = aligned(np.asarray(train, np.float32))
         self.train = as_tensor(self.train_np)
-        self.labels = tf.constant(np.asarray(labels, np.float32))
+        known = labelled(labels)
+        self.labels = tf.constant(np.where(known, labels, 0).astype(np.float32))
+        # attributes some train rows are unlabelled for: each votes among its own labelled rows
+        self.partial = [(j, tf.constant(known[:, j])) for j in np.flatnonzero(~known.all(axis=0))]
         self.ks, self.temperature, self.block_rows, self.matmul = sorted(ks), temperature, block_rows, matmul
         # one trace each, whatever the block's rows (the last block is smaller; choose_matmul times 128)
         queries = tf.TensorSpec([None, self.train_np.shape[1]], tf.float32)
@@ -111,13 +124,24 @@ class _Neighbours:
 
     def _votes(self, similarity):
         """Vote shares [len(ks), B, k] from similarities [B, N]: for each k, sum of exp(sim / T) *
-        label over the top k neighbours divided by the sum of their weights."""
+        label over the top k neighbours divided by the sum of their weights; for an attribute with
+        unlabelled train rows, the top k among the rows labelled for it."""
         import tensorflow as tf
         top, index = tf.math.top_k(similarity, k=max(self.ks), sorted=True)
         weights = tf.exp(top / self.temperature)
         votes = tf.gather(self.labels, index) * weights[..., None]  # [B, kmax, attributes]
         cumulative_votes, cumulative_weights = tf.cumsum(votes, axis=1), tf.cumsum(weights, axis=1)
-        return tf.stack([cumulative_votes[:, k - 1] / cumulative_weights[:, k - 1, None] for k in self.ks])
+        shares = tf.stack([cumulative_votes[:, k - 1] / cumulative_weights[:, k - 1, None] for k in self.ks])
+        if not self.partial:
+            return shares
+        columns = tf.unstack(shares, num=self.labels.shape[1], axis=2)
+        for j, known in self.partial:
+            top, index = tf.math.top_k(tf.where(known[None, :], similarity, -np.inf), k=max(self.ks), sorted=True)
+            weights = tf.exp(top / self.temperature)  # 0 for an unlabelled row
+            votes = tf.cumsum(tf.gather(self.labels[:, j], index) * weights, axis=1)
+            weights = tf.cumsum(weights, axis=1)
+            columns[j] = tf.stack([votes[:, k - 1] / weights[:, k - 1] for k in self.ks])
+        return tf.stack(columns, axis=2)
 
     def _numpy_product(self, queries, out):
         """queries [B, D] @ train.T into `out` (64-byte aligned [>= B, N]), as a tensor over it."""
@@ -181,19 +205,25 @@ class KnnCosine(Head):
         if max(self.ks) > len(train):
             raise UserError(f"knn-cosine: k up to {max(self.ks)} needs at least that many train rows, "
                             f"there are {len(train)}")
+        counts = labelled(labels).sum(axis=0)
+        if counts.min() < max(self.ks):
+            j = int(np.argmin(counts))
+            raise UserError(f"knn-cosine: k up to {max(self.ks)} needs at least that many train rows labelled for "
+                            f"each attribute; {self.attributes_[j]} has {int(counts[j])}")
         self.train_, self.labels_ = train, np.asarray(labels, np.uint8)
         self._neighbours = _Neighbours(train, self.labels_, self.ks, self.temperature, self.block_rows, matmul)
 
     def fit(self, train, val=None, on_epoch=None):
         need_val(self.kind, val)
-        attributes = train.attributes
+        attributes = self.attributes_ = list(train.attributes)
         self._index(l2_normalised(train.features), train.labels)
         queries = l2_normalised(val.features)
         timed = self._neighbours.choose_matmul(queries)
         self.matmul_ = self._neighbours.matmul
         shares = self._neighbours.vote_shares(queries)
-        accuracy = {k: ((shares[i] >= 0.5) == (np.asarray(val.labels) > 0.5)).mean(axis=0)
-                    for i, k in enumerate(sorted(self.ks))}
+        known = labelled(val.labels)
+        accuracy = {k: (((shares[i] >= 0.5) == (np.asarray(val.labels) == 1)) & known).sum(axis=0)
+                    / np.maximum(known.sum(axis=0), 1) for i, k in enumerate(sorted(self.ks))}
         self.k_ = {}
         for j, name in enumerate(attributes):
             self.k_[name] = max(sorted(self.ks), key=lambda k: accuracy[k][j])  # ties: the smallest k
@@ -231,7 +261,7 @@ class KnnCosine(Head):
             chosen = {"k": chosen, "matmul": "tensorflow"}
         if not isinstance(chosen, dict) or chosen.get("matmul") not in MATMULS or not isinstance(chosen.get("k"), dict):
             raise UserError(f"{path}: expected {{\"k\": {{attribute: k}}, \"matmul\": {' or '.join(MATMULS)}}}")
-        head.k_, head.matmul_ = chosen["k"], chosen["matmul"]
+        head.k_, head.matmul_, head.attributes_ = chosen["k"], chosen["matmul"], list(attributes)
         head._index(np.load(directory / "knn_features.npy").astype(np.float32), np.load(directory / "knn_labels.npy"),
                     head.matmul_)
         head.attributes_, head.n_features_in_ = list(attributes), head.train_.shape[1]

@@ -2,7 +2,11 @@
 
 The training objective is `model.fit`'s: binary cross-entropy per output (from the logits when the
 output is a sigmoid), averaged over the batch and summed over outputs, plus the model's own losses
-(the L2 penalty); Adam(lr) with epsilon 1e-7; shuffled mini-batches; optional class weights.
+(the L2 penalty); Adam(lr) with epsilon 1e-7; shuffled mini-batches; optional class weights. An
+unknown label (UNKNOWN_LABEL, a label overlay's) adds nothing to the loss: the cross-entropy is
+masked per output and still divided by the batch's rows (Durand et al. 2019's partial-label BCE
+without its re-weighting), so a fully labelled split trains exactly as before; train accuracy is
+over the labelled rows.
 `_Trainer` runs it as one TensorFlow graph per epoch (a while-loop over the batches, no Python per
 step): each head's trainable weights are one flat vector, the gradient comes from autodiff, and
 each head gets one fused Adam update per step. Built-in specs compute their forward pass with
@@ -30,6 +34,7 @@ from cache.errors import UsageError, UserError
 from cache.reader import aligned_empty
 from heads.defaults import CALIBRATE
 from heads.kinds.architectures import MLP, named_outputs, parse_head
+from heads.kinds.base import labelled
 
 log = logging.getLogger(__name__)
 EPSILON = 1e-7  # probability clipping in binary cross-entropy, as Keras does
@@ -110,14 +115,17 @@ def as_tensor(array):
 
 
 def class_weights(labels, mode):
-    """(positive, negative) weight per attribute, float32 [k] each: ones, or 'balanced' n / (2 n_c)."""
+    """(positive, negative) weight per attribute, float32 [k] each: ones, or 'balanced' n / (2 n_c)
+    over each attribute's labelled rows (labels uint8 0/1 [n, k], UNKNOWN_LABEL left out)."""
+    labels = np.asarray(labels)
     k = labels.shape[1]
     if mode in (None, "none"):
         return np.ones(k, np.float32), np.ones(k, np.float32)
     if mode != "balanced":
         raise UserError(f"--class-weight {mode!r}: use none or balanced")
-    positives = labels.sum(axis=0).astype(np.float64)
-    n = len(labels)
+    known = labelled(labels)
+    positives = ((labels == 1) & known).sum(axis=0).astype(np.float64)
+    n = known.sum(axis=0).astype(np.float64)
     return (n / (2 * positives)).astype(np.float32), (n / (2 * (n - positives))).astype(np.float32)
 
 
@@ -154,7 +162,9 @@ def _train_together(heads, train, val, on_epoch):
     if not streamed and X.dtype not in (np.float16, np.float32):  # float16 stays: half the memory
         X = X.astype(np.float32)
     blockwise = X.ndim > 2
-    Y = np.asarray(train.labels, np.float32)
+    known = labelled(train.labels)
+    masked = not known.all()
+    Y = np.where(known, np.asarray(train.labels, np.float32), np.float32(-1))  # -1: unknown, left out of the loss
     if X.ndim < 2 or Y.shape != (len(X), len(attributes)):
         raise ValueError(f"X must be [n, ...] and Y [n, {len(attributes)}]; got {X.shape} and {Y.shape}")
     for head in heads:
@@ -164,7 +174,8 @@ def _train_together(heads, train, val, on_epoch):
                                        bn=head.tail_bn)
         head.attributes_, head.history_ = attributes, []
         head.n_features_in_ = X.shape[1] if X.ndim == 2 else tuple(X.shape[1:])
-    weights = class_weights(Y, first.class_weight)
+    weights = class_weights(train.labels, first.class_weight)
+    accuracy_scale = len(X) / np.maximum(known.sum(axis=0), 1)  # train accuracy over the labelled rows
     auto = first.epochs == "auto"
     if auto and (val is None or len(val) == 0):
         raise UserError("--epochs auto stops on the val loss, and the val split has no rows; give --epochs N")
@@ -182,7 +193,7 @@ def _train_together(heads, train, val, on_epoch):
             _fit_with_keras(head, X, Y, val, weights, on_epoch if head is first else None)
     if not fast:
         return
-    trainer = _Trainer(fast, attributes, weights)
+    trainer = _Trainer(fast, attributes, weights, masked)
     stoppers = {id(h): _Stopper(h) for h in fast} if auto else {}
     features, targets = (None, None) if blockwise else (as_tensor(X), as_tensor(Y))
     rng = np.random.default_rng(first.seed)
@@ -196,7 +207,7 @@ def _train_together(heads, train, val, on_epoch):
         stopped = []
         for v, head in enumerate(trainer.heads):
             record = {"epoch": epoch, "loss": float(losses[v])}
-            record.update({f"{a}_accuracy": float(x) for a, x in zip(attributes, accuracies[v])})
+            record.update({f"{a}_accuracy": float(x) for a, x in zip(attributes, accuracies[v] * accuracy_scale)})
             if val is not None:
                 record.update(head.validation_record(val))
             head.history_.append(record)
@@ -242,11 +253,12 @@ def _fit_with_keras(head, X, Y, val, weights, on_epoch):
     model, attributes = head.model_, head.attributes_
     model.compile(optimizer=keras.optimizers.Adam(head.lr), loss={a: "binary_crossentropy" for a in attributes},
                   metrics={a: ["accuracy"] for a in attributes})
-    targets = {a: Y[:, j] for j, a in enumerate(attributes)}
+    targets = {a: np.maximum(Y[:, j], 0) for j, a in enumerate(attributes)}
     sample_weight = None
-    if head.class_weight not in (None, "none"):
+    if head.class_weight not in (None, "none") or (Y < 0).any():  # weights, or unknown labels weighing nothing
         positive, negative = weights
-        sample_weight = {a: np.where(Y[:, j] > 0.5, positive[j], negative[j]) for j, a in enumerate(attributes)}
+        sample_weight = {a: np.where(Y[:, j] > 0.5, positive[j], negative[j]) * (Y[:, j] >= 0)
+                         for j, a in enumerate(attributes)}
 
     def record(epoch, logs):
         entry = {"epoch": epoch + 1, "loss": float(logs["loss"])}
@@ -282,10 +294,10 @@ class _Trainer:
     """Trains several KerasHeads on the same batches, one graph per epoch (see the module docstring).
     Weights go back into the Keras models with copy_to_models()."""
 
-    def __init__(self, heads, attributes, weights):
+    def __init__(self, heads, attributes, weights, masked=False):
         import tensorflow as tf
 
-        self.heads, self.attributes = heads, list(attributes)
+        self.heads, self.attributes, self.masked = heads, list(attributes), masked
         # per head: its weights as one flat vector per learning-rate group (`KerasHead.lr_groups`:
         # consecutive runs of its trainable variables), each with its own Adam state
         self.params, self.m, self.v, self.lrs, self.shapes, self.sizes = [], [], [], [], [], []
@@ -347,9 +359,9 @@ class _Trainer:
         bits = tf.random.stateless_uniform([rows, halves], seed, minval=None, maxval=None, dtype=tf.uint32)
         return tf.reshape(tf.bitcast(bits, tf.uint16), [rows, 2 * halves])[:, :width]
 
-    def _loss(self, h, weights, x, kept, y, class_weight, state):
-        """(loss, hits [B, k], new state) of head h on one batch; state: the model's non-trainable
-        variables (Keras path only)."""
+    def _loss(self, h, weights, x, kept, y, class_weight, known, state):
+        """(loss, hits [B, k], new state) of head h on one batch; known: float 0/1 [B, k] (None: every
+        label known); state: the model's non-trainable variables (Keras path only)."""
         import tensorflow as tf
         head = self.heads[h]
         if self.builtin[h]:
@@ -366,6 +378,8 @@ class _Trainer:
             regularization = tf.add_n(losses) if losses else 0.0
         if class_weight is not None:
             cross_entropy = cross_entropy * class_weight
+        if known is not None:
+            cross_entropy, hits = cross_entropy * known, tf.logical_and(hits, known > 0)
         loss = tf.reduce_sum(cross_entropy) / tf.cast(tf.shape(x)[0], tf.float32) + regularization
         return loss, hits, state
 
@@ -373,6 +387,9 @@ class _Trainer:
         """One Adam step of every head on batch (x [B, D], y [B, k]); bits: uint16 [B, D] for the
         built-in heads' dropout masks. Returns (summed losses [heads], correct [heads, k], states)."""
         import tensorflow as tf
+        known = None
+        if self.masked:  # unknown labels arrive as -1
+            known, y = tf.cast(y >= 0, tf.float32), tf.maximum(y, 0.0)
         class_weight = y * self.positive_weight + (1 - y) * self.negative_weight if self.weighted else None
         t = tf.cast(step, tf.float32)
         beta1_power, beta2_power = tf.pow(0.9, t), tf.pow(0.999, t)
@@ -382,7 +399,7 @@ class _Trainer:
         losses, corrects, new_states = [], [], []
         for h, (params, ms, vs, lrs) in enumerate(zip(self.params, self.m, self.v, self.lrs)):
             with tf.GradientTape() as tape:
-                loss, hits, state = self._loss(h, self._unpack(h, params), x, kept, y, class_weight, states[h])
+                loss, hits, state = self._loss(h, self._unpack(h, params), x, kept, y, class_weight, known, states[h])
             for flat, m, v, lr, gradient in zip(params, ms, vs, lrs, tape.gradient(loss, params)):
                 tf.raw_ops.ResourceApplyAdam(var=flat.handle, m=m.handle, v=v.handle, beta1_power=beta1_power,
                                              beta2_power=beta2_power, lr=lr, beta1=0.9, beta2=0.999, epsilon=1e-7,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UserError
+from cache.layout import UNKNOWN_LABEL
 from heads.defaults import REPORT
 from heads.look.tables import epochs_line
 from heads.look.thumbnails import image_folder, png, thumbnail
@@ -149,7 +150,7 @@ def _gallery(run, split, n_errors, images, thumbnails, labels=(), partition=None
     for j, name in enumerate(task.attributes):
         threshold = run.thresholds[j]
         predicted = probabilities[:, j] >= threshold
-        wrong = np.flatnonzero(predicted != (data.labels[:, j] > 0))
+        wrong = np.flatnonzero((predicted != (data.labels[:, j] == 1)) & (data.labels[:, j] != UNKNOWN_LABEL))
         worst = wrong[np.argsort(-np.abs(probabilities[wrong, j] - threshold), kind="stable")][:n_errors]
         parts.append(f"<h4>{html.escape(name)}: no errors on {split}</h4>" if not len(wrong) else
                      f"<h4>{html.escape(name)}: {len(wrong)} errors on {split}, the {len(worst)} most confident</h4>")

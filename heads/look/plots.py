@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.layout import UNKNOWN_LABEL
+
 
 def plot_history(history, attributes, out_dir, best_epoch=None):
     """loss.png and accuracy.png: train and val curves per epoch (the reference notebook's plots),
@@ -54,7 +56,8 @@ def plot_accuracy_vs_majority(metrics, out_dir):
     import numpy as np
 
     names = list(metrics["attributes"])
-    values = {key: [metrics["attributes"][a][split][m] for a in names]
+    values = {key: [np.nan if metrics["attributes"][a][split][m] is None else metrics["attributes"][a][split][m]
+                    for a in names]  # None: no labelled row on that split
               for key, split, m in (("val", "val", "accuracy"), ("test", "test", "accuracy"),
                                     ("majority (test)", "test", "majority_accuracy"))}
     x = np.arange(len(names))
@@ -72,7 +75,8 @@ def plot_accuracy_vs_majority(metrics, out_dir):
 def plot_reliability(labels, probabilities, attributes, out_dir):
     """reliability.png: per split (labels and probabilities {split: [n, k]}), the positive rate
     against the mean probability in each filled bin of `heads.metrics.calibration_bins`, one line per
-    attribute, the diagonal for a calibrated head, and each attribute's ECE in the legend (<= 6)."""
+    attribute (over its labelled rows), the diagonal for a calibrated head, and each attribute's ECE
+    in the legend (<= 6)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -83,9 +87,12 @@ def plot_reliability(labels, probabilities, attributes, out_dir):
     for ax, (split, p) in zip(axes[0], probabilities.items()):
         ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", label="calibrated")
         for j, name in enumerate(attributes):
-            rows, mean_p, rate = calibration_bins(labels[split][:, j], p[:, j])
+            known = labels[split][:, j] != UNKNOWN_LABEL  # a label overlay's unknown labels are not scored
+            if not known.any():
+                continue
+            rows, mean_p, rate = calibration_bins(labels[split][known, j], p[known, j])
             filled = rows > 0
-            ece = expected_calibration_error(labels[split][:, j], p[:, j])
+            ece = expected_calibration_error(labels[split][known, j], p[known, j])
             ax.plot(mean_p[filled], rate[filled], "o-", markersize=3, color=f"C{j % 10}",
                     label=f"{name} (ECE {ece:.3f})")
         ax.set(xlabel="mean predicted probability", ylabel="fraction positive", xlim=(0, 1), ylim=(0, 1),

@@ -262,31 +262,28 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     if partitioned and partitioned["left_out"]:
         log.info("--partition %s: %d row(s) of %s it does not list leave the run", spec.partition,
                  partitioned["left_out"], paths[0])
-    _refuse_unknown(splits, attributes, groups, group_labels, spec)
-    train_labels = splits["train"].labels
-    for j, name in enumerate(attributes):
-        if train_labels[:, j].min() == train_labels[:, j].max():
-            raise UserError(f"{paths[0]}: attribute {name} has only class {int(train_labels[0, j])} in the "
-                            "train split; a classifier cannot learn it")
+    _check_labelled(splits, attributes, paths[0])
     return Task(spec=replace(spec, groups=tuple(groups)), caches=[cache_record(p) for p in paths],
                 attributes=attributes, group_labels=group_labels if groups else {}, train_augment=train_augment,
                 excluded=excluded, labels=labelled[0][1] if labelled else None, **splits)
 
 
-def _refuse_unknown(splits, attributes, groups, group_labels, spec):
-    """Unknown labels (a labels overlay's) on the rows of a split stop the run in one line."""
-    for name, split in splits.items():
-        for j, attribute in enumerate(attributes):
-            unknown = int((split.labels[:, j] == UNKNOWN_LABEL).sum())
-            if unknown:
-                raise UserError(f"{attribute}: {unknown} of {len(split.rows)} {name} rows have no label after "
-                                f"--labels {' '.join(spec.labels)}; heads train on fully labelled attributes: label "
-                                f"every row, or leave {attribute} out of --attrs")
-        for j, group in enumerate(groups):
-            unknown = int((group_labels[name][:, j] == UNKNOWN_LABEL).sum())
-            if unknown:
-                raise UserError(f"--groups {group}: {unknown} of {len(split.rows)} {name} rows have no label after "
-                                f"--labels {' '.join(spec.labels)}; group by a fully labelled attribute")
+def _check_labelled(splits, attributes, path):
+    """Each attribute trains and is scored on its labelled rows: one with no labelled train row, or
+    one class among them, stops the run in one line; a partly labelled one gets a note."""
+    for j, name in enumerate(attributes):
+        known = {split: int((s.labels[:, j] != UNKNOWN_LABEL).sum()) for split, s in splits.items()}
+        train = splits["train"].labels[:, j]
+        train = train[train != UNKNOWN_LABEL]
+        if not len(train):
+            raise UserError(f"{path}: attribute {name} has no labelled row in the train split; label some "
+                            "(--labels FILE), or leave it out of --attrs")
+        if train.min() == train.max():
+            raise UserError(f"{path}: attribute {name} has only class {int(train[0])} in the train split "
+                            f"({len(train)} labelled row(s)); a classifier cannot learn it")
+        if any(known[split] < len(s.rows) for split, s in splits.items()):
+            log.info("%s is labelled on %s row(s); each split's unlabelled rows are left out of its loss and scores",
+                     name, ", ".join(f"{known[split]:,} of {len(s.rows):,} {split}" for split, s in splits.items()))
 
 
 def _table(path, labelled=None):
