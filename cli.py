@@ -258,7 +258,9 @@ def dataset_options(command):
         click.option("--partition", type=click.Path(exists=True, dir_okay=False),
                      help="Partition file (CelebA text or CSV); overrides --data-dir."),
         click.option("--images", type=click.Path(exists=True, file_okay=False),
-                     help="Folder the image ids are relative to; overrides --data-dir."),
+                     help="Folder the image ids are relative to; overrides --data-dir. Alone (no --labels, no "
+                          "--data-dir): every image in it and its sub-folders, sorted by path, embedded without "
+                          "labels (give them at training time with --labels), all in train unless --partition."),
         click.option("--official-split", is_flag=True,
                      help="No partition file: use CelebA's split by image number (1-162770 train, "
                           "162771-182637 val, 182638-202599 test)."))

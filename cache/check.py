@@ -17,7 +17,7 @@ from cache import layout
 from cache.errors import UserError
 
 INT_ATTRS = ("format_version", "feature_dim", "n_rows", "rows_done")
-STR_ATTRS = ("tool_version", "created", "dataset_fingerprint", "feature_dtype")
+STR_ATTRS = ("tool_version", "created", "dataset_fingerprint", "feature_dtype", "image_ids_fingerprint")
 DICT_ATTRS = ("backbone", "preprocessing", "sources")
 # Allowed values: each a range of consecutive integers.
 VALUES = {"labels": (0, 1), "partition": tuple(layout.PARTITIONS.values()),
@@ -131,12 +131,15 @@ def _names(path, labels):
 def check_structure(path, f):
     """Raise UserError unless the open h5py.File `f` is a well-formed cache; returns (settings, names):
     the root attributes parsed and typed (`shard` None unless a shard file, `views` [] unless the
-    cache holds extra views), and the attribute names the labels' `names` lists."""
+    cache holds extra views, `image_ids_fingerprint` None in a cache made before it), and the
+    attribute names the labels' `names` lists."""
     missing = [a for a in layout.REQUIRED_ATTRS if a not in f.attrs]
     if missing:
         raise UserError(f"{path}: not a celeba-heads cache (missing attributes {', '.join(missing)})")
     settings = {name: _attribute(path, f, name) for name in layout.REQUIRED_ATTRS}
     settings["shard"] = _attribute(path, f, "shard") if "shard" in f.attrs else None
+    settings["image_ids_fingerprint"] = _attribute(path, f, "image_ids_fingerprint") \
+        if "image_ids_fingerprint" in f.attrs else None
     settings["views"] = _attribute(path, f, "views") if "views" in f.attrs else []
     settings["layers"] = _attribute(path, f, "layers") if "layers" in f.attrs else []
     if settings["format_version"] > layout.FORMAT_VERSION:

@@ -7,7 +7,10 @@ One file holds N rows (one per labelled image, in label-file order) and A attrib
                    Rows whose status is not OK hold no meaningful value.
     /image_id      [N] UTF-8 string, the id from the label file (a path relative to the image folder).
     /partition     [N] int8, 0 train, 1 val, 2 test.
-    /labels        [N, A] uint8 in {0, 1}; attribute `names` lists the A attribute names in order.
+    /labels        [N, A] uint8 in {0, 1}; attribute `names` lists the A attribute names in order
+                   (A = 0 for a folder embedded without labels: they come at training time as
+                   overlays, `heads.run.overlay`). A cache stores no unknown label: `embed` refuses
+                   a blank cell and points to `--labels` at training time.
     /status        [N] int8, 0 not done, 1 ok, 2 failed.
     /error         [N] fixed-length UTF-8 (256 bytes), why a failed row failed ("" otherwise).
     /features_flip optional, [N, D] like /features: the features of each image mirrored left-right
@@ -37,6 +40,9 @@ Root attributes:
     feature_dim          int, D.
     feature_dtype        "float16" | "float32".
     dataset_fingerprint  str, sha256 of ids, attribute names, labels and partition.
+    image_ids_fingerprint  optional (caches made since labels became overlays), str: sha256 of the
+                         whole dataset's ids in order (`ids_fingerprint`), what the features depend
+                         on besides the settings: resume and merge compare it, not the labels.
     sources              JSON: where labels, partition and images came from (informational).
     n_rows               int, N.
     rows_done            int, rows [0, rows_done) are finished (ok or failed). Updated in place
@@ -80,8 +86,9 @@ REQUIRED_ATTRS = (
     "format_version", "tool_version", "created", "backbone", "preprocessing", "feature_dim",
     "feature_dtype", "dataset_fingerprint", "sources", "n_rows", "rows_done",
 )
-# Settings an `embed` command must repeat exactly to resume a cache.
-RESUME_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views",
+# Settings an `embed` command must repeat exactly to resume a cache: what the features depend on
+# (a cache made before image_ids_fingerprint compares its ids; `embed.runner`).
+RESUME_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "image_ids_fingerprint", "views",
                    "layers")
 
 
@@ -132,6 +139,11 @@ def dataset_fingerprint(image_ids, attribute_names, labels, partition):
     digest.update(np.ascontiguousarray(labels, np.uint8).tobytes())
     digest.update(np.ascontiguousarray(partition, np.int8).tobytes())
     return digest.hexdigest()
+
+
+def ids_fingerprint(image_ids):
+    """The `image_ids_fingerprint` attribute: sha256 over the ids in order."""
+    return hashlib.sha256(("\0".join(image_ids) + "\0").encode()).hexdigest()
 
 
 def sha256_file(path):

@@ -3,7 +3,11 @@
 
 A shard file has the cache layout (`cache.layout`) for its own rows only, plus the root attribute
 `shard` (JSON: index, count, start, stop, total_rows, batch_size): it holds rows [start, stop) of a
-dataset of total_rows, and its `dataset_fingerprint` is the whole dataset's. Shards cut at batch
+dataset of total_rows, and its `image_ids_fingerprint` and `dataset_fingerprint` are the whole
+dataset's. Shards belong together when what their features depend on agrees (the ids, the settings);
+their labels may differ (a labels file corrected between shard runs): the merged cache holds each
+shard's labels and the fingerprint of them. Shards made before `image_ids_fingerprint` must agree on
+`dataset_fingerprint`, as they had to. Shards cut at batch
 boundaries, so every image is computed in the same batch as in a single-process run with the same
 batch size: that is what makes the merged cache bitwise equal to it.
 """
@@ -19,7 +23,7 @@ from cache.reader import open_cache
 from cache.writer import CacheWriter, create_cache
 
 # Settings every shard of one dataset must share (names as stored; `shard.*` checked separately).
-SHARED_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "dataset_fingerprint", "views",
+SHARED_SETTINGS = ("backbone", "preprocessing", "feature_dim", "feature_dtype", "image_ids_fingerprint", "views",
                    "layers")
 COPY_BYTES = 256 << 20  # merge copies each shard's rows in blocks of about this many bytes
 
@@ -64,8 +68,10 @@ def _read_shard(path):
 def _check_together(shards):
     """Raise UserError unless the shards share settings and cover 0..count-1 exactly once."""
     (first_path, first, first_names, _), others = shards[0], shards[1:]
+    old_shards = any(settings["image_ids_fingerprint"] is None for _, settings, _, _ in shards)
+    shared = tuple(k if k != "image_ids_fingerprint" or not old_shards else "dataset_fingerprint" for k in SHARED_SETTINGS)
     for path, settings, names, _ in others:
-        for key in SHARED_SETTINGS:
+        for key in shared:
             if settings[key] != first[key]:
                 raise UserError(f"{path} does not belong with {first_path}: {key} differs")
         for key in ("count", "total_rows", "batch_size"):
@@ -108,13 +114,18 @@ def merge_shards(paths, out, overwrite=False):
     ids = [i for s in shards for i in s[3]["image_id"]]
     labels = np.concatenate([s[3]["labels"] for s in shards])
     partition = np.concatenate([s[3]["partition"] for s in shards])
-    if layout.dataset_fingerprint(ids, names, labels, partition) != settings["dataset_fingerprint"]:
+    fingerprint = layout.dataset_fingerprint(ids, names, labels, partition)
+    if settings["image_ids_fingerprint"] is None and fingerprint != settings["dataset_fingerprint"]:
         raise UserError("the shards do not reassemble the dataset they were cut from (ids, labels or "
                         "partition differ from its fingerprint)")
+    if settings["image_ids_fingerprint"] is not None and layout.ids_fingerprint(ids) != settings["image_ids_fingerprint"]:
+        raise UserError("the shards do not reassemble the dataset they were cut from (their ids differ from its "
+                        "fingerprint)")
+    kept = {k: settings[k] for k in ("backbone", "preprocessing", "sources", "views", "layers", "image_ids_fingerprint")
+            if settings[k] is not None}
     create_cache(out, image_ids=ids, attribute_names=names, labels=labels, partition=partition,
                  feature_dim=settings["feature_dim"], feature_dtype=settings["feature_dtype"],
-                 settings={k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources",
-                                                    "views", "layers")})
+                 settings={**kept, "dataset_fingerprint": fingerprint})
     extra = layout.extra_datasets(settings["views"], settings["layers"], layout.is_aligned(settings))
     with CacheWriter(out) as writer:
         for path, shard_settings, _, _ in shards:  # a block of one shard's rows in memory at a time

@@ -49,7 +49,7 @@ def create_cache(path, *, image_ids, attribute_names, labels, partition, feature
 
     image_ids: N strings; labels: uint8 [N, A] in {0, 1}; partition: int [N] in {0, 1, 2};
     settings: the root attributes `backbone`, `preprocessing`, `dataset_fingerprint`, `sources`,
-    and optionally `shard`, `views` (a list of extra views, each getting its dataset) and `layers`
+    and optionally `image_ids_fingerprint`, `shard`, `views` (a list of extra views, each getting its dataset) and `layers`
     (the layers stored besides the features: [{"name", "pool", "shape"}], each with a dataset per
     view).
     """
@@ -119,7 +119,7 @@ def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_di
     f.create_dataset("image_id", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
     f.create_dataset("partition", data=partition)
     f.create_dataset("labels", data=labels)
-    f["labels"].attrs["names"] = np.array(attribute_names, dtype=object)
+    f["labels"].attrs.create("names", np.array(attribute_names, dtype=object), dtype=h5py.string_dtype())
     f.create_dataset("status", data=np.zeros(n_rows, np.int8))
     attrs = {k: v for k, v in settings.items() if not (k in ("views", "layers") and not v)}  # none: no attribute
     attrs.update(

@@ -3,6 +3,9 @@
 `locate` resolves `--data-dir` (CelebA layout) and the `--labels/--partition/--images` overrides;
 `load_dataset` joins the label and partition files, checks every id against the image folder,
 and returns a `Dataset` whose row order (label-file order) is the cache's row order.
+`folder_dataset` is `--images DIR` with no labels file: every image file under DIR, sorted by
+relative path, with no attributes (they come at training time: `--labels`), every row in train
+unless a partition file or the official split says otherwise.
 """
 
 import os
@@ -28,7 +31,8 @@ class Dataset:
     """The samples to embed, one row each.
 
     image_ids: N ids (paths relative to images_dir); attribute_names: A names;
-    labels: uint8 [N, A] in {0, 1}; partition: int8 [N] in {0, 1, 2};
+    labels: uint8 [N, A] in {0, 1} (A = 0 for a folder embedded without labels); partition: int8
+    [N] in {0, 1, 2};
     missing: ids whose image file does not exist (embedded as failed rows);
     unlabelled: image files in images_dir with no label row (not embedded, reported);
     sources: where labels, partition and images came from.
@@ -60,7 +64,8 @@ def _first_existing(folder, names):
 
 
 def locate(data_dir=None, labels=None, partition=None, images=None):
-    """Resolve (labels_file, partition_file or None, images_dir).
+    """Resolve (labels_file, partition_file or None, images_dir); labels_file None: images alone
+    (no --data-dir, no --labels), embedded without labels.
 
     In data_dir: `img_align_celeba/` (or Kaggle's nested `img_align_celeba/img_align_celeba/`),
     `list_attr_celeba.txt` or `.csv`, `list_eval_partition.txt` or `.csv`. Explicit paths win.
@@ -69,8 +74,13 @@ def locate(data_dir=None, labels=None, partition=None, images=None):
     if folder is not None and not folder.is_dir():
         raise UserError(f"--data-dir {folder}: not a folder")
     if labels is None:
+        if folder is None and images is not None:  # a folder to embed now and label later
+            if not Path(images).is_dir():
+                raise UserError(f"image folder {images} does not exist; pass --images DIR")
+            return None, (Path(partition) if partition else None), Path(images)
         if folder is None:
-            raise UserError("give --data-dir (CelebA layout) or --labels FILE and --images DIR")
+            raise UserError("give --data-dir (CelebA layout), --labels FILE and --images DIR, or --images DIR "
+                            "alone (every image, labelled later)")
         labels = _first_existing(folder, ["list_attr_celeba.txt", "list_attr_celeba.csv"])
         if labels is None:
             raise UserError(f"{folder}: no list_attr_celeba.txt or list_attr_celeba.csv; pass --labels FILE")
@@ -173,7 +183,54 @@ def load_dataset(labels_path, images_dir, partition_path=None, use_official_spli
                    unlabelled=unlabelled, unused_partition_rows=unused)
 
 
+def folder_images(images_dir):
+    """Relative paths ('/'-separated) of every image file (IMAGE_SUFFIXES) under images_dir, sorted;
+    a link leading out of the folder is refused."""
+    images_dir = Path(images_dir)
+    real_root = os.path.realpath(images_dir)
+    found = []
+    for root, folders, files in os.walk(images_dir):
+        folders.sort()
+        for name in files:
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                image_id = (Path(root) / name).relative_to(images_dir).as_posix()
+                if (Path(root) / name).is_symlink():
+                    _check_inside(images_dir, real_root, image_id, str(images_dir))
+                found.append(image_id)
+    return sorted(found)
+
+
+def folder_dataset(images_dir, partition_path=None, use_official_split=False):
+    """Every image under images_dir with no attributes (a Dataset whose labels are [N, 0]): sorted by
+    relative path; partition from partition_path (it must list every image), the official split, or
+    else every row in train."""
+    images_dir = Path(images_dir)
+    ids = folder_images(images_dir)
+    if not ids:
+        raise UserError(f"{images_dir}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its sub-folders")
+    sources = {"labels": None, "images": str(images_dir)}
+    unused = 0
+    if partition_path is not None:
+        part = read_partition(partition_path)
+        lookup = dict(zip(part.ids, part.values))
+        absent = [i for i in ids if i not in lookup]
+        if absent:
+            raise UserError(f"{partition_path}: {len(absent)} image(s) of {images_dir} have no partition row, "
+                            f"e.g. {absent[0]!r}")
+        partition = np.array([lookup[i] for i in ids], np.int8)
+        unused, sources["partition"] = len(part.ids) - len(ids), str(partition_path)
+    elif use_official_split:
+        partition, sources["partition"] = official_split(ids), "official CelebA split by image number"
+    else:
+        partition, sources["partition"] = np.zeros(len(ids), np.int8), "every image in train (no partition file)"
+    return Dataset(images_dir=images_dir, image_ids=ids, attribute_names=[], labels=np.zeros((len(ids), 0), np.uint8),
+                   partition=partition, sources=sources, unused_partition_rows=unused)
+
+
 def open_dataset(data_dir=None, labels=None, partition=None, images=None, official_split=False):
-    """`locate` the files (`--data-dir` and its overrides) and `load_dataset` them."""
+    """`locate` the files (`--data-dir` and its overrides) and `load_dataset` them (or, for --images
+    alone, `folder_dataset`)."""
     labels_path, partition_path, images_dir = locate(data_dir, labels, partition, images)
+    if labels_path is None:
+        return folder_dataset(images_dir, partition_path, use_official_split=official_split)
     return load_dataset(labels_path, images_dir, partition_path, use_official_split=official_split)

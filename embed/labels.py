@@ -134,8 +134,10 @@ def _label_values(path, rows, names, first_column, unknown=False):
         at = next(i for i, token in enumerate(tokens) if token not in codes)
         r, c = divmod(at, width)
         allowed = "-1/1 or 0/1" + (", or empty, NA or ? for unknown" if unknown else "")
+        hint = "" if unknown or tokens[at] not in UNKNOWN_TOKENS else (
+            " (a cache stores known labels only: give unknown ones at training time, --labels FILE)")
         raise UserError(f"{path}:{rows[r][0]}: column {_shown(names[c])} has {_shown(tokens[at])}; "
-                        f"labels must be {allowed}") from None
+                        f"labels must be {allowed}{hint}") from None
     zeros = values == zero
     if zeros.any() and (values == minus_one).any():
         r, c = np.argwhere(zeros)[0]

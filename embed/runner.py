@@ -97,6 +97,7 @@ def cache_settings(dataset, backbone, feature_dtype, shard=None, views=()):
         "feature_dim": backbone.feature_dim,
         "feature_dtype": feature_dtype,
         "dataset_fingerprint": dataset.fingerprint(),
+        "image_ids_fingerprint": layout.ids_fingerprint(dataset.image_ids),
         "sources": dataset.sources,
         "shard": shard,
         "views": list(views),
@@ -123,14 +124,26 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
     matches; returns the cache row to start at."""
     if os.path.exists(path) and not overwrite:
         with open_cache(path) as f:
-            stored = f.settings
+            stored = dict(f.settings)
+            if stored["image_ids_fingerprint"] is None:  # made before it: its own ids (a shard's: the old rule)
+                stored["image_ids_fingerprint"] = layout.ids_fingerprint([s.decode() for s in f["image_id"][:]]) \
+                    if stored["shard"] is None else settings["image_ids_fingerprint"] \
+                    if stored["dataset_fingerprint"] == settings["dataset_fingerprint"] else stored["dataset_fingerprint"]
         diff = _differing_setting(stored, settings)
+        if diff and diff[0] == "image_ids_fingerprint":
+            raise UserError(f"{path} holds other images than this command lists (their ids differ); give the "
+                            "original image list to resume, or pass --overwrite to start afresh")
         if diff:
             name, old, new = diff
             raise UserError(f"{path} was made with {name}={old!r} but this command gives {new!r}; "
                             "repeat the original settings to resume, or pass --overwrite to start afresh")
+        if stored["dataset_fingerprint"] != settings["dataset_fingerprint"]:
+            log.info("%s: the labels or partition differ from those it was made with; it resumes with its own "
+                     "(labels do not change the features: give the new ones at training time with --labels and "
+                     "--partition)", path)
         return stored["rows_done"]
-    attrs = {k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "sources", "views", "layers")}
+    attrs = {k: settings[k] for k in ("backbone", "preprocessing", "dataset_fingerprint", "image_ids_fingerprint",
+                                      "sources", "views", "layers")}
     if settings["shard"] is not None:
         attrs["shard"] = settings["shard"]
     create_cache(path, image_ids=dataset.image_ids[rows], attribute_names=dataset.attribute_names,

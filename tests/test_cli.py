@@ -97,15 +97,23 @@ def test_resume_with_other_settings_is_refused_naming_the_setting(sample_dir, pr
     assert fresh.exit_code == 0 and "done: 40 ok" in fresh.output
 
 
-def test_changed_labels_refuse_to_resume(sample_dir, probe_saved_model, tmp_path):
+def test_changed_labels_resume_with_a_note_and_other_images_refuse(sample_dir, probe_saved_model, tmp_path):
+    """Resume compares what the features depend on: the ids and settings, not the labels."""
     data = copy_dataset(sample_dir, tmp_path / "d")
     out = tmp_path / "c.h5"
     assert embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16).exit_code == 0
+    labels_before = h5py.File(out, "r")["labels"][:]
     (data / "list_attr_celeba.txt").unlink()  # now the CSV is used; flip one label in it
     text = (data / "list_attr_celeba.csv").read_text().replace("000001.jpg,-1", "000001.jpg,1", 1)
     (data / "list_attr_celeba.csv").write_text(text)
     result = embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16)
-    assert result.exit_code == 1 and "dataset_fingerprint" in result.output
+    assert result.exit_code == 0 and "the labels or partition differ from those it was made with" in result.output
+    assert "already complete" in result.output
+    np.testing.assert_array_equal(h5py.File(out, "r")["labels"][:], labels_before)  # the cache keeps its own
+    lines = (data / "list_attr_celeba.csv").read_text().splitlines()
+    (data / "list_attr_celeba.csv").write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # one image fewer
+    result = embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16)
+    assert result.exit_code == 1 and "holds other images than this command lists" in result.output, result.output
 
 
 def test_damaged_images_are_recorded_and_set_the_exit_status(sample_dir, probe_saved_model, tmp_path):

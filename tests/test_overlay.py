@@ -53,7 +53,8 @@ def test_unknown_markers_only_where_asked(tmp_path):
     path = write_csv(tmp_path / "a.csv", ["image_id", "A", "B"], [["x.jpg", 1, ""], ["y.jpg", "NA", 0], ["z.jpg", "?", 1]])
     table = read_labels(path, unknown=True)
     assert table.values.tolist() == [[1, UNKNOWN_LABEL], [UNKNOWN_LABEL, 0], [UNKNOWN_LABEL, 1]]
-    with pytest.raises(UserError, match=r"a.csv:2: column 'B' has ''; labels must be -1/1 or 0/1$"):
+    with pytest.raises(UserError, match=r"a.csv:2: column 'B' has ''; labels must be -1/1 or 0/1 \(a cache stores "
+                                        r"known labels only: give unknown ones at training time, --labels FILE\)$"):
         read_labels(path)
     text = tmp_path / "a.txt"
     text.write_text("2\nA B\nx.jpg 1 NA\ny.jpg ? -1\n")

@@ -134,3 +134,23 @@ def test_audit_flags_and_scores_labelled_rows_only(partial, tmp_path):
     assert out_of_fold.loc[flagged, "Smiling_label"].notna().all()
     assert out_of_fold["Smiling_label"].isna().sum() == sum(len(task.split(s).rows) for s in ("train", "val", "test")) \
         - labelled_smiling
+
+
+def test_one_partly_labelled_attribute_trains_as_on_its_labelled_rows_alone(partial, tmp_path):
+    """Rows labelled for none of a run's attributes leave it (counted): a Keras head on Smiling alone
+    is the head trained on a split of Smiling's labelled rows (same rows, batches, weights)."""
+    cache, overlay, overlaid = partial
+    task = task_of(partial, ("Smiling",))
+    assert task.unlabelled_rows == {s: int((overlaid[task_of(partial, ("Male",)).split(s).rows, 1] == UNKNOWN_LABEL).sum())
+                                    for s in ("train", "val", "test")}
+    known = overlaid[:, 1] != UNKNOWN_LABEL
+    partition = pd.DataFrame({"image_id": [f"{i:06d}.jpg" for i in np.flatnonzero(known)],
+                              "partition": np.repeat([0, 1, 2], [600, 200, 200])[known]})
+    partition.to_csv(tmp_path / "labelled.csv", index=False)
+    masked = train_heads(TaskSpec(cache, "Smiling", labels=[overlay]), tmp_path / "masked", epochs=5)
+    alone = train_heads(TaskSpec(cache, "Smiling", partition=tmp_path / "labelled.csv"), tmp_path / "alone", epochs=5)
+    for split in ("val", "test"):
+        for metric, value in alone["attributes"]["Smiling"][split].items():
+            assert masked["attributes"]["Smiling"][split][metric] == pytest.approx(value, abs=1e-6), (split, metric)
+    config = json.loads((tmp_path / "masked" / "config.json").read_text())
+    assert config["excluded_unlabelled_rows"] == task.unlabelled_rows

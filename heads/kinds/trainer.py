@@ -3,10 +3,10 @@
 The training objective is `model.fit`'s: binary cross-entropy per output (from the logits when the
 output is a sigmoid), averaged over the batch and summed over outputs, plus the model's own losses
 (the L2 penalty); Adam(lr) with epsilon 1e-7; shuffled mini-batches; optional class weights. An
-unknown label (UNKNOWN_LABEL, a label overlay's) adds nothing to the loss: the cross-entropy is
-masked per output and still divided by the batch's rows (Durand et al. 2019's partial-label BCE
-without its re-weighting), so a fully labelled split trains exactly as before; train accuracy is
-over the labelled rows.
+unknown label (UNKNOWN_LABEL, a label overlay's) adds nothing to the loss: each output's
+cross-entropy is averaged over the batch's rows labelled for it (the partial-label BCE of Durand et
+al. 2019, normalised per output), which on a fully labelled batch is the loss above; train accuracy
+is over the labelled rows.
 `_Trainer` runs it as one TensorFlow graph per epoch (a while-loop over the batches, no Python per
 step): each head's trainable weights are one flat vector, the gradient comes from autodiff, and
 each head gets one fused Adam update per step. Built-in specs compute their forward pass with
@@ -378,9 +378,12 @@ class _Trainer:
             regularization = tf.add_n(losses) if losses else 0.0
         if class_weight is not None:
             cross_entropy = cross_entropy * class_weight
-        if known is not None:
-            cross_entropy, hits = cross_entropy * known, tf.logical_and(hits, known > 0)
-        loss = tf.reduce_sum(cross_entropy) / tf.cast(tf.shape(x)[0], tf.float32) + regularization
+        if known is None:
+            loss = tf.reduce_sum(cross_entropy) / tf.cast(tf.shape(x)[0], tf.float32) + regularization
+        else:  # each output's mean over the batch's rows labelled for it
+            hits = tf.logical_and(hits, known > 0)
+            loss = tf.reduce_sum(tf.reduce_sum(cross_entropy * known, 0) / tf.maximum(tf.reduce_sum(known, 0), 1.0)) \
+                + regularization
         return loss, hits, state
 
     def _step(self, x, y, step, bits, states):

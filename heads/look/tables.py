@@ -130,8 +130,10 @@ def epoch_line(record):
 
 def variant_line(i, total, name, metrics):
     """A sweep's progress: variant i of total, its training time and val accuracy per attribute."""
+    def accuracy(value):
+        return "-" if value is None else f"{100 * value:.1f}%"
     return (f"[{i}/{total}] {name}: {metrics['run']['train_seconds']:.1f} s, val accuracy "
-            + ", ".join(f"{a} {100 * m['val']['accuracy']:.1f}%" for a, m in metrics["attributes"].items()))
+            + ", ".join(f"{a} {accuracy(m['val']['accuracy'])}" for a, m in metrics["attributes"].items()))
 
 
 def leaderboard_text(table, split=None):
@@ -142,9 +144,13 @@ def leaderboard_text(table, split=None):
 
 
 def dataset_lines(dataset):
-    """What `embed` says of the labelled images it found."""
-    lines = [f"dataset: {len(dataset.image_ids)} labelled images, {len(dataset.attribute_names)} attributes, "
-             f"from {dataset.sources['labels']}"]
+    """What `embed` says of the labelled images it found (or of a folder embedded without labels)."""
+    if dataset.sources["labels"] is None:
+        lines = [f"dataset: {len(dataset.image_ids)} images in {dataset.sources['images']} (sorted by path), no labels: "
+                 f"give them at training time with --labels FILE; partition: {dataset.sources['partition']}"]
+    else:
+        lines = [f"dataset: {len(dataset.image_ids)} labelled images, {len(dataset.attribute_names)} attributes, "
+                 f"from {dataset.sources['labels']}"]
     if dataset.missing:
         lines.append(f"note: {len(dataset.missing)} labelled id(s) have no image file (recorded as failed rows), "
                      f"e.g. {dataset.missing[0]}")
@@ -152,7 +158,8 @@ def dataset_lines(dataset):
         lines.append(f"note: {len(dataset.unlabelled)} image file(s) have no label row and are not embedded, "
                      f"e.g. {dataset.unlabelled[0]}")
     if dataset.unused_partition_rows:
-        lines.append(f"note: the partition file lists {dataset.unused_partition_rows} id(s) without a label row")
+        lines.append(f"note: the partition file lists {dataset.unused_partition_rows} id(s) "
+                     + ("without a label row" if dataset.sources["labels"] else "that are not images of the folder"))
     return lines
 
 

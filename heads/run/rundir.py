@@ -19,7 +19,8 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
                        feature_dtype), "rows", "excluded_failed_rows", "excluded_nonfinite_rows",
                        "excluded" (what --exclude left out of train, heads.run.exclude; null without),
                        "labels" (what --labels and --partition changed, with each file's sha256:
-                       heads.run.overlay; null without),
+                       heads.run.overlay; null without), "excluded_unlabelled_rows" ({split: rows
+                       labelled for none of the run's attributes, left out}; null when none),
                        "train_majority" ({attribute: the train split's majority class, 0 or 1}, which
                        majority_accuracy is scored against), "train_seconds",
                        "files": {file name: sha256} of every file loaded later}
@@ -100,6 +101,7 @@ def write_run_files(out_dir, task, head, transform, settings, seconds, threshold
         "excluded_nonfinite_rows": task.excluded_nonfinite_rows,
         "excluded": task.excluded,
         "labels": task.labels,
+        "excluded_unlabelled_rows": task.unlabelled_rows,
         "train_majority": dict(zip(task.attributes, map(int, majority_classes(task.train.labels)))),
         "train_seconds": round(seconds, 3),
         "files": {f: sha256_file(out / f) for f in files},

@@ -21,7 +21,7 @@ from cache import layout
 from cache.check import find_nonfinite
 from cache.errors import UsageError, UserError
 from cache.layout import UNKNOWN_LABEL
-from cache.reader import Split, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
+from cache.reader import Split, StoredRows, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
 from heads.defaults import ATTRIBUTES, RUN
 from heads.kinds.base import Data
 from heads.run.exclude import check_exclude
@@ -131,7 +131,9 @@ class Task:
     (`heads.metrics.group_metrics`), group_labels their 0/1 labels per split; with views "augment",
     train_augment holds the train rows' flip view (trained on as more rows); excluded: what
     spec.exclude left out (`heads.run.exclude.Exclusion.record`), or None; labels: what the label
-    overlay did (`heads.run.overlay.Overlay.apply`'s record, for the first cache), or None."""
+    overlay did (`heads.run.overlay.Overlay.apply`'s record, for the first cache), or None;
+    unlabelled_rows: {split: rows left out because none of the attributes is labelled on them}, or
+    None when there were none."""
     spec: TaskSpec
     caches: list
     attributes: list
@@ -142,6 +144,7 @@ class Task:
     train_augment: object = None
     excluded: dict = None
     labels: dict = None
+    unlabelled_rows: dict = None
 
     @property
     def groups(self):
@@ -183,6 +186,9 @@ def resolve_attributes(requested, available, source=None):
     """'all', a comma-separated string, a list or None (the default three) -> list of names, each
     checked against `available` (the attribute names of the cache at `source`, named in errors)."""
     where = f"{source}: " if source else ""
+    if not available:
+        raise UserError(f"{where}holds no labels (its images were embedded without a labels file): give them with "
+                        "--labels FILE")
     if requested is None:
         requested = list(ATTRIBUTES)
     elif isinstance(requested, str):
@@ -251,9 +257,23 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
     splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
               for name, split in splits.items()}
+    unlabelled = {}
+    for name, split in splits.items():  # a row labelled for none of the attributes has nothing to train or score
+        keep = (split.labels != UNKNOWN_LABEL).any(axis=1)
+        unlabelled[name] = int((~keep).sum())
+        if unlabelled[name]:
+            splits[name] = _rows_kept(split, keep)
+            group_labels[name] = group_labels[name][keep]
+            if name == "train" and train_augment is not None:
+                train_augment = train_augment[keep]
+    if any(unlabelled.values()):
+        log.info("left out the rows labelled for none of %s: %s", ", ".join(attributes),
+                 ", ".join(f"{n:,} {split}" for split, n in unlabelled.items()))
+    _check_labelled(splits, attributes, paths[0])
     for name, split in splits.items():
         if len(split.rows) == 0:
-            raise UserError(f"{paths[0]}: the {name} split has no embedded rows")
+            raise UserError(f"{paths[0]}: the {name} split has no "
+                            + (f"row labelled for any of {', '.join(attributes)}" if unlabelled[name] else "embedded rows"))
     excluded = exclusion.record(splits["train"].n_left_out) if exclusion else None
     if excluded:
         log.info("--exclude %s: left out %d train row(s) of %d listed id(s); %d listed id(s) are in val or test "
@@ -262,10 +282,21 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     if partitioned and partitioned["left_out"]:
         log.info("--partition %s: %d row(s) of %s it does not list leave the run", spec.partition,
                  partitioned["left_out"], paths[0])
-    _check_labelled(splits, attributes, paths[0])
     return Task(spec=replace(spec, groups=tuple(groups)), caches=[cache_record(p) for p in paths],
                 attributes=attributes, group_labels=group_labels if groups else {}, train_augment=train_augment,
-                excluded=excluded, labels=labelled[0][1] if labelled else None, **splits)
+                excluded=excluded, labels=labelled[0][1] if labelled else None,
+                unlabelled_rows=unlabelled if any(unlabelled.values()) else None, **splits)
+
+
+def _rows_kept(split, keep):
+    """A Split with only the rows where keep (bool [n]) is true; streamed features stay streamed."""
+    features = split.features
+    if isinstance(features, StoredRows):
+        features = StoredRows(features.path, features.dataset, features.rows[keep], features.shape[1:], features.dtype)
+    elif features is not None:
+        features = features[keep]
+    return replace(split, features=features, labels=split.labels[keep], rows=split.rows[keep],
+                   image_ids=[i for i, k in zip(split.image_ids, keep) if k])
 
 
 def _check_labelled(splits, attributes, path):
