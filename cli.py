@@ -400,17 +400,21 @@ def task_options(command):
                      help="Leave out the train rows of the image ids in this CSV (an image_id column: audit's "
                           "label_issues.csv or duplicates.csv, or any). Val and test are never altered; the run "
                           "records the file's sha256 and what it left out."),
+        click.option("--mask-labels", type=click.Path(exists=True, dir_okay=False),
+                     help="Make the train labels listed in this CSV unknown (image_id and attribute columns: audit's "
+                          "label_issues.csv, or any); each row stays in for its other attributes. Val and test are "
+                          "never altered; the run records the file's sha256 and the counts."),
         *LABEL_OVERLAY)
     @functools.wraps(command)
     def run(*args, caches, attributes, features, standardize, tune_threshold, allow_partial, drop_nonfinite, groups,
-            inputs, stream, views, eval_view, exclude, label_files, partition_file, **kwargs):
+            inputs, stream, views, eval_view, exclude, mask_labels, label_files, partition_file, **kwargs):
         if standardize and features not in ("raw", "standardize"):
             raise click.BadParameter(f"--standardize contradicts --features {features}", param_hint="--standardize")
         spec = _library("heads.run.task").TaskSpec(
             caches=caches, attributes=attributes, features="standardize" if standardize else features, groups=groups,
             views=views, eval_view=eval_view, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
             tune_threshold=tune_threshold, inputs=inputs, stream=stream, exclude=exclude, labels=label_files,
-            partition=partition_file)
+            partition=partition_file, mask_labels=mask_labels)
         return command(*args, task=spec, **kwargs)
     return run
 

@@ -333,3 +333,46 @@ def test_rows_with_nan_features_stop_the_audit_or_are_left_out_and_counted(plant
     given = pd.read_csv(planted[0] / "list_attr_celeba.csv", dtype={"image_id": str}).set_index("image_id").Male
     assert lost not in set(oof.image_id) and len(oof) == PLANTED_N + 59
     assert (oof.Male_label.to_numpy() == (given.loc[oof.image_id].to_numpy() == 1)).all()  # labels stay with their rows
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make browser installs it)")
+def test_the_review_loop_marks_downloads_corrections_and_trains_with_them(planted, audited, tmp_path):
+    """Mark three of Male's suspects (a click, then keys), reload (the marks stay), download
+    corrections.csv, and train with it as a labels overlay: exactly the marked labels change."""
+    from playwright.sync_api import sync_playwright
+    _, cache = planted
+    out, _ = audited
+    issues = pd.read_csv(out / "label_issues.csv", dtype={"image_id": str})
+    given = issues[issues.attribute == "Male"].head(3)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        context = browser.new_context(accept_downloads=True)
+        page = context.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((out / "audit.html").as_uri())
+        first = page.locator(".suspect").nth(0)
+        first.locator("button.flip").click()  # selects it and marks it flip
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("u")  # the second: unsure; the selection moves on to the third
+        page.keyboard.press("k")
+        page.reload()
+        counted = page.text_content("#review-count")
+        marks = page.eval_on_selector_all(".suspect", "s => s.slice(0, 4).map(x => x.dataset.mark || '')")
+        with page.expect_download() as download:
+            page.click("#review-download")
+        download.value.save_as(tmp_path / "corrections.csv")
+        browser.close()
+    assert errors == [] and counted == "3 marked: 1 keep, 1 flip, 1 unsure" and marks == ["flip", "unsure", "keep", ""]
+    corrections = pd.read_csv(tmp_path / "corrections.csv", dtype=str, keep_default_na=False)
+    assert list(corrections.columns) == ["image_id", "Male"]
+    assert corrections.image_id.tolist() == given.image_id.tolist()
+    first_given, third_given = int(given.given_label.iloc[0]), int(given.given_label.iloc[2])
+    assert corrections.Male.tolist() == [str(1 - first_given), "?", str(third_given)]
+    result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "logreg", "--attrs", "Male,Smiling",
+                    "--labels", tmp_path / "corrections.csv")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())["labels"]
+    assert record["attributes"] == {"Male": {"set": 2, "changed": 2, "unknown": 1, "new": False}}

@@ -1,5 +1,6 @@
-"""`--exclude FILE`: the listed train rows are left out (in memory, streamed, fused), val and test
-never change, the run records the file and counts, evaluate scores it as trained, bad files get one line."""
+"""`--exclude FILE` (train rows) and `--mask-labels FILE` (train labels) are left out (in memory,
+streamed, fused), val and test never change, the run records the file and counts, evaluate scores it
+as trained, bad files get one line."""
 
 import json
 
@@ -9,6 +10,7 @@ from click.testing import CliRunner
 
 import cli
 from cache.errors import UserError
+from cache.layout import UNKNOWN_LABEL
 from harness.caches import PLANTED_SPLITS, planted_cache
 from heads.run.evaluate import evaluate_run
 from heads.run.exclude import read_exclude
@@ -123,3 +125,52 @@ def test_read_exclude_skips_blank_lines_and_counts_an_id_once(tmp_path):
     assert read_exclude(tmp_path / "y.csv").line == {"a.jpg": 3}
     with pytest.raises(UserError, match="not found"):
         read_exclude(tmp_path / "missing.csv")
+
+
+def write_pairs(path, pairs, header="image_id,attribute,given_label"):
+    path.write_text("\n".join([header] + [f"{i},{a},1" for i, a in pairs]) + "\n")
+    return path
+
+
+def test_mask_labels_makes_listed_train_labels_unknown_and_keeps_the_rows(planted, tmp_path):
+    path, labels, partition = planted
+    train = [r for r in np.flatnonzero(partition == 0) if r != 5][:40]
+    val = np.flatnonzero(partition == 1)[:4]
+    pairs = [(i, "Male") for i in ids(train[:20])] + [(i, "Smiling") for i in ids(train[20:40])] \
+        + [(i, "Male") for i in ids(val)] + [(ids([train[0]])[0], "Bald"), (ids([train[0]])[0], "Male")]
+    listed = write_pairs(tmp_path / "issues.csv", pairs)
+    plain = load_task(TaskSpec(path, "Male,Smiling"))
+    task = load_task(TaskSpec(path, "Male,Smiling", mask_labels=listed))
+    assert task.train.image_ids == plain.train.image_ids  # every row stays
+    unknown = task.train.labels == UNKNOWN_LABEL
+    position = {r: i for i, r in enumerate(task.train.rows)}
+    assert set(np.flatnonzero(unknown[:, 0])) == {position[r] for r in train[:20]}
+    assert set(np.flatnonzero(unknown[:, 1])) == {position[r] for r in train[20:40]}
+    np.testing.assert_array_equal(task.val.labels, plain.val.labels)
+    np.testing.assert_array_equal(task.train.labels[~unknown], plain.train.labels[~unknown])
+    assert task.masked == {"file": str(listed.resolve()), "sha256": read_exclude(listed).sha256, "pairs": 45,
+                           "masked": {"Male": 20, "Smiling": 20}, "val_test_pairs": 4, "other_attributes": 1}
+    result = invoke("baselines", path, "--out", tmp_path / "r", "--models", "logreg", "--attrs", "Male,Smiling",
+                    "--mask-labels", listed)
+    assert result.exit_code == 0, result.output
+    assert f"masked: 40 train label(s) listed in {listed.resolve()} made unknown (Male 20, Smiling 20;" in result.output
+    config = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())
+    assert config["masked"] == task.masked and config["rows"]["train"] == len(plain.train.rows)
+    metrics = json.loads((tmp_path / "r" / "logreg" / "metrics.json").read_text())
+    assert metrics["run"]["masked"] == task.masked
+    both = load_task(TaskSpec(path, "Male", mask_labels=listed))  # a row masked for every attribute of a run leaves it
+    assert both.unlabelled_rows["train"] == 20 and len(both.train.rows) == len(plain.train.rows) - 20
+
+
+@pytest.mark.parametrize("content, message", [
+    ("image_id\n000001.jpg\n", "has no attribute column (its columns: image_id)"),
+    ("image_id,attribute\n000001.jpg,Male\nnope.jpg,Male\n", "1 of 2 listed label(s) are of image ids not in"),
+    ("image_id,attribute\n000001.jpg,Mael\n", "line 2: attribute 'Mael' is not one of the cache's (did you mean Male?)"),
+    ("image_id,attribute\n,Male\n", "line 2: empty image_id"),
+])
+def test_bad_mask_files(planted, tmp_path, content, message):
+    path, _, _ = planted
+    (tmp_path / "bad.csv").write_text(content)
+    result = invoke("train-heads", path, "--out", tmp_path / "r", "--attrs", "Male", "--mask-labels", tmp_path / "bad.csv")
+    assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -103,8 +103,8 @@ def run_audit(task_spec, audit_spec, out_dir):
     writes out_dir (module docstring) and returns summary.json's contents."""
     import pandas as pd
 
-    if task_spec.exclude:
-        raise UsageError("audit scores every row it is given; --exclude is for training")
+    if task_spec.exclude or task_spec.mask_labels:
+        raise UsageError("audit scores every row and label it is given; --exclude and --mask-labels are for training")
     settings = audit_spec.kind_settings()
     began = time.perf_counter()
     rows, caches, nonfinite, overlay = audited_rows(task_spec, audit_spec.splits)

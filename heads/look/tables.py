@@ -54,7 +54,8 @@ def trained(metrics, name):
     note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
     text = run_table(metrics, title=f"{name} ({metrics['run']['train_seconds']:.1f} s training{note})")
     labels = metrics["run"].get("labels")
-    lines = [line for line in (epochs_line(metrics), excluded_line(metrics), labels and labels_line(labels)) if line]
+    lines = [line for line in (epochs_line(metrics), excluded_line(metrics), masked_line(metrics),
+                               labels and labels_line(labels)) if line]
     groups = "\n" + groups_table(metrics, "test") if "groups" in metrics else ""
     return text + "".join("\n" + line for line in lines) + groups
 
@@ -76,6 +77,17 @@ def excluded_line(metrics):
         return None
     return (f"excluded: {excluded['train_rows']} train row(s) listed in {excluded['file']} ({excluded['ids']} id(s) "
             f"listed; {excluded['val_test_ids']} of them in val or test, which are scored as usual)")
+
+
+def masked_line(metrics):
+    """What --mask-labels made unknown in a run's train split (else None)."""
+    masked = metrics["run"].get("masked")
+    if not masked:
+        return None
+    counts = ", ".join(f"{k} {v}" for k, v in masked["masked"].items()) or "none"
+    return (f"masked: {sum(masked['masked'].values())} train label(s) listed in {masked['file']} made unknown "
+            f"({counts}; each row stays for its other attributes); {masked['val_test_pairs']} listed label(s) in val "
+            "or test, which are scored as given")
 
 
 def evaluated(result, split, run_dir):

@@ -1,12 +1,22 @@
-"""`--exclude FILE`: image ids whose train rows a run leaves out; val and test are never altered.
+"""What a run leaves out of its train split on request; val and test are never altered.
 
-FILE is a CSV with an `image_id` column: audit's label_issues.csv or duplicates.csv, or any other
-(other columns are ignored; an id listed twice counts once). Every id must be in the cache (any
-split): an id that is not is a typo or another dataset's, and stops the run. What a run left out is
-recorded as `Exclusion.record`: {"file" (absolute path), "sha256", "ids" (distinct ids listed),
-"train_rows" (train rows left out), "val_test_ids" (listed ids of val or test, scored as usual)}.
+`--exclude FILE`: whole train rows. FILE is a CSV with an `image_id` column: audit's
+label_issues.csv or duplicates.csv, or any other (other columns are ignored; an id listed twice
+counts once). Every id must be in the cache (any split): an id that is not is a typo or another
+dataset's, and stops the run. What a run left out is recorded as `Exclusion.record`: {"file"
+(absolute path), "sha256", "ids" (distinct ids listed), "train_rows" (train rows left out),
+"val_test_ids" (listed ids of val or test, scored as usual)}.
+
+`--mask-labels FILE`: single train labels, made unknown (`cache.layout.UNKNOWN_LABEL`); the row
+stays in for every other attribute. FILE is a CSV with `image_id` and `attribute` columns: audit's
+label_issues.csv, or any other (other columns ignored; a pair listed twice counts once). Every id
+must be in the cache and every attribute among its attribute names (after --labels), as for
+--exclude. Recorded as `Masking.record`: {"file", "sha256", "pairs" (distinct pairs listed),
+"masked" ({attribute: train labels made unknown}), "val_test_pairs" (pairs on val or test rows:
+left as they are), "other_attributes" (pairs of attributes the run does not use)}.
 """
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +25,7 @@ import pandas as pd
 
 from cache import layout
 from cache.errors import UserError
-from cache.layout import sha256_file
+from cache.layout import UNKNOWN_LABEL, sha256_file
 from cache.reader import open_cache
 
 
@@ -29,33 +39,43 @@ class ExcludeList:
     line: dict
 
 
-def read_exclude(path):
-    """Read and check an exclude file (one-line UserError naming the file, and the line if one is at
-    fault); blank lines are skipped."""
+def _read_id_table(path, required, what):
+    """A CSV as a DataFrame of stripped strings with its file line numbers ("line"; the header is
+    line 1), blank lines skipped; one-line UserError naming the file (and line) when it is not a
+    readable CSV with the `required` columns or has an empty image_id. what: the files it takes."""
     where = Path(path)
     try:
         table = pd.read_csv(where, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except FileNotFoundError:
         raise UserError(f"{where}: not found") from None
     except pd.errors.EmptyDataError:
-        raise UserError(f"{where}: is empty; expected a CSV with an image_id column") from None
+        columns = "an image_id column" if required == ["image_id"] else " and ".join(required) + " columns"
+        raise UserError(f"{where}: is empty; expected a CSV with {columns}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UserError(f"{where}: not a readable CSV ({str(exc).strip().splitlines()[0]})") from None
-    if "image_id" not in table.columns:
+    missing = [c for c in required if c not in table.columns]
+    if missing:
         shown = ", ".join(map(str, table.columns[:6])) + (", ..." if len(table.columns) > 6 else "")
-        raise UserError(f"{where}: has no image_id column (its columns: {shown}); give audit's label_issues.csv "
-                        "or duplicates.csv, or any CSV with an image_id column")
-    lines = np.arange(len(table)) + 2
-    blank = (table == "").all(axis=1).to_numpy()
-    ids = table["image_id"].str.strip().to_numpy()[~blank]
-    lines = lines[~blank]
-    empty = np.flatnonzero(ids == "")
+        raise UserError(f"{where}: has no {missing[0]} column (its columns: {shown}); give {what}")
+    table["line"] = np.arange(len(table)) + 2
+    table = table[~(table.drop(columns="line") == "").all(axis=1)]
+    for column in required:
+        table[column] = table[column].str.strip()
+    empty = table.index[table["image_id"] == ""]
     if len(empty):
-        raise UserError(f"{where}: line {lines[empty[0]]}: empty image_id")
+        raise UserError(f"{where}: line {table.loc[empty[0], 'line']}: empty image_id")
+    return table
+
+
+def read_exclude(path):
+    """Read and check an exclude file (one-line UserError naming the file, and the line if one is at
+    fault); blank lines are skipped."""
+    table = _read_id_table(path, ["image_id"], "audit's label_issues.csv or duplicates.csv, or any CSV with an "
+                                               "image_id column")
     first = {}
-    for image_id, line in zip(ids, lines):
+    for image_id, line in zip(table["image_id"], table["line"]):
         first.setdefault(str(image_id), int(line))
-    return ExcludeList(str(where.resolve()), sha256_file(where), tuple(first), first)
+    return ExcludeList(str(Path(path).resolve()), sha256_file(path), tuple(first), first)
 
 
 @dataclass(frozen=True)
@@ -85,3 +105,59 @@ def check_exclude(path, cache_path, partition=None):
         raise UserError(f"{path}: {len(unknown)} of {len(listed.ids)} listed image id(s) are not in {cache_path}; "
                         f"the first is {unknown[0]!r} (line {listed.line[unknown[0]]})")
     return Exclusion(listed, partition[[row_of[i] for i in listed.ids]] if listed.ids else np.zeros(0, int))
+
+
+@dataclass(frozen=True)
+class Masking:
+    """A mask file checked against a cache: path (absolute), sha256, pairs ((image_id, attribute),
+    distinct, in file order), the cache row of each pair's id, and every cache row's partition."""
+    path: str
+    sha256: str
+    pairs: tuple
+    rows: np.ndarray
+    partition: np.ndarray
+
+    def apply(self, train, columns):
+        """(labels with the listed train labels unknown, the record: module docstring). train: the
+        train Split (labels [n, len(columns)] for the attribute names `columns`)."""
+        labels = train.labels.copy()
+        position = {int(r): i for i, r in enumerate(train.rows)}
+        masked = {name: 0 for name in columns}
+        on_train = self.partition[self.rows] == layout.PARTITIONS["train"]
+        other = 0
+        for (image_id, name), row, in_train in zip(self.pairs, self.rows, on_train):
+            if name not in masked:
+                other += 1
+            elif in_train and int(row) in position:  # a train row that failed to embed is not there
+                i, j = position[int(row)], columns.index(name)
+                masked[name] += int(labels[i, j] != UNKNOWN_LABEL)
+                labels[i, j] = UNKNOWN_LABEL
+        return labels, {"file": self.path, "sha256": self.sha256, "pairs": len(self.pairs),
+                        "masked": {k: v for k, v in masked.items() if v},
+                        "val_test_pairs": int((~on_train).sum()), "other_attributes": other}
+
+
+def check_mask(path, cache_path, names, partition=None):
+    """The Masking of mask file `path` against the cache at cache_path, whose attribute names (after
+    any --labels) are `names` and whose rows' partition is `partition` (None: the stored one). An id
+    the cache does not hold, or an attribute it does not name, is a UserError naming the first and
+    its line."""
+    table = _read_id_table(path, ["image_id", "attribute"], "audit's label_issues.csv, or any CSV with image_id "
+                                                            "and attribute columns")
+    with open_cache(cache_path) as f:
+        row_of = {s.decode(): i for i, s in enumerate(f["image_id"][:])}
+        partition = f["partition"][:] if partition is None else partition
+    first = {}
+    for image_id, name, line in zip(table["image_id"], table["attribute"], table["line"]):
+        first.setdefault((str(image_id), str(name)), int(line))
+    unknown = [pair for pair in first if pair[0] not in row_of]
+    if unknown:
+        raise UserError(f"{path}: {len(unknown)} of {len(first)} listed label(s) are of image ids not in {cache_path}; "
+                        f"the first is {unknown[0][0]!r} (line {first[unknown[0]]})")
+    stray = [pair for pair in first if pair[1] not in names]
+    if stray:
+        close = difflib.get_close_matches(stray[0][1], names, n=1, cutoff=0.5)
+        raise UserError(f"{path}: line {first[stray[0]]}: attribute {stray[0][1]!r} is not one of the cache's"
+                        + (f" (did you mean {close[0]}?)" if close else ""))
+    return Masking(str(Path(path).resolve()), sha256_file(path), tuple(first),
+                   np.array([row_of[i] for i, _ in first], np.int64), partition)

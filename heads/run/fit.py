@@ -75,6 +75,8 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
         run["excluded"] = task.excluded
     if task.labels:
         run["labels"] = task.labels
+    if task.masked:
+        run["masked"] = task.masked
     if head.calibration_:
         run["calibration"] = head.calibration_
     if head.history_:

@@ -6,8 +6,8 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                       M as in heads.metrics; "selection" (optional) is what the kind chose on val
                       (a C, a k, a learning rate); "epochs" (kinds trained in epochs):
                       {"trained", "best" (the epoch whose weights the head keeps), "auto"};
-                      "excluded" (runs trained with --exclude) and "labels" (runs trained with --labels or
-                      --partition) as in config.json; "calibration"
+                      "excluded" (runs trained with --exclude), "masked" (--mask-labels) and "labels"
+                      (runs trained with --labels or --partition) as in config.json; "calibration"
                       (--calibrate temperature): KerasHead.calibration_;
                       G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
@@ -21,6 +21,8 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
                        "labels" (what --labels and --partition changed, with each file's sha256:
                        heads.run.overlay; null without), "excluded_unlabelled_rows" ({split: rows
                        labelled for none of the run's attributes, left out}; null when none),
+                       "masked" (what --mask-labels made unknown in train, heads.run.exclude; null
+                       without),
                        "train_majority" ({attribute: the train split's majority class, 0 or 1}, which
                        majority_accuracy is scored against), "train_seconds",
                        "files": {file name: sha256} of every file loaded later}
@@ -102,6 +104,7 @@ def write_run_files(out_dir, task, head, transform, settings, seconds, threshold
         "excluded": task.excluded,
         "labels": task.labels,
         "excluded_unlabelled_rows": task.unlabelled_rows,
+        "masked": task.masked,
         "train_majority": dict(zip(task.attributes, map(int, majority_classes(task.train.labels)))),
         "train_seconds": round(seconds, 3),
         "files": {f: sha256_file(out / f) for f in files},

@@ -24,7 +24,7 @@ from cache.layout import UNKNOWN_LABEL
 from cache.reader import Split, StoredRows, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
 from heads.defaults import ATTRIBUTES, RUN
 from heads.kinds.base import Data
-from heads.run.exclude import check_exclude
+from heads.run.exclude import check_exclude, check_mask
 from heads.run.overlay import Overlay, stored_labels
 from heads.run.transforms import parse_features
 
@@ -59,7 +59,9 @@ class TaskSpec:
     streams only when it would take more than half the memory available ("auto"); exclude: a CSV
     with an image_id column whose train rows are left out (`heads.run.exclude`; val and test are
     never altered); labels: labels files patching the caches' labels, applied in order; partition: a
-    partition file re-splitting their rows (`heads.run.overlay`)."""
+    partition file re-splitting their rows (`heads.run.overlay`); mask_labels: a CSV of (image_id,
+    attribute) pairs whose train labels become unknown, the rows staying in for the other
+    attributes (`heads.run.exclude`; val and test are never altered)."""
     caches: tuple
     attributes: object = None
     features: str = RUN["features"]
@@ -74,13 +76,14 @@ class TaskSpec:
     exclude: str = None
     labels: tuple = ()
     partition: str = None
+    mask_labels: str = None
 
     def __post_init__(self):
         caches = (self.caches,) if isinstance(self.caches, (str, Path)) else tuple(self.caches)
         object.__setattr__(self, "caches", tuple(str(c) for c in caches))
         object.__setattr__(self, "groups", _names(self.groups))
         object.__setattr__(self, "inputs", _names(self.inputs))
-        for name in ("exclude", "partition"):
+        for name in ("exclude", "partition", "mask_labels"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, str(getattr(self, name)))
         labels = (self.labels,) if isinstance(self.labels, (str, Path)) else tuple(self.labels or ())
@@ -133,7 +136,8 @@ class Task:
     spec.exclude left out (`heads.run.exclude.Exclusion.record`), or None; labels: what the label
     overlay did (`heads.run.overlay.Overlay.apply`'s record, for the first cache), or None;
     unlabelled_rows: {split: rows left out because none of the attributes is labelled on them}, or
-    None when there were none."""
+    None when there were none; masked: what spec.mask_labels made unknown
+    (`heads.run.exclude.Masking.record`), or None."""
     spec: TaskSpec
     caches: list
     attributes: list
@@ -145,6 +149,7 @@ class Task:
     excluded: dict = None
     labels: dict = None
     unlabelled_rows: dict = None
+    masked: dict = None
 
     @property
     def groups(self):
@@ -237,6 +242,8 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     exclusion = check_exclude(spec.exclude, paths[0], labelled[0][0].partition if labelled else None) \
         if spec.exclude else None
     leave_out = exclusion.listed.ids if exclusion else ()
+    masking = check_mask(spec.mask_labels, paths[0], available, labelled[0][0].partition if labelled else None) \
+        if spec.mask_labels else None
     if len(paths) == 1:
         splits = {}
         for name in layout.PARTITIONS:
@@ -254,6 +261,13 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     else:
         splits = _fused_splits(paths, columns, spec.allow_partial, feature_splits, spec.drop_nonfinite, spec.inputs,
                                leave_out, [rows for rows, _ in labelled] if labelled else None)
+    masked = None
+    if masking:
+        masked_labels, masked = masking.apply(splits["train"], columns)
+        splits["train"] = replace(splits["train"], labels=masked_labels)
+        log.info("--mask-labels %s: made %d train label(s) unknown (%s); %d listed label(s) are in val or test and "
+                 "stay", spec.mask_labels, sum(masked["masked"].values()),
+                 ", ".join(f"{k} {v}" for k, v in masked["masked"].items()) or "none", masked["val_test_pairs"])
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
     splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
               for name, split in splits.items()}
@@ -284,7 +298,7 @@ def load_task(spec, feature_splits=("train", "val", "test")):
                  partitioned["left_out"], paths[0])
     return Task(spec=replace(spec, groups=tuple(groups)), caches=[cache_record(p) for p in paths],
                 attributes=attributes, group_labels=group_labels if groups else {}, train_augment=train_augment,
-                excluded=excluded, labels=labelled[0][1] if labelled else None,
+                excluded=excluded, labels=labelled[0][1] if labelled else None, masked=masked,
                 unlabelled_rows=unlabelled if any(unlabelled.values()) else None, **splits)
 
 
