@@ -278,8 +278,9 @@ def backbone_options(command):
                      help="TF-Hub handle, local SavedModel folder, keras:<Name>, or a .keras/.h5 file."),
         click.option("--weights", help="For keras:<Name>: imagenet (default), none (random: smoke tests only) or a "
                                        "weights file."),
-        click.option("--layer", help="For a Keras model file: the layer whose output is the feature (default: the "
-                                     "one before the last)."),
+        click.option("--layer", help="For a Keras model file: the layer whose output is the feature (default: what "
+                                     "feeds its classifier when that maps 8x more channels to the class scores, else "
+                                     "the layer before the last; embed says which)."),
         click.option("--layers", type=_checked("NAME[:POOL],...", "embed.backbones", "parse_layers"), default="",
                      help="Also store these inner layers of a Keras backbone, from the same pass, each its own "
                           "dataset: POOL gap (the default, [C]), none ([H, W, C]) or grid:K (K x K average "
@@ -434,7 +435,8 @@ def task_options(command):
 def embed(dataset, out, backbone, run, placement, allow_failures, log_every, start_tensorflow):
     """Run the frozen backbone once over every labelled image into an HDF5 cache (resumable)."""
     tables = _library("heads.look.tables")
-    dataset = dataset()  # the label files are checked before TensorFlow's start-up
+    dataset = dataset()  # the label files, and where the cache goes, are checked before TensorFlow's start-up
+    _library("cache.writer").ensure_parent(out)
     _echo_lines(tables.dataset_lines(dataset))
     start_tensorflow()
     from cache.reader import cache_info

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 from importlib import metadata
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -43,9 +44,22 @@ def _write_failure(path, exc, what):
     return WriteFailed(f"{path}: {what} failed: {reason}")
 
 
+def ensure_parent(path):
+    """Create the folder a cache file goes into (and its parents) if missing; refuse a path that is a
+    folder, in one line."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the cache file's path (e.g. {path / 'cache.h5'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path.parent}: cannot create the folder for {path.name} ({exc.strerror or exc})") from None
+
+
 def create_cache(path, *, image_ids, attribute_names, labels, partition, feature_dim,
                  feature_dtype, settings):
-    """Write a new, empty cache (all rows "not done") at `path`, replacing any file there.
+    """Write a new, empty cache (all rows "not done") at `path`, replacing any file there (its folder
+    is created if missing).
 
     image_ids: N strings; labels: uint8 [N, A] in {0, 1}; partition: int [N] in {0, 1, 2};
     settings: the root attributes `backbone`, `preprocessing`, `dataset_fingerprint`, `sources`,
@@ -54,6 +68,7 @@ def create_cache(path, *, image_ids, attribute_names, labels, partition, feature
     view).
     """
     n_rows = len(image_ids)
+    ensure_parent(path)
     labels = np.asarray(labels, dtype=np.uint8)
     partition = np.asarray(partition, dtype=np.int8)
     if labels.shape != (n_rows, len(attribute_names)) or partition.shape != (n_rows,):

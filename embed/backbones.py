@@ -353,6 +353,44 @@ def _load_keras_application(model, weights, image_size, mixed_precision, record,
     return net, {"image_size": size, "value_range": value_range, "color": "rgb"}, record
 
 
+CLASSIFIER_NARROWING = 8  # a classifier maps what feeds it to at least this many times fewer channels
+
+
+def _feeding(layer):
+    """The one layer whose output `layer` reads, or None (an input, or several inputs)."""
+    inputs = layer.input
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != 1:
+            return None
+        inputs = inputs[0]
+    history = getattr(inputs, "_keras_history", None)
+    return None if history is None else history.operation
+
+
+def default_feature_layer(net):
+    """(name, why) of the layer a Keras classifier file's features come from without --layer.
+    Walking back from the output over the layers that keep its width (pooling, activation, reshape),
+    the first that changes it is the classifier; when what feeds it is at least CLASSIFIER_NARROWING
+    times wider (class scores from features: a final 1x1 convolution or dense layer to the
+    classes), the features are what feeds it. Otherwise the layer before the last, as always."""
+    import keras
+    width = net.outputs[0].shape[-1]
+    layer = net.layers[-1]
+    while True:
+        feeding = _feeding(layer)
+        if feeding is None or isinstance(feeding, keras.layers.InputLayer):
+            break
+        fed = feeding.output.shape[-1]
+        if fed != width:
+            if width and fed and fed >= CLASSIFIER_NARROWING * width:
+                shape = "x".join(str(d) for d in feeding.output.shape[1:])
+                return feeding.name, (f"{shape}, the layer feeding the classifier {layer.name}, which maps its {fed} "
+                                      f"channels to {width} class scores")
+            break
+        layer = feeding
+    return net.layers[-2].name, "the layer before the last"
+
+
 def _load_keras_file(model, layer, trust_model, record, layers=()):
     import keras
     if not Path(model).is_file():
@@ -365,7 +403,8 @@ def _load_keras_file(model, layer, trust_model, record, layers=()):
     if layer is None:
         if len(net.layers) < 2:
             raise UserError(f"--model {model}: has one layer; cannot cut before the classifier")
-        layer = net.layers[-2].name
+        layer, why = default_feature_layer(net)
+        log.info("--model %s without --layer: features from %s (%s)", model, layer, why)
     try:
         cut = net.get_layer(layer)
     except ValueError:
@@ -399,6 +438,26 @@ def load_recorded_backbone(record, preprocessing, *, trust_model=False):
     return backbone
 
 
+def _refuse_class_scores(record, net, layer):
+    """A tail trained through features far narrower than the layer it continues from (more than
+    CLASSIFIER_NARROWING times fewer channels: a classifier's class scores, e.g. a cache embedded
+    without --layer before features skipped the classifier) is refused in one line that names the
+    feature layer to embed with."""
+    import keras
+    fed, width = net.get_layer(layer).output.shape[-1], net.output.shape[-1]
+    if not (fed and width and fed > CLASSIFIER_NARROWING * width):
+        return
+    hint = "a layer before the classifier"
+    if record.get("kind") == "keras_file":
+        full = keras.saving.load_model(record["model"], compile=False)
+        name, _ = default_feature_layer(full)
+        if name != record.get("layer"):
+            hint = f"--layer {name} ({'x'.join(str(d) for d in full.get_layer(name).output.shape[1:])})"
+    raise UsageError(f"--head tail: the cache's features ({width} per row, from {record.get('layer')}) are more than "
+                     f"{CLASSIFIER_NARROWING}x narrower than {layer} ({fed} channels): class scores, not features, "
+                     f"and the tail would train through them; embed with {hint}")
+
+
 def cut_after(record, preprocessing, layer):
     """keras.Model from the output of `layer` to the backbone's features: the backbone's own layers
     after it, rebuilt as the cache records it (a model file's sha256 and the preprocessing checked),
@@ -416,6 +475,7 @@ def cut_after(record, preprocessing, layer):
     if layer not in names:
         raise UsageError(f"--head tail: no layer {layer!r} in {record['model']}; the nearest: "
                          + ", ".join(difflib.get_close_matches(layer, names, n=5, cutoff=0)))
+    _refuse_class_scores(record, net, layer)
     try:
         return keras.Model(net.get_layer(layer).output, net.output, name=f"tail_after_{layer}")
     except (ValueError, KeyError) as exc:

@@ -164,3 +164,31 @@ def test_mixed_precision_keras_application_stays_close_and_restores_policy():
     a, b = full.extract(images).numpy(), mixed.extract(images).numpy()
     assert b.dtype == np.float32
     np.testing.assert_allclose(a, b, rtol=0.05, atol=0.05)
+
+
+def test_a_fully_convolutional_classifier_gives_features_not_class_scores(face_cnns, sample_dir, tmp_path):
+    """Without --layer, the shared gender CNN's features are add_4 (what feeds its 1x1 classifier
+    convolution), not the 2 class scores; a cache of class scores refuses --head tail, naming the
+    layer to embed with."""
+    import json
+
+    from click.testing import CliRunner
+
+    import cli
+    model = face_cnns / "gender_mini_XCEPTION.hdf5"
+    common = ["--data-dir", str(sample_dir), "--model", str(model), "--value-range", "-1,1", "--batch-size", "8"]
+    run = CliRunner().invoke(cli.main, ["embed", *common, "--out", str(tmp_path / "a.h5")])
+    assert run.exit_code == 0, run.output
+    assert "without --layer: features from add_4 (4x4x128, the layer feeding the classifier conv2d_7, which maps " \
+           "its 128 channels to 2 class scores)" in run.output
+    info = json.loads(CliRunner().invoke(cli.main, ["info", str(tmp_path / "a.h5"), "--json"]).output)
+    assert info["shape"] == [40, 128] and info["backbone"]["layer"] == "add_4"
+    scores = tmp_path / "scores.h5"  # what a cache embedded before this change held: the pooled class scores
+    run = CliRunner().invoke(cli.main, ["embed", *common, "--out", str(scores), "--layer", "global_average_pooling2d_1",
+                                        "--layers", "add_3:none"])
+    assert run.exit_code == 0, run.output
+    refused = CliRunner().invoke(cli.main, ["train-heads", str(scores), "--out", str(tmp_path / "r"), "--input", "add_3",
+                                            "--head", "tail", "--epochs", "1"])
+    assert refused.exit_code == 2 and "more than 8x narrower than add_3 (64 channels): class scores, not features" \
+        in refused.output and "embed with --layer add_4 (4x4x128)" in refused.output, refused.output
+    assert not (tmp_path / "r").exists()

@@ -185,3 +185,9 @@ def test_make_sample_same_seed_same_files_although_written_on_every_core(tmp_pat
     a, b, c = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
     assert len(a) == 150 and a == b
     assert sum(a[name] != c[name] for name in a) == 150
+
+
+def test_embed_creates_the_folder_of_out(sample_dir, probe_saved_model, tmp_path):
+    out = tmp_path / "new" / "deeper" / "c.h5"
+    result = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 16)
+    assert result.exit_code == 0 and out.is_file(), result.output

@@ -2,6 +2,7 @@
 threshold tuning on val only, evaluate/compare, and every bad input's message."""
 
 import json
+import re
 import shutil
 
 import h5py
@@ -156,8 +157,9 @@ def test_compare_leaderboard_and_files(head_run, cache, tmp_path):
     table = leaderboard([out, tmp_path / "base"], "test", ["accuracy", "roc_auc"])
     assert list(table.index)[-1].endswith("majority")
     assert ("Male", "accuracy") in table.columns and ("mean", "roc_auc") in table.columns
+    assert table[("head", "")].tolist()[-1] == "majority" and table.at[str(out), ("head", "")].startswith("mlp:")
     markdown = to_markdown(table)
-    assert markdown.startswith("| run | Male accuracy |") and markdown.count("\n") == 5
+    assert markdown.startswith("| run | head | Male accuracy |") and markdown.count("\n") == 5
     result = CliRunner().invoke(cli.main, ["compare", str(out), str(tmp_path / "base"), "--csv",
                                            str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md")])
     assert result.exit_code == 0 and "majority" in result.output
@@ -250,6 +252,12 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
         assert metrics["run"]["settings"]["head"] == "mlp:" + name.split("_")[0].split("=")[1]
     board = (tmp_path / "s" / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 2 + 4 and (tmp_path / "s" / "leaderboard.md").is_file()
+    heads = invoke("sweep", cache, "--out", tmp_path / "h", "--grid", "head=linear,mlp:8,4", "--attrs", "Male",
+                   "--grid", "epochs=1")
+    assert heads.exit_code == 0, heads.output
+    names = sorted(p.name for p in (tmp_path / "h").iterdir() if p.is_dir())
+    assert names[0] == "head=linear_epochs=1" and re.fullmatch(r"head=mlp-8-4_epochs=1_[0-9a-f]{6}", names[1]), names
+    assert all(re.fullmatch(r"[A-Za-z0-9._=-]+", n) for n in names)
     # a variant equals the same settings trained alone (up to float32 rounding: see
     # test_heads_trained_together_equal_heads_trained_alone)
     alone = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "alone", hidden=8, dropout=0.5)

@@ -83,7 +83,8 @@ def test_sweep_writes_the_hparams_experiment_and_sessions(looked, tmp_path):
     data = plugin_data_pb2.HParamsPluginData.FromString(experiment[0].metadata.plugin_data.content)
     assert {h.name for h in data.experiment.hparam_infos} == {"head", "lr"}
     assert "final/val_mean_accuracy" in {m.name.tag for m in data.experiment.metric_infos}
-    session = [v for v in _values(tmp_path / "s" / "head=mlp:8_lr=0.01" / "tb")
+    from heads.run.sweep import variant_name
+    session = [v for v in _values(tmp_path / "s" / variant_name({"head": "mlp:8", "lr": 0.01}) / "tb")
                if v.metadata.plugin_data.plugin_name == "hparams"]
     start = plugin_data_pb2.HParamsPluginData.FromString(session[0].metadata.plugin_data.content).session_start_info
     assert start.hparams["head"].string_value == "mlp:8" and start.hparams["lr"].number_value == pytest.approx(0.01)
@@ -141,6 +142,7 @@ def test_report_content_and_bad_input(looked, tmp_path):
     assert page.count('<table class="sortable" id="leaderboard">') == 1 and "http" not in page.replace(
         'lang="en"', "")
     assert page.count("<figure>") > 0 and page.count("data:image/png;base64,") >= page.count("<figure>")
+    assert "<th>head</th>" in page and 'data-value="mlp:' in page  # the leaderboard names the head spec
     result = invoke("report", tmp_path, "--out", tmp_path / "x.html")
     assert result.exit_code == 1 and "not a run directory" in result.stderr and not (tmp_path / "x.html").exists()
 

@@ -82,10 +82,10 @@ def _leaderboard(runs):
               for split in ("val", "test")}
     attributes = list(dict.fromkeys(a for run in runs for a in run.attributes))
     head = "".join(f"<th>{html.escape(a)} {s}</th>" for a in attributes for s in ("val", "test"))
-    lines = [f'<table class="sortable" id="leaderboard"><thead><tr><th>run</th><th>kind</th>{head}'
+    lines = [f'<table class="sortable" id="leaderboard"><thead><tr><th>run</th><th>head</th>{head}'
              "<th>mean val</th><th>mean test</th></tr></thead><tbody>"]
     for run in runs:
-        cells = [cell(str(run.path)), cell(run.kind)]
+        cells = [cell(str(run.path)), cell(run.head_name)]
         for key in [(a, split) for a in attributes for split in ("val", "test")] + [("mean", "val"), ("mean", "test")]:
             board = boards[key[1]]
             value = board.at[str(run.path), (key[0], "accuracy")] if (key[0], "accuracy") in board.columns else None

@@ -54,15 +54,17 @@ def _metric(run, data, name, split, m):
 
 
 def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=True, labels=(), partition=None):
-    """pandas DataFrame: one row per run, columns (attribute, metric) plus (mean, metric); sorted by
+    """pandas DataFrame: one row per run, columns ("head", "": the head spec or kind, `Run.head_name`),
+    (attribute, metric) and (mean, metric); sorted by
     the mean of the first metric, best first: highest, or lowest where lower is better (ranked=False:
     in the order `find_runs` gives). worst_group_accuracy and mean_group_accuracy come from
     a run's groups section; with groups (attribute names) every run is scored again on `split`
     per group (its caches and saved head), so runs trained without --groups rank too; with labels
     (files applied after each run's own) or partition, every run is scored again against them."""
-    rows = {}
+    rows, heads = {}, {}
     for run in find_runs(paths):
         checked = Run(run)
+        heads[str(run)] = checked.head_name
         checked.check_files()  # a run whose model changed since it was scored is refused, not ranked
         checked.label_files()  # as is one trained on labels that have changed since
         rescore = groups or labels or partition
@@ -73,6 +75,7 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     for m in metrics:
         table[("mean", m)] = table.xs(m, axis=1, level=1).mean(axis=1)
+    table.insert(0, ("head", ""), pd.Series(heads))
     if not ranked:
         return table
     return table.sort_values(("mean", metrics[0]), ascending=BY_NAME[metrics[0]].higher_is_better is False)
@@ -80,9 +83,9 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
 
 def to_markdown(table):
     """GitHub-flavoured Markdown of a leaderboard (values to 4 decimals, missing as '-')."""
-    headers = ["run"] + [f"{a} {m}" for a, m in table.columns]
+    headers = ["run"] + [f"{a} {m}".strip() for a, m in table.columns]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for run, values in table.iterrows():
-        cells = ["-" if pd.isna(v) else f"{v:.4f}" for v in values]
+        cells = [v if isinstance(v, str) else "-" if pd.isna(v) else f"{v:.4f}" for v in values]
         lines.append("| " + " | ".join([run] + cells) + " |")
     return "\n".join(lines) + "\n"

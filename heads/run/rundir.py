@@ -179,6 +179,12 @@ class Run:
         if not isinstance(self.metrics.get("attributes"), dict) or not self.metrics["attributes"]:
             raise UserError(f"{self.path / METRICS}: lacks its \"attributes\" table")
 
+    @property
+    def head_name(self):
+        """The head as a user names it: a Keras head's spec (mlp:128, attentive:64, tail), else the kind."""
+        head = self.config.get("settings", {}).get("head")
+        return head if self.kind == "keras_head" and isinstance(head, str) else self.kind
+
     def _recorded_files(self):
         files = self.config.get("files")
         if files is None and self.config.get("model_sha256"):  # written before the "files" record

@@ -11,7 +11,9 @@ train together, in one pass over the in-memory features (`heads.kinds.trainer.fi
 runs the same algorithm as if trained alone (equal to float32 rounding).
 """
 
+import hashlib
 import itertools
+import re
 from pathlib import Path
 
 from cache.errors import UsageError, UserError
@@ -69,8 +71,12 @@ def parse_grid(specs):
 
 
 def variant_name(settings):
-    """Deterministic directory name: 'hidden=64_dropout=0.2_lr=0.001'."""
-    return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
+    """Deterministic directory name of only [A-Za-z0-9._=-]: 'hidden=64_dropout=0.2_lr=0.001'. Any
+    other character of a value becomes '-', and such a name ends in a short hash of the settings, so
+    two variants never share one: 'head=mlp-512-128_lr=0.001_3f9a1c'."""
+    text = "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items())
+    safe = re.sub(r"[^A-Za-z0-9._=-]", "-", text)
+    return safe if safe == text else f"{safe}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def run_sweep(spec, out_dir, grid, *, seed=KERAS["seed"], on_variant=None):
