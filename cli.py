@@ -189,6 +189,12 @@ def _checked(name, module, function):
 
 
 HEAD = LibraryChecked("head", lambda v: _library("heads.kinds.architectures").parse_head(v).spec)
+
+
+def _setting(name, metavar):
+    """A Keras head setting's option type: checked by the kind's own table (`check_setting`), the
+    check sweep's --grid values get too."""
+    return LibraryChecked(metavar, lambda v: _library("heads.kinds.keras_head").check_setting(name, v))
 EPOCHS = _checked("auto|N", "heads.kinds.trainer", "parse_epochs")
 FEATURES = _checked("features", "heads.run.transforms", "parse_features")
 
@@ -242,9 +248,9 @@ EPOCH_OPTIONS = (
                  help="auto: train until the val loss has not improved for --patience epochs (at most "
                       "--max-epochs) and keep the best epoch's weights; or a number of epochs (the reference "
                       "notebook's recipe is 3)."),
-    click.option("--patience", default=KERAS["patience"], show_default=True, type=click.IntRange(min=1),
+    click.option("--patience", default=KERAS["patience"], show_default=True, type=_setting("patience", "N"),
                  help="--epochs auto: epochs without a better val loss before stopping."),
-    click.option("--max-epochs", default=KERAS["max_epochs"], show_default=True, type=click.IntRange(min=1),
+    click.option("--max-epochs", default=KERAS["max_epochs"], show_default=True, type=_setting("max_epochs", "N"),
                  help="--epochs auto: the most epochs to train."))
 
 
@@ -504,18 +510,18 @@ def info(cache, as_json, check, label_files, partition_file):
               help="linear, mlp:H1[,H2...], attentive[:W[,H[,Q]]] (over a spatial --input), tail (the backbone's "
                    "own layers after the --input layer, trained on the cache) or FILE.py:FUNCTION "
                    "(build(n_features, attributes) -> keras.Model with one sigmoid output named after each attribute).")
-@click.option("--hidden", type=click.IntRange(min=1), help="Shorthand for --head mlp:HIDDEN.")
+@click.option("--hidden", type=_setting("hidden", "N"), help="Shorthand for --head mlp:HIDDEN.")
 @_options(*EPOCH_OPTIONS)
-@click.option("--batch-size", default=KERAS["batch_size"], show_default=True, type=click.IntRange(min=1))
-@click.option("--dropout", default=KERAS["dropout"], show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--batch-size", default=KERAS["batch_size"], show_default=True, type=_setting("batch_size", "N"))
+@click.option("--dropout", default=KERAS["dropout"], show_default=True, type=_setting("dropout", "[0,1)"),
               help="Dropout on the input features (built-in heads).")
-@click.option("--lr", default=KERAS["lr"], show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=KERAS["lr"], show_default=True, type=_setting("lr", "LR>0"),
               help="Adam learning rate.")
-@click.option("--l2", default=KERAS["l2"], show_default=True, type=click.FloatRange(min=0),
+@click.option("--l2", default=KERAS["l2"], show_default=True, type=_setting("l2", "L2>=0"),
               help="L2 penalty on the output layer (built-in heads).")
 @click.option("--class-weight", default=KERAS["class_weight"], show_default=True, type=click.Choice(["none", "balanced"]))
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=int, help="Same seed and cache, same metrics.")
-@click.option("--tail-lr", default=KERAS["tail_lr"], show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--tail-lr", default=KERAS["tail_lr"], show_default=True, type=_setting("tail_lr", "LR>0"),
               help="--head tail: Adam learning rate of the backbone's own layers (the head on top uses --lr).")
 @click.option("--tail-bn", default=KERAS["tail_bn"], show_default=True, type=click.Choice(["frozen", "train"]),
               help="--head tail: keep the BatchNormalization statistics and scales as pretrained, or train them.")
@@ -539,10 +545,10 @@ def train_heads(task, out, head, hidden, **settings):
 @main.command()
 @task_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory; one run folder per variant.")
-@click.option("--grid", "grid", multiple=True, required=True,
+@click.option("--grid", "grid", multiple=True, required=True, callback=lambda ctx, param, value: _grid(value),
               help="name=v1,v2,... (repeat for each axis): head, hidden, dropout, lr, l2, epochs (auto or N), "
-                   "patience, max_epochs, batch_size, class_weight, calibrate. head=linear,mlp:128,mlp:512,128 is three "
-                   "heads.")
+                   "patience, max_epochs, batch_size, class_weight, calibrate, tail_lr, tail_bn; each value checked as "
+                   "train-heads checks its option. head=linear,mlp:128,mlp:512,128 is three heads.")
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=int)
 @uses_tensorflow()
 def sweep(task, out, grid, seed):
@@ -552,6 +558,15 @@ def sweep(task, out, grid, seed):
                                                   on_variant=lambda *v: click.echo(tables.variant_line(*v)))
     click.echo(tables.leaderboard_text(board))
     click.echo(f"wrote {out}/<variant>/ and {out}/leaderboard.csv, leaderboard.md")
+
+
+def _grid(specs):
+    """--grid: checked as train-heads checks each option (before TensorFlow starts); exit 2 if bad."""
+    try:
+        _library("heads.run.sweep").parse_grid(list(specs))
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--grid") from None
+    return specs
 
 
 def _head_kinds(value):

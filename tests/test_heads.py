@@ -270,13 +270,26 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
 @pytest.mark.parametrize("grid, message", [
     (["hidden"], "expected name=v1,v2"),
     (["depth=2,3"], "'depth' is not sweepable"),
-    (["hidden=a,b"], "values of hidden must be int"),
+    (["hidden=a,b"], "--hidden 'a': must be a whole number >= 1"),
     (["lr=1e-3", "lr=3e-4"], "names 'lr' twice"),
+    (["dropout=0.1,1.5"], "--dropout '1.5': must be a number in [0, 1)"),
+    (["batch_size=0"], "--batch-size '0': must be a whole number >= 1"),
+    (["lr=0"], "--lr '0': must be a number in (0, inf)"),
+    (["lr=1e-3,0.001"], "a value is given twice"),
+    (["head=mlp:x"], "--head 'mlp:x': expected linear"),
 ])
-def test_sweep_bad_grid(cache, tmp_path, grid, message):
+def test_sweep_bad_grid_values_are_checked_as_train_heads_checks_them(cache, tmp_path, grid, message):
+    """One validation path: each --grid value goes through the check of its train-heads option, exit 2
+    before TensorFlow starts and before anything is written."""
     args = [a for g in grid for a in ("--grid", g)]
     result = invoke("sweep", cache, "--out", tmp_path / "s", *args)
-    assert result.exit_code == 1 and message in result.output
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "s").exists()
+    option = next((m.split("'")[0].strip() for m in [message] if m.startswith("--")), None)
+    if option and option != "--head":  # the same value, given to train-heads, gets the same words
+        value = message.split("'")[1]
+        single = invoke("train-heads", cache, "--out", tmp_path / "r", option, value)
+        assert single.exit_code == 2 and message.split(": ", 1)[1] in single.output, single.output
 
 
 def assert_same_history(a, b):

@@ -1,18 +1,71 @@
 """The Keras head kind: any architecture `--head SPEC` names (`heads.kinds.architectures`), trained
 by the fast trainer (`heads.kinds.trainer`). `train-heads` trains one, `sweep` many together."""
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from cache.errors import UserError
-from heads.defaults import KERAS
+from cache.errors import UsageError, UserError
+from heads.defaults import CALIBRATE, KERAS
 from heads.kinds.architectures import Attentive, Builder, learned_queries, parse_head
 from heads.kinds.base import Head, labelled, register
 from heads.kinds.calibration import bce, fit_temperatures, temperature_layer, with_temperatures
-from heads.kinds.trainer import EPSILON, fit_together, predict_model
+from heads.kinds.trainer import EPSILON, fit_together, parse_epochs, predict_model
 
 MODEL_FILE = "model.keras"
+
+
+def _whole(low):
+    def check(value):
+        text = str(value).strip()
+        if not text.lstrip("+").isdigit() or int(text) < low:
+            raise ValueError(f"a whole number >= {low}")
+        return int(text)
+    return check
+
+
+def _real(low, high=None, low_open=False, high_open=False):
+    interval = ("(" if low_open else "[") + f"{low:g}, " + ("inf)" if high is None else f"{high:g}" + (
+        ")" if high_open else "]"))
+
+    def check(value):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and (number > low if low_open else number >= low) and (
+                high is None or (number < high if high_open else number <= high))):
+            raise ValueError(f"a number in {interval}")
+        return number
+    return check
+
+
+def _choice(*options):
+    def check(value):
+        if str(value) not in options:
+            raise ValueError(" or ".join(options))
+        return str(value)
+    return check
+
+
+# Every setting of the kind with its check: the one validation path of train-heads' options and of
+# sweep's --grid values (`check_setting`). head and epochs are checked by their own parsers.
+SETTING_CHECKS = {
+    "head": lambda value: parse_head(str(value)).spec, "hidden": _whole(1), "dropout": _real(0, 1, high_open=True),
+    "l2": _real(0), "lr": _real(0, low_open=True), "epochs": parse_epochs, "patience": _whole(1),
+    "max_epochs": _whole(1), "batch_size": _whole(1), "class_weight": _choice("none", "balanced"),
+    "tail_lr": _real(0, low_open=True), "tail_bn": _choice("frozen", "train"), "calibrate": _choice(*CALIBRATE),
+}
+
+
+def check_setting(name, value):
+    """`value` (text or a number) of setting `name` as the kind takes it; otherwise a UsageError
+    naming the option (--name) and what it must be (head and epochs: their parsers' own line)."""
+    try:
+        return SETTING_CHECKS[name](value)
+    except ValueError as exc:
+        raise UsageError(f"--{name.replace('_', '-')} {value!r}: must be {exc}") from None
 
 
 @register("keras_head")

@@ -1,6 +1,6 @@
 """`sweep`: train one Keras head per point of a settings grid on one cache, then rank them.
 
-Grid specs are `name=v1,v2,...` for the train-heads settings in GRID_TYPES; the variants are the
+Grid specs are `name=v1,v2,...` for the train-heads settings in GRID_KEYS; the variants are the
 cartesian product, in the order given. `head` takes head specs: `head=linear,mlp:128,mlp:512,128`
 is three variants (a bare number continues the mlp spec before it). Each variant's run directory
 is named from its settings (`hidden=64_dropout=0.2_lr=0.001`), holds the usual files
@@ -16,21 +16,21 @@ import itertools
 import re
 from pathlib import Path
 
-from cache.errors import UsageError, UserError
+from cache.errors import UsageError
 from heads.defaults import KERAS
-from heads.kinds.architectures import parse_head
-from heads.kinds.trainer import SHARED_SETTINGS, parse_epochs
+from heads.kinds.keras_head import check_setting
+from heads.kinds.trainer import SHARED_SETTINGS
 from heads.look.tensorboard import hparam_values, write_sweep_experiment
 from heads.run.compare import leaderboard, to_markdown
 from heads.run.fit import keras_settings, prepare, train_together
 
-GRID_TYPES = {"head": str, "hidden": int, "dropout": float, "lr": float, "l2": float, "epochs": parse_epochs,
-              "patience": int, "max_epochs": int, "batch_size": int, "class_weight": str, "calibrate": str}
+GRID_KEYS = ("head", "hidden", "dropout", "lr", "l2", "epochs", "patience", "max_epochs", "batch_size", "class_weight",
+             "calibrate", "tail_lr", "tail_bn")  # each checked as train-heads checks it (`check_setting`)
 
 
 def _split_values(name, values):
     """Comma-separated grid values; for `head`, a bare number continues the mlp or attentive spec
-    before it (head=mlp:512,128,attentive:64,4 is two heads), and a bad spec is a UsageError."""
+    before it (head=mlp:512,128,attentive:64,4 is two heads)."""
     items = [v.strip() for v in values.split(",")]
     if name != "head":
         return items
@@ -40,33 +40,33 @@ def _split_values(name, values):
             specs[-1] += "," + item
         else:
             specs.append(item)
-    for spec in specs:
-        parse_head(spec)
     return specs
 
 
 def parse_grid(specs):
-    """['hidden=64,128', 'lr=1e-3'] -> [{'hidden': 64, 'lr': 0.001}, {'hidden': 128, 'lr': 0.001}]."""
+    """['hidden=64,128', 'lr=1e-3'] -> [{'hidden': 64, 'lr': 0.001}, {'hidden': 128, 'lr': 0.001}].
+    Every value is checked as train-heads checks its option (`heads.kinds.keras_head.check_setting`);
+    anything wrong is a UsageError (exit 2) naming the --grid spec."""
     axes = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not values.strip():
-            raise UserError(f"--grid {spec!r}: expected name=v1,v2,...")
-        if name not in GRID_TYPES:
-            raise UserError(f"--grid {spec!r}: {name!r} is not sweepable; use one of {', '.join(GRID_TYPES)}")
+            raise UsageError(f"--grid {spec!r}: expected name=v1,v2,...")
+        if name not in GRID_KEYS:
+            raise UsageError(f"--grid {spec!r}: {name!r} is not sweepable; use one of {', '.join(GRID_KEYS)}")
         if name in axes:
-            raise UserError(f"--grid names {name!r} twice")
-        values = _split_values(name, values)  # a bad head spec says what is wrong itself
+            raise UsageError(f"--grid names {name!r} twice")
         try:
-            axes[name] = [GRID_TYPES[name](v) for v in values]
-        except (ValueError, UsageError):
-            kind = "auto or whole numbers" if name == "epochs" else GRID_TYPES[name].__name__
-            raise UserError(f"--grid {spec!r}: values of {name} must be {kind}") from None
+            axes[name] = [check_setting(name, v) for v in _split_values(name, values)]
+        except UsageError as exc:
+            raise UsageError(f"--grid {spec!r}: {exc}") from None
+        if len(set(axes[name])) != len(axes[name]):
+            raise UsageError(f"--grid {spec!r}: a value is given twice")
     if not axes:
-        raise UserError("give at least one --grid name=v1,v2,...")
+        raise UsageError("give at least one --grid name=v1,v2,...")
     if "head" in axes and "hidden" in axes:
-        raise UserError("--grid: give head=mlp:H,... or hidden=H,..., not both")
+        raise UsageError("--grid: give head=mlp:H,... or hidden=H,..., not both")
     return [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
 
 
