@@ -181,6 +181,9 @@ def _read_labels(path, unknown):
         if "partition" in names:
             partition_column = names.index("partition") + 1
             names = names[:partition_column - 1] + names[partition_column:]
+            if not names:
+                raise UserError(f"{path}:{header_line}: a partition file, not labels (its columns: image_id, partition); "
+                                "give it as --partition FILE")
         _check_names(path, header_line, names)
         split_rows = functools.partial(_csv_rows, path)
     else:

@@ -185,6 +185,7 @@ def test_an_attribute_without_two_labelled_classes_in_train_stops_in_one_line(pl
     ("id,Male\n000001.jpg,1\n", "bad.csv:1: first CSV column must be 'image_id'"),
     ("image_id\n000001.jpg\n", "bad.csv:1: an image_id column and no attribute column"),
     ("image_id,Male\n000001.jpg,-1\n000002.jpg,0\n", "bad.csv:3: column 'Male' has 0 but the file uses -1/1"),
+    ("image_id,partition\n000001.jpg,0\n", "bad.csv:1: a partition file, not labels"),
 ])
 def test_bad_labels_files_get_one_line(planted, tmp_path, content, message):
     folder, _, _ = planted
