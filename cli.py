@@ -150,6 +150,30 @@ def uses_tensorflow(when=None, deferred=False):
     return decorate
 
 
+def writes(**outputs):
+    """Decorator: the command gets --overwrite, and what it writes (argument -> "file", "video" (a
+    file and its .csv beside it) or a folder kind of `cache.outputs.OWNED`) follows the one output
+    policy, `cache.outputs`: checked before the command runs (so before TensorFlow starts), nothing
+    replaced unasked, everything as it was if the command fails."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(*args, overwrite, **kwargs):
+            policy = _library("cache.outputs")
+            options = {p.name: p.opts[0] for p in click.get_current_context().command.params}
+            written = []
+            for name, kind in outputs.items():
+                if kwargs.get(name):
+                    path, option = kwargs[name], options[name]
+                    written.append(policy.Output(path, option, policy.FILE if kind == "video" else kind))
+                    if kind == "video":
+                        written.append(policy.Output(str(policy.beside(path, ".csv")), option))
+            with policy.writing(written, overwrite):
+                return command(*args, **kwargs)
+        return click.option("--overwrite", is_flag=True,
+                            help="Replace the output if it exists (a folder only if this command wrote it).")(run)
+    return decorate
+
+
 # --- errors --------------------------------------------------------------------------------------
 
 class _UsageFailure(click.ClickException):
@@ -528,6 +552,7 @@ def info(cache, as_json, check, label_files, partition_file):
 @click.option("--calibrate", default=KERAS["calibrate"], show_default=True, type=click.Choice(CALIBRATE),
               help="temperature: after training, fit one temperature per attribute on val (never test) and keep "
                    "it in the model, so evaluate, predict and export apply it.")
+@writes(out="run")
 @uses_tensorflow()
 def train_heads(task, out, head, hidden, **settings):
     """Train a Keras head on the cache (several caches of the same images: their features joined):
@@ -550,6 +575,7 @@ def train_heads(task, out, head, hidden, **settings):
                    "patience, max_epochs, batch_size, class_weight, calibrate, tail_lr, tail_bn; each value checked as "
                    "train-heads checks its option. head=linear,mlp:128,mlp:512,128 is three heads.")
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=int)
+@writes(out="runs")
 @uses_tensorflow()
 def sweep(task, out, grid, seed):
     """Train one Keras head per grid point on the cache and write a leaderboard (val accuracy)."""
@@ -595,6 +621,7 @@ def _head_kinds(value):
               help="dfr: refit the last layer on group-balanced subsets of val (20, the paper's DFR) or train (10).")
 @click.option("--seed", default=SKLEARN["seed"], show_default=True, type=int)
 @_options(*EPOCH_OPTIONS)
+@writes(out="runs")
 @uses_tensorflow()
 def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed, epochs, patience, max_epochs):
     """scikit-learn baselines and probe protocols on the same splits and attributes, one run each.
@@ -641,6 +668,7 @@ def evaluate(run_dir, split, caches, as_json, trust_model, groups, drop_nonfinit
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write it as Markdown.")
 @GROUPS
 @_options(*LABEL_OVERLAY)
+@writes(csv_path="file", markdown_path="file")
 @uses_tensorflow(when=lambda kwargs: kwargs["groups"] or kwargs["label_files"] or kwargs["partition_file"])
 def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_files, partition_file):
     """One leaderboard of runs (rows) by attribute x metric, best mean first (for ece and brier the
@@ -652,9 +680,11 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
     click.echo(_library("heads.look.tables").leaderboard_text(table, split))
     if csv_path:
         table.to_csv(csv_path)
+        click.echo(f"wrote {csv_path}")
     if markdown_path:
         with open(markdown_path, "w") as f:
             f.write(compared.to_markdown(table))
+        click.echo(f"wrote {markdown_path}")
 
 
 @main.command()
@@ -683,6 +713,7 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
               help="--faces: photos larger than this (read from the file header) are reported as failed.")
 @AS_JSON
 @TRUST_MODEL
+@writes(video_out="video", draw_dir="drawn")
 @uses_tensorflow()
 def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir, max_pixels, as_json, trust_model):
     """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head).
@@ -698,7 +729,6 @@ def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir
         if faces == "none" or draw_dir:
             raise click.UsageError("--video predicts faces: --faces all or best, and no --draw (--out is the "
                                    "annotated video)")
-        _library("heads.serve.output").check_new_file(video_out, "--out")
         result = _library("heads.serve.video").predict_video(run_dir, video, video_out, faces=faces or "all",
                                                               min_face=min_face, refine=refine,
                                                               trust_model=trust_model)
@@ -713,7 +743,7 @@ def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir
         lines = tables.predictions(results)
     else:
         if draw_dir:
-            _library("heads.look.drawn").check_draw_dir(draw_dir, images)
+            _library("heads.look.drawn").check_draw_names(images)
         results = served.predict_faces(run_dir, list(images), faces=faces, min_face=min_face, refine=refine,
                                        max_pixels=max_pixels, draw_dir=draw_dir, trust_model=trust_model)
         lines = tables.face_predictions(results)
@@ -735,6 +765,7 @@ def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir
               help="A run directory whose head is a TensorFlow graph (the Keras kinds).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel folder to write.")
 @TRUST_MODEL
+@writes(out="export")
 @uses_tensorflow()
 def export(run_dir, out, trust_model):
     """Export backbone + preprocessing + head as one SavedModel (image bytes -> probabilities), for TF Serving."""
@@ -759,6 +790,7 @@ def export(run_dir, out, trust_model):
 @click.option("--seed", default=PROJECTOR["seed"], show_default=True, type=int)
 @IMAGES
 @_options(*LABEL_OVERLAY)
+@writes(out="projector")
 @uses_tensorflow()
 def projector(cache, out, n, split, attributes, seed, images, label_files, partition_file):
     """Export a sample of the cache for TensorBoard's Embedding Projector (features, metadata, sprite)."""
@@ -781,6 +813,7 @@ def projector(cache, out, n, split, attributes, seed, images, label_files, parti
               help="Most confident errors shown per attribute.")
 @IMAGES
 @_options(*LABEL_OVERLAY)
+@writes(out="file")
 @uses_tensorflow()
 def report(runs, out, split, n_errors, images, label_files, partition_file):
     """One self-contained HTML page: leaderboard, metrics vs majority, plots, groups, error galleries
@@ -826,6 +859,7 @@ def report(runs, out, split, n_errors, images, label_files, partition_file):
 @IMAGES
 @click.option("--seed", default=AUDIT["seed"], show_default=True, type=int, help="Folds, inner val rows, head.")
 @_options(*LABEL_OVERLAY)
+@writes(out="audit")
 @uses_tensorflow()
 def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, inputs, allow_partial, drop_nonfinite,
           dup_threshold, dup_neighbours, dup_search, dup_probes, no_duplicates, top, images, seed, label_files,
@@ -862,12 +896,12 @@ def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, 
               help="A CelebA folder holding the images' labels (list_attr_celeba and list_eval_partition): also "
                    "write labels.csv for the scenes of one face, for embed --align.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@writes(out="scenes")
 def make_scenes(images, out, faces_per_scene, labels_from, seed):
     """Paste aligned face images (CelebA's 178x218) into textured photos at a random scale (0.45-1.1),
     rotation (+-25 degrees) and position, one to N faces a photo; faces.csv records which image went
     where and its five template landmarks in the photo. Test data for predict --faces."""
     scenes = _library("embed.scenes")
-    scenes.check_out(out)
     dataset = _library("embed.dataset").open_dataset(labels_from) if labels_from else None
     truth = scenes.make_scenes(list(images), out, seed=seed, faces_per_scene=faces_per_scene, dataset=dataset)
     click.echo(f"wrote {out}: scenes/ ({len(images)} faces), {truth.name}" + (", labels.csv" if dataset else ""))
@@ -886,6 +920,7 @@ def make_scenes(images, out, faces_per_scene, labels_from, seed):
 @click.option("--duplicates", default=0, show_default=True, type=click.IntRange(min=0),
               help="Add this many copies of earlier images in other splits, every second one re-encoded and "
                    "slightly cropped; listed in planted_duplicates.csv.")
+@writes(out="sample")
 @uses_tensorflow()
 def make_sample(out, n, seed, spurious, label_noise, duplicates):
     """Write a synthetic CelebA-layout dataset whose labels are visible in the pixels."""
@@ -903,16 +938,17 @@ def make_sample(out, n, seed, spurious, label_noise, duplicates):
 def demo(ctx, workdir, n):
     """Offline end to end: sample dataset -> embed (random-weight EfficientNetV2-B0) -> heads and baseline."""
     data_dir, cache_path = os.path.join(workdir, "sample"), os.path.join(workdir, "features.h5")
-    ctx.invoke(make_sample, out=data_dir, n=n)
+    ctx.invoke(make_sample, out=data_dir, n=n, overwrite=True)
     ctx.invoke(embed, data_dir=data_dir, out=cache_path, model="keras:EfficientNetV2B0", weights="none",
                overwrite=True)
     ctx.invoke(info, cache=cache_path)
     click.echo("\nrandom-weight features are tiny (std ~1e-3), so the head standardizes its input (--features standardize)")
-    ctx.invoke(train_heads, caches=(cache_path,), out=os.path.join(workdir, "head"), features="standardize")
-    ctx.invoke(baselines, caches=(cache_path,), out=os.path.join(workdir, "baselines"))
+    ctx.invoke(train_heads, caches=(cache_path,), out=os.path.join(workdir, "head"), features="standardize",
+               overwrite=True)
+    ctx.invoke(baselines, caches=(cache_path,), out=os.path.join(workdir, "baselines"), overwrite=True)
     runs = (os.path.join(workdir, "head"), os.path.join(workdir, "baselines"))
     ctx.invoke(compare, run_dirs=runs, split="test")
-    ctx.invoke(report, runs=runs, out=os.path.join(workdir, "report.html"))
+    ctx.invoke(report, runs=runs, out=os.path.join(workdir, "report.html"), overwrite=True)
     click.echo(f"\nplots: {workdir}/head/loss.png, accuracy.png, accuracy_vs_majority.png, reliability.png; TensorBoard: "
                f"tensorboard --logdir {workdir}/head/tb")
     click.echo(f"report: {os.path.abspath(os.path.join(workdir, 'report.html'))}")

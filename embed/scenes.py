@@ -38,14 +38,6 @@ def parse_faces_per_scene(text):
     return counts
 
 
-def check_out(out):
-    """Refuse an --out that is a file or a folder with something in it."""
-    folder = Path(out)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UserError(f"--out {out}: {'not a folder' if not folder.is_dir() else 'not empty'}; give a new or "
-                        "empty folder")
-
-
 def texture(rng, height, width):
     """A textured background uint8 [H, W, 3]: oriented gratings, smooth colour blobs and noise."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -109,7 +101,7 @@ def make_scenes(images, out, *, seed=0, faces_per_scene=(1,), scale_range=(0.45,
         shutil.rmtree(out, ignore_errors=True)
         raise
     if final.exists():
-        final.rmdir()  # new or empty (check_out)
+        final.rmdir()  # new or empty (cache.outputs)
     os.replace(out, final)
     return final / "faces.csv"
 

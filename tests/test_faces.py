@@ -233,8 +233,8 @@ def test_predict_refuses_a_draw_folder_that_is_not_empty(face_run, tmp_path):
     (tmp_path / "drawn" / "old.jpg").write_bytes(b"")
     out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "all", "--draw",
                                         str(tmp_path / "drawn"), "x.jpg"])
-    assert out.exit_code == 1 and "not empty; give a new or empty folder" in out.output
-    assert "Traceback" not in out.output
+    assert out.exit_code == 1 and "--draw " in out.output and "not empty (old.jpg); pass --overwrite" in out.output
+    assert "Traceback" not in out.output and (tmp_path / "drawn" / "old.jpg").exists()
 
 
 # --- embed --align --------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ def test_predict_video_annotates_every_frame_and_tables_each_face(face_run, cele
     (["--video", "TEXT"], 2, "--video needs --out OUT.mp4"),
     (["--video", "TEXT", "--out", "OUT", "x.jpg"], 2, "give image files or --video, not both"),
     (["--video", "TEXT", "--out", "OUT", "--faces", "none"], 2, "--video predicts faces"),
-    (["--video", "TEXT", "--out", "EXISTS"], 1, "exists; remove it or choose another name"),
+    (["--video", "TEXT", "--out", "EXISTS"], 1, "exists; pass --overwrite to replace it"),
 ])
 def test_predict_video_mistakes_are_one_line(face_run, tmp_path, args, code, message):
     (tmp_path / "notes.txt").write_text("not a video")
@@ -461,4 +461,4 @@ def test_make_scenes_writes_whole_folders_or_nothing(celeba_sample, tmp_path):
     labels = pd.read_csv(tmp_path / "scenes" / "labels.csv")
     assert labels.image_id.tolist() == ["00000.jpg"]  # only the one-face scene is labelled
     again = CliRunner().invoke(cli.main, ["make-scenes", *map(str, first), "--out", str(tmp_path / "scenes")])
-    assert again.exit_code == 1 and "not empty; give a new or empty folder" in again.output
+    assert again.exit_code == 1 and "not empty (faces.csv, labels.csv, scenes); pass --overwrite" in again.output

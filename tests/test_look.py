@@ -111,7 +111,7 @@ def test_projector_export(looked, tmp_path):
     config = (out / "projector_config.pbtxt").read_text()
     assert 'metadata_path: "metadata.tsv"' in config and 'image_path: "sprite.png"' in config
     result = invoke("projector", looked / "cache.h5", "--out", tmp_path / "p", "--n", "5")
-    assert result.exit_code == 1 and "exists and is not empty" in result.stderr
+    assert result.exit_code == 1 and "not empty (checkpoint, " in result.stderr
 
 
 def test_projector_without_images_says_why(looked, tmp_path):

@@ -15,16 +15,12 @@ def drawn_path(draw_dir, image):
     return Path(draw_dir) / f"{Path(image).stem}.jpg"
 
 
-def check_draw_dir(draw_dir, images):
-    """Refuse, before any work, a --draw folder that is a file or holds files, and photos whose
-    drawn copies would share a name."""
-    folder = Path(draw_dir)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UserError(f"--draw {draw_dir}: {'not a folder' if not folder.is_dir() else 'not empty'}; "
-                        "give a new or empty folder")
+def check_draw_names(images):
+    """Refuse, before any work, photos whose drawn copies would share a name (the --draw folder
+    itself is checked by the output policy, `cache.outputs`)."""
     seen = {}
     for image in images:
-        name = drawn_path(draw_dir, image).name
+        name = drawn_path("", image).name
         if name in seen and seen[name] != str(image):
             raise UserError(f"--draw: {seen[name]} and {image} would both be drawn as {name}; draw them in "
                             "separate runs")

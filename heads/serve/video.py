@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from cache.errors import UserError
+from cache.outputs import beside
 from heads.serve.predict import FacePredictor
 
 CSV_COLUMNS = ("frame", "time_s", "face", "x", "y", "w", "h", "score", "attribute", "probability", "decision")
@@ -36,7 +37,7 @@ def predict_video(run_dir, video, out, *, faces="all", min_face=None, refine=Non
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    table_path = out.with_suffix(".csv")
+    table_path = beside(out, ".csv")
     writer, counts, began = None, {"frames": 0, "frames_with_faces": 0, "faces": 0}, time.perf_counter()
     try:
         with open(table_path, "w", newline="") as handle:
