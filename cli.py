@@ -10,6 +10,7 @@ images (unless --allow-failures), 130 interrupted (resume with the same command)
 """
 
 import contextlib
+import difflib
 import functools
 import importlib
 import json
@@ -183,12 +184,15 @@ class _UsageFailure(click.ClickException):
 
 class Cli(click.Group):
     """Turns a UserError from any command into `Error: <message>` and exit status 1 (2 for a
-    UsageError: a bad option value only the library can judge)."""
+    UsageError: a bad option value only the library can judge), and click's own usage errors into
+    the same one line (no usage synopsis; --help has it)."""
 
     def invoke(self, ctx):
         _listen_to_the_library()
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _UsageFailure(exc.format_message()) from None
         except UsageError as exc:
             raise _UsageFailure(str(exc)) from None
         except UserError as exc:
@@ -446,6 +450,7 @@ def task_options(command):
             views=views, eval_view=eval_view, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
             tune_threshold=tune_threshold, inputs=inputs, stream=stream, exclude=exclude, labels=label_files,
             partition=partition_file, mask_labels=mask_labels)
+        spec.check_attributes()
         return command(*args, task=spec, **kwargs)
     return run
 
@@ -593,6 +598,16 @@ def _grid(specs):
     except UsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--grid") from None
     return specs
+
+
+def _audit_kind(value):
+    """--kind of `audit`: any registered head kind."""
+    choices = _library("heads.kinds").kind_names()
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+        raise UsageError(f"unknown head kind {value!r}{f' (did you mean {close[0]}?)' if close else ''}; choose from "
+                         f"{', '.join(choices)}")
+    return value
 
 
 def _head_kinds(value):
@@ -831,7 +846,7 @@ def report(runs, out, split, n_errors, images, label_files, partition_file):
 @ATTRS
 @click.option("--split", "splits", default=",".join(AUDIT["splits"]), show_default=True,
               help="The splits audited (together, as one pool of rows): train, val, test, comma-separated.")
-@click.option("--kind", default=AUDIT["kind"], show_default=True,
+@click.option("--kind", default=AUDIT["kind"], show_default=True, type=LibraryChecked("kind", _audit_kind),
               help="The head kind whose out-of-fold probabilities are audited (keras_head, logreg, logreg-cv, ...).")
 @click.option("--head", type=HEAD, help=f"keras_head: its architecture [default: {AUDIT['head']}].")
 @click.option("--epochs", type=EPOCHS, help=f"keras_head: auto or N [default: {AUDIT['epochs']}].")
@@ -860,16 +875,18 @@ def report(runs, out, split, n_errors, images, label_files, partition_file):
 @click.option("--seed", default=AUDIT["seed"], show_default=True, type=int, help="Folds, inner val rows, head.")
 @_options(*LABEL_OVERLAY)
 @writes(out="audit")
-@uses_tensorflow()
+@uses_tensorflow(deferred=True)
 def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, inputs, allow_partial, drop_nonfinite,
           dup_threshold, dup_neighbours, dup_search, dup_probes, no_duplicates, top, images, seed, label_files,
-          partition_file):
+          partition_file, start_tensorflow):
     """Audit the labelled rows through the cache: out-of-fold probabilities from K-fold cross-fitting,
     likely label errors per attribute (cleanlab), near-duplicate pairs (faiss), written to
     label_issues.csv, duplicates.csv, summary.json and audit.html."""
     task = _library("heads.run.task").TaskSpec(caches=caches, attributes=attributes, features=features, inputs=inputs,
                                                allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
                                                stream="never", labels=label_files, partition=partition_file)
+    task.check_attributes()
+    start_tensorflow()
     audited = _library("heads.audit.run")
     duplicates = None if no_duplicates else {"threshold": dup_threshold, "neighbours": dup_neighbours,
                                              "search": dup_search, "probes": dup_probes}

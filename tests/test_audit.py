@@ -159,17 +159,19 @@ def rare(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--attrs", "Bald"], "attribute Bald has 3 row(s) of class 1 in the audited splits; 5-fold cross-fitting "
-                          "needs at least 5 (use fewer --folds, or leave Bald out of --attrs)"),
-    (["--split", "train,tset"], "--split train,tset: give one or more of train, val, test, each once"),
-    (["--folds", "1"], "Invalid value for '--folds'"),
-    (["--kind", "logreg", "--head", "linear"], "logreg does not take --head"),
-    (["--kind", "nope"], "unknown head kind 'nope'"),
+@pytest.mark.parametrize("args, code, message", [
+    (["--attrs", "Bald"], 1, "attribute Bald has 3 row(s) of class 1 in the audited splits; 5-fold cross-fitting "
+                             "needs at least 5 (use fewer --folds, or leave Bald out of --attrs)"),
+    (["--split", "train,tset"], 2, "--split train,tset: give one or more of train, val, test, each once"),
+    (["--folds", "1"], 2, "Invalid value for '--folds'"),
+    (["--kind", "logreg", "--head", "linear"], 2, "logreg does not take --head"),
+    (["--kind", "nope"], 2, "unknown head kind 'nope'"),
+    (["--kind", "logreg_cv"], 2, "unknown head kind 'logreg_cv' (did you mean logreg-cv?)"),
+    (["--attrs", "Mael"], 2, "unknown attribute 'Mael' (did you mean Male?)"),
 ])
-def test_bad_audit_options_are_one_line(rare, tmp_path, args, message):
+def test_bad_audit_options_are_one_line(rare, tmp_path, args, code, message):
     result = invoke("audit", rare, "--out", tmp_path / "a", *args)
-    assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output, result.output
+    assert result.exit_code == code and message in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "a" / "summary.json").exists()
 
 

@@ -191,3 +191,30 @@ def test_embed_creates_the_folder_of_out(sample_dir, probe_saved_model, tmp_path
     out = tmp_path / "new" / "deeper" / "c.h5"
     result = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 16)
     assert result.exit_code == 0 and out.is_file(), result.output
+
+
+def test_usage_errors_exit_2_before_tensorflow_starts(cache, tmp_path):
+    """Unknown attributes, grid values, head kinds and refused outputs are judged without TensorFlow
+    (which takes 8-11 s to start): checked in a fresh interpreter that never imports it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    cases = [
+        (["train-heads", cache, "--out", tmp_path / "r", "--attrs", "Smilling"], 2, "did you mean Smiling?"),
+        (["baselines", cache, "--out", tmp_path / "b", "--groups", "Mael"], 2, "did you mean Male?"),
+        (["sweep", cache, "--out", tmp_path / "s", "--grid", "dropout=1.5"], 2, "dropout"),
+        (["sweep", cache, "--out", tmp_path / "s", "--grid", "lr=0"], 2, "lr"),
+        (["audit", cache, "--out", tmp_path / "a", "--kind", "nope"], 2, "unknown head kind 'nope'"),
+        (["audit", cache, "--out", tmp_path / "a", "--attrs", "Yung"], 2, "did you mean Young?"),
+        (["train-heads", cache, "--out", run], 1, "not empty (config.json); pass --overwrite"),
+    ]
+    code = ("import json, sys; from click.testing import CliRunner; import cli\n"
+            "for args, status, message in json.loads(sys.argv[1]):\n"
+            "    r = CliRunner().invoke(cli.main, args)\n"
+            "    assert r.exit_code == status and message in r.output, (args, r.output)\n"
+            "    assert r.output.startswith('Error: ') and r.output.count('\\n') == 1, r.output\n"
+            "assert 'tensorflow' not in sys.modules; print('ok')")
+    cases = json.dumps([[[str(a) for a in args], status, message] for args, status, message in cases])
+    out = subprocess.run([sys.executable, "-c", code, cases], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

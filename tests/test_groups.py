@@ -96,7 +96,7 @@ def test_empty_groups_are_reported_not_dropped(cache, tmp_path):
 def test_bad_group_names_give_did_you_mean(cache, tmp_path):
     for args in (["train-heads", cache, "--out", tmp_path / "r"], ["baselines", cache, "--out", tmp_path / "b"]):
         result = invoke(*args, "--groups", "Mael")
-        assert result.exit_code == 1 and "unknown attribute 'Mael' (did you mean Male?)" in result.stderr
+        assert result.exit_code == 2 and "unknown attribute 'Mael' (did you mean Male?)" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
 

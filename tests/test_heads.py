@@ -179,12 +179,14 @@ def test_cli_train_heads_prints_table(cache, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--attrs", "Smilling"], "unknown attribute 'Smilling' (did you mean Smiling?); valid: Male, Smiling, Young, Bald"),
     (["--attrs", "Male,Male"], "listed twice"),
+    (["--attrs", ","], "no attributes given"),
     (["--epochs", "0"], "Invalid value for '--epochs'"),
     (["--dropout", "1"], "Invalid value for '--dropout'"),
 ])
 def test_cli_bad_options(cache, tmp_path, args, message):
     result = invoke("train-heads", cache, "--out", tmp_path / "r", *args)
-    assert result.exit_code in (1, 2) and message in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_partial_cache_refused_unless_allowed(tmp_path):

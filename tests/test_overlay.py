@@ -205,7 +205,7 @@ def test_bad_partition_file_and_unknown_attribute(planted, tmp_path):
     assert result.exit_code == 1 and "p.csv:2: partition of '000001.jpg' is '3'" in result.output, result.output
     extra = write_csv(tmp_path / "e.csv", ["image_id", "Glasses"], [["000001.jpg", 1]])
     result = invoke("train-heads", folder / "full.h5", "--out", tmp_path / "r", "--labels", extra, "--attrs", "Glases")
-    assert result.exit_code == 1 and "unknown attribute 'Glases' (did you mean Glasses?)" in result.output, result.output
+    assert result.exit_code == 2 and "unknown attribute 'Glases' (did you mean Glasses?)" in result.output, result.output
 
 
 def test_fused_caches_take_the_overlay_each(planted, tmp_path):

@@ -22,6 +22,7 @@ from cache.check import find_nonfinite
 from cache.errors import UsageError, UserError
 from cache.layout import UNKNOWN_LABEL
 from cache.reader import Split, StoredRows, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
+from embed.labels import read_labels
 from heads.defaults import ATTRIBUTES, RUN
 from heads.kinds.base import Data
 from heads.run.exclude import check_exclude, check_mask
@@ -106,6 +107,18 @@ class TaskSpec:
             raise UsageError(f"--stream {self.stream!r}: use {', '.join(STREAM)}")
         if self.views != "orig" and len(self.caches) > 1:
             raise UsageError("--views other than orig works on one cache at a time, not on fused caches")
+
+    def check_attributes(self):
+        """Check --attrs and --groups against the first cache's attribute names and those its labels
+        files add (reading no feature, so before TensorFlow starts): UsageError (exit 2) for an
+        unknown or repeated name; a bad labels file is a UserError naming its line."""
+        with open_cache(self.caches[0]) as f:
+            available = list(f.attribute_names)
+        for path in self.labels:
+            available += [name for name in read_labels(path, unknown=True).names if name not in available]
+        resolve_attributes(self.attributes, available, self.caches[0])
+        if self.groups:
+            resolve_attributes(list(self.groups), available, self.caches[0])
 
 
 def needs_flip(views, eval_view="orig"):
@@ -199,14 +212,14 @@ def resolve_attributes(requested, available, source=None):
     elif isinstance(requested, str):
         requested = list(available) if requested.strip() == "all" else list(_names(requested))
     if not requested:
-        raise UserError("no attributes given; use --attrs Male,Smiling or --attrs all")
+        raise UsageError("no attributes given; use --attrs Male,Smiling or --attrs all")
     for name in requested:
         if name not in available:
             close = difflib.get_close_matches(name, available, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise UserError(f"{where}unknown attribute {name!r}{hint}; valid: {', '.join(available)}")
+            raise UsageError(f"{where}unknown attribute {name!r}{hint}; valid: {', '.join(available)}")
     if len(set(requested)) != len(requested):
-        raise UserError(f"attribute listed twice in {','.join(requested)}")
+        raise UsageError(f"attribute listed twice in {','.join(requested)}")
     return list(requested)
 
 
