@@ -450,7 +450,7 @@ def task_options(command):
             views=views, eval_view=eval_view, allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
             tune_threshold=tune_threshold, inputs=inputs, stream=stream, exclude=exclude, labels=label_files,
             partition=partition_file, mask_labels=mask_labels)
-        spec.check_attributes()
+        spec.check()
         return command(*args, task=spec, **kwargs)
     return run
 
@@ -693,6 +693,8 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
     table = compared.leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()], groups=groups,
                                  labels=label_files, partition=partition_file)
     click.echo(_library("heads.look.tables").leaderboard_text(table, split))
+    for folder, count in table.attrs["searched"].items():
+        click.echo(f"{folder}: {count} run(s) found at any depth")
     if csv_path:
         table.to_csv(csv_path)
         click.echo(f"wrote {csv_path}")
@@ -885,7 +887,7 @@ def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, 
     task = _library("heads.run.task").TaskSpec(caches=caches, attributes=attributes, features=features, inputs=inputs,
                                                allow_partial=allow_partial, drop_nonfinite=drop_nonfinite,
                                                stream="never", labels=label_files, partition=partition_file)
-    task.check_attributes()
+    task.check()
     start_tensorflow()
     audited = _library("heads.audit.run")
     duplicates = None if no_duplicates else {"threshold": dup_threshold, "neighbours": dup_neighbours,

@@ -44,21 +44,65 @@ def _error_text(exc):
     return f"cannot decode image: {message}"
 
 
+JPEG_MAGIC, PNG_MAGIC = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
+
+
+def decode_any(data, channels):
+    """uint8 [H, W, channels] from a JPEG, PNG, GIF (its first frame), BMP or WebP file in any colour
+    mode (grayscale, RGB, RGBA, palette, CMYK); graph or eager. RGB and the formats libjpeg and
+    libpng decode to one channel themselves (JPEG but CMYK, PNG) are decoded directly; the others
+    are decoded as RGB and made grayscale by the ITU-R 601 weights (tf.image.rgb_to_grayscale,
+    rounded), as their decoders give no single channel."""
+    if channels == 3:
+        return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+
+    def direct():
+        return tf.io.decode_image(data, channels=1, expand_animations=False, dtype=tf.uint8)
+
+    def through_rgb():
+        rgb = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+        rgb.set_shape([None, None, 3])
+        return tf.image.rgb_to_grayscale(rgb)
+
+    magic = tf.strings.substr(data, 0, 8)
+    is_jpeg = tf.equal(tf.strings.substr(magic, 0, 2), JPEG_MAGIC)
+    cmyk = tf.cond(is_jpeg, lambda: tf.equal(tf.image.extract_jpeg_shape(data)[2], 4), lambda: tf.constant(False))
+    one_channel = tf.logical_or(tf.logical_and(is_jpeg, tf.logical_not(cmyk)), tf.equal(magic, PNG_MAGIC))
+    image = tf.cond(one_channel, direct, through_rgb)
+    image.set_shape([None, None, 1])
+    return image
+
+
 def header_size(data):
-    """(width, height) from a JPEG, PNG, GIF or BMP file's header, or None (unknown format)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+    """(width, height) from a JPEG, PNG, GIF, BMP or WebP file's header, or None (unknown format)."""
+    if data[:8] == PNG_MAGIC and len(data) >= 24:
         return struct.unpack(">II", data[16:24])
     if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
         return struct.unpack("<HH", data[6:10])
     if data[:2] == b"BM" and len(data) >= 26:
         width, height = struct.unpack("<ii", data[18:26])
         return abs(width), abs(height)
-    if data[:2] == b"\xff\xd8":
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        return _webp_size(data)
+    if data[:2] == JPEG_MAGIC:
         try:
             height, width, _ = tf.image.extract_jpeg_shape(data).numpy()
             return int(width), int(height)
         except tf.errors.OpError:
             return None
+    return None
+
+
+def _webp_size(data):
+    """(width, height) of a WebP file (its VP8X, VP8L or VP8 chunk), or None."""
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return (int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1)
+    if chunk == b"VP8L" and data[20:21] == b"\x2f":
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        return (int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF)
     return None
 
 
@@ -76,8 +120,7 @@ def _read_and_decode(path, channels, max_pixels):
         size = header_size(data)
         if size is not None and size[0] * size[1] > max_pixels:
             return tf.zeros([1, 1, channels], tf.uint8), _too_large(size, max_pixels)
-        image = tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.uint8)
-        return image, ""
+        return decode_any(data, channels), ""
     except (OSError, tf.errors.OpError) as exc:
         return tf.zeros([1, 1, channels], tf.uint8), _error_text(exc)
 
@@ -102,14 +145,22 @@ def mirrored(images):
     return tf.reverse(images, axis=[2])
 
 
-def _graph_pixel_count(data, kind):
+def _graph_pixel_count(data, kind, channels):
     """Pixels of a `kind` ("jpeg" or "png") file from its header, in graph mode; a file of another
-    kind raises, and its window goes to the per-file path (which reads every header kind). One
-    kind per pipeline, with no control flow: a cond per image costs 6-10 % of the pipeline's speed."""
+    kind raises (before libjpeg sees it, which would print a line), and its window goes to the
+    per-file path (which reads every kind), as does a CMYK JPEG for a grayscale backbone (libjpeg
+    gives no single channel of it: `decode_any`). One kind per pipeline, with no control flow: a
+    cond per image costs 6-10 % of the pipeline's speed."""
     if kind == "jpeg":
-        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        check = tf.debugging.Assert(tf.equal(tf.strings.substr(data, 0, 2), JPEG_MAGIC), ["not a JPEG"])
+        with tf.control_dependencies([check]):
+            shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        if channels == 1:
+            cmyk = tf.debugging.Assert(tf.not_equal(shape[2], 4), ["a CMYK JPEG for a grayscale backbone"])
+            with tf.control_dependencies([cmyk]):
+                shape = tf.identity(shape)
         return shape[0] * shape[1]
-    check = tf.debugging.Assert(tf.equal(tf.strings.substr(data, 0, 8), b"\x89PNG\r\n\x1a\n"), ["not a PNG"])
+    check = tf.debugging.Assert(tf.equal(tf.strings.substr(data, 0, 8), PNG_MAGIC), ["not a PNG"])
     with tf.control_dependencies([check]):
         dims = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
     return ((dims[0] * 2**24 + dims[1] * 2**16 + dims[2] * 2**8 + dims[3])
@@ -126,7 +177,7 @@ def sniff(paths):
         except OSError:
             continue
         size = header_size(data)
-        return ("png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "jpeg"), (size[0] * size[1] if size else None)
+        return ("png" if data[:8] == PNG_MAGIC else "jpeg"), (size[0] * size[1] if size else None)
     return "jpeg", None
 
 
@@ -158,7 +209,8 @@ def _fast_batches(paths, indices, preprocessing, batch_size, threads, max_pixels
         data = tf.io.read_file(element["path"])
         # Assert with string data only: tf.debugging.Assert guards any other data (assert_less_equal's
         # int64 values) with a cond per image, which cost 6-10 % of the pipeline (bench/RESULTS.md).
-        check = tf.debugging.Assert(_graph_pixel_count(data, kind) <= max_pixels, ["over the fast path's pixel limit"])
+        check = tf.debugging.Assert(_graph_pixel_count(data, kind, channels) <= max_pixels,
+                                    ["over the fast path's pixel limit"])
         with tf.control_dependencies([check]):
             image = tf.io.decode_image(data, channels=channels, expand_animations=False, dtype=tf.uint8)
         image.set_shape([None, None, channels])

@@ -55,6 +55,7 @@ AUDIT = {"kind": "keras_head", "head": "mlp:128", "epochs": "auto", "folds": 5, 
          "dup_index": "PCA{pca},IVF{lists},SQ8", "dup_pca": 256, "dup_pca_train": 16_384, "dup_lists_per_sqrt": 4, "dup_train_per_list": 32,
          "dup_probes": 16, "dup_rerank": 2, "dup_recall_queries": 1000, "dup_bins": 100}
 # The commands that score or look at runs: the split each reads by default, and what they show.
-SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("accuracy",)}
+SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("accuracy",),
+         "min_image_side": 16}  # predict: a smaller image gets a note
 PROJECTOR = {"n": 5000, "split": "val", "seed": 0, "thumbnail": 64}
 REPORT = {"split": "test", "errors": 24, "thumbnail": 96}

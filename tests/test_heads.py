@@ -366,3 +366,21 @@ def test_trainer_follows_keras_fit_with_adam(spec):
     keras.utils.set_random_seed(3)
     initial = parse_head(spec).build(16, ["A", "B"], 0.0, 1e-2).get_weights()
     assert not np.allclose(ours.model_.get_weights()[0], initial[0], atol=1e-3)  # training moved the weights
+
+
+def test_compare_finds_runs_at_any_depth_and_ranks_different_attribute_sets_on_the_shared_ones(cache, tmp_path):
+    tree = tmp_path / "tree"
+    assert invoke("baselines", cache, "--out", tree / "x" / "base", "--models", "majority",
+                  "--attrs", "Male,Young").exit_code == 0
+    assert invoke("baselines", cache, "--out", tree / "y", "--models", "logreg", "--attrs", "Male").exit_code == 0
+    (tree / "z").mkdir()
+    (tree / "z" / "config.json").write_text("{}")  # a run that never finished
+    result = invoke("compare", tree, "--split", "test")
+    assert result.exit_code == 0, result.output
+    assert f"{tree}: 2 run(s) found at any depth" in result.stdout
+    assert f"1 unfinished run(s) left out (config.json but no metrics.json), e.g. {tree / 'z'}" in result.stderr
+    assert "the mean ranks them on the 1 they all score (Male); the other 1 are shown but left out" in result.stderr
+    from heads.run.compare import leaderboard
+    table = leaderboard([tree], "test")
+    assert list(table.index) == [str(tree / "y" / "logreg"), str(tree / "x" / "base" / "majority")]
+    assert (table[("mean", "accuracy")] == table[("Male", "accuracy")]).all()

@@ -82,3 +82,64 @@ def test_predict_with_a_baseline_run(run, sample_dir, tmp_path):
     run_kinds(TaskSpec(run / "cache.h5", "Male"), tmp_path / "base", ["logreg"])
     results = predict_images(tmp_path / "base" / "logreg", [sample_dir / "img_align_celeba" / "000001.jpg"])
     assert 0 <= results[0]["attributes"]["Male"]["probability"] <= 1
+
+
+def _formats(source, folder):
+    """The image at `source` written in every format and colour mode the README's input table lists."""
+    from PIL import Image
+    folder.mkdir()
+    image = Image.open(source).convert("RGB")
+    files = {"png": folder / "a.png", "bmp": folder / "a.bmp", "webp": folder / "a.webp",
+             "rgba": folder / "rgba.png", "palette": folder / "palette.png", "gray": folder / "gray.png",
+             "gif": folder / "a.gif", "cmyk": folder / "cmyk.jpg", "jpeg": folder / "a.jpg"}
+    image.save(files["png"])
+    image.save(files["bmp"])
+    image.save(files["webp"], lossless=True)
+    image.convert("RGBA").save(files["rgba"])
+    image.convert("P").save(files["palette"])
+    image.convert("L").save(files["gray"])
+    image.save(files["gif"])
+    image.convert("CMYK").save(files["cmyk"], quality=95)
+    image.save(files["jpeg"], quality=95)
+    return files
+
+
+def test_every_listed_format_and_colour_mode_predicts_with_either_backbone_colour(run, sample_dir, tmp_path):
+    files = _formats(sample_dir / "img_align_celeba" / "000001.jpg", tmp_path / "formats")
+    results = predict_images(run / "run", list(files.values()))
+    assert all(r["ok"] for r in results), [r["error"] for r in results if not r["ok"]]
+    got = {name: np.array([v["probability"] for v in r["attributes"].values()]) for name, r in zip(files, results)}
+    grayscale = Run(run / "run").caches[0]["preprocessing"]["color"] == "grayscale"
+    for name in ("bmp", "webp", "rgba"):  # the same pixels as the PNG (a grey level may round the other way)
+        np.testing.assert_allclose(got[name], got["png"], atol=0.03 if grayscale else 1e-6)
+    for name in ("cmyk", "jpeg", "palette", "gif"):  # lossy: close
+        np.testing.assert_allclose(got[name], got["png"], atol=0.25)
+
+
+def test_predict_prints_no_decoder_lines(run, sample_dir, tmp_path):
+    """libjpeg prints to stderr itself when asked to read a PNG or a CMYK JPEG as one channel; the
+    pipeline never asks it, so the terminal holds only the predictions."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    files = _formats(sample_dir / "img_align_celeba" / "000001.jpg", tmp_path / "formats")
+    order = [files["jpeg"], files["png"], files["cmyk"], files["bmp"], files["gif"], files["webp"]]
+    out = subprocess.run([sys.executable, "cli.py", "predict", "--run", str(run / "run"), *map(str, order)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "", out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines() if line.strip()][:len(order)] == list(map(str, order))
+
+
+def test_a_tiny_image_gets_a_note_beside_its_prediction(run, tmp_path):
+    from PIL import Image
+    Image.new("RGB", (1, 1), (128, 90, 60)).save(tmp_path / "dot.png")
+    Image.new("RGB", (40, 40), (128, 90, 60)).save(tmp_path / "patch.png")
+    result = CliRunner().invoke(cli.main, ["predict", "--run", str(run / "run"), str(tmp_path / "dot.png"),
+                                           str(tmp_path / "patch.png")])
+    assert result.exit_code == 0, result.output
+    assert f"WARNING: {tmp_path / 'dot.png'}: 1x1 pixels, under 16 a side: too few to show a face" in result.stderr
+    assert "patch.png:" not in result.stderr
+    assert [r["note"] is None for r in predict_images(run / "run", [tmp_path / "dot.png", tmp_path / "patch.png"])] \
+        == [False, True]

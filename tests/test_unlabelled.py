@@ -128,3 +128,9 @@ def test_shards_of_differently_labelled_runs_merge(sample_dir, probe_saved_model
         assert (m["labels"][:] != s["labels"][:]).sum() == 1
         assert m.attrs["image_ids_fingerprint"] == s.attrs["image_ids_fingerprint"]
         assert m.attrs["dataset_fingerprint"] != s.attrs["dataset_fingerprint"]
+    refused = invoke("train-heads", first, "--out", tmp_path / "r", "--attrs", "Male")
+    assert refused.exit_code == 1 and "s0.h5: shard 0/2 of an `embed --shard` run (rows 0 to " in refused.output
+    assert "not a whole cache; join the shards first: cli.py merge SHARD... --out CACHE" in refused.output
+    assert not (tmp_path / "r").exists()
+    assert "SHARD 0/2: rows 0 to " in invoke("info", first).output
+    assert "SHARD" not in invoke("info", merged).output

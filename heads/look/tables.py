@@ -244,6 +244,10 @@ def info_text(summary):
         lines.append(f"layer: {layer['name']} pooled {layer['pool']}, {summary['shape'][0]} x "
                      f"{' x '.join(map(str, layer['shape']))} {summary['dtype']}, {layer['bytes'] / 1e6:.1f} MB")
     lines.append(f"rows: {rows['ok']} ok, {rows['failed']} failed, {rows['not_done']} not done")
+    if summary["shard"]:
+        shard = summary["shard"]
+        lines.append(f"SHARD {shard['index']}/{shard['count']}: rows {shard['start']:,} to {shard['stop'] - 1:,} of "
+                     f"{shard['total_rows']:,}, not a whole cache (join the shards with `cli.py merge`)")
     splits = summary["splits"]
     lines.append("splits: " + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()))
     lines.append(f"{'attribute':<22}" + "".join(f"{name:>8}" for name in splits) + "   (positive rate, ok rows)")

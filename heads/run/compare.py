@@ -1,11 +1,14 @@
 """`compare`: one leaderboard of runs, from their metrics.json (or scored again per group).
 
-Rows are runs (a run directory, or every run directory inside a sweep or baselines folder),
-columns (attribute, metric) plus (mean, metric), best mean of the first metric first (lowest for a
+Rows are runs (a run directory, or every run directory at any depth below a folder: a sweep, a
+baselines folder, a tree of runs), columns (attribute, metric) plus (mean, metric) over the
+attributes every run scores, best mean of the first metric first (lowest for a
 metric where lower is better: ece, brier). Metric names come from `heads.metrics` (METRICS and
 GROUP_METRICS).
 """
 
+import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -13,21 +16,35 @@ import pandas as pd
 from cache.errors import UserError
 from heads.metrics import BY_NAME, GROUP_METRICS
 from heads.run.evaluate import evaluate_run
-from heads.run.rundir import METRICS, Run
+from heads.run.rundir import CONFIG, METRICS, Run
 
 GROUP_METRIC_NAMES = tuple(m.name for m in GROUP_METRICS)
+log = logging.getLogger(__name__)
 
 
 def find_runs(paths):
-    """Run directories among `paths`: a folder with metrics.json, or its subfolders that have one."""
+    """Run directories among `paths`, each a run (a folder holding metrics.json) or a folder searched
+    at any depth for runs (sorted by path; hidden folders and a run's own subfolders are not
+    searched). Warns of folders holding an unfinished run (config.json but no metrics.json)."""
     runs = []
     for path in map(Path, paths):
         if (path / METRICS).is_file():
             runs.append(path)
-        elif path.is_dir() and any((p / METRICS).is_file() for p in path.iterdir()):
-            runs.extend(sorted(p for p in path.iterdir() if (p / METRICS).is_file()))
-        else:
-            raise UserError(f"{path}: not a run directory (no metrics.json in it or its subfolders)")
+            continue
+        found, unfinished = [], []
+        for folder, subfolders, files in os.walk(path):
+            subfolders[:] = sorted(s for s in subfolders if not s.startswith("."))
+            if METRICS in files:
+                found.append(Path(folder))
+                subfolders[:] = []
+            elif CONFIG in files:
+                unfinished.append(Path(folder))
+        if not found:
+            raise UserError(f"{path}: not a run directory (no metrics.json in it or any folder below it)")
+        if unfinished:
+            log.warning("%s: %d unfinished run(s) left out (config.json but no metrics.json), e.g. %s", path,
+                        len(unfinished), unfinished[0])
+        runs.extend(sorted(found))
     return runs
 
 
@@ -55,13 +72,14 @@ def _metric(run, data, name, split, m):
 
 def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=True, labels=(), partition=None):
     """pandas DataFrame: one row per run, columns ("head", "": the head spec or kind, `Run.head_name`),
+    attrs["searched"]: {folder given that is not a run: how many runs were found below it},
     (attribute, metric) and (mean, metric); sorted by
     the mean of the first metric, best first: highest, or lowest where lower is better (ranked=False:
     in the order `find_runs` gives). worst_group_accuracy and mean_group_accuracy come from
     a run's groups section; with groups (attribute names) every run is scored again on `split`
     per group (its caches and saved head), so runs trained without --groups rank too; with labels
     (files applied after each run's own) or partition, every run is scored again against them."""
-    rows, heads = {}, {}
+    rows, heads, scored = {}, {}, []
     for run in find_runs(paths):
         checked = Run(run)
         heads[str(run)] = checked.head_name
@@ -71,11 +89,22 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
         data = evaluate_run(run, split, groups=groups, labels=labels, partition=partition) if rescore else checked.metrics
         rows[str(run)] = {(name, m): _metric(run, data, name, split, m)
                           for name in data["attributes"] for m in metrics}
+        scored.append(set(data["attributes"]))
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
+    attributes = list(dict.fromkeys(a for a, _ in table.columns))
+    common = [a for a in attributes if all(a in names for names in scored)]
+    if not common:
+        raise UserError("the runs share no attribute scored on " + split + ": nothing to rank them on")
+    if len(common) < len(attributes):
+        log.warning("the runs score different attributes: the mean ranks them on the %d they all score (%s); "
+                    "the other %d are shown but left out of the mean", len(common), ", ".join(common),
+                    len(attributes) - len(common))
     for m in metrics:
-        table[("mean", m)] = table.xs(m, axis=1, level=1).mean(axis=1)
+        table[("mean", m)] = table[common].xs(m, axis=1, level=1).mean(axis=1)
     table.insert(0, ("head", ""), pd.Series(heads))
+    table.attrs["searched"] = {str(p): sum(Path(r).is_relative_to(p) for r in table.index)
+                               for p in map(Path, paths) if not (p / METRICS).is_file()}
     if not ranked:
         return table
     return table.sort_values(("mean", metrics[0]), ascending=BY_NAME[metrics[0]].higher_is_better is False)

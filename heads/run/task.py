@@ -108,10 +108,13 @@ class TaskSpec:
         if self.views != "orig" and len(self.caches) > 1:
             raise UsageError("--views other than orig works on one cache at a time, not on fused caches")
 
-    def check_attributes(self):
-        """Check --attrs and --groups against the first cache's attribute names and those its labels
-        files add (reading no feature, so before TensorFlow starts): UsageError (exit 2) for an
-        unknown or repeated name; a bad labels file is a UserError naming its line."""
+    def check(self):
+        """What can be judged before any feature is read (so before TensorFlow starts): every cache is
+        whole, not a shard (UserError); --attrs and --groups name attributes of the first cache or of
+        its labels files (UsageError, exit 2, for an unknown or repeated name; a bad labels file is a
+        UserError naming its line)."""
+        for path in self.caches:
+            check_whole(path)
         with open_cache(self.caches[0]) as f:
             available = list(f.attribute_names)
         for path in self.labels:
@@ -119,6 +122,17 @@ class TaskSpec:
         resolve_attributes(self.attributes, available, self.caches[0])
         if self.groups:
             resolve_attributes(list(self.groups), available, self.caches[0])
+
+
+def check_whole(path):
+    """Refuse a shard file (`embed --shard I/N`) in one line: it holds a block of the rows, so a run on
+    it would train and score on a fraction of every split as if it were the whole cache."""
+    with open_cache(path) as f:
+        shard = f.settings["shard"]
+    if shard is not None:
+        raise UserError(f"{path}: shard {shard['index']}/{shard['count']} of an `embed --shard` run (rows "
+                        f"{shard['start']:,} to {shard['stop'] - 1:,} of {shard['total_rows']:,}), not a whole cache; join "
+                        "the shards first: cli.py merge SHARD... --out CACHE")
 
 
 def needs_flip(views, eval_view="orig"):
@@ -234,6 +248,8 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     get labels only (features None). Rows marked ok with NaN/inf features stop the load unless
     spec.drop_nonfinite (then counted, see Task). spec.exclude's ids are left out of train only."""
     paths = list(spec.caches)
+    for path in paths:
+        check_whole(path)
     spatial = [check_inputs(path, spec.inputs, spec.views, spec.eval_view) for path in paths]
     if any(spatial) and len(paths) > 1:
         raise UsageError(f"--input {spec.inputs[0]} is spatial: fused caches join features side by side, which "

@@ -21,7 +21,7 @@ def export_run(run_dir, out_dir, *, trust_model=False):
     """Write a SavedModel mapping image bytes (or preprocessed pixels) to attribute probabilities."""
     import tensorflow as tf
 
-    from embed.pipeline import preprocess
+    from embed.pipeline import decode_any, preprocess
 
     run = Run(run_dir)
     transform, head = run.load(trust_model)
@@ -48,7 +48,7 @@ def export_run(run_dir, out_dir, *, trust_model=False):
                 prep = backbone.preprocessing
 
                 def one(data, prep=prep):
-                    image = tf.io.decode_image(data, channels=prep.channels, expand_animations=False)
+                    image = decode_any(data, prep.channels)
                     image.set_shape([None, None, prep.channels])
                     return preprocess(image, prep)
                 spec = tf.TensorSpec([prep.image_size, prep.image_size, prep.channels], tf.float32)

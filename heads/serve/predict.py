@@ -7,13 +7,17 @@ the faces in each photo (embed.faces), aligns each into CelebA's 178 x 218 frame
 face; the aligned face then goes through each backbone's own preprocessing like an image file.
 """
 
+import logging
+
 import numpy as np
 
 from cache.errors import UserError
+from heads.defaults import SCORE
 from heads.run.rundir import Run
 from heads.run.task import needs_flip, view_features
 
 FACE_MODES = ("all", "best", "none")
+log = logging.getLogger(__name__)
 
 
 def run_backbones(run, trust_model):
@@ -73,9 +77,25 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")
         features.append(np.concatenate(blocks))
     probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
-    return [{"image": path, "ok": not error, "error": error or None,
-             "attributes": None if error else _attributes(run, p)}
-            for path, error, p in zip(paths, errors, probabilities)]
+    results = [{"image": path, "ok": not error, "error": error or None,
+                "attributes": None if error else _attributes(run, p), "note": None if error else _small(path)}
+               for path, error, p in zip(paths, errors, probabilities)]
+    for result in results:
+        if result["note"]:
+            log.warning("%s: %s", result["image"], result["note"])
+    return results
+
+
+def _small(path):
+    """A note for an image smaller than SCORE["min_image_side"] pixels a side (its prediction is
+    made, but from too few pixels to mean much), else None."""
+    from embed.pipeline import header_size
+    with open(path, "rb") as f:
+        size = header_size(f.read())
+    side = SCORE["min_image_side"]
+    if size is not None and min(size) < side:
+        return f"{size[0]}x{size[1]} pixels, under {side} a side: too few to show a face, so its prediction means little"
+    return None
 
 
 def face_probabilities(run, transform, head, backbones, faces, batch_size=32):
