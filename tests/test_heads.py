@@ -384,3 +384,28 @@ def test_compare_finds_runs_at_any_depth_and_ranks_different_attribute_sets_on_t
     table = leaderboard([tree], "test")
     assert list(table.index) == [str(tree / "y" / "logreg"), str(tree / "x" / "base" / "majority")]
     assert (table[("mean", "accuracy")] == table[("Male", "accuracy")]).all()
+
+
+@pytest.mark.parametrize("args", [["train-heads", "--lr", "1e30"], ["train-heads", "--lr", "1e30", "--epochs", "2"],
+                                  ["sweep", "--grid", "lr=1e30", "--grid", "epochs=2"]])
+def test_a_diverging_loss_stops_in_one_line_naming_the_rate(cache, tmp_path, args):
+    command, *options = args
+    result = invoke(command, cache, "--out", tmp_path / "r", "--attrs", "Male", *options)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if not line.startswith(("epoch ", "note: "))]
+    assert len(errors) == 1 and errors[0].startswith("Error: ")
+    assert "head mlp:128: the training loss became NaN or inf in epoch 1, so training diverged; lower --lr 1e+30" \
+        in result.output
+
+
+def test_a_diverged_grid_member_is_left_out_and_knn_k_is_checked_against_the_rows(cache, tmp_path):
+    from heads.kinds import head_class
+    from heads.kinds.trainer import fit_together
+    from heads.run.fit import prepare
+    prepared = prepare(TaskSpec(cache, "Male"))
+    heads = [head_class("keras_head")(lr=lr, epochs=2) for lr in (1e30, 1e-3)]
+    fit_together(heads, prepared.train, prepared.val, diverged="keep")
+    assert [h.diverged_ for h in heads] == [1, None] and len(heads[1].history_) == 2
+    result = invoke("baselines", cache, "--out", tmp_path / "b", "--models", "knn", "--k", "5000", "--attrs", "Male")
+    assert result.exit_code == 1 and result.output.startswith("Error: knn: --k 5000 needs at least that many train "
+                                                              "rows labelled for each attribute; Male has "), result.output

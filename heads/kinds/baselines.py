@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cache.errors import UserError
 from heads.defaults import SKLEARN
 from heads.kinds.base import Head, labelled, register
 
@@ -106,6 +107,14 @@ class LinearSVM(SklearnBaseline):
 class KNN(SklearnBaseline):
     def __init__(self, k=SKLEARN["k"]):
         self.k = k
+
+    def fit(self, train, val=None, on_epoch=None):
+        counts = labelled(train.labels).sum(axis=0)
+        if counts.min() < self.k:
+            j = int(np.argmin(counts))
+            raise UserError(f"knn: --k {self.k} needs at least that many train rows labelled for each attribute; "
+                            f"{train.attributes[j]} has {int(counts[j])}: give --k {int(counts[j])} or less")
+        return super().fit(train, val, on_epoch)
 
     def make_estimator(self):
         from sklearn.neighbors import KNeighborsClassifier

@@ -25,7 +25,7 @@ from heads.defaults import KNN_COSINE, LINEAR_GRID, LOGREG_CV
 from heads.kinds.base import Head, labelled, need_val, register
 from heads.kinds.baselines import EstimatorsHead, labelled_rows
 from heads.kinds.keras_head import MODEL_FILE, KerasHead
-from heads.kinds.trainer import fit_together
+from heads.kinds.trainer import Diverged, fit_together
 from heads.scaling import l2_normalised
 
 
@@ -292,15 +292,22 @@ class LinearGrid(Head):
         need_val(self.kind, val)
         attributes = train.attributes
         heads = [self._linear(lr) for lr in self.lrs]
-        fit_together(heads, train, val)
-        # each head's val accuracy at the epoch whose weights it keeps (the last, or with epochs auto the best)
-        scores = [np.mean([h.history_[h.best_epoch_ - 1][f"val_{a}_accuracy"] for a in attributes]) for h in heads]
+        fit_together(heads, train, val, diverged="keep")
+        # each head's val accuracy at the epoch whose weights it keeps (the last, or with epochs auto the best);
+        # a rate whose training diverged scores nothing
+        scores = [-np.inf if h.diverged_ else np.mean([h.history_[h.best_epoch_ - 1][f"val_{a}_accuracy"]
+                                                         for a in attributes]) for h in heads]
+        if all(h.diverged_ for h in heads):
+            raise Diverged(f"linear-grid: the training loss became NaN or inf at every rate of its grid "
+                           f"({min(self.lrs):g} to {max(self.lrs):g}): the features' scale is likely too large; "
+                           "use --features standardize")
         best = int(np.argmax(scores))  # ties: the first (smallest) rate
         self.best_ = heads[best]
         self.history_, self.best_epoch_ = self.best_.history_, self.best_.best_epoch_
         self.attributes_, self.n_features_in_ = list(attributes), self.best_.n_features_in_
         self.selection_ = {"lr": float(self.lrs[best]),
-                           "val_accuracy_by_lr": {f"{lr:g}": float(s) for lr, s in zip(self.lrs, scores)}}
+                           "val_accuracy_by_lr": {f"{lr:g}": None if h.diverged_ else float(s)
+                                                  for lr, s, h in zip(self.lrs, scores, heads)}}
         return self
 
     def predict_proba(self, X):

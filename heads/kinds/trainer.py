@@ -129,7 +129,19 @@ def class_weights(labels, mode):
     return (n / (2 * positives)).astype(np.float32), (n / (2 * (n - positives))).astype(np.float32)
 
 
-def fit_together(heads, train, val=None, on_epoch=None):
+class Diverged(UserError):
+    """Training made a head's loss NaN or inf (a learning rate or penalty too large for the data)."""
+
+
+def diverged_message(head, epoch):
+    """One line naming the head and the settings that most likely made its loss non-finite."""
+    rates = [f"--lr {head.lr:g}"] + ([f"--tail-lr {head.tail_lr:g}"] if head.head == "tail" else [])
+    return (f"head {head.head}: the training loss became NaN or inf in epoch {epoch}, so training diverged; "
+            f"lower {' or '.join(rates)}" + (f", or --l2 {head.l2:g}" if head.l2 > 1e-2 else "")
+            + " (--features standardize helps features of a large scale)")
+
+
+def fit_together(heads, train, val=None, on_epoch=None, diverged="raise"):
     """Fit KerasHeads that share SHARED_SETTINGS in one pass over train (`heads.kinds.base.Data`;
     any architectures), validating on val after each epoch; then each calibrates on val as its
     `calibrate` setting says (`KerasHead.calibrate_on`).
@@ -139,13 +151,21 @@ def fit_together(heads, train, val=None, on_epoch=None):
     rounding, not bitwise: Grappler picks fused oneDNN kernels per graph, so a head's ops may run
     other kernels inside a bigger graph. Validation metrics come from each head's own Keras model,
     the same computation alone or together. on_epoch(record) is called for the first head only.
+
+    A head whose training loss becomes NaN or inf stops training there (`head.diverged_`: the epoch;
+    None for the others); diverged "raise" then raises Diverged for the first such head, "keep"
+    leaves them to the caller (a grid choosing among its members), uncalibrated.
     """
     for head in heads:
         if head.calibrate not in CALIBRATE:
             raise UsageError(f"--calibrate {head.calibrate!r}: use {', '.join(CALIBRATE)}")
     _train_together(heads, train, val, on_epoch)
+    failed = [head for head in heads if head.diverged_]
+    if failed and diverged == "raise":
+        raise Diverged(diverged_message(failed[0], failed[0].diverged_))
     for head in heads:
-        head.calibrate_on(val)
+        if not head.diverged_:
+            head.calibrate_on(val)
 
 
 def _train_together(heads, train, val, on_epoch):
@@ -172,7 +192,7 @@ def _train_together(heads, train, val, on_epoch):
         head.spec_ = parse_head(head.head)
         head.model_ = head.spec_.build(X.shape[1:], attributes, head.dropout, head.l2, source=train.source,
                                        bn=head.tail_bn)
-        head.attributes_, head.history_ = attributes, []
+        head.attributes_, head.history_, head.diverged_ = attributes, [], None
         head.n_features_in_ = X.shape[1] if X.ndim == 2 else tuple(X.shape[1:])
     weights = class_weights(train.labels, first.class_weight)
     accuracy_scale = len(X) / np.maximum(known.sum(axis=0), 1)  # train accuracy over the labelled rows
@@ -208,12 +228,17 @@ def _train_together(heads, train, val, on_epoch):
         for v, head in enumerate(trainer.heads):
             record = {"epoch": epoch, "loss": float(losses[v])}
             record.update({f"{a}_accuracy": float(x) for a, x in zip(attributes, accuracies[v] * accuracy_scale)})
+            if not np.isfinite(record["loss"]):
+                head.history_.append(record)
+                head.diverged_ = epoch
+                stopped.append(head)
+                continue
             if val is not None:
                 record.update(head.validation_record(val))
             head.history_.append(record)
             if auto and stoppers[id(head)].update(record):
                 stopped.append(head)
-        if on_epoch and first in trainer.heads:
+        if on_epoch and first in trainer.heads and not first.diverged_:
             on_epoch(first.history_[-1])
         if stopped:
             trainer = trainer.without(stopped)
@@ -221,7 +246,7 @@ def _train_together(heads, train, val, on_epoch):
                 break
     for head in fast:
         head.best_epoch_ = len(head.history_)
-        if auto:
+        if auto and not head.diverged_:
             stoppers[id(head)].restore()
 
 
@@ -262,6 +287,11 @@ def _fit_with_keras(head, X, Y, val, weights, on_epoch):
 
     def record(epoch, logs):
         entry = {"epoch": epoch + 1, "loss": float(logs["loss"])}
+        if not np.isfinite(entry["loss"]):
+            head.history_.append(entry)
+            head.diverged_ = epoch + 1
+            model.stop_training = True
+            return
         entry.update({f"{a}_accuracy": float(logs.get(f"{a}_accuracy", np.nan)) for a in attributes})
         if val is not None:
             entry.update(head.validation_record(val))
@@ -276,7 +306,7 @@ def _fit_with_keras(head, X, Y, val, weights, on_epoch):
               epochs=head.max_epochs if stopper else head.epochs, shuffle=True, verbose=0,
               callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=record)])
     head.best_epoch_ = len(head.history_)
-    if stopper is not None:
+    if stopper is not None and not head.diverged_:
         stopper.restore()
 
 

@@ -5,7 +5,13 @@ they are fixed before a test row is read. `score` gives metrics.json's "attribut
 groups) "groups" sections; `evaluate` re-scores a saved run with the same functions.
 """
 
+import numpy as np
+
+from cache.errors import UserError
+from heads.kinds.base import option_name
 from heads.metrics import attribute_metrics, group_metrics, majority_classes, tune_threshold
+
+DIVERGING_SETTINGS = ("lr", "tail_lr", "l2", "C")  # the settings named when a fit's probabilities are not finite
 
 
 def choose_thresholds(val_labels, val_probabilities, tune):
@@ -46,6 +52,12 @@ def score(task, head, transform, val_features=None):
         val_p = head.predict_proba(transform.transform(task.val.features) if val_features is None else val_features)
     thresholds = choose_thresholds(task.val.labels, val_p, task.spec.tune_threshold)
     probabilities = {"val": val_p, "test": head.predict_proba(transform.transform(task.test.features))}
+    for split, p in probabilities.items():
+        if not np.isfinite(p).all():
+            settings = {k: v for k, v in head.get_params().items() if k in DIVERGING_SETTINGS}
+            raise UserError(f"{head.kind}: its {split} probabilities hold NaN or inf, so the fit diverged ("
+                            + ", ".join(f"{option_name(k)} {v:g}" for k, v in settings.items())
+                            + "): lower the rate or penalty, or use --features standardize")
     metrics = {"attributes": split_metrics(task, probabilities, thresholds)}
     groups = split_group_metrics(task, probabilities, thresholds)
     if groups:
