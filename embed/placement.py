@@ -8,8 +8,6 @@ command line, the benchmarks and the tests all wire an embedding pass through `b
 from dataclasses import dataclass
 
 from cache.errors import UsageError, UserError
-from embed.backbones import load_backbone
-from embed.engines import LocalEngine
 
 ENGINES = ("local", "ray")
 
@@ -53,7 +51,10 @@ def resolve_devices(devices):
 
 def build(backbone_spec, placement=Placement()):
     """(backbone, engine): the backbone a BackboneSpec names (on the first device) and the engine
-    that runs it as the Placement says (locally: one copy per device)."""
+    that runs it as the Placement says (locally: one copy per device). TensorFlow is imported here,
+    not with this module, so a Placement is made before the command line starts TensorFlow."""
+    from embed.backbones import load_backbone
+    from embed.engines import LocalEngine
     if placement.engine == "ray":
         from embed.ray_engine import RayEngine  # imports Ray's client lazily, on connect
         backbone = load_backbone(backbone_spec)
