@@ -199,6 +199,20 @@ class Cli(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
+class SweepCommand(click.Command):
+    """`sweep`: a Keras setting given as an option (--epochs 5) is pointed to its grid axis."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            key = exc.option_name.lstrip("-").replace("-", "_")
+            if key in _library("heads.run.sweep").GRID_KEYS:
+                raise click.UsageError(f"sweep takes {exc.option_name} as an axis of its grid: --grid {key}=V1,V2,... "
+                                       f"(one value for all variants: --grid {key}=V)", ctx) from None
+            raise
+
+
 class LibraryChecked(click.ParamType):
     """A string option checked by a library function (which raises UsageError): exit 2 if bad."""
 
@@ -572,7 +586,7 @@ def train_heads(task, out, head, hidden, **settings):
                "accuracy_vs_majority.png, reliability.png")
 
 
-@main.command()
+@main.command(cls=SweepCommand)
 @task_options
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep directory; one run folder per variant.")
 @click.option("--grid", "grid", multiple=True, required=True, callback=lambda ctx, param, value: _grid(value),
@@ -588,7 +602,7 @@ def sweep(task, out, grid, seed):
     board = _library("heads.run.sweep").run_sweep(task, out, list(grid), seed=seed,
                                                   on_variant=lambda *v: click.echo(tables.variant_line(*v)))
     click.echo(tables.leaderboard_text(board))
-    click.echo(f"wrote {out}/<variant>/ and {out}/leaderboard.csv, leaderboard.md")
+    click.echo(f"wrote {out}: {len(board)} run folder(s) (one per variant), leaderboard.csv, leaderboard.md")
 
 
 def _grid(specs):
@@ -648,8 +662,8 @@ def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed, epochs, pa
     results = _library("heads.run.fit").run_kinds(task, out, models, **settings)
     for model, metrics in results.items():
         click.echo(tables.trained(metrics, model))
-    click.echo(f"wrote {out}/<model>/: metrics.json, config.json, the fitted model, accuracy_vs_majority.png, "
-               "reliability.png")
+    click.echo(f"wrote {out}: {', '.join(results)} (each: metrics.json, config.json, the fitted model, "
+               "accuracy_vs_majority.png, reliability.png)")
 
 
 # --- runs: score, compare, predict, export ------------------------------------------------------------
@@ -696,11 +710,11 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
     for folder, count in table.attrs["searched"].items():
         click.echo(f"{folder}: {count} run(s) found at any depth")
     if csv_path:
-        table.to_csv(csv_path)
+        compared.to_csv(table, csv_path)
         click.echo(f"wrote {csv_path}")
     if markdown_path:
         with open(markdown_path, "w") as f:
-            f.write(compared.to_markdown(table))
+            f.write(compared.to_markdown(table, split))
         click.echo(f"wrote {markdown_path}")
 
 

@@ -378,3 +378,14 @@ def test_the_review_loop_marks_downloads_corrections_and_trains_with_them(plante
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())["labels"]
     assert record["attributes"] == {"Male": {"set": 2, "changed": 2, "unknown": 1, "new": False}}
+
+
+def test_no_duplicate_pair_says_where_the_similarities_lie(cache, tmp_path):
+    result = invoke("audit", cache, "--out", tmp_path / "a", "--kind", "logreg", "--attrs", "Male", "--folds", "2",
+                    "--dup-threshold", "0.9999")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())["duplicates"]
+    assert summary["pairs"] == 0
+    quantiles = summary["nearest_similarity"]["quantiles"]
+    assert (f"note: no pair reaches --dup-threshold 0.9999; the nearest neighbours' similarity is "
+            f"{quantiles['0.5']:.3f} at the median and {quantiles['0.999']:.3f} at the 99.9th percentile") in result.output

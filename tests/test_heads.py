@@ -7,6 +7,7 @@ import shutil
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from sklearn import metrics as skm
@@ -158,12 +159,15 @@ def test_compare_leaderboard_and_files(head_run, cache, tmp_path):
     assert list(table.index)[-1].endswith("majority")
     assert ("Male", "accuracy") in table.columns and ("mean", "roc_auc") in table.columns
     assert table[("head", "")].tolist()[-1] == "majority" and table.at[str(out), ("head", "")].startswith("mlp:")
-    markdown = to_markdown(table)
-    assert markdown.startswith("| run | head | Male accuracy |") and markdown.count("\n") == 5
-    result = CliRunner().invoke(cli.main, ["compare", str(out), str(tmp_path / "base"), "--csv",
+    markdown = to_markdown(table, "test")
+    assert markdown.startswith("Runs ranked by their mean test accuracy, highest first.\n\n| run | head | Male accuracy |")
+    assert markdown.count("\n") == 7
+    result = CliRunner().invoke(cli.main, ["compare", str(out), str(tmp_path / "base"), "--split", "test", "--csv",
                                            str(tmp_path / "t.csv"), "--markdown", str(tmp_path / "t.md")])
     assert result.exit_code == 0 and "majority" in result.output
-    assert (tmp_path / "t.csv").read_text().count("\n") == 5  # two header rows + three runs
+    written = pd.read_csv(tmp_path / "t.csv", index_col="run")  # one header row
+    assert written.shape == (3, 5) and list(written.columns[:2]) == ["head", "Male accuracy"]
+    assert written.loc[str(out), "mean accuracy"] == pytest.approx(table.at[str(out), ("mean", "accuracy")])
 
 
 def invoke(*args):
@@ -253,7 +257,8 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
         metrics = json.loads((tmp_path / "s" / name / "metrics.json").read_text())
         assert metrics["run"]["settings"]["head"] == "mlp:" + name.split("_")[0].split("=")[1]
     board = (tmp_path / "s" / "leaderboard.csv").read_text().splitlines()
-    assert len(board) == 2 + 4 and (tmp_path / "s" / "leaderboard.md").is_file()
+    assert len(board) == 1 + 4 and board[0].startswith("run,head,Male accuracy,Smiling accuracy,mean accuracy")
+    assert (tmp_path / "s" / "leaderboard.md").read_text().startswith("Runs ranked by their mean val accuracy")
     heads = invoke("sweep", cache, "--out", tmp_path / "h", "--grid", "head=linear,mlp:8,4", "--attrs", "Male",
                    "--grid", "epochs=1")
     assert heads.exit_code == 0, heads.output

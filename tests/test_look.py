@@ -2,6 +2,7 @@
 the HTML report, checked for content and rendered in a real headless Chromium."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -141,7 +142,10 @@ def test_report_content_and_bad_input(looked, tmp_path):
     page = (tmp_path / "r.html").read_text()
     assert page.count('<table class="sortable" id="leaderboard">') == 1 and "http" not in page.replace(
         'lang="en"', "")
-    assert page.count("<figure>") > 0 and page.count("data:image/png;base64,") >= page.count("<figure>")
+    thumbs = re.findall(r'<div class="thumb (t\d+)"', page)
+    assert page.count("<figure>") == len(thumbs) > 0
+    assert all(page.count(f".{t}{{background-image:url(data:image/png;base64,") == 1 for t in set(thumbs))
+    assert len(set(thumbs)) < len(thumbs)  # two runs' galleries share images, whose data the page holds once
     assert "<th>head</th>" in page and 'data-value="mlp:' in page  # the leaderboard names the head spec
     result = invoke("report", tmp_path, "--out", tmp_path / "x.html")
     assert result.exit_code == 1 and "not a run directory" in result.stderr and not (tmp_path / "x.html").exists()
@@ -165,11 +169,14 @@ def test_report_renders_in_headless_chromium(looked, tmp_path):
         page.wait_for_load_state("load")
         rows = page.eval_on_selector_all("#leaderboard tbody tr", "rows => rows.map(r => Array.from(r.cells, c => c.textContent))")
         widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        thumbs = page.eval_on_selector_all(".thumb", "divs => divs.map(d => [d.offsetWidth, "
+                                                     "getComputedStyle(d).backgroundImage.slice(0, 26)])")
         head_row = next(r for r in rows if r[0].endswith("head"))
         page.click("#leaderboard th:nth-child(10)")  # mean val: sorts, descending first
         sorted_rows = page.eval_on_selector_all("#leaderboard tbody tr", "rows => rows.map(r => r.cells[9].dataset.value)")
         browser.close()
     assert len(rows) == 2 and head_row[2] == f"{100 * metrics['attributes']['Male']['val']['accuracy']:.2f}"
     assert len(widths) >= 4 and all(w > 0 for w in widths), widths
+    assert len(thumbs) >= 1 and all(t == [96, 'url("data:image/png;base64'] for t in thumbs), thumbs
     assert [float(v) for v in sorted_rows] == sorted((float(v) for v in sorted_rows), reverse=True)
     assert errors == []

@@ -143,3 +143,33 @@ def test_a_tiny_image_gets_a_note_beside_its_prediction(run, tmp_path):
     assert "patch.png:" not in result.stderr
     assert [r["note"] is None for r in predict_images(run / "run", [tmp_path / "dot.png", tmp_path / "patch.png"])] \
         == [False, True]
+
+
+def test_tuned_thresholds_are_shown_by_predict_and_exported_as_decisions(run, sample_dir, tmp_path):
+    from heads.look.tables import predictions
+    train_heads(TaskSpec(run / "cache.h5", "Male,Smiling,Young", features="standardize", tune_threshold=True),
+                tmp_path / "tuned", epochs=2)
+    thresholds = Run(tmp_path / "tuned").thresholds
+    assert any(t != 0.5 for t in thresholds)
+    images = [sample_dir / "img_align_celeba" / f"{i:06d}.jpg" for i in (3, 4, 5)]
+    results = predict_images(tmp_path / "tuned", images)
+    line = predictions(results)[0]
+    for (name, value), threshold in zip(results[0]["attributes"].items(), thresholds):
+        assert value["threshold"] == pytest.approx(threshold) and value["decision"] == int(value["probability"] >= threshold)
+        shown = f"{name} {value['probability']:.3f} ({value['decision']}" + (
+            f", threshold {threshold:.3f})" if threshold != 0.5 else ")")
+        assert shown in line
+    export_run(tmp_path / "tuned", tmp_path / "export")
+    out = tf.saved_model.load(str(tmp_path / "export")).signatures["serving_default"](
+        images=tf.constant([p.read_bytes() for p in images]))
+    for name in ("Male", "Smiling", "Young"):
+        assert out[f"{name}_decision"].numpy().tolist() == [r["attributes"][name]["decision"] for r in results]
+
+
+def test_many_attributes_get_a_line_each():
+    from heads.look.tables import predictions
+    attributes = {f"Attribute_{k}": {"probability": 0.25 * (k % 4), "decision": int(k % 4 >= 2), "threshold": 0.5}
+                  for k in range(40)}
+    lines = predictions([{"image": "a.jpg", "ok": True, "error": None, "attributes": attributes, "note": None}])
+    assert lines[0] == "a.jpg" and len(lines) == 41 and max(map(len, lines)) < 60
+    assert lines[3] == "  Attribute_2            0.500 (1)"

@@ -172,10 +172,10 @@ def _histogram(d):
 
 
 def _figure(folder, image_id, caption, thumbnails):
-    uri = thumbnail_uri(folder, image_id, thumbnails)
-    if uri is None:
+    thumb = thumbnail_uri(folder, image_id, thumbnails)
+    if thumb is None:
         return None
-    return f'<figure><img alt="{html.escape(image_id)}" src="{uri}"><figcaption>{caption}</figcaption></figure>'
+    return f'<figure><img alt="{html.escape(image_id)}" src="{thumb[1]}"><figcaption>{caption}</figcaption></figure>'
 
 
 def _issue_galleries(issues, folder, top, thumbnails):

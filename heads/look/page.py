@@ -40,7 +40,8 @@ th { background: #f0f0f0; cursor: pointer; }
 td:first-child, th:first-child { text-align: left; }
 .gallery { display: flex; flex-wrap: wrap; gap: 0.5em; margin-bottom: 1.5em; }
 figure { margin: 0; width: 104px; font-size: 11px; text-align: center; }
-figure img { width: 96px; height: 96px; display: block; margin: 0 auto; }
+figure img, figure .thumb { width: 96px; height: 96px; display: block; margin: 0 auto; }
+figure .thumb { background-size: cover; }
 .plots img { max-width: 380px; margin-right: 0.5em; }
 .note { background: #fff4d6; padding: 0.5em; border-left: 4px solid #e0a800; }
 """
@@ -160,7 +161,8 @@ def _gallery(run, split, n_errors, images, thumbnails, labels=(), partition=None
             if thumbnail_uri(folder, image_id, thumbnails) is None:
                 unreadable += 1
                 continue
-            figures.append(f'<figure><img alt="{html.escape(image_id)}" src="{thumbnails[image_id]}">'
+            figures.append(f'<figure><div class="thumb {thumbnails[image_id][0]}" role="img" '
+                           f'aria-label="{html.escape(image_id)}"></div>'
                            f"<figcaption>{html.escape(image_id)}<br>true {int(data.labels[row, j])}, "
                            f"p = {probabilities[row, j]:.3f}</figcaption></figure>")
         if unreadable:
@@ -170,12 +172,19 @@ def _gallery(run, split, n_errors, images, thumbnails, labels=(), partition=None
 
 
 def thumbnail_uri(folder, image_id, thumbnails):
-    """The PNG data URI of image_id's thumbnail (None if unreadable), made once per page: thumbnails
-    is the page's {image_id: uri}."""
+    """(CSS class, PNG data URI) of image_id's thumbnail (None if unreadable), made once per page:
+    `thumbnails` maps ids to them, and the page holds each URI once (`thumbnail_style`), however
+    many galleries show the image."""
     if image_id not in thumbnails:
         picture = thumbnail(folder / image_id, THUMBNAIL)
-        thumbnails[image_id] = None if picture is None else data_uri(png(picture))
+        thumbnails[image_id] = None if picture is None else (f"t{len(thumbnails)}", data_uri(png(picture)))
     return thumbnails[image_id]
+
+
+def thumbnail_style(thumbnails):
+    """One CSS rule per thumbnail shown: its class's background is its data URI."""
+    rules = [f".{name}{{background-image:url({uri})}}" for name, uri in filter(None, thumbnails.values())]
+    return f"<style>{''.join(rules)}</style>" if rules else ""
 
 
 def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"], images=None, labels=(),
@@ -199,7 +208,7 @@ def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"]
                  f"<p>{html.escape(epochs)}</p>" if epochs else "", _metrics_table(run),
                  _plots(run), _group_tables(run), f"<h3>Most confident errors ({split})</h3>",
                  _gallery(run, split, n_errors, images, thumbnails, labels, partition)]
-    write_page(out, "celeba-heads report", body)
+    write_page(out, "celeba-heads report", body + [thumbnail_style(thumbnails)])
     return len(runs)
 
 

@@ -14,18 +14,25 @@ from heads.metrics import METRICS
 TABLE_METRICS = [m for m in METRICS if m.table and (m.score or m.name == "majority_accuracy")]
 
 
-def run_table(metrics, title=None):
-    """Rows = attributes, columns = val and test x metric (a run's metrics.json)."""
+def run_table(metrics, title=None, splits=("val", "test"), rows=False):
+    """Rows = attributes, columns = each split x metric (a run's metrics.json, or `evaluate`'s
+    result); rows: also each split's labelled rows (n) and the decision threshold when any is not 0.5."""
     width = 9
-    group = len(TABLE_METRICS) * width
+    thresholds = rows and any(by_split[s]["threshold"] != 0.5 for by_split in metrics["attributes"].values()
+                              for s in splits)
+    extra = [("n", "n", lambda v: f"{v:,}")] if rows else []
+    extra += [("threshold", "thresh", lambda v: f"{v:.3f}")] if thresholds else []
+    group = (len(TABLE_METRICS) + len(extra)) * width
     lines = [title] if title else []
-    lines.append(f"{'':<22}" + "".join(f"  {split:-^{group - 2}}" for split in ("val", "test")))
-    lines.append(f"{'attribute':<22}" + "".join(f"{m.short:>{width}}" for _ in range(2) for m in TABLE_METRICS))
+    lines.append(f"{'':<22}" + "".join(f"  {split:-^{group - 2}}" for split in splits))
+    shorts = [m.short for m in TABLE_METRICS] + [short for _, short, _ in extra]
+    lines.append(f"{'attribute':<22}" + "".join(f"{short:>{width}}" for _ in splits for short in shorts))
     for name, by_split in metrics["attributes"].items():
-        cells = [f"{m.format(by_split[split][m.name]):>{width}}" for split in ("val", "test") for m in TABLE_METRICS]
+        cells = ["".join(f"{m.format(by_split[split][m.name]):>{width}}" for m in TABLE_METRICS)
+                 + "".join(f"{show(by_split[split][key]):>{width}}" for key, _, show in extra) for split in splits]
         lines.append(f"{name:<22}" + "".join(cells))
     lines.append("(accuracy, balanced accuracy, F1 and majority-class accuracy in %; AUC 0..1; ece: expected "
-                 "calibration error 0..1, lower is better)")
+                 "calibration error 0..1, lower is better" + ("; n: labelled rows" if rows else "") + ")")
     return "\n".join(lines)
 
 
@@ -91,16 +98,12 @@ def masked_line(metrics):
 
 
 def evaluated(result, split, run_dir):
-    """`evaluate`'s table: one row per attribute, one column per metric of METRICS."""
+    """`evaluate`'s table: the training commands' table for one split, with its labelled rows."""
     lines = [groups_table(result, split)] if "groups" in result else []
-    lines.append(f"{run_dir} ({result['run']['kind']}) on {split} of {result['run']['cache']}")
     if result.get("labels"):
         lines.append(labels_line(result["labels"]))
-    lines.append(f"{'attribute':<22}" + "".join(f"{m.name:>19}" for m in METRICS))
-    for name, by_split in result["attributes"].items():
-        values = by_split[split]
-        lines.append(f"{name:<22}" + "".join(f"{'-':>19}" if values[m.name] is None else f"{values[m.name]:>19.4g}"
-                                             for m in METRICS))
+    lines.append(run_table(result, f"{run_dir} ({result['run']['kind']}) on {split} of {result['run']['cache']}",
+                           splits=(split,), rows=True))
     return "\n".join(lines)
 
 
@@ -270,15 +273,28 @@ def check_line(cache, check):
                   "have finite features")
 
 
+ONE_LINE_ATTRIBUTES = 4  # predict: up to this many attributes share the image's line, more get a line each
+
+
+def _decided(a, v):
+    """An attribute's probability and decision, with its threshold when it is not 0.5 (tuned on val)."""
+    threshold = v.get("threshold", 0.5)
+    return f"{a} {v['probability']:.3f} ({v['decision']}" + (f", threshold {threshold:.3f})" if threshold != 0.5
+                                                            else ")")
+
+
 def predictions(results):
-    """`predict`'s lines: each image's probability and decision per attribute, or why it failed."""
+    """`predict`'s lines: each image's probability and decision per attribute (its threshold when
+    tuned), on the image's line for a few attributes, else one attribute a line; or why it failed."""
     lines = []
     for r in results:
-        if r["ok"]:
-            lines.append(f"{r['image']}  " + "  ".join(f"{a} {v['probability']:.3f} ({v['decision']})"
-                                                       for a, v in r["attributes"].items()))
-        else:
+        if not r["ok"]:
             lines.append(f"{r['image']}  failed: {r['error']}")
+        elif len(r["attributes"]) <= ONE_LINE_ATTRIBUTES:
+            lines.append(f"{r['image']}  " + "  ".join(_decided(a, v) for a, v in r["attributes"].items()))
+        else:
+            lines.append(r["image"])
+            lines.extend(f"  {_decided(f'{a:<22}', v)}" for a, v in r["attributes"].items())
     return lines
 
 
@@ -301,7 +317,7 @@ def face_predictions(results):
                        else "")
             lines.append(f"  face {number}  box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  score {face['score']:.3f}"
                          + outside)
-            lines.extend(f"    {a:<22} {v['probability']:.3f} ({v['decision']})" for a, v in face["attributes"].items())
+            lines.extend(f"    {_decided(f'{a:<22}', v)}" for a, v in face["attributes"].items())
     return lines
 
 
@@ -348,4 +364,10 @@ def audit_lines(summary, weak_auc):
                      f"{d['search']} search {d['seconds']:.1f} s{recall}): {d['pairs']} pair(s) in {d['groups']} "
                      f"group(s), {d['leak_groups']} across train and val/test, {d['label_disagreeing_groups']} with "
                      "disagreeing labels")
+        quantiles = d["nearest_similarity"]["quantiles"]
+        if d["pairs"] == 0:
+            lines.append(f"note: no pair reaches --dup-threshold {d['threshold']:g}; the nearest neighbours' "
+                         f"similarity is {quantiles['0.5']:.3f} at the median and {quantiles['0.999']:.3f} at the "
+                         "99.9th percentile (a backbone trained for a task spreads copies apart: audit.html's "
+                         "histogram shows where a lower --dup-threshold would cut)")
     return lines

@@ -110,10 +110,30 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
     return table.sort_values(("mean", metrics[0]), ascending=BY_NAME[metrics[0]].higher_is_better is False)
 
 
-def to_markdown(table):
-    """GitHub-flavoured Markdown of a leaderboard (values to 4 decimals, missing as '-')."""
+def _ranking(table, split):
+    metric = next(m for a, m in table.columns if a == "mean")
+    order = "lowest" if BY_NAME[metric].higher_is_better is False else "highest"
+    return f"Runs ranked by their mean {split} {metric}, {order} first"
+
+
+def flat(table):
+    """The leaderboard with one header row (columns "head", "<attribute> <metric>", "mean <metric>";
+    the index named "run"), for a CSV a spreadsheet or pandas reads without a multi-row header."""
+    out = table.copy()
+    out.columns = [f"{a} {m}".strip() for a, m in table.columns]
+    out.index.name = "run"
+    return out
+
+
+def to_csv(table, path):
+    flat(table).to_csv(path)
+
+
+def to_markdown(table, split):
+    """GitHub-flavoured Markdown of a leaderboard (values to 4 decimals, missing as '-'), after a line
+    saying which split and metric rank it."""
     headers = ["run"] + [f"{a} {m}".strip() for a, m in table.columns]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines = [_ranking(table, split) + ".", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for run, values in table.iterrows():
         cells = [v if isinstance(v, str) else "-" if pd.isna(v) else f"{v:.4f}" for v in values]
         lines.append("| " + " | ".join([run] + cells) + " |")

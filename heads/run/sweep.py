@@ -21,7 +21,7 @@ from heads.defaults import KERAS
 from heads.kinds.keras_head import check_setting
 from heads.kinds.trainer import SHARED_SETTINGS
 from heads.look.tensorboard import hparam_values, write_sweep_experiment
-from heads.run.compare import leaderboard, to_markdown
+from heads.run.compare import leaderboard, to_csv, to_markdown
 from heads.run.fit import keras_settings, prepare, train_together
 
 GRID_KEYS = ("head", "hidden", "dropout", "lr", "l2", "epochs", "patience", "max_epochs", "batch_size", "class_weight",
@@ -100,6 +100,6 @@ def run_sweep(spec, out_dir, grid, *, seed=KERAS["seed"], on_variant=None):
                 on_variant(done, len(variants), variant_name(settings), metrics)
     write_sweep_experiment(out, variants, prepared.task.attributes)
     board = leaderboard([out / variant_name(v) for v in variants], "val", ["accuracy"])
-    board.to_csv(out / "leaderboard.csv")
-    (out / "leaderboard.md").write_text(to_markdown(board))
+    to_csv(board, out / "leaderboard.csv")
+    (out / "leaderboard.md").write_text(to_markdown(board, "val"))
     return board

@@ -294,9 +294,6 @@ def load_task(spec, feature_splits=("train", "val", "test")):
     if masking:
         masked_labels, masked = masking.apply(splits["train"], columns)
         splits["train"] = replace(splits["train"], labels=masked_labels)
-        log.info("--mask-labels %s: made %d train label(s) unknown (%s); %d listed label(s) are in val or test and "
-                 "stay", spec.mask_labels, sum(masked["masked"].values()),
-                 ", ".join(f"{k} {v}" for k, v in masked["masked"].items()) or "none", masked["val_test_pairs"])
     group_labels = {name: split.labels[:, [columns.index(g) for g in groups]] for name, split in splits.items()}
     splits = {name: replace(split, labels=split.labels[:, :len(attributes)], attributes=attributes)
               for name, split in splits.items()}
@@ -318,9 +315,6 @@ def load_task(spec, feature_splits=("train", "val", "test")):
             raise UserError(f"{paths[0]}: the {name} split has no "
                             + (f"row labelled for any of {', '.join(attributes)}" if unlabelled[name] else "embedded rows"))
     excluded = exclusion.record(splits["train"].n_left_out) if exclusion else None
-    if excluded:
-        log.info("--exclude %s: left out %d train row(s) of %d listed id(s); %d listed id(s) are in val or test "
-                 "and stay", spec.exclude, excluded["train_rows"], excluded["ids"], excluded["val_test_ids"])
     partitioned = labelled[0][1]["partition"] if labelled else None
     if partitioned and partitioned["left_out"]:
         log.info("--partition %s: %d row(s) of %s it does not list leave the run", spec.partition,

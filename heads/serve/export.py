@@ -1,7 +1,8 @@
 """`export` a run whose head is a TensorFlow graph as one SavedModel for serving: the backbone(s) its
 caches record, its views, transform and head, image bytes in, probabilities out.
 
-Exported signatures (both return {attribute: probability float32 [B]}):
+Exported signatures (each returns {attribute: probability float32 [B], attribute_decision: int32 [B],
+1 where the probability reaches the run's threshold for it: 0.5, or the one tuned on val}):
   serving_default / from_bytes: images  string [B]  raw JPEG or PNG file contents
   from_pixels:                  pixels  float32 [B, S, S, C], already preprocessed (value range);
                                 runs on one backbone only (not for fused runs)
@@ -31,7 +32,10 @@ def export_run(run_dir, out_dir, *, trust_model=False):
 
     def probabilities(features):
         out = model(transform.transform_tf(tf.concat(features, axis=1)), training=False)
-        return {a: tf.reshape(out[a], [-1]) for a in attributes}
+        result = {a: tf.reshape(out[a], [-1]) for a in attributes}
+        result.update({f"{a}_decision": tf.cast(result[a] >= threshold, tf.int32)
+                       for a, threshold in zip(attributes, run.thresholds)})
+        return result
 
     class AttributeModel(tf.Module):
         def __init__(self):

@@ -55,12 +55,13 @@ def run_view_features(run, backbone, images):
 
 
 def _attributes(run, probabilities):
-    return {a: {"probability": float(p), "decision": int(p >= t)}
+    return {a: {"probability": float(p), "decision": int(p >= t), "threshold": float(t)}
             for a, t, p in zip(run.attributes, run.thresholds, probabilities)}
 
 
 def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
-    """[{"image", "ok", "error", "attributes": {A: {"probability", "decision"}}}] per image, in order.
+    """[{"image", "ok", "error", "attributes": {A: {"probability", "decision", "threshold"}}, "note"}] per
+    image, in order (note: a size warning, else None).
     An image that cannot be read is reported with its error; the others are still predicted."""
     from embed.pipeline import ImageBatches
 
