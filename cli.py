@@ -15,6 +15,7 @@ import functools
 import importlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -163,10 +164,10 @@ def writes(**outputs):
             options = {p.name: p.opts[0] for p in click.get_current_context().command.params}
             written = []
             for name, kind in outputs.items():
-                if kwargs.get(name):
+                if kwargs.get(name) is not None:  # "" too: the policy refuses an empty path
                     path, option = kwargs[name], options[name]
                     written.append(policy.Output(path, option, policy.FILE if kind == "video" else kind))
-                    if kind == "video":
+                    if kind == "video" and str(path).strip():
                         written.append(policy.Output(str(policy.beside(path, ".csv")), option))
             with policy.writing(written, overwrite):
                 return command(*args, **kwargs)
@@ -230,6 +231,17 @@ def _checked(name, module, function):
     return LibraryChecked(name, lambda value: getattr(_library(module), function)(value))
 
 
+class FiniteRange(click.FloatRange):
+    """A float range that refuses NaN (which passes every comparison) and infinities."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+SEED = click.IntRange(0, 2**32 - 1)  # what NumPy's and TensorFlow's seeding accept
 HEAD = LibraryChecked("head", lambda v: _library("heads.kinds.architectures").parse_head(v).spec)
 
 
@@ -336,7 +348,7 @@ def backbone_options(command):
         click.option("--trust-model", is_flag=True,
                      help="Load a Keras model file with safe mode off. Safe mode refuses Lambda layers because "
                           "they can run arbitrary code; turn it off only for files you made or trust."),
-        click.option("--image-size", type=click.IntRange(min=8), help="Override the backbone's input size (pixels)."),
+        click.option("--image-size", type=click.IntRange(8, 4096), help="Override the backbone's input size (pixels)."),
         click.option("--color", type=click.Choice(["rgb", "grayscale"]), help="Override the backbone's colour mode."),
         click.option("--value-range", type=_checked("LO,HI", "embed.backbones", "parse_value_range"),
                      help="Override the pixel range the backbone expects, as LO,HI (e.g. 0,1)."),
@@ -374,7 +386,7 @@ def backbone_options(command):
 def embed_run_options(command):
     """How the cache is written -> `run`: an embed.runner.EmbedSpec."""
     @_options(
-        click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=click.IntRange(min=1)),
+        click.option("--batch-size", default=BATCH_SIZE, show_default=True, type=click.IntRange(1, 65536)),
         click.option("--dtype", "feature_dtype", default=FEATURE_DTYPE, show_default=True,
                      type=click.Choice(["float16", "float32"]), help="Feature dtype in the cache."),
         click.option("--overwrite", is_flag=True, help="Start afresh even if --out exists."),
@@ -478,7 +490,7 @@ def task_options(command):
 @embed_run_options
 @placement_options
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some images failed.")
-@click.option("--log-every", default=LOG_EVERY, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--log-every", default=LOG_EVERY, show_default=True, type=FiniteRange(min=0, min_open=True),
               help="Seconds between progress lines when stderr is not a terminal (logs of nohup or cluster jobs).")
 @uses_tensorflow(deferred=True)
 def embed(dataset, out, backbone, run, placement, allow_failures, log_every, start_tensorflow):
@@ -563,7 +575,7 @@ def info(cache, as_json, check, label_files, partition_file):
 @click.option("--l2", default=KERAS["l2"], show_default=True, type=_setting("l2", "L2>=0"),
               help="L2 penalty on the output layer (built-in heads).")
 @click.option("--class-weight", default=KERAS["class_weight"], show_default=True, type=click.Choice(["none", "balanced"]))
-@click.option("--seed", default=KERAS["seed"], show_default=True, type=int, help="Same seed and cache, same metrics.")
+@click.option("--seed", default=KERAS["seed"], show_default=True, type=SEED, help="Same seed and cache, same metrics.")
 @click.option("--tail-lr", default=KERAS["tail_lr"], show_default=True, type=_setting("tail_lr", "LR>0"),
               help="--head tail: Adam learning rate of the backbone's own layers (the head on top uses --lr).")
 @click.option("--tail-bn", default=KERAS["tail_bn"], show_default=True, type=click.Choice(["frozen", "train"]),
@@ -593,7 +605,7 @@ def train_heads(task, out, head, hidden, **settings):
               help="name=v1,v2,... (repeat for each axis): head, hidden, dropout, lr, l2, epochs (auto or N), "
                    "patience, max_epochs, batch_size, class_weight, calibrate, tail_lr, tail_bn; each value checked as "
                    "train-heads checks its option. head=linear,mlp:128,mlp:512,128 is three heads.")
-@click.option("--seed", default=KERAS["seed"], show_default=True, type=int)
+@click.option("--seed", default=KERAS["seed"], show_default=True, type=SEED)
 @writes(out="runs")
 @uses_tensorflow()
 def sweep(task, out, grid, seed):
@@ -612,6 +624,15 @@ def _grid(specs):
     except UsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--grid") from None
     return specs
+
+
+def _metric_names(value):
+    """--metrics of `compare`: names of heads.metrics, at least one, each once."""
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in names if m not in BY_NAME]
+    if not names or unknown or len(set(names)) != len(names):
+        raise UsageError(f"--metrics {value!r}: give one or more of {', '.join(BY_NAME)}, each once")
+    return names
 
 
 def _audit_kind(value):
@@ -642,13 +663,13 @@ def _head_kinds(value):
 @click.option("--models", default=",".join(BASELINE_MODELS), show_default=True, type=LibraryChecked("models", _head_kinds),
               help="Comma-separated: majority, logreg, linear_svm, knn (scikit-learn), the probe protocols "
                    "logreg-cv, knn-cosine, linear-grid, and dfr (group-balanced last-layer retraining; needs --groups).")
-@click.option("--C", "C", default=SKLEARN["C"], show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--C", "C", default=SKLEARN["C"], show_default=True, type=FiniteRange(min=0, min_open=True),
               help="Inverse regularisation strength (logreg, linear_svm).")
 @click.option("--k", default=SKLEARN["k"], show_default=True, type=click.IntRange(min=1), help="Neighbours (knn).")
 @click.option("--refit-train-val", is_flag=True, help="logreg-cv: refit on train + val with the C chosen on val.")
 @click.option("--dfr-on", default=DFR["dfr_on"], show_default=True, type=click.Choice(["val", "train"]),
               help="dfr: refit the last layer on group-balanced subsets of val (20, the paper's DFR) or train (10).")
-@click.option("--seed", default=SKLEARN["seed"], show_default=True, type=int)
+@click.option("--seed", default=SKLEARN["seed"], show_default=True, type=SEED)
 @_options(*EPOCH_OPTIONS)
 @writes(out="runs")
 @uses_tensorflow()
@@ -692,6 +713,7 @@ def evaluate(run_dir, split, caches, as_json, trust_model, groups, drop_nonfinit
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--split", default=SCORE["compare_split"], show_default=True, type=click.Choice(["val", "test"]))
 @click.option("--metrics", "--metric", "metrics", default=",".join(SCORE["compare_metrics"]), show_default=True,
+              type=LibraryChecked("M[,M...]", lambda v: _metric_names(v)),
               help=f"Comma-separated: {', '.join(BY_NAME)} (the first ranks).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the table as CSV.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), help="Also write it as Markdown.")
@@ -704,7 +726,7 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
     lowest). With --groups, every run is scored again per group on its caches (runs trained without
     --groups too); with --labels or --partition, against those labels or that split."""
     compared = _library("heads.run.compare")
-    table = compared.leaderboard(run_dirs, split, [m.strip() for m in metrics.split(",") if m.strip()], groups=groups,
+    table = compared.leaderboard(run_dirs, split, metrics, groups=groups,
                                  labels=label_files, partition=partition_file)
     click.echo(_library("heads.look.tables").leaderboard_text(table, split))
     for folder, count in table.attrs["searched"].items():
@@ -818,7 +840,7 @@ def export(run_dir, out, trust_model):
 @click.option("--split", default=PROJECTOR["split"], show_default=True, type=click.Choice(["train", "val", "test", "all"]))
 @click.option("--attrs", "attributes", default=",".join(ATTRIBUTES), show_default=True,
               help="Attributes in the metadata (comma-separated, or 'all').")
-@click.option("--seed", default=PROJECTOR["seed"], show_default=True, type=int)
+@click.option("--seed", default=PROJECTOR["seed"], show_default=True, type=SEED)
 @IMAGES
 @_options(*LABEL_OVERLAY)
 @writes(out="projector")
@@ -874,7 +896,7 @@ def report(runs, out, split, n_errors, images, label_files, partition_file):
 @click.option("--allow-partial", is_flag=True, help="Use caches with unfinished rows.")
 @DROP_NONFINITE
 @click.option("--dup-threshold", default=AUDIT["dup_threshold"], show_default=True,
-              type=click.FloatRange(0, 1, min_open=True),
+              type=FiniteRange(0, 1, min_open=True),
               help="Near-duplicates: the least centred cosine similarity of a pair (see the page's histogram).")
 @click.option("--dup-neighbours", default=AUDIT["dup_neighbours"], show_default=True, type=click.IntRange(min=1),
               help="Near-duplicates: each of a pair among the other's N nearest (1: mutual nearest neighbours).")
@@ -888,7 +910,7 @@ def report(runs, out, split, n_errors, images, label_files, partition_file):
 @click.option("--top", default=AUDIT["top"], show_default=True, type=click.IntRange(min=0),
               help="The page: suspected label errors shown per attribute, and duplicate pairs shown.")
 @IMAGES
-@click.option("--seed", default=AUDIT["seed"], show_default=True, type=int, help="Folds, inner val rows, head.")
+@click.option("--seed", default=AUDIT["seed"], show_default=True, type=SEED, help="Folds, inner val rows, head.")
 @_options(*LABEL_OVERLAY)
 @writes(out="audit")
 @uses_tensorflow(deferred=True)
@@ -928,7 +950,7 @@ def audit(caches, out, attributes, splits, kind, head, epochs, folds, features, 
 @click.option("--labels-from", type=click.Path(exists=True, file_okay=False),
               help="A CelebA folder holding the images' labels (list_attr_celeba and list_eval_partition): also "
                    "write labels.csv for the scenes of one face, for embed --align.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @writes(out="scenes")
 def make_scenes(images, out, faces_per_scene, labels_from, seed):
     """Paste aligned face images (CelebA's 178x218) into textured photos at a random scale (0.45-1.1),
@@ -942,12 +964,13 @@ def make_scenes(images, out, faces_per_scene, labels_from, seed):
 
 @main.command("make-sample")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write the dataset into.")
-@click.option("--n", default=SAMPLE["n"], show_default=True, type=click.IntRange(min=10), help="Number of images.")
-@click.option("--seed", default=SAMPLE["seed"], show_default=True, type=int)
+@click.option("--n", default=SAMPLE["n"], show_default=True, type=click.IntRange(10, SAMPLE["max_n"]),
+              help="Number of images.")
+@click.option("--seed", default=SAMPLE["seed"], show_default=True, type=SEED)
 @click.option("--spurious", type=_checked("spurious", "embed.sample", "parse_spurious"),
               help="TARGET:GROUP:RATE, e.g. Blond_Hair:Male:0.95: in train, TARGET agrees with GROUP at RATE; "
                    "in val and test they are independent (a planted spurious correlation).")
-@click.option("--label-noise", default=0.0, show_default=True, type=click.FloatRange(0, 0.5, max_open=True),
+@click.option("--label-noise", default=0.0, show_default=True, type=FiniteRange(0, 0.5, max_open=True),
               help="Flip each label with this probability in the label files (the pixels keep the true ones); "
                    "the flips are listed in planted_label_flips.csv.")
 @click.option("--duplicates", default=0, show_default=True, type=click.IntRange(min=0),
@@ -966,7 +989,8 @@ def make_sample(out, n, seed, spurious, label_noise, duplicates):
 
 @main.command()
 @click.option("--workdir", default="demo-output", show_default=True, type=click.Path(file_okay=False))
-@click.option("--n", default=SAMPLE["n"], show_default=True, type=click.IntRange(min=40), help="Images in the sample.")
+@click.option("--n", default=SAMPLE["n"], show_default=True, type=click.IntRange(40, SAMPLE["max_n"]),
+              help="Images in the sample.")
 @click.pass_context
 def demo(ctx, workdir, n):
     """Offline end to end: sample dataset -> embed (random-weight EfficientNetV2-B0) -> heads and baseline."""

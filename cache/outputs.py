@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache.errors import UserError
+from cache.errors import UsageError, UserError
 
 RUN_FILES = ("config.json", "metrics.json")
 FILE = "file"
@@ -66,6 +66,8 @@ def beside(path, suffix):
 def check(output, overwrite=False):
     """Refuse `output` in one line (UserError) if writing it would replace something unasked, or
     something this toolkit did not write; changes nothing. Returns whether something is replaced."""
+    if not str(output.path).strip():
+        raise UsageError(f"{output.option}: an empty path; give a {'file' if output.kind == FILE else 'folder'} name")
     path, shown = Path(output.path), f"{output.option} {output.path}"
     for parent in path.parents:
         if parent.exists():

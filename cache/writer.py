@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from cache import layout
-from cache.errors import UserError, WriteFailed
+from cache.errors import UsageError, UserError, WriteFailed
 
 
 def _tool_version():
@@ -47,6 +47,8 @@ def _write_failure(path, exc, what):
 def ensure_parent(path):
     """Create the folder a cache file goes into (and its parents) if missing; refuse a path that is a
     folder, in one line."""
+    if not str(path).strip():
+        raise UsageError("--out: an empty path; give the cache file's path (e.g. cache.h5)")
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the cache file's path (e.g. {path / 'cache.h5'})")

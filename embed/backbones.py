@@ -194,14 +194,19 @@ def parse_value_range(text):
 
 
 def model_kind(model):
+    if not model.strip():
+        raise UsageError("--model: empty; give a TF-Hub handle, a SavedModel folder, keras:<Name> or a .keras/.h5 file")
     if model.startswith("keras:"):
         return "keras_app"
     if model.lower().endswith(KERAS_FILE_SUFFIXES):
         return "keras_file"
-    if Path(model).is_dir():
-        return "saved_model"
     if re.match(r"^(https?|gs)://", model):
         return "hub"
+    try:
+        if Path(model).is_dir():
+            return "saved_model"
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise UserError(f"--model {model[:80]!r}: {exc.strerror or exc}") from None
     raise UserError(f"--model {model!r}: not a TF-Hub handle (https://...), a SavedModel folder, "
                     "keras:<Name>, or a .keras/.h5 file")
 

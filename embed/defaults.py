@@ -7,7 +7,7 @@ LOG_EVERY = 30  # seconds between progress lines when stderr is not a terminal
 # 256 MB, and a pass holds at most one per decode thread.
 MAX_PIXELS = 89_478_485
 FEATURE_DTYPE = "float16"  # the cache's feature dtype: half the disk and memory of float32
-SAMPLE = {"n": 512, "seed": 0}  # make-sample and the demo
+SAMPLE = {"n": 512, "seed": 0, "max_n": 202_599}  # make-sample and the demo (max_n: CelebA's size)
 # Faces in photos (embed.faces): the smallest face searched (pixels, the side of its box). MTCNN's
 # own default is 20; 40 keeps faces that align to a usable 178 x 218 crop and detects 2.1x faster
 # (146 against 69 photos/s on 178 x 218 photos, bench/RESULTS.md).
