@@ -12,6 +12,7 @@ counted as overtime. `demo` is left out: every valid value of its two options ru
 which tests/test_heads.py runs.
 """
 
+import contextlib
 import random
 import signal
 import time
@@ -226,7 +227,8 @@ def run(space, n=None, seed=0, limit=30):
     chosen = cases(space)
     if n is not None and n < len(chosen):
         chosen = random.Random(seed).sample(chosen, n)
-    return [check(command, param, argv, limit) for command, param, argv in chosen]
+    with contextlib.chdir(space.root):  # a relative or empty path a command mishandles lands in the workspace
+        return [check(command, param, argv, limit) for command, param, argv in chosen]
 
 
 def broken(outcomes):
