@@ -99,6 +99,7 @@ def test_cli_says_what_it_left_out(planted, tmp_path):
     result = invoke("train-heads", path, "--out", tmp_path / "r", "--attrs", "Male", "--epochs", 1, "--exclude", listed)
     assert result.exit_code == 0, result.output
     assert f"excluded: 3 train row(s) listed in {listed.resolve()} (3 id(s) listed; 0 of them in val or test" in result.output
+    assert result.output.count("3 train row(s)") == 1  # said once, not also as a note
 
 
 @pytest.mark.parametrize("content, message", [

@@ -220,6 +220,17 @@ def test_a_setting_no_chosen_kind_takes_is_a_usage_error(cache, tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())
     assert config["settings"]["C"] == 0.5 and "C" not in json.loads((tmp_path / "r" / "majority" / "config.json").read_text())["settings"]
+    assert f"wrote {tmp_path / 'r'}: majority, logreg (each: metrics.json" in result.output and "<" not in result.output
+    evaluated = invoke("evaluate", tmp_path / "r" / "logreg", "--split", "val")
+    assert evaluated.exit_code == 0 and "attribute                   acc  bal_acc       f1      auc      ece " \
+        "majority        n" in evaluated.output  # the training table's columns, and the labelled rows
+
+
+def test_a_keras_setting_given_to_sweep_as_an_option_points_to_its_grid_axis(cache, tmp_path):
+    result = invoke("sweep", cache, "--out", tmp_path / "s", "--epochs", "3")
+    assert result.exit_code == 2 and result.output == ("Error: sweep takes --epochs as an axis of its grid: --grid "
+                                                       "epochs=V1,V2,... (one value for all variants: --grid epochs=V)\n")
+    assert "No such option" in invoke("sweep", cache, "--out", tmp_path / "s", "--epoch", "3").output
 
 
 def test_unknown_baseline_and_not_a_run(cache, tmp_path):
