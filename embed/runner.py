@@ -279,8 +279,9 @@ def embed(dataset, backbone, path, spec=EmbedSpec(), *, engine=None, on_progress
             if pending is not None:
                 pending.result()
         except KeyboardInterrupt:
-            if pending is not None:
-                pending.result()
+            # every write submitted finishes first, also one submitted as Ctrl-C arrived (before `pending`
+            # was bound to it): the count said is then the count on disk
+            pool.shutdown(wait=True)
             raise Interrupted(path, writer.rows_done, n_rows) from None
         except WriteFailed as exc:
             raise WriteFailed(f"{exc}; rows 0:{writer.rows_saved} are saved: fix the cause "
