@@ -17,6 +17,17 @@ import tensorflow as tf
 from embed.sample import make_sample
 
 ROOT = Path(__file__).resolve().parents[1]
+MADE_BY_TOOLS = {".venv", ".pytest_cache", ".hypothesis", "__pycache__", "demo-output", ".git", "build"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def project_root_stays_clean():
+    """No test leaves a file in the project root (a command given a relative path runs in a workspace)."""
+    def listing():
+        return {p.name for p in ROOT.iterdir()} - MADE_BY_TOOLS
+    before = listing()
+    yield
+    assert listing() <= before, f"tests left {sorted(listing() - before)} in {ROOT}"
 
 
 @pytest.fixture(scope="session")

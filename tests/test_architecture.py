@@ -59,3 +59,15 @@ def test_library_modules_import_each_other_without_a_cycle():
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+PROJECT_FILES = {".ci", ".gitignore", "Makefile", "README.md", "cli.py", "pyproject.toml", "setup.cfg",
+                 "bench", "cache", "docs", "embed", "harness", "heads", "tests"}
+
+
+def test_the_repository_root_tracks_only_the_project():
+    """A command run with the project root as its folder once left its outputs there, and they were
+    committed: the root holds the project's own files and nothing else."""
+    import subprocess
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert {line.split("/")[0] for line in tracked.splitlines()} <= PROJECT_FILES
