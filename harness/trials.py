@@ -6,7 +6,7 @@ import os
 
 FULL = {"kills": 20, "cache_cases": 700, "run_cases": 400, "truncations": 35, "real_images": 1987,
         "cli_cases": None}  # None: every case of harness.cli_fuzz
-QUICK = {"kills": 3, "cache_cases": 120, "run_cases": 80, "truncations": 8, "real_images": 400, "cli_cases": 60}
+QUICK = {"kills": 3, "cache_cases": 60, "run_cases": 40, "truncations": 8, "real_images": 400, "cli_cases": 40}
 
 
 def counts():

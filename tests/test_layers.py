@@ -231,8 +231,9 @@ def test_tail_retrains_the_backbones_last_block_from_the_cache(face_cache, fault
     cache, _ = face_cache
     run = tmp_path / "tail"
     result = invoke("train-heads", cache, "--out", run, "--input", "add_3", "--head", "tail", "--attrs", "Male,Smiling",
-                    "--epochs", "3", "--tail-lr", "1e-3")
+                    "--epochs", "3", "--tail-lr", "1e-3", "--tail-bn", "frozen")
     assert result.exit_code == 0, result.output
+    assert "selection" not in json.loads((run / "metrics.json").read_text())["run"]  # both fixed: one tail, no grid
     trained = keras.saving.load_model(run / "model.keras", compile=False)
     original = keras.saving.load_model(face_cnns / "gender_mini_XCEPTION.hdf5", compile=False)
     tail = trained.get_layer("tail_after_add_3")
@@ -257,6 +258,43 @@ def test_tail_lr_moves_only_the_tail_and_tail_bn_train_trains_the_statistics(fac
                                atol=1e-12)  # a learning rate of 1e-30 leaves the tail where it started
     moving_mean = tail.get_layer("batch_normalization_12").get_weights()[2]
     assert not np.array_equal(moving_mean, original.get_layer("batch_normalization_12").get_weights()[2])
+
+
+def test_tail_auto_trains_its_grid_together_and_keeps_the_best_member_on_val(face_cache, tmp_path):
+    """By default --tail-lr and --tail-bn are auto: one tail per point of TAIL_GRID trains in the
+    same pass, and the member with the best mean val accuracy is kept, as the same settings fixed
+    would train it alone; a fixed value fixes its axis."""
+    from heads.defaults import TAIL_GRID
+    from heads.kinds.keras_head import KerasHead
+    cache, _ = face_cache
+    common = ["--input", "add_3", "--head", "tail", "--attrs", "Male,Smiling", "--epochs", "2"]
+    result = invoke("train-heads", cache, "--out", tmp_path / "grid", *common)
+    assert result.exit_code == 0, result.output
+    members = len(TAIL_GRID["tail_lr"]) * len(TAIL_GRID["tail_bn"])
+    assert f"epoch 1: {members} of {members} tails training; best so far tail_lr=" in result.output
+    run = json.loads((tmp_path / "grid" / "metrics.json").read_text())["run"]
+    selection, scores = run["selection"], run["selection"]["val_accuracy_by_member"]
+    assert len(scores) == members and set(selection["epochs_by_member"].values()) == {2}
+    chosen = f"tail_lr={selection['tail_lr']:g} tail_bn={selection['tail_bn']}"
+    assert scores[chosen] == max(scores.values()) and list(scores).index(chosen) == list(scores.values()).index(
+        max(scores.values()))  # ties: the first in grid order
+    assert run["settings"]["tail_lr"] == "auto" and f"chose {{\"tail_lr\": {selection['tail_lr']}" in result.output
+    alone = invoke("train-heads", cache, "--out", tmp_path / "alone", *common, "--tail-lr", str(selection["tail_lr"]),
+                   "--tail-bn", selection["tail_bn"])
+    assert alone.exit_code == 0, alone.output
+    kept = json.loads((tmp_path / "grid" / "metrics.json").read_text())["attributes"]
+    single = json.loads((tmp_path / "alone" / "metrics.json").read_text())["attributes"]
+    for name in kept:
+        for split in ("val", "test"):
+            assert kept[name][split]["roc_auc"] == pytest.approx(single[name][split]["roc_auc"], abs=1e-3)
+    half = KerasHead(head="tail", tail_bn="train").members()  # one axis fixed: the grid spans the other
+    assert [(m.tail_lr, m.tail_bn) for m in half] == [(rate, "train") for rate in TAIL_GRID["tail_lr"]]
+    assert [(m.tail_lr, m.tail_bn) for m in KerasHead(head="tail", tail_lr=0.01).members()] == [
+        (0.01, bn) for bn in TAIL_GRID["tail_bn"]]
+    plain = KerasHead(head="mlp:8")
+    assert plain.members() == [plain]  # not a tail: no grid, tail_lr and tail_bn unused
+    bad = invoke("train-heads", cache, "--out", tmp_path / "bad", *common, "--tail-lr", "fast")
+    assert bad.exit_code == 2 and "'--tail-lr': 'fast': must be auto or a number in (0, inf)" in bad.output, bad.output
 
 
 def test_tail_refuses_what_it_cannot_continue_in_one_line(face_cache, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError, UserError
-from heads.defaults import CALIBRATE, KERAS
+from heads.defaults import CALIBRATE, KERAS, TAIL_GRID
 from heads.kinds.architectures import Attentive, Builder, learned_queries, parse_head
 from heads.kinds.base import Head, labelled, register
 from heads.kinds.calibration import bce, fit_temperatures, temperature_layer, with_temperatures
@@ -41,6 +41,17 @@ def _real(low, high=None, low_open=False, high_open=False):
     return check
 
 
+def _auto_or(check):
+    def either(value):
+        if str(value).strip() == "auto":
+            return "auto"
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise ValueError(f"auto or {exc}") from None
+    return either
+
+
 def _choice(*options):
     def check(value):
         if str(value) not in options:
@@ -55,7 +66,8 @@ SETTING_CHECKS = {
     "head": lambda value: parse_head(str(value)).spec, "hidden": _whole(1), "dropout": _real(0, 1, high_open=True),
     "l2": _real(0), "lr": _real(0, low_open=True), "epochs": parse_epochs, "patience": _whole(1),
     "max_epochs": _whole(1), "batch_size": _whole(1), "class_weight": _choice("none", "balanced"),
-    "tail_lr": _real(0, low_open=True), "tail_bn": _choice("frozen", "train"), "calibrate": _choice(*CALIBRATE),
+    "tail_lr": _auto_or(_real(0, low_open=True)), "tail_bn": _choice("auto", "frozen", "train"),
+    "calibrate": _choice(*CALIBRATE),
 }
 
 
@@ -75,7 +87,9 @@ class KerasHead(Head):
     epochs: a number, or "auto" (stop once the val loss has not improved for `patience` epochs, at
     most `max_epochs`, and keep the best epoch's weights; `heads.kinds.trainer`). calibrate:
     "none", or "temperature": after training, one temperature per attribute fitted on val goes into
-    the model (`heads.kinds.calibration`), recorded in calibration_.
+    the model (`heads.kinds.calibration`), recorded in calibration_. tail_lr, tail_bn (`--head tail`
+    only): a value, or "auto": one tail per point of TAIL_GRID (`members`) trains in the same pass,
+    and the one with the best mean val accuracy is kept (`keep_best`), recorded in selection_.
     Learned state: model_ (keras.Model: float32 [B, D] -> {attribute: probability [B, 1]}),
     history_ (one dict per epoch: epoch, loss, <attr>_accuracy, and with val data val_loss,
     val_<attr>_accuracy), best_epoch_ (the epoch whose weights model_ holds), attributes_,
@@ -112,6 +126,32 @@ class KerasHead(Head):
         fit_together([self], train, val, on_epoch)
         return self
 
+    def members(self):
+        """The heads this one trains as: [self], or for `--head tail` with tail_lr or tail_bn "auto",
+        one fixed head per point of TAIL_GRID (a fixed value keeps its axis to that value), in grid
+        order: tail_lr, then tail_bn."""
+        if not getattr(parse_head(self.head), "tail", False) or "auto" not in (self.tail_lr, self.tail_bn):
+            return [self]
+        rates = TAIL_GRID["tail_lr"] if self.tail_lr == "auto" else (self.tail_lr,)
+        policies = TAIL_GRID["tail_bn"] if self.tail_bn == "auto" else (self.tail_bn,)
+        return [type(self)(**{**self.get_params(), "tail_lr": rate, "tail_bn": bn}) for rate in rates for bn in policies]
+
+    def keep_best(self, members):
+        """After `members()` trained: take the learned state of the member with the best mean val
+        accuracy (at the epoch whose weights it keeps; ties: the first in grid order; a diverged
+        member scores nothing) and record every member's score and the choice in selection_."""
+        scores = [None if m.diverged_ else float(np.mean([m.history_[m.best_epoch_ - 1][f"val_{a}_accuracy"]
+                                                          for a in m.attributes_])) for m in members]
+        ranked = [i for i in range(len(members)) if scores[i] is not None]
+        best = members[max(ranked, key=lambda i: (scores[i], -i)) if ranked else 0]
+        for name in ("spec_", "model_", "history_", "best_epoch_", "attributes_", "n_features_in_", "diverged_"):
+            setattr(self, name, getattr(best, name))
+        self.selection_ = {"tail_lr": best.tail_lr, "tail_bn": best.tail_bn,
+                           "val_accuracy_by_member": {f"tail_lr={m.tail_lr:g} tail_bn={m.tail_bn}": score
+                                                      for m, score in zip(members, scores)},
+                           "epochs_by_member": {f"tail_lr={m.tail_lr:g} tail_bn={m.tail_bn}": len(m.history_)
+                                                for m in members}}
+
     def calibrate_on(self, val):
         """With calibrate "temperature": fit each attribute's temperature on val (`Data`) and put it
         into model_ (calibration_ records it); with "none" nothing. Called once training ends."""
@@ -136,6 +176,8 @@ class KerasHead(Head):
         variables = self.model_.trainable_variables
         if not getattr(self.spec_, "tail", False):
             return [(len(variables), self.lr)]
+        if self.tail_lr == "auto":
+            raise ValueError("tail_lr auto trains as its grid's members (KerasHead.members)")
         head = self.model_.get_layer("logits").trainable_variables
         if [id(v) for v in variables[-len(head):]] != [id(v) for v in head]:
             raise ValueError("the tail's logits must be its last trainable variables")

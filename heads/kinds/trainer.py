@@ -27,6 +27,7 @@ their batch order, dropout bits and Adam steps.
 """
 
 import logging
+import weakref
 
 import numpy as np
 
@@ -135,7 +136,8 @@ class Diverged(UserError):
 
 def diverged_message(head, epoch):
     """One line naming the head and the settings that most likely made its loss non-finite."""
-    rates = [f"--lr {head.lr:g}"] + ([f"--tail-lr {head.tail_lr:g}"] if head.head == "tail" else [])
+    tail_lr = "--tail-lr (every rate of its grid)" if head.tail_lr == "auto" else f"--tail-lr {head.tail_lr:g}"
+    rates = [f"--lr {head.lr:g}"] + ([tail_lr] if head.head == "tail" else [])
     return (f"head {head.head}: the training loss became NaN or inf in epoch {epoch}, so training diverged; "
             f"lower {' or '.join(rates)}" + (f", or --l2 {head.l2:g}" if head.l2 > 1e-2 else "")
             + " (--features standardize helps features of a large scale)")
@@ -150,16 +152,36 @@ def fit_together(heads, train, val=None, on_epoch=None, diverged="raise"):
     dropout masks, its own weights and Adam state. Results agree with fitting alone to float32
     rounding, not bitwise: Grappler picks fused oneDNN kernels per graph, so a head's ops may run
     other kernels inside a bigger graph. Validation metrics come from each head's own Keras model,
-    the same computation alone or together. on_epoch(record) is called for the first head only.
+    the same computation alone or together. on_epoch(record) is called for the first head only, after
+    each epoch it trained.
+
+    A head that trains as a grid (`KerasHead.members`: a tail with tail_lr or tail_bn "auto") trains
+    its members in the same pass and keeps the best on val (`KerasHead.keep_best`); its on_epoch
+    record is the member leading on mean val accuracy that epoch, with "member" (its settings) and
+    "training" ("4 of 6": members still training).
 
     A head whose training loss becomes NaN or inf stops training there (`head.diverged_`: the epoch;
-    None for the others); diverged "raise" then raises Diverged for the first such head, "keep"
-    leaves them to the caller (a grid choosing among its members), uncalibrated.
+    None for the others; a grid: when every member diverged); diverged "raise" then raises Diverged
+    for the first such head, "keep" leaves them to the caller (a grid choosing among its members),
+    uncalibrated.
     """
     for head in heads:
         if head.calibrate not in CALIBRATE:
             raise UsageError(f"--calibrate {head.calibrate!r}: use {', '.join(CALIBRATE)}")
-    _train_together(heads, train, val, on_epoch)
+    members = {id(head): head.members() for head in heads}
+    trained = [member for head in heads for member in members[id(head)]]
+    first = members[id(heads[0])]
+
+    def report(training):
+        if len(first) > 1:
+            on_epoch(_leading(first, training))
+        elif first[0] in training:
+            on_epoch(first[0].history_[-1])
+
+    _train_together(trained, train, val, report if on_epoch else None)
+    for head in heads:
+        if members[id(head)] != [head]:
+            head.keep_best(members[id(head)])
     failed = [head for head in heads if head.diverged_]
     if failed and diverged == "raise":
         raise Diverged(diverged_message(failed[0], failed[0].diverged_))
@@ -168,7 +190,24 @@ def fit_together(heads, train, val=None, on_epoch=None, diverged="raise"):
             head.calibrate_on(val)
 
 
-def _train_together(heads, train, val, on_epoch):
+def _leading(members, training):
+    """A grid's progress after an epoch: the record of the best epoch so far of any member (mean val
+    accuracy), with "epoch" the grid's epoch and "member", "member_epoch" and "training" ("4 of 6":
+    members still training) added."""
+    records = [(np.mean([r[k] for k in r if k.startswith("val_") and k.endswith("_accuracy")]), -i, r, m)
+               for i, m in enumerate(members) for r in m.history_ if "val_loss" in r]
+    epoch = max(len(m.history_) for m in members)
+    progress = {"epoch": epoch, "training": f"{sum(m in training for m in members)} of {len(members)}"}
+    if not records:
+        return progress
+    *_, record, leader = max(records, key=lambda entry: entry[:2])
+    return {**record, **progress, "member": f"tail_lr={leader.tail_lr:g} tail_bn={leader.tail_bn}",
+            "member_epoch": record["epoch"]}
+
+
+def _train_together(heads, train, val, report):
+    """Train `heads` (each a single head, no grid) in one pass; report(heads still training) after
+    every epoch."""
     import keras
 
     first = heads[0]
@@ -210,7 +249,7 @@ def _train_together(heads, train, val, on_epoch):
                 raise UserError(f"head {head.head} defines its own train_step, which trains with keras Model.fit "
                                 "on a split in memory; its train split streams (--stream never to load it)")
             log.info("head %s defines its own train_step; training it with keras Model.fit (slower)", head.head)
-            _fit_with_keras(head, X, Y, val, weights, on_epoch if head is first else None)
+            _fit_with_keras(head, X, Y, val, weights, (lambda _: report([first])) if report and head is first else None)
     if not fast:
         return
     trainer = _Trainer(fast, attributes, weights, masked)
@@ -238,8 +277,8 @@ def _train_together(heads, train, val, on_epoch):
             head.history_.append(record)
             if auto and stoppers[id(head)].update(record):
                 stopped.append(head)
-        if on_epoch and first in trainer.heads and not first.diverged_:
-            on_epoch(first.history_[-1])
+        if report:
+            report([h for h in trainer.heads if not h.diverged_])
         if stopped:
             trainer = trainer.without(stopped)
             if not trainer.heads:
@@ -253,14 +292,31 @@ def _train_together(heads, train, val, on_epoch):
 PREDICT_VALUES = 1 << 24  # values of X per prediction batch (at most 8,192 rows): bounds a big tail's activations
 
 
+_FORWARDS = weakref.WeakKeyDictionary()  # model -> its inference pass as one traced graph
+
+
+def _forward(model):
+    """model(x, training=False) traced once per model for any batch size: a validation pass after
+    each epoch then costs one graph call, not an eager walk through the layers (7 ms per call for a
+    one-layer head here, most of a small split's epoch). Reads the model's variables, so it sees
+    every weight update."""
+    import tensorflow as tf
+    if model not in _FORWARDS:
+        signature = [tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)]
+        _FORWARDS[model] = tf.function(lambda x: model(x, training=False), input_signature=signature,
+                                       autograph=False)
+    return _FORWARDS[model]
+
+
 def predict_model(model, attributes, X, batch_size=None):
     """Run a saved or fitted head model over X in batches (each cast to float32 on its own); float32
     [n, k] in attribute order. batch_size: default 8,192 rows, fewer for wide rows (spatial layers),
     so a tail's intermediate activations stay a few hundred MB."""
     batch_size = batch_size or max(64, min(8192, PREDICT_VALUES // max(1, int(np.prod(X.shape[1:])))))
+    forward = _forward(model)
     blocks = []
     for start in range(0, len(X), batch_size):
-        out = named_outputs(model, model(np.asarray(X[start:start + batch_size], np.float32), training=False))
+        out = named_outputs(model, forward(np.asarray(X[start:start + batch_size], np.float32)))
         blocks.append(np.concatenate([np.asarray(out[a], np.float32).reshape(-1, 1) for a in attributes], axis=1))
     return np.concatenate(blocks) if blocks else np.zeros((0, len(attributes)), np.float32)
 

@@ -58,7 +58,8 @@ def trained(metrics, name):
     """What a training command shows for one run: its table titled with its name, training time and
     what it chose on val, then its group table (test) if any."""
     chosen = metrics["run"].get("selection")
-    note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items() if not k.startswith("val_")})
+    note = "" if not chosen else "; chose " + json.dumps({k: v for k, v in chosen.items()
+                                                          if not k.startswith("val_") and "_by_" not in k})
     text = run_table(metrics, title=f"{name} ({metrics['run']['train_seconds']:.1f} s training{note})")
     labels = metrics["run"].get("labels")
     lines = [line for line in (epochs_line(metrics), excluded_line(metrics), masked_line(metrics),
@@ -136,10 +137,15 @@ def overlay_lines(record, cache):
 
 
 def epoch_line(record):
-    """One epoch of a Keras head: train loss, val loss and val accuracy per attribute."""
+    """One epoch of a Keras head: train loss, val loss and val accuracy per attribute (a grid of
+    tails: how many train, and the best member's best epoch so far)."""
     accuracies = "  ".join(f"{k.removeprefix('val_').removesuffix('_accuracy')} {100 * v:.1f}%"
                            for k, v in record.items() if k.startswith("val_") and k.endswith("_accuracy"))
     val_loss = f", val loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+    if "training" in record:  # a grid of tails (`heads.kinds.trainer.fit_together`)
+        best = (f"; best so far {record['member']} after its epoch {record['member_epoch']}: loss "
+                f"{record['loss']:.4f}{val_loss}  val: {accuracies}") if "member" in record else ""
+        return f"epoch {record['epoch']}: {record['training']} tails training{best}"
     return f"epoch {record['epoch']}: loss {record['loss']:.4f}{val_loss}  val: {accuracies}"
 
 

@@ -54,7 +54,9 @@ def score(task, head, transform, val_features=None):
     probabilities = {"val": val_p, "test": head.predict_proba(transform.transform(task.test.features))}
     for split, p in probabilities.items():
         if not np.isfinite(p).all():
-            settings = {k: v for k, v in head.get_params().items() if k in DIVERGING_SETTINGS}
+            settings = {k: v for k, v in {**head.get_params(), **(head.selection_ or {})}.items()
+                        if k in DIVERGING_SETTINGS and isinstance(v, (int, float))
+                        and (k != "tail_lr" or getattr(head, "head", None) == "tail")}
             raise UserError(f"{head.kind}: its {split} probabilities hold NaN or inf, so the fit diverged ("
                             + ", ".join(f"{option_name(k)} {v:g}" for k, v in settings.items())
                             + "): lower the rate or penalty, or use --features standardize")
