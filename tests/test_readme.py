@@ -1,12 +1,14 @@
 """The README stays true: every `python cli.py` command it shows names a command and options that
-exist, with a value where an option takes one (parsed by the command's own click parser; the files
-it names are the reader's, so they are not opened)."""
+exist, with a value where an option takes one (parsed by the command's own click parser); and in
+`make reliability`, its command blocks run in order on offline stand-ins for what a reader brings."""
 
 import re
 import shlex
+from pathlib import Path
 
 import click
 import pytest
+import tensorflow as tf
 
 import cli
 from tests.conftest import ROOT
@@ -53,3 +55,105 @@ def test_a_wrong_option_is_caught():
     command = cli.main.commands["sweep"]
     with pytest.raises(click.NoSuchOption):
         command.make_parser(click.Context(command, info_name="sweep")).parse_args(args=["c.h5", "--epochs", "3"])
+
+
+# What the README's reader brings, and what the workflow test gives instead: (README text, stand-in
+# text, why). Every entry must match the README, so a changed README fails here until this is redone.
+STAND_INS = (
+    ("source .venv/bin/activate", ":", "the test runs with the project's own Python first on PATH"),
+    ("python -c \"import tensorflow_hub as hub; print(hub.resolve(", ": \"(", "a download; hub-stand-in is the fetched folder"),
+    ("python cli.py embed --data-dir ~/data/celeba --out celeba-effv2b0.h5\n",
+     "python cli.py embed --data-dir ~/data/celeba --out celeba-effv2b0.h5 --model hub-stand-in --image-size 64\n",
+     "the default model is TF-Hub's, downloaded once; a SavedModel of the same convention stands in"),
+    ("--model /path/to/that/folder --image-size 224", "--model hub-stand-in --image-size 64", "the fetched folder"),
+    ("~/data/celeba", "celeba", "CelebA itself: a generated sample in its layout"),
+    ("--weights imagenet", "--weights none", "ImageNet weights are a download"),
+    ("--n 2000", "--n 400", "size only"),
+    ("--n 6000 --spurious", "--n 2000 --spurious", "size only: DFR balances groups on val, which needs rows in each"),
+    ("--n 6000", "--n 400", "size only"),
+    ("tensorboard --logdir", ": tensorboard --logdir", "a server that runs until stopped"),
+    (" celeba.h5 ", " celeba-effv2b0.h5 ", "'a real cache': the one embedded above"),
+    ("evaluate runs/plain", "evaluate runs/head", "'a saved head': the one trained above"),
+    ("CELEBA=../shared/celeba-sample", "CELEBA=\"$SHARED/celeba-sample\"", "the shared sample, by absolute path"),
+    ("../shared/models/", "$SHARED/models/", "the shared models, by absolute path"),
+    ("$CELEBA/img_align_celeba/*.jpg", "$CELEBA/img_align_celeba/*0.jpg", "199 of the 1,987 photos, from every split: size only"),
+)
+
+
+def readme_script():
+    """The README's command blocks (those with a `python cli.py` line), in order, as one bash script
+    with STAND_INS applied and `python cli.py` pointed at this checkout."""
+    text = (ROOT / "README.md").read_text()
+    script = "\n".join(body for _, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
+                       if "python cli.py" in body)
+    for readme, stand_in, why in STAND_INS:
+        assert readme in script, f"README.md no longer holds {readme!r} ({why}): update STAND_INS"
+        script = script.replace(readme, stand_in)
+    return script.replace("python cli.py", 'python "$ROOT/cli.py"')
+
+
+class BlockMeans(tf.Module):
+    """The TF-Hub stand-in: RGB in [0, 1] of any size in, its 4x4 block means out (768-d at 64 px)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def __call__(self, images):
+        pooled = tf.nn.avg_pool2d(images, 4, 4, "VALID")
+        return tf.reshape(pooled, [tf.shape(images)[0], -1])
+
+
+def prepare_workspace(space, celeba_sample):
+    """What the reader has before the README's commands: the data, a model folder, a builder, images,
+    label files, a video, and a second cache for fusion."""
+    import shutil
+
+    import cv2
+    from click.testing import CliRunner
+
+    from embed.sample import make_sample
+    from harness.caches import pixel_backbone
+    make_sample(space / "celeba", n=400, seed=1)  # 320 train rows: pca-whiten:256 and knn-cosine's k of 200 need them
+    tf.saved_model.save(BlockMeans(), str(space / "hub-stand-in"))
+    images = space / "celeba" / "img_align_celeba"
+    shutil.copy(images / "000001.jpg", space / "face1.jpg")
+    cv2.imwrite(str(space / "face2.png"), cv2.imread(str(images / "000002.jpg")))
+    shutil.copy(space / "celeba" / "list_attr_celeba.txt", space / "list_attr_celeba.txt")
+    ids = [f"{i:06d}.jpg" for i in range(1, 401)]
+    (space / "corrections.csv").write_text("image_id,Male,Smiling\n000001.jpg,1,\n000002.jpg,0,?\n000003.jpg,,1\n")
+    (space / "glasses.csv").write_text("image_id,Eyeglasses\n" + "".join(f"{i},{k % 2}\n" for k, i in enumerate(ids)))
+    (space / "my_split.csv").write_text("image_id,partition\n" + "".join(f"{i},{k % 3}\n" for k, i in enumerate(ids)))
+    (space / "my_heads.py").write_text(
+        "import keras\n\n\ndef build(n_features, attributes):\n    x = keras.Input((n_features,))\n"
+        "    h = keras.layers.Dense(16, activation='relu')(x)\n"
+        "    return keras.Model(x, {a: keras.layers.Dense(1, activation='sigmoid', name=a)(h) for a in attributes})\n")
+    frame = cv2.resize(cv2.imread(str(next(iter(sorted((celeba_sample / "img_align_celeba").glob("*.jpg")))))), (178, 218))
+    video = cv2.VideoWriter(str(space / "YOUR.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (178, 218))
+    for _ in range(5):
+        video.write(frame)
+    video.release()
+    result = CliRunner().invoke(cli.main, ["embed", "--data-dir", str(space / "celeba"), "--out", str(space / "celeba-clip.h5"),
+                                           "--model", str(pixel_backbone(space / "pixels-clip.keras")), "--layer",
+                                           "embedding", "--image-size", "64", "--value-range", "0,1"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.reliability
+def test_the_readmes_command_blocks_run_on_offline_stand_ins(tmp_path, celeba_sample, face_cnns):
+    """Every command block of the README that holds a `python cli.py` line runs, in order, as a
+    bash script in a fresh folder, each command exiting 0 (bash -e), with the stand-ins of
+    STAND_INS for what a reader brings (CelebA, TF-Hub's model, hand-made label files, a video)."""
+    import os
+    import subprocess
+    import sys
+    space = tmp_path / "reader"
+    space.mkdir()
+    prepare_workspace(space, celeba_sample)
+    script = tmp_path / "readme.sh"
+    script.write_text("set -euo pipefail\n" + readme_script() + "\n")
+    env = {**os.environ, "ROOT": str(ROOT), "SHARED": str(Path(celeba_sample).parent),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(["bash", "-x", str(script)], cwd=space, env=env, capture_output=True, text=True, timeout=3000)
+    trace = [line for line in done.stderr.splitlines() if line.startswith("+ ")]
+    assert done.returncode == 0, f"exit {done.returncode} at {trace[-1] if trace else '?'}:\n{done.stderr[-3000:]}"
+    for run in ("runs/head", "runs/tail", "runs/no-leak", "runs/corrected", "runs/photos"):
+        assert (space / run / "metrics.json").is_file(), run
+    assert (space / "annotated.mp4").is_file() and (space / "report.html").is_file()
