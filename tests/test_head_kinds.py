@@ -129,12 +129,14 @@ def test_bad_features_and_models_exit_2(cache, tmp_path):
 
 
 def test_probe_kinds_learn_and_record_what_they_chose(cache, tmp_path):
-    results = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "probes", ["logreg-cv", "knn-cosine", "linear-grid"])
+    results = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "probes", ["logreg-cv", "knn-cosine", "linear-grid"],
+                        max_epochs=20)  # linear-grid's slowest rates would run to the cap of 100 here
     for kind, metrics in results.items():
         assert learned(metrics, 0.75), (kind, metrics["attributes"])
     assert set(results["logreg-cv"]["run"]["selection"]["C"]) == set(ATTRS)
     assert all(k in (10, 20, 100, 200) for k in results["knn-cosine"]["run"]["selection"]["k"].values())
     assert len(results["linear-grid"]["run"]["selection"]["val_accuracy_by_lr"]) == 13
+    assert results["linear-grid"]["run"]["epochs"]["trained"] <= 20
     for kind in results:  # every kind is a run directory like any other
         again = evaluate_run(tmp_path / "probes" / kind, "test")
         for a in ATTRS:
@@ -182,18 +184,22 @@ def test_knn_cosine_matches_a_direct_numpy_computation(cache, tmp_path):
 
 
 def test_transforms_are_fitted_on_train_only(tmp_path):
-    """Two caches that differ only in their test rows give the same fitted transform."""
+    """Two caches that differ only in their test rows give the same fitted transform, and a run
+    stores the transform it was prepared with."""
+    from heads.run.fit import prepare
     planted_cache(tmp_path / "a.h5")
     planted_cache(tmp_path / "b.h5", flip_test=True)
     for spec in ("standardize", "pca:4", "pca-whiten:3"):
-        stored = []
-        for name in ("a", "b"):
-            train_heads(TaskSpec(tmp_path / f"{name}.h5", ATTRS, features=spec), tmp_path / name, epochs=1)
-            with np.load(tmp_path / name / "transform.npz") as data:
-                stored.append({k: data[k] for k in data.files})
-        assert stored[0].keys() == stored[1].keys() and len(stored[0]) >= 2
-        for key in stored[0]:
-            np.testing.assert_array_equal(stored[0][key], stored[1][key])
+        fitted = [prepare(TaskSpec(tmp_path / f"{name}.h5", ATTRS, features=spec)).transform for name in "ab"]
+        state = [{k: getattr(t, k) for k in ("mean_", "scale_", "components_") if getattr(t, k) is not None}
+                 for t in fitted]
+        assert state[0].keys() == state[1].keys() and len(state[0]) >= 2
+        for key in state[0]:
+            np.testing.assert_array_equal(state[0][key], state[1][key])
+    train_heads(TaskSpec(tmp_path / "b.h5", ATTRS, features="pca-whiten:3"), tmp_path / "run", epochs=1)
+    with np.load(tmp_path / "run" / "transform.npz") as stored:
+        for key, values in state[1].items():
+            np.testing.assert_array_equal(stored[key.rstrip("_")], values)
 
 
 @pytest.mark.parametrize("features", ["l2", "pca-whiten:30"])

@@ -333,10 +333,10 @@ def test_heads_trained_together_equal_heads_trained_alone():
     settings = [{"head": "mlp:8", "dropout": 0.0, "lr": 1e-3}, {"head": "mlp:8", "dropout": 0.5, "lr": 3e-3, "l2": 1e-2},
                 {"head": "mlp:12,4", "dropout": 0.2, "lr": 1e-3}, {"head": "linear", "dropout": 0.0, "lr": 1e-2}]
     train, val = Data(X, Y, ("A", "B")), Data(X[:100], Y[:100], ("A", "B"))
-    together = [KerasHead(batch_size=64, **s) for s in settings]
+    together = [KerasHead(batch_size=64, epochs=12, **s) for s in settings]  # stopping: test_epochs
     fit_together(together, train, val)
     for head, s in zip(together, settings):
-        alone = KerasHead(batch_size=64, **s).fit(train, val)
+        alone = KerasHead(batch_size=64, epochs=12, **s).fit(train, val)
         np.testing.assert_allclose(head.predict_proba(X), alone.predict_proba(X), rtol=1e-5, atol=1e-6)
         assert_same_history(head.history_, alone.history_)
     with pytest.raises(ValueError, match="must share epochs"):

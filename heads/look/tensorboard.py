@@ -1,4 +1,6 @@
-"""TensorBoard event files for runs and sweeps (written with tf.summary; `tensorboard --logdir DIR`).
+"""TensorBoard event files for runs and sweeps (`tensorboard --logdir DIR`), written as the summary
+protobufs tf.summary writes (scalars as tensor summaries of the scalars plugin, the HParams plugin's
+messages) through TensorBoard's own event-file writer: no TensorFlow op per value.
 
 RUN_DIR/tb/   per epoch (step = epoch): train/loss, val/loss, train/<attr>_accuracy,
               val/<attr>_accuracy; at the end (step = last epoch): final/<split>_<attr>_<metric>
@@ -10,6 +12,7 @@ SWEEP_DIR/    the HParams plugin's experiment (every grid key and its values; th
               tab shows the sweep as a table and a parallel-coordinates view.
 """
 
+import time
 from pathlib import Path
 
 from heads.metrics import SCORES
@@ -34,31 +37,49 @@ def _final_scalars(metrics):
     return scalars
 
 
+class _Events:
+    """An event file in `folder` (created if missing): `write(summary, step)` appends one summary
+    protobuf; the file is complete once the `with` block ends."""
+
+    def __init__(self, folder):
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self._writer = EventFileWriter(str(folder))
+
+    def write(self, summary, step=0):
+        from tensorboard.compat.proto.event_pb2 import Event
+        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._writer.close()
+
+
 def write_run_events(run_dir, history, metrics, hparams=None):
     """Write RUN_DIR/tb/: the per-epoch history, the final metrics, and (for a sweep variant) its
     HParams session with `hparams` {grid key: value} (as `hparam_values` gives them)."""
-    import tensorflow as tf
+    from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
-    writer = tf.summary.create_file_writer(str(Path(run_dir) / TB_DIR))
-    with writer.as_default():
+    with _Events(Path(run_dir) / TB_DIR) as events:
         for record in history:
             step = int(record["epoch"])
             for key, value in record.items():
                 if key == "epoch":
                     continue
                 split, name = ("val", key[4:]) if key.startswith("val_") else ("train", key)
-                tf.summary.scalar(f"{split}/{name}", float(value), step=step)
+                events.write(scalar_pb(f"{split}/{name}", float(value)), step)
         last = int(history[-1]["epoch"]) if history else 0
-        for tag, value in _final_scalars(metrics).items():
-            tf.summary.scalar(tag, float(value), step=last)
+        finals = _final_scalars(metrics)
         epochs = metrics["run"].get("epochs")
         if epochs:
-            tf.summary.scalar("final/epochs_trained", float(epochs["trained"]), step=last)
-            tf.summary.scalar("final/best_epoch", float(epochs["best"]), step=last)
+            finals.update({"final/epochs_trained": epochs["trained"], "final/best_epoch": epochs["best"]})
+        for tag, value in finals.items():
+            events.write(scalar_pb(tag, float(value)), last)
         if hparams:
             from tensorboard.plugins.hparams import api as hp
-            hp.hparams(hparams, trial_id=Path(run_dir).name)
-    writer.close()
+            events.write(hp.hparams_pb(hparams, trial_id=Path(run_dir).name))
 
 
 def _hparam_value(value):
@@ -76,7 +97,6 @@ def hparam_values(grid):
 def write_sweep_experiment(sweep_dir, grid, attributes):
     """The HParams experiment of a sweep: one HParam per grid key with its values, and the final
     mean and per-attribute accuracies as its metrics."""
-    import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
     keys = {}
@@ -87,7 +107,5 @@ def write_sweep_experiment(sweep_dir, grid, attributes):
     metrics = [hp.Metric(f"final/{split}_mean_accuracy", display_name=f"{split} mean accuracy")
                for split in ("val", "test")]
     metrics += [hp.Metric(f"final/val_{a}_accuracy", display_name=f"val {a} accuracy") for a in attributes]
-    writer = tf.summary.create_file_writer(str(sweep_dir))
-    with writer.as_default():
-        hp.hparams_config(hparams=hparams, metrics=metrics)
-    writer.close()
+    with _Events(sweep_dir) as events:
+        events.write(hp.hparams_config_pb(hparams=hparams, metrics=metrics))
