@@ -286,8 +286,10 @@ def _load_backbone(spec, device):
                         f"{prep.channels} images ({str(exc).splitlines()[0][:200]})") from None
     layers = [{"name": layer.split(":", 1)[0], "pool": pool, "shape": [int(d) for d in x.shape[1:]]}
               for layer, pool, x in zip(spec.layers, pools, inner)]
-    extract = (lambda images: extract_all(images)[0]) if pools else \
-        tf.function(lambda images: outputs(images)[0], input_signature=[batch_spec], jit_compile=bool(spec.xla))
+
+    def extract(images):  # the features alone, from the one trace
+        return extract_all(images)[0]
+
     return Backbone(spec=record, preprocessing=prep, feature_dim=int(features.shape[-1]), extract=extract,
                     module=net, extract_all=extract_all, layers=layers)
 

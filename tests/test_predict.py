@@ -116,20 +116,17 @@ def test_every_listed_format_and_colour_mode_predicts_with_either_backbone_colou
         np.testing.assert_allclose(got[name], got["png"], atol=0.25)
 
 
-def test_predict_prints_no_decoder_lines(run, sample_dir, tmp_path):
-    """libjpeg prints to stderr itself when asked to read a PNG or a CMYK JPEG as one channel; the
-    pipeline never asks it, so the terminal holds only the predictions."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
+def test_predict_prints_no_decoder_lines(run, sample_dir, tmp_path, capfd):
+    """libjpeg prints to stderr itself (file descriptor 2, from C) when asked to read a PNG or a
+    CMYK JPEG as one channel; the pipeline never asks it, so the terminal holds only the
+    predictions. capfd reads descriptor 2 itself, where such lines land, in this process."""
     files = _formats(sample_dir / "img_align_celeba" / "000001.jpg", tmp_path / "formats")
     order = [files["jpeg"], files["png"], files["cmyk"], files["bmp"], files["gif"], files["webp"]]
-    out = subprocess.run([sys.executable, "cli.py", "predict", "--run", str(run / "run"), *map(str, order)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stderr == "", out.stderr
-    assert [line.split()[0] for line in out.stdout.splitlines() if line.strip()][:len(order)] == list(map(str, order))
+    capfd.readouterr()
+    result = CliRunner().invoke(cli.main, ["predict", "--run", str(run / "run"), *map(str, order)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and capfd.readouterr().err == ""
+    assert [line.split()[0] for line in result.stdout.splitlines() if line.strip()][:len(order)] == list(map(str, order))
 
 
 def test_a_tiny_image_gets_a_note_beside_its_prediction(run, tmp_path):
