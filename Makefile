@@ -20,12 +20,12 @@ demo: setup
 # The suite people run before every commit: every code path, a few kills and fuzz cases
 # (harness.trials), on every core (pytest-xdist; a module's tests stay on one worker).
 test: setup
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # The long trials: the `trials` tests at full count (20 kills, 1,100 fuzz cases, every real image)
 # and the `reliability` tests (a Ray run killed mid-run).
 reliability: setup
-	CELEBA_HEADS_TRIALS=full $(BIN)/python -m pytest -q -n auto --dist loadfile -m "trials or reliability"
+	CELEBA_HEADS_TRIALS=full $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "trials or reliability"
 
 # Every fault-injection case at full count again, tabulated: rewrites docs/RELIABILITY.md.
 reliability-report: setup
