@@ -373,10 +373,10 @@ def test_the_review_loop_marks_downloads_corrections_and_trains_with_them(plante
     assert corrections.image_id.tolist() == given.image_id.tolist()
     first_given, third_given = int(given.given_label.iloc[0]), int(given.given_label.iloc[2])
     assert corrections.Male.tolist() == [str(1 - first_given), "?", str(third_given)]
-    result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "logreg", "--attrs", "Male,Smiling",
+    result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "majority", "--attrs", "Male,Smiling",
                     "--labels", tmp_path / "corrections.csv")
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())["labels"]
+    record = json.loads((tmp_path / "r" / "majority" / "config.json").read_text())["labels"]
     assert record["attributes"] == {"Male": {"set": 2, "changed": 2, "unknown": 1, "new": False}}
 
 
