@@ -136,7 +136,10 @@ def test_probe_kinds_learn_and_record_what_they_chose(cache, tmp_path):
     assert set(results["logreg-cv"]["run"]["selection"]["C"]) == set(ATTRS)
     assert all(k in (10, 20, 100, 200) for k in results["knn-cosine"]["run"]["selection"]["k"].values())
     assert len(results["linear-grid"]["run"]["selection"]["val_accuracy_by_lr"]) == 13
-    assert results["linear-grid"]["run"]["epochs"]["trained"] <= 20
+    grid = results["linear-grid"]["run"]
+    epochs = grid["selection"]["epochs_by_lr"]  # each rate stops on its own; the run's are the kept rate's
+    assert len(epochs) == 13 and max(epochs.values()) <= 20
+    assert grid["epochs"]["trained"] == epochs[f"{grid['selection']['lr']:g}"]
     for kind in results:  # every kind is a run directory like any other
         again = evaluate_run(tmp_path / "probes" / kind, "test")
         for a in ATTRS:

@@ -307,7 +307,8 @@ class LinearGrid(Head):
         self.attributes_, self.n_features_in_ = list(attributes), self.best_.n_features_in_
         self.selection_ = {"lr": float(self.lrs[best]),
                            "val_accuracy_by_lr": {f"{lr:g}": None if h.diverged_ else float(s)
-                                                  for lr, s, h in zip(self.lrs, scores, heads)}}
+                                                  for lr, s, h in zip(self.lrs, scores, heads)},
+                           "epochs_by_lr": {f"{lr:g}": len(h.history_) for lr, h in zip(self.lrs, heads)}}
         return self
 
     def predict_proba(self, X):
