@@ -297,6 +297,65 @@ def test_tail_auto_trains_its_grid_together_and_keeps_the_best_member_on_val(fac
     assert bad.exit_code == 2 and "'--tail-lr': 'fast': must be auto or a number in (0, inf)" in bad.output, bad.output
 
 
+def test_tail_auto_halves_its_grid_and_records_where_each_member_stopped(face_cache, tmp_path, monkeypatch):
+    """After each epoch of TAIL_HALVING the grid keeps the better half of its members (by mean val
+    accuracy at each one's kept epoch) and the rest stop there: 4 -> 2 -> 1 here after epochs 1 and 2."""
+    import heads.kinds.trainer
+    monkeypatch.setattr(heads.kinds.trainer, "TAIL_HALVING", (1, 2))
+    cache, _ = face_cache
+    result = invoke("train-heads", cache, "--out", tmp_path / "grid", "--input", "add_3", "--head", "tail",
+                    "--attrs", "Male,Smiling", "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    assert "epoch 2: 2 of 4 tails training" in result.output and "epoch 3: 1 of 4 tails training" in result.output
+    selection = json.loads((tmp_path / "grid" / "metrics.json").read_text())["run"]["selection"]
+    epochs, halved = selection["epochs_by_member"], selection["halved_after_epoch_by_member"]
+    assert sorted(epochs.values()) == [1, 1, 2, 3] and halved == {k: n for k, n in epochs.items() if n < 3}
+    chosen = f"tail_lr={selection['tail_lr']:g} tail_bn={selection['tail_bn']}"
+    scores = selection["val_accuracy_by_member"]
+    assert scores[chosen] == max(scores.values())
+
+
+def _member(val_accuracy, val_loss, epochs="auto", diverged=None):
+    """A stand-in for a trained grid member: one history record per epoch of the two lists."""
+    from types import SimpleNamespace
+    history = [{"epoch": e + 1, "loss": 1.0, "val_loss": loss, "val_Male_accuracy": acc}
+               for e, (acc, loss) in enumerate(zip(val_accuracy, val_loss))]
+    return SimpleNamespace(history_=history, diverged_=diverged, epochs=epochs, attributes_=["Male"], halved_=None)
+
+
+def test_halving_ranks_members_by_the_val_accuracy_of_the_epoch_each_would_keep(monkeypatch):
+    import heads.kinds.trainer as trainer
+    monkeypatch.setattr(trainer, "TAIL_HALVING", (2, 4))
+    assert trainer.val_score(_member([0.6, 0.8, 0.9], [0.5, 0.4, 0.45])) == 0.8  # epochs auto: the lowest val loss
+    assert trainer.val_score(_member([0.6, 0.8, 0.9], [0.5, 0.4, 0.45], epochs=3)) == 0.9  # fixed: the last epoch
+    assert trainer.val_score(_member([0.9], [0.1], diverged=1)) is None
+    a, b, c, d = (_member([0.7, 0.7], [0.5, 0.4]), _member([0.6, 0.9], [0.5, 0.3]), _member([0.9, 0.8], [0.2, 0.3]),
+                  _member([0.95], [0.1], diverged=2))
+    halve = trainer._halving([[a, b, c, d]])
+    assert halve(1, [a, b, c]) == []  # not an epoch of TAIL_HALVING
+    assert halve(2, [a, b, c]) == [a] and a.halved_ == 2  # c (0.9 at epoch 1) and b (0.9) stay; d diverged
+    assert d.halved_ is None  # out of the race, but it was not training
+    c.history_.append({"epoch": 3, "loss": 1.0, "val_loss": 0.1, "val_Male_accuracy": 0.95})
+    assert halve(4, [b, c]) == [b] and b.halved_ == 4 and c.halved_ is None
+
+
+def test_every_cut_is_its_own_copy_of_the_pretrained_weights(face_cache):
+    """cut_after makes the cut once per process and clones it: each tail starts from the pretrained
+    weights, and training one leaves the next untouched."""
+    from embed.backbones import cut_after
+    cache, _ = face_cache
+    with h5py.File(cache, "r") as f:
+        record, preprocessing = json.loads(f.attrs["backbone"]), json.loads(f.attrs["preprocessing"])
+    first = cut_after(record, preprocessing, "add_3")
+    first.get_layer("separable_conv2d_7").weights[0].assign(tf.zeros_like(first.get_layer("separable_conv2d_7").weights[0]))
+    second = cut_after(record, preprocessing, "add_3")
+    pretrained = cut_after({**record, "layers": []}, preprocessing, "add_3")  # another key: cut from the file again
+    for a, b in zip(second.get_weights(), pretrained.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(second.get_layer("separable_conv2d_7").get_weights()[0]).sum() > 0
+    assert second.name == "tail_after_add_3" and [l.name for l in second.layers[1:]] == [l.name for l in pretrained.layers[1:]]
+
+
 def test_tail_refuses_what_it_cannot_continue_in_one_line(face_cache, tmp_path):
     cache, model = face_cache
     for args, message in ((["--input", "add_2"], "the cache stores [32] (stored pooled? embed --layers add_2:none)"),

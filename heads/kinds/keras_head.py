@@ -11,7 +11,7 @@ from heads.defaults import CALIBRATE, KERAS, TAIL_GRID
 from heads.kinds.architectures import Attentive, Builder, learned_queries, parse_head
 from heads.kinds.base import Head, labelled, register
 from heads.kinds.calibration import bce, fit_temperatures, temperature_layer, with_temperatures
-from heads.kinds.trainer import EPSILON, fit_together, parse_epochs, predict_model
+from heads.kinds.trainer import EPSILON, fit_together, parse_epochs, predict_model, val_score
 
 MODEL_FILE = "model.keras"
 
@@ -89,7 +89,8 @@ class KerasHead(Head):
     "none", or "temperature": after training, one temperature per attribute fitted on val goes into
     the model (`heads.kinds.calibration`), recorded in calibration_. tail_lr, tail_bn (`--head tail`
     only): a value, or "auto": one tail per point of TAIL_GRID (`members`) trains in the same pass,
-    and the one with the best mean val accuracy is kept (`keep_best`), recorded in selection_.
+    the better half going on after each epoch of TAIL_HALVING, and the one with the best mean val
+    accuracy is kept (`keep_best`), recorded in selection_.
     Learned state: model_ (keras.Model: float32 [B, D] -> {attribute: probability [B, 1]}),
     history_ (one dict per epoch: epoch, loss, <attr>_accuracy, and with val data val_loss,
     val_<attr>_accuracy), best_epoch_ (the epoch whose weights model_ holds), attributes_,
@@ -138,19 +139,19 @@ class KerasHead(Head):
 
     def keep_best(self, members):
         """After `members()` trained: take the learned state of the member with the best mean val
-        accuracy (at the epoch whose weights it keeps; ties: the first in grid order; a diverged
-        member scores nothing) and record every member's score and the choice in selection_."""
-        scores = [None if m.diverged_ else float(np.mean([m.history_[m.best_epoch_ - 1][f"val_{a}_accuracy"]
-                                                          for a in m.attributes_])) for m in members]
+        accuracy (`trainer.val_score`, at the epoch whose weights it keeps; ties: the first in grid
+        order; a diverged member scores nothing) and record every member's score, its epochs, the
+        epoch after which halving stopped it (`trainer._halving`) and the choice in selection_."""
+        scores = [val_score(m) for m in members]
         ranked = [i for i in range(len(members)) if scores[i] is not None]
         best = members[max(ranked, key=lambda i: (scores[i], -i)) if ranked else 0]
         for name in ("spec_", "model_", "history_", "best_epoch_", "attributes_", "n_features_in_", "diverged_"):
             setattr(self, name, getattr(best, name))
+        names = [f"tail_lr={m.tail_lr:g} tail_bn={m.tail_bn}" for m in members]
         self.selection_ = {"tail_lr": best.tail_lr, "tail_bn": best.tail_bn,
-                           "val_accuracy_by_member": {f"tail_lr={m.tail_lr:g} tail_bn={m.tail_bn}": score
-                                                      for m, score in zip(members, scores)},
-                           "epochs_by_member": {f"tail_lr={m.tail_lr:g} tail_bn={m.tail_bn}": len(m.history_)
-                                                for m in members}}
+                           "val_accuracy_by_member": dict(zip(names, scores)),
+                           "epochs_by_member": {name: len(m.history_) for name, m in zip(names, members)},
+                           "halved_after_epoch_by_member": {name: m.halved_ for name, m in zip(names, members) if m.halved_}}
 
     def calibrate_on(self, val):
         """With calibrate "temperature": fit each attribute's temperature on val (`Data`) and put it

@@ -33,7 +33,7 @@ import numpy as np
 
 from cache.errors import UsageError, UserError
 from cache.reader import aligned_empty
-from heads.defaults import CALIBRATE
+from heads.defaults import CALIBRATE, TAIL_HALVING
 from heads.kinds.architectures import MLP, named_outputs, parse_head
 from heads.kinds.base import labelled
 
@@ -156,9 +156,10 @@ def fit_together(heads, train, val=None, on_epoch=None, diverged="raise"):
     each epoch it trained.
 
     A head that trains as a grid (`KerasHead.members`: a tail with tail_lr or tail_bn "auto") trains
-    its members in the same pass and keeps the best on val (`KerasHead.keep_best`); its on_epoch
-    record is the member leading on mean val accuracy that epoch, with "member" (its settings) and
-    "training" ("4 of 6": members still training).
+    its members in the same pass, halving them after each epoch of TAIL_HALVING (`_halving`), and
+    keeps the best on val (`KerasHead.keep_best`); its on_epoch record is the member leading on mean
+    val accuracy that epoch, with "member" (its settings) and "training" ("4 of 6": members still
+    training).
 
     A head whose training loss becomes NaN or inf stops training there (`head.diverged_`: the epoch;
     None for the others; a grid: when every member diverged); diverged "raise" then raises Diverged
@@ -178,7 +179,8 @@ def fit_together(heads, train, val=None, on_epoch=None, diverged="raise"):
         elif first[0] in training:
             on_epoch(first[0].history_[-1])
 
-    _train_together(trained, train, val, report if on_epoch else None)
+    grids = [members[id(head)] for head in heads if len(members[id(head)]) > 1]
+    _train_together(trained, train, val, report if on_epoch else None, _halving(grids) if grids else None)
     for head in heads:
         if members[id(head)] != [head]:
             head.keep_best(members[id(head)])
@@ -188,6 +190,41 @@ def fit_together(heads, train, val=None, on_epoch=None, diverged="raise"):
     for head in heads:
         if not head.diverged_:
             head.calibrate_on(val)
+
+
+def val_score(head):
+    """The mean val accuracy over the attributes at the epoch whose weights the head keeps, or would
+    keep if it stopped now (epochs auto: the lowest val loss so far, the first on ties; a fixed
+    number: the last epoch); None for a diverged head or one without val records."""
+    records = [r for r in head.history_ if "val_loss" in r]
+    if head.diverged_ or not records:
+        return None
+    kept = min(records, key=lambda r: r["val_loss"]) if head.epochs == "auto" else records[-1]
+    return float(np.mean([kept[f"val_{a}_accuracy"] for a in head.attributes_]))
+
+
+def _halving(grids):
+    """Successive halving of grids (lists of member heads): halve(epoch, training) -> the members of
+    `training` to stop now. After each epoch of TAIL_HALVING every grid keeps the better half of the
+    members still in its race (rounded up; `val_score`, a member without one last, ties to the first
+    in grid order); a member out of the race stops if it is still training, with halved_ = epoch."""
+    racing = [list(grid) for grid in grids]
+
+    def halve(epoch, training):
+        if epoch not in TAIL_HALVING:
+            return []
+        stop = []
+        for grid in racing:
+            order = sorted(range(len(grid)), key=lambda i: (val_score(grid[i]) is None, -(val_score(grid[i]) or 0), i))
+            keep = -(-len(grid) // 2)
+            out = [grid[i] for i in order[keep:] if grid[i] in training]
+            for member in out:
+                member.halved_ = epoch
+            stop += out
+            grid[:] = [grid[i] for i in sorted(order[:keep])]
+        return stop
+
+    return halve
 
 
 def _leading(members, training):
@@ -205,9 +242,9 @@ def _leading(members, training):
             "member_epoch": record["epoch"]}
 
 
-def _train_together(heads, train, val, report):
+def _train_together(heads, train, val, report, halve=None):
     """Train `heads` (each a single head, no grid) in one pass; report(heads still training) after
-    every epoch."""
+    every epoch; halve(epoch, heads still training) -> heads to stop now (`_halving`), or None."""
     import keras
 
     first = heads[0]
@@ -231,7 +268,7 @@ def _train_together(heads, train, val, report):
         head.spec_ = parse_head(head.head)
         head.model_ = head.spec_.build(X.shape[1:], attributes, head.dropout, head.l2, source=train.source,
                                        bn=head.tail_bn)
-        head.attributes_, head.history_, head.diverged_ = attributes, [], None
+        head.attributes_, head.history_, head.diverged_, head.halved_ = attributes, [], None, None
         head.n_features_in_ = X.shape[1] if X.ndim == 2 else tuple(X.shape[1:])
     weights = class_weights(train.labels, first.class_weight)
     accuracy_scale = len(X) / np.maximum(known.sum(axis=0), 1)  # train accuracy over the labelled rows
@@ -277,6 +314,8 @@ def _train_together(heads, train, val, report):
             head.history_.append(record)
             if auto and stoppers[id(head)].update(record):
                 stopped.append(head)
+        if halve:
+            stopped += halve(epoch, [h for h in trainer.heads if h not in stopped])
         if report:
             report([h for h in trainer.heads if not h.diverged_])
         if stopped:
