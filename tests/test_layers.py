@@ -356,6 +356,32 @@ def test_every_cut_is_its_own_copy_of_the_pretrained_weights(face_cache):
     assert second.name == "tail_after_add_3" and [l.name for l in second.layers[1:]] == [l.name for l in pretrained.layers[1:]]
 
 
+def test_a_tail_starts_the_same_whether_its_cut_was_loaded_or_cloned(face_cache):
+    """The first tail in a process loads the file, later ones clone the kept cut: a grid member must
+    start from the weights it would get alone in a fresh process, so the seed decides them, not that."""
+    import keras
+
+    import embed.backbones
+    from heads.kinds.architectures import Tail
+    cache, _ = face_cache
+    with h5py.File(cache, "r") as f:
+        source = {"backbone": json.loads(f.attrs["backbone"]), "preprocessing": json.loads(f.attrs["preprocessing"]),
+                  "layer": "add_3"}
+    built = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)
+        built.append(Tail().build((8, 8, 64), ["Male"], 0.2, 1e-4, source=source).get_weights())
+        if not embed.backbones._cuts:
+            raise AssertionError("cut_after keeps the cut it made")
+    embed.backbones._cuts.clear()
+    keras.utils.set_random_seed(7)
+    built.append(Tail().build((8, 8, 64), ["Male"], 0.2, 1e-4, source=source).get_weights())  # loaded from the file
+    for cloned, loaded in zip(built[1], built[2]):
+        np.testing.assert_array_equal(cloned, loaded)
+    for first, second in zip(built[0], built[1]):
+        np.testing.assert_array_equal(first, second)
+
+
 def test_tail_refuses_what_it_cannot_continue_in_one_line(face_cache, tmp_path):
     cache, model = face_cache
     for args, message in ((["--input", "add_2"], "the cache stores [32] (stored pooled? embed --layers add_2:none)"),

@@ -167,7 +167,12 @@ class Tail:
                              "the cache stores with :none, from one cache)")
         if bn not in ("frozen", "train"):
             raise UsageError(f"--tail-bn {bn!r}: use frozen or train")
+        reseed = int(np.random.randint(2**31 - 1))  # drawn before the cut: see below
         tail = cut_after(source["backbone"], source["preprocessing"], source["layer"])
+        # cut_after loads the file or clones the cut it keeps, and the two draw different amounts of
+        # Keras' random stream: seeding again from a number drawn before gives the head's own layers
+        # the same initial weights either way (a grid member as it would start alone)
+        keras.utils.set_random_seed(reseed)
         if tuple(tail.input_shape[1:]) != row_shape(input_shape):
             raise UsageError(f"--head tail: the backbone continues from {source['layer']} as "
                              f"{list(tail.input_shape[1:])} per image, the cache stores {list(row_shape(input_shape))} "
