@@ -40,6 +40,7 @@ from heads.defaults import (
     SCORE,
     SKLEARN,
     TAIL_GRID,
+    TAIL_HALVING,
 )
 from heads.metrics import BY_NAME  # the metrics table; no scikit-learn import until a metric is computed
 
@@ -580,11 +581,12 @@ def info(cache, as_json, check, label_files, partition_file):
 @click.option("--tail-lr", default=KERAS["tail_lr"], show_default=True, type=_setting("tail_lr", "auto|LR>0"),
               help="--head tail: Adam learning rate of the backbone's own layers (the head on top uses --lr); auto: "
                    f"one tail per rate of {', '.join(f'{r:g}' for r in TAIL_GRID['tail_lr'])} trained together, the "
-                   "best on val kept.")
+                   f"better half going on after epochs {' and '.join(map(str, TAIL_HALVING))}, the best on val kept.")
 @click.option("--tail-bn", default=KERAS["tail_bn"], show_default=True,
               type=click.Choice(["auto", "frozen", "train"]),
               help="--head tail: keep the BatchNormalization statistics and scales as pretrained, or train them; "
-                   "auto: both, trained together, the best on val kept (with --tail-lr auto: every pair).")
+                   "auto: both, trained together and halved as for --tail-lr, the best on val kept (with --tail-lr auto: "
+                   "every pair).")
 @click.option("--calibrate", default=KERAS["calibrate"], show_default=True, type=click.Choice(CALIBRATE),
               help="temperature: after training, fit one temperature per attribute on val (never test) and keep "
                    "it in the model, so evaluate, predict and export apply it.")
