@@ -1,5 +1,6 @@
 """Fault injection for `embed`: kills at random moments, Ctrl-C, a full disk, a concurrent reader,
-damaged images. Each case runs the real CLI in a subprocess and checks the result against an
+damaged images. Each case runs the real CLI in another process (harness.processes: forked from a
+preloaded interpreter in `make test`, a fresh one at full count) and checks the result against an
 uninterrupted run, bit for bit.
 
 tests/test_faults.py runs the cases and asserts on their results (`harness.trials` says how many);
@@ -11,7 +12,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,8 @@ import h5py
 import numpy as np
 
 from cli import EXIT_FAILED_ROWS, EXIT_INTERRUPTED
+from harness import processes
 
-ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES, BATCH = 200, 4
 DATASETS = ("features", "image_id", "labels", "partition", "status", "error")
 PHASES = ("before the first write", "mid-run", "finalising")
@@ -45,15 +45,15 @@ def embed_args(setup, out):
             "--value-range", "0,1", "--image-size", "32", "--batch-size", str(BATCH)]
 
 
-def embed_command(setup, out):
-    return [sys.executable, str(ROOT / "cli.py"), *embed_args(setup, out)]
+def start_embed(setup, out, *extra, capture=False):
+    """`embed` of the setup into `out` (plus extra options) in another process (harness.processes.start)."""
+    return processes.start(*embed_args(setup, out), *extra, capture=capture)
 
 
 def run_cli(*args, timeout=300):
-    """The CLI in a subprocess (where the process is the point: it is killed, or must not share
+    """The CLI in another process (where the process is the point: it is killed, or must not share
     this one's state); returns CompletedProcess with text output."""
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+    return processes.run(*args, timeout=timeout)
 
 
 def cli_in_process(*args):
@@ -131,7 +131,7 @@ def prepare(workdir):
     setup = Setup(workdir / "data", prepare_model(workdir / "tiny.keras"))
     out = workdir / "reference.h5"
     began = time.perf_counter()
-    proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_embed(setup, out, capture=True)
     while proc.poll() is None:
         if not setup.seconds_to_first_row and rows_done(out) > 0:
             setup.seconds_to_first_row = time.perf_counter() - began
@@ -172,10 +172,10 @@ def wait_until(predicate, proc, timeout=120):
 
 def kill_trial(setup, out, phase, rng, in_process=False):
     """Start `embed`, SIGKILL it at a random moment of `phase`, check `info`, resume, compare.
-    in_process: `info` and the resume run in this process (the killed run is a subprocess either way)."""
+    in_process: `info` and the resume run in this process (the killed run is another process either way)."""
     batch_seconds = (setup.seconds_total - setup.seconds_to_first_row) / (N_IMAGES / BATCH)
     began = time.perf_counter()
-    proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_embed(setup, out)
     if phase == "before the first write":
         time.sleep(rng.uniform(0, setup.seconds_to_first_row))
     elif phase == "mid-run":
@@ -237,10 +237,7 @@ class CtrlC:
 
 def ctrl_c_trial(setup, out, after_rows):
     """Start `embed`, press Ctrl-C (SIGINT) once after_rows are saved, then resume and compare."""
-    # A shell runs background jobs with SIGINT ignored and a child inherits that, so under a CI
-    # started in the background Ctrl-C would never reach the run: the child gets the default back.
-    proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = start_embed(setup, out, capture=True)
     wait_until(lambda: rows_done(out) >= after_rows, proc)
     # Freeze the run where it is, so Ctrl-C lands mid-run even if this poll was slow to notice.
     proc.send_signal(signal.SIGSTOP)
@@ -297,7 +294,7 @@ def _mount_tmpfs(folder, size):
 
 def disk_full_trial(setup, workdir):
     """Embed into a size-limited tmpfs: once too small to create the cache, once filling mid-run (in
-    a subprocess: HDF5 cannot close a file it failed to write); then grow it and resume."""
+    another process: HDF5 cannot close a file it failed to write); then grow it and resume."""
     mnt = Path(workdir) / "small-disk"
     mnt.mkdir()
     if os.geteuid() != 0:
@@ -344,7 +341,7 @@ def concurrent_reader_trial(setup, out):
     from cache.errors import UserError
     from cache.reader import cache_info, open_cache
 
-    proc = subprocess.Popen(embed_command(setup, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_embed(setup, out)
     reads, seen, inconsistent = 0, set(), 0
     while proc.poll() is None:
         try:

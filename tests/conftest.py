@@ -1,6 +1,8 @@
 """Shared fixtures: generated datasets, tiny backbones saved the way users' models are, the real sample.
 
-Nothing here touches the network or real pretrained weights.
+Nothing here touches the network or real pretrained weights. TensorFlow is imported where a fixture
+needs it: the pytest-xdist controller loads this file too, and a module-level import kept both
+workers waiting 8 s for it.
 """
 
 import contextlib
@@ -12,7 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from embed.sample import make_sample
 
@@ -74,21 +75,26 @@ def face_cnns():
     return shared_data("CELEBA_MODELS", "models", "gender_mini_XCEPTION.hdf5", "the shared face CNNs")
 
 
-class PixelProbe(tf.Module):
+def pixel_probe():
     """A stand-in for a TF-Hub image feature vector: any size RGB in, 5 statistics out:
-    [min, max, mean R, mean G, mean B] of the pixels it receives."""
+    [min, max, mean R, mean G, mean B] of the pixels it receives (a tf.Module)."""
+    import tensorflow as tf
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def __call__(self, images):
-        return tf.concat([tf.reduce_min(images, [1, 2, 3])[:, None], tf.reduce_max(images, [1, 2, 3])[:, None],
-                          tf.reduce_mean(images, [1, 2])], axis=1)
+    class PixelProbe(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, images):
+            return tf.concat([tf.reduce_min(images, [1, 2, 3])[:, None], tf.reduce_max(images, [1, 2, 3])[:, None],
+                              tf.reduce_mean(images, [1, 2])], axis=1)
+
+    return PixelProbe()
 
 
 @pytest.fixture(scope="session")
 def probe_saved_model(tmp_path_factory):
-    """A tf.Module SavedModel folder, loaded through the real `hub.load` path by the tool."""
+    """pixel_probe() saved as a SavedModel folder, loaded through the real `hub.load` path by the tool."""
+    import tensorflow as tf
     path = tmp_path_factory.mktemp("probe") / "pixel_probe"
-    tf.saved_model.save(PixelProbe(), str(path))
+    tf.saved_model.save(pixel_probe(), str(path))
     return path
 
 
@@ -152,6 +158,8 @@ def assert_served_from_images_as_evaluated(run, fault_setup, tmp_path, n=6, atol
     """predict and an exported SavedModel, from the image files of n test rows, give the
     probabilities evaluate scores from the cache (to atol: another graph decodes and runs the
     backbone); returns the scored task."""
+    import tensorflow as tf
+
     from heads.run.evaluate import split_predictions
     from heads.serve.export import export_run
     from heads.serve.predict import predict_images

@@ -1,6 +1,6 @@
 """`audit`: out-of-fold probabilities that never saw their row's label, cleanlab's label issues
 written as cleanlab finds them, near-duplicates found by faiss, the page, and planted truth found:
-a 4,000-image generated sample with 10 % of its labels flipped and 60 images copied into other
+a 2,000-image generated sample with 10 % of its labels flipped and 60 images copied into other
 splits (`make-sample --label-noise --duplicates`), embedded by the fixed pixel backbone
 (harness.caches.pixel_backbone: 4x4 block means of 64x64 RGB, 768-d)."""
 
@@ -19,7 +19,7 @@ from heads.audit.duplicates import Centred, exact_neighbours, find_duplicates
 from heads.audit.folds import Rows, out_of_fold
 from heads.look.tables import audit_lines
 
-PLANTED_N = 4000
+PLANTED_N = 2000
 SEEN = ("Male", "Young", "Smiling")
 CHROMIUM = Path("/usr/bin/chromium")
 

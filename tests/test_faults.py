@@ -3,12 +3,12 @@ random moments, Ctrl-C, a full disk, a concurrent reader and damaged images neve
 row, never leave a file that does not open, and a rerun of the same command ends bitwise equal to an
 uninterrupted run."""
 
-import subprocess
 import time
 
 import pytest
 
 from harness import faults as reliability
+from harness import processes
 from harness.faults import BATCH, N_IMAGES, PHASES
 from harness.trials import counts
 
@@ -71,8 +71,7 @@ def test_damaged_images_are_recorded_and_counted_consistently(setup, tmp_path):
 
 def test_kill_during_creation_leaves_no_cache_under_the_real_name(setup, tmp_path):
     out = tmp_path / "c.h5"
-    proc = subprocess.Popen(reliability.embed_command(setup, out), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = reliability.start_embed(setup, out)
     deadline = time.time() + 120
     while not (tmp_path / "c.h5.tmp").exists() and not out.exists() and time.time() < deadline:
         time.sleep(0.0005)
@@ -83,3 +82,17 @@ def test_kill_during_creation_leaves_no_cache_under_the_real_name(setup, tmp_pat
     resumed = reliability.cli_in_process(*reliability.embed_args(setup, out))
     assert resumed.returncode == 0, resumed.stderr
     assert not reliability.differences(reliability.snapshot(out), setup.reference)
+
+
+@pytest.mark.reliability
+def test_a_forked_run_equals_a_fresh_interpreters_run(setup, tmp_path):
+    """`make test` forks the CLI's processes from a preloaded interpreter (harness.processes); the
+    same command in a fresh interpreter ends the same way and writes the same cache, bit for bit
+    (same machine, same computation)."""
+    runs = {fork: processes.run(*reliability.embed_args(setup, tmp_path / f"fork{fork}.h5"), fork=fork)
+            for fork in (True, False)}
+    for fork, done in runs.items():
+        assert done.returncode == 0, (fork, done.stderr[-2000:])
+        assert f"done: {N_IMAGES} ok, 0 failed" in done.stdout, (fork, done.stdout)
+    assert not reliability.differences(reliability.snapshot(tmp_path / "forkTrue.h5"),
+                                       reliability.snapshot(tmp_path / "forkFalse.h5"))

@@ -6,7 +6,6 @@ and predict from images agrees; bad usage is one line."""
 import json
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import h5py
@@ -16,7 +15,7 @@ import tensorflow as tf
 from click.testing import CliRunner
 
 import cli
-from harness.faults import N_IMAGES, embed_args, embed_command, rows_done, run_cli, wait_until
+from harness.faults import N_IMAGES, embed_args, rows_done, run_cli, start_embed, wait_until
 from heads.run.evaluate import split_predictions
 from heads.serve.predict import predict_images
 from tests.conftest import assert_served_from_images_as_evaluated, copy_dataset
@@ -76,8 +75,7 @@ def test_grid_pooling_averages_each_cell_as_adaptive_pooling_does():
 def test_kill_9_resume_and_shards_give_the_uninterrupted_cache_bitwise(layered, fault_setup, tmp_path):
     """Same machine, same batches, same graph: bit for bit, layers included."""
     out = tmp_path / "killed.h5"
-    proc = subprocess.Popen(embed_command(fault_setup, out) + LAYERS, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = start_embed(fault_setup, out, *LAYERS)
     wait_until(lambda: rows_done(out) >= N_IMAGES // 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

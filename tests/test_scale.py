@@ -170,9 +170,7 @@ def test_ray_engine_equals_the_plain_run_failed_images_included(fault_setup, ray
 @pytest.mark.reliability
 def test_ray_engine_killed_mid_run_resumes_to_the_same_cache(fault_setup, ray_address, tmp_path):
     out = tmp_path / "c.h5"
-    command = [sys.executable, str(ROOT / "cli.py"), *embed_args(fault_setup, out), "--engine", "ray",
-               "--ray-address", ray_address]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = reliability.start_embed(fault_setup, out, "--engine", "ray", "--ray-address", ray_address)
     reliability.wait_until(lambda: rows_done(out) >= 8, proc, timeout=300)
     proc.send_signal(signal.SIGSTOP)  # freeze the driver (its writer) where it is, then kill it
     saved = rows_done(out)

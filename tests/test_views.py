@@ -4,7 +4,6 @@ predict/export apply the same views."""
 
 import json
 import signal
-import subprocess
 
 import h5py
 import numpy as np
@@ -15,7 +14,7 @@ from PIL import Image
 
 import cli
 from cache.reader import load_split
-from harness.faults import N_IMAGES, embed_args, embed_command, rows_done, wait_until
+from harness.faults import N_IMAGES, embed_args, rows_done, start_embed, wait_until
 from heads.run.evaluate import evaluate_run
 from heads.run.fit import train_heads
 from heads.run.rundir import Run
@@ -44,10 +43,11 @@ def same(a, b):
 
 @pytest.fixture(scope="module")
 def views_cache(fault_setup, tmp_path_factory):
-    """An uninterrupted `embed --views flip` of the fault-injection dataset (200 images, batch 4)."""
+    """An uninterrupted `embed --views flip` of the fault-injection dataset (200 images, batch 4), run in
+    this process (the kill test's killed run is the other process that matters)."""
     out = tmp_path_factory.mktemp("views") / "reference.h5"
-    result = subprocess.run(embed_command(fault_setup, out) + ["--views", "flip"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = invoke(*embed_args(fault_setup, out), "--views", "flip")
+    assert result.exit_code == 0, result.output
     return out
 
 
@@ -83,8 +83,7 @@ def test_flip_view_of_a_symmetric_image_equals_its_original_view(tmp_path, fault
 
 def test_views_cache_resumes_after_kill_9_bitwise(views_cache, fault_setup, tmp_path):
     out = tmp_path / "c.h5"
-    command = embed_command(fault_setup, out) + ["--views", "flip"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_embed(fault_setup, out, "--views", "flip")
     wait_until(lambda: rows_done(out) >= N_IMAGES // 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -9,6 +9,19 @@ import numpy as np
 from cache.layout import UNKNOWN_LABEL
 
 
+def _save(fig, out):
+    """Lay the figure out tightly, write it as a PNG (100 dpi) to `out` (a path or a binary file),
+    close it. The layout is computed once: tight_layout leaves a placeholder layout engine behind,
+    which makes savefig draw the whole figure an extra time; dropping it leaves the pixels unchanged
+    and saves a third of the picture's time."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.set_layout_engine(None)
+    fig.savefig(out, dpi=100, format="png")
+    plt.close(fig)
+
+
 def plot_history(history, attributes, out_dir, best_epoch=None):
     """loss.png and accuracy.png: train and val curves per epoch (the reference notebook's plots),
     a dotted line at best_epoch when it is not the last (the epoch whose weights the head keeps)."""
@@ -28,9 +41,7 @@ def plot_history(history, attributes, out_dir, best_epoch=None):
     ax.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(Path(out_dir) / "loss.png", dpi=100)
-    plt.close(fig)
+    _save(fig, Path(out_dir) / "loss.png")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, name in enumerate(attributes):
         color = f"C{i % 10}"
@@ -43,9 +54,7 @@ def plot_history(history, attributes, out_dir, best_epoch=None):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(attributes) <= 6:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(Path(out_dir) / "accuracy.png", dpi=100)
-    plt.close(fig)
+    _save(fig, Path(out_dir) / "accuracy.png")
 
 
 def plot_accuracy_vs_majority(metrics, out_dir):
@@ -67,9 +76,7 @@ def plot_accuracy_vs_majority(metrics, out_dir):
     ax.set_xticks(x, names, rotation=90 if len(names) > 6 else 0, fontsize=8)
     ax.set(ylabel="accuracy", ylim=(0, 1.12), title="Accuracy vs the majority-class baseline")
     ax.legend(fontsize=8, loc="upper center", ncol=3)
-    fig.tight_layout()
-    fig.savefig(Path(out_dir) / "accuracy_vs_majority.png", dpi=100)
-    plt.close(fig)
+    _save(fig, Path(out_dir) / "accuracy_vs_majority.png")
 
 
 def plot_reliability(labels, probabilities, attributes, out_dir):
@@ -99,9 +106,7 @@ def plot_reliability(labels, probabilities, attributes, out_dir):
                title=f"Reliability on {split} ({CALIBRATION_BINS} bins)")
         if len(attributes) <= 6:
             ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(Path(out_dir) / "reliability.png", dpi=100)
-    plt.close(fig)
+    _save(fig, Path(out_dir) / "reliability.png")
 
 
 def plot_nearest_similarity(histogram, threshold, out_path):
@@ -121,6 +126,4 @@ def plot_nearest_similarity(histogram, threshold, out_path):
     ax.set(xlabel="cosine similarity to the nearest other row (centred features)", ylabel="rows",
            yscale="log", xlim=(max(-1.0, low - 0.05), 1.0), title="Nearest-neighbour similarity")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out_path, dpi=100, format="png")
-    plt.close(fig)
+    _save(fig, out_path)
