@@ -178,6 +178,30 @@ def test_an_attentive_probe_trains_on_a_spatial_layer_and_serves_from_images(lay
     assert task.test.features.shape[1:] == (15, 15, 8)
 
 
+def test_the_probes_attention_is_multi_head_attentions_arithmetic_without_broadcast_products():
+    """QueryAttention (2-D and equal-batch matmuls only) computes what keras.layers.MultiHeadAttention
+    plus the residual computes with the same weights; a probe saved before it (LearnedQueries and
+    MultiHeadAttention) still finds its layers registered under their saved names."""
+    import keras
+
+    from heads.kinds.architectures import attentive_layers
+    layers = attentive_layers()
+    tokens = np.random.default_rng(0).normal(size=(5, 9, 6)).astype(np.float32)
+    ours = layers["QueryAttention"](2, 8, 2)
+    mine = ours(tokens).numpy()
+    queries = np.broadcast_to(ours.query.numpy()[None], (5, 2, 8))
+    theirs = keras.layers.MultiHeadAttention(2, 4)
+    theirs(queries, tokens)
+    heads = lambda name: getattr(ours, name).numpy().reshape(-1, 2, 4)  # [in, H * D] -> [in, H, D]
+    theirs.set_weights([heads("query_kernel"), heads("query_bias")[0], heads("key_kernel"), heads("key_bias")[0],
+                        heads("value_kernel"), heads("value_bias")[0], ours.output_kernel.numpy().reshape(2, 4, 8),
+                        ours.output_bias.numpy()])
+    np.testing.assert_allclose(mine, queries + theirs(queries, tokens).numpy(), rtol=1e-5, atol=1e-5)
+    assert mine.shape == (5, 2, 8)
+    for name in ("LearnedQueries", "QueryAttention"):
+        assert keras.saving.get_registered_object(f"celeba_heads>{name}") is layers[name]
+
+
 def test_inputs_the_cache_lacks_or_of_the_wrong_rank_are_one_line(layered, tmp_path):
     for args, message in ((["baselines", "--input", "conv2d"], "majority trains on vectors, and the input is spatial"),
                           (["baselines", "--input", "embeding"], "stores no such layer; it stores embedding"),

@@ -78,17 +78,22 @@ class MLP:
         return tf.nn.bias_add(tf.matmul(x, weights[-2]), weights[-1])
 
 
-_QUERIES = []  # the learned-queries layer class, defined (and registered for loading) once
+_LAYERS = {}  # the attentive probe's layer classes, defined (and registered for loading) once
 
 
-def learned_queries():
-    """The Keras layer holding an attentive probe's learned queries [Q, W] (trunc-normal, std 0.02,
-    as V-JEPA's), tiled over the batch: [B, T, C] -> [B, Q, W]. Registered, so saved probes load."""
-    if not _QUERIES:
+def attentive_layers():
+    """The attentive probe's Keras layers, registered so saved probes load: {"QueryAttention": the
+    probe's pooling (below), "LearnedQueries": the queries layer of probes saved before it}."""
+    if not _LAYERS:
         import keras
+        from keras import ops
 
-        @keras.saving.register_keras_serializable(package="celeba_heads")
+        register = keras.saving.register_keras_serializable(package="celeba_heads")
+
+        @register
         class LearnedQueries(keras.layers.Layer):
+            """[B, T, C] -> the learned queries [Q, W] tiled over the batch (probes saved before
+            QueryAttention pair it with keras.layers.MultiHeadAttention)."""
             def __init__(self, queries, width, **kwargs):
                 super().__init__(**kwargs)
                 self.queries, self.width = queries, width
@@ -98,14 +103,61 @@ def learned_queries():
                                              initializer=keras.initializers.TruncatedNormal(stddev=0.02))
 
             def call(self, tokens):
-                batch = keras.ops.shape(tokens)[0]
-                return keras.ops.broadcast_to(self.query[None], (batch, self.queries, self.width))
+                batch = ops.shape(tokens)[0]
+                return ops.broadcast_to(self.query[None], (batch, self.queries, self.width))
 
             def get_config(self):
                 return {**super().get_config(), "queries": self.queries, "width": self.width}
 
-        _QUERIES.append(LearnedQueries)
-    return _QUERIES[0]
+        @register
+        class QueryAttention(keras.layers.Layer):
+            """Tokens [B, T, C] -> [B, Q, W]: Q learned queries [Q, W] (trunc-normal, std 0.02, as
+            V-JEPA's) plus their multi-head cross-attention over the tokens (H heads of W // H, scaled
+            dot products, biased projections: keras.layers.MultiHeadAttention's arithmetic). Every
+            product is a 2-D matmul or a batch matmul of equal batch dims: oneDNN's broadcasting batch
+            matmul (MultiHeadAttention's einsums) corrupts the heap now and then in TensorFlow 2.21."""
+            def __init__(self, queries, width, heads, **kwargs):
+                super().__init__(**kwargs)
+                self.queries, self.width, self.heads = queries, width, heads
+                self.key_dim = max(1, width // heads)
+
+            def build(self, input_shape):
+                inner, channels = self.heads * self.key_dim, input_shape[-1]
+                dense = keras.initializers.GlorotUniform()
+                self.query = self.add_weight(shape=(self.queries, self.width), name="query",
+                                             initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+                for name, shape in (("query", (self.width, inner)), ("key", (channels, inner)),
+                                    ("value", (channels, inner)), ("output", (inner, self.width))):
+                    setattr(self, f"{name}_kernel", self.add_weight(shape=shape, name=f"{name}_kernel",
+                                                                    initializer=dense))
+                    setattr(self, f"{name}_bias", self.add_weight(shape=(shape[1],), name=f"{name}_bias",
+                                                                  initializer="zeros"))
+
+            def call(self, tokens):
+                batch, count = ops.shape(tokens)[0], ops.shape(tokens)[1]
+                heads, key_dim, queries = self.heads, self.key_dim, self.queries
+                flat = ops.reshape(tokens, (-1, tokens.shape[-1]))  # [B T, C]
+                query = ops.matmul(self.query, self.query_kernel) + self.query_bias  # [Q, H D], batch-free
+                query = ops.transpose(ops.reshape(query, (queries, heads, key_dim)), (1, 2, 0))  # [H, D, Q]
+                key = ops.reshape(ops.matmul(flat, self.key_kernel) + self.key_bias, (-1, heads, key_dim))
+                scores = ops.matmul(ops.transpose(key, (1, 0, 2)), query) / float(np.sqrt(key_dim))  # [H, B T, Q]
+                weights = ops.softmax(ops.reshape(scores, (heads, batch, count, queries)), axis=2)
+                value = ops.reshape(ops.matmul(flat, self.value_kernel) + self.value_bias,
+                                    (batch, count, heads, key_dim))
+                attended = ops.matmul(ops.transpose(weights, (0, 1, 3, 2)),  # [H, B, Q, T] @ [H, B, T, D]
+                                      ops.transpose(value, (2, 0, 1, 3)))
+                attended = ops.reshape(ops.transpose(attended, (1, 2, 0, 3)), (-1, heads * key_dim))  # [B Q, H D]
+                attended = ops.matmul(attended, self.output_kernel) + self.output_bias
+                return ops.reshape(attended, (batch, queries, self.width)) + self.query  # the residual
+
+            def compute_output_shape(self, input_shape):
+                return (input_shape[0], self.queries, self.width)
+
+            def get_config(self):
+                return {**super().get_config(), "queries": self.queries, "width": self.width, "heads": self.heads}
+
+        _LAYERS.update(LearnedQueries=LearnedQueries, QueryAttention=QueryAttention)
+    return _LAYERS
 
 
 @dataclass(frozen=True)
@@ -131,10 +183,7 @@ class Attentive:
         inputs = keras.Input(shape, name="features")
         tokens = keras.layers.Reshape((-1, shape[-1]), name="tokens")(inputs)
         tokens = keras.layers.LayerNormalization(name="token_norm")(tokens)
-        queries = learned_queries()(self.queries, self.width, name="queries")(tokens)
-        attended = keras.layers.MultiHeadAttention(self.heads, max(1, self.width // self.heads), name="attention")(
-            queries, tokens)
-        pooled = keras.layers.Add(name="residual")([queries, attended])
+        pooled = attentive_layers()["QueryAttention"](self.queries, self.width, self.heads, name="attention")(tokens)
         pooled = keras.layers.LayerNormalization(name="query_norm")(pooled)
         pooled = keras.layers.Flatten(name="pooled")(pooled)
         pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)

@@ -8,7 +8,7 @@ import numpy as np
 
 from cache.errors import UsageError, UserError
 from heads.defaults import CALIBRATE, KERAS, TAIL_GRID
-from heads.kinds.architectures import Attentive, Builder, learned_queries, parse_head
+from heads.kinds.architectures import Attentive, Builder, attentive_layers, parse_head
 from heads.kinds.base import Head, labelled, register
 from heads.kinds.calibration import bce, fit_temperatures, temperature_layer, with_temperatures
 from heads.kinds.trainer import EPSILON, fit_together, parse_epochs, predict_model, val_score
@@ -202,7 +202,7 @@ class KerasHead(Head):
         if isinstance(spec, Builder) and Path(spec.path).is_file():
             spec.load_function()  # registers the builder file's custom layers, if any
         if isinstance(spec, Attentive):
-            learned_queries()  # registers the probe's queries layer, which the saved model names
+            attentive_layers()  # registers the probe's layers, which the saved model names
         if head.calibrate != "none":
             temperature_layer()  # registers the layer that applies the temperatures
         path = Path(directory) / MODEL_FILE
