@@ -40,9 +40,9 @@ class Setup:
     seconds_total: float = 0.0
 
 
-def embed_args(setup, out):
+def embed_args(setup, out, batch=BATCH):
     return ["embed", "--data-dir", str(setup.data), "--out", str(out), "--model", str(setup.model),
-            "--value-range", "0,1", "--image-size", "32", "--batch-size", str(BATCH)]
+            "--value-range", "0,1", "--image-size", "32", "--batch-size", str(batch)]
 
 
 def start_embed(setup, out, *extra, capture=False):

@@ -53,16 +53,6 @@ def test_local_saved_model_with_variable_size_needs_image_size(probe_saved_model
     assert backbone.preprocessing.value_range == (0.0, 1.0)
 
 
-def test_keras_application_random_weights_gives_1280d(caplog):
-    backbone = load_backbone(BackboneSpec("keras:EfficientNetV2B0", weights="none", image_size=64))
-    assert "random weights" in caplog.text and caplog.records[-1].levelname == "WARNING"
-    assert backbone.feature_dim == 1280 and backbone.spec["random_weights"]
-    assert backbone.preprocessing.value_range == (0.0, 255.0)
-    images = tf.random.uniform([3, 64, 64, 3], 0, 255, seed=1)
-    features = backbone.extract(images).numpy()
-    assert features.shape == (3, 1280) and np.isfinite(features).all()
-
-
 def test_keras_file_cut_at_named_layer_grayscale(grayscale_h5_model):
     import keras
     backbone = load_backbone(BackboneSpec(str(grayscale_h5_model), layer="embedding", value_range=(-1.0, 1.0)))

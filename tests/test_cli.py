@@ -62,11 +62,14 @@ def test_keras_random_backbone_gives_1280d_rows(sample_dir, tmp_path):
     result = invoke("embed", "--data-dir", sample_dir, "--out", out, "--model", "keras:EfficientNetV2B0",
                     "--weights", "none", "--image-size", 32, "--dtype", "float32")
     assert result.exit_code == 0, result.output
+    assert "random weights" in result.output.lower()
     with h5py.File(out, "r") as f:
         assert f["features"].shape == (40, 1280) and f["features"].dtype == np.float32
         assert np.isfinite(f["features"][:]).all()
     info = invoke("info", out)
     assert "RANDOM WEIGHTS" in info.output and "40 ok, 0 failed, 0 not done" in info.output
+    summary = json.loads(invoke("info", out, "--json").output)
+    assert summary["preprocessing"]["value_range"] == [0.0, 255.0]  # the Keras application's own range
 
 
 def test_h5_model_cut_at_layer_grayscale_minus_one_to_one(sample_dir, grayscale_h5_model, tmp_path):
