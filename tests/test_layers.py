@@ -179,25 +179,27 @@ def test_an_attentive_probe_trains_on_a_spatial_layer_and_serves_from_images(lay
 
 
 def test_the_probes_attention_is_multi_head_attentions_arithmetic_without_broadcast_products():
-    """QueryAttention (2-D and equal-batch matmuls only) computes what keras.layers.MultiHeadAttention
-    plus the residual computes with the same weights; a probe saved before it (LearnedQueries and
+    """QueryAttention (2-D and equal-batch matmuls only) computes keras.layers.MultiHeadAttention's
+    arithmetic plus the residual (written out in numpy here: MultiHeadAttention itself would run the
+    oneDNN product the layer avoids); a probe saved before it (LearnedQueries and
     MultiHeadAttention) still finds its layers registered under their saved names."""
     import keras
 
     from heads.kinds.architectures import attentive_layers
     layers = attentive_layers()
     tokens = np.random.default_rng(0).normal(size=(5, 9, 6)).astype(np.float32)
-    ours = layers["QueryAttention"](2, 8, 2)
+    ours = layers["QueryAttention"](2, 8, 2)  # 2 queries of width 8, 2 heads of 4
     mine = ours(tokens).numpy()
-    queries = np.broadcast_to(ours.query.numpy()[None], (5, 2, 8))
-    theirs = keras.layers.MultiHeadAttention(2, 4)
-    theirs(queries, tokens)
-    heads = lambda name: getattr(ours, name).numpy().reshape(-1, 2, 4)  # [in, H * D] -> [in, H, D]
-    theirs.set_weights([heads("query_kernel"), heads("query_bias")[0], heads("key_kernel"), heads("key_bias")[0],
-                        heads("value_kernel"), heads("value_bias")[0], ours.output_kernel.numpy().reshape(2, 4, 8),
-                        ours.output_bias.numpy()])
-    np.testing.assert_allclose(mine, queries + theirs(queries, tokens).numpy(), rtol=1e-5, atol=1e-5)
-    assert mine.shape == (5, 2, 8)
+    w = {v.name: v.numpy().astype(np.float64) for v in ours.weights}
+    heads = lambda x: x.reshape(*x.shape[:-1], 2, 4)  # [..., H * D] -> [..., H, D]
+    query = heads(w["query"] @ w["query_kernel"] + w["query_bias"])  # [Q, H, D]
+    key, value = (heads(tokens @ w[f"{n}_kernel"] + w[f"{n}_bias"]) for n in ("key", "value"))  # [B, T, H, D]
+    scores = np.einsum("qhd,bthd->bhqt", query, key) / np.sqrt(4)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    attended = np.einsum("bhqt,bthd->bqhd", weights, value).reshape(5, 2, 8)
+    expected = w["query"] + attended @ w["output_kernel"] + w["output_bias"]
+    np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-5)
     for name in ("LearnedQueries", "QueryAttention"):
         assert keras.saving.get_registered_object(f"celeba_heads>{name}") is layers[name]
 
