@@ -283,6 +283,9 @@ TRUST_MODEL = click.option("--trust-model", is_flag=True,
                            help="Load a model file that Keras' safe mode refuses (code inside, e.g. a Lambda layer); "
                                 "only for files you made or trust.")
 AS_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+PLOTS = click.option("--plots/--no-plots", default=RUN["plots"], show_default=True,
+                     help="Draw each run's pictures (loss.png and accuracy.png per epoch, accuracy_vs_majority.png, "
+                          "reliability.png); --no-plots saves about half of a small run's time, e.g. in a sweep.")
 ATTRS = click.option("--attrs", "attributes", default=",".join(ATTRIBUTES), show_default=True,
                      help="Comma-separated attribute names, or 'all'.")
 GROUPS = click.option("--groups", help="Attributes defining groups (e.g. Male or Male,Young): metrics per "
@@ -590,19 +593,20 @@ def info(cache, as_json, check, label_files, partition_file):
 @click.option("--calibrate", default=KERAS["calibrate"], show_default=True, type=click.Choice(CALIBRATE),
               help="temperature: after training, fit one temperature per attribute on val (never test) and keep "
                    "it in the model, so evaluate, predict and export apply it.")
+@PLOTS
 @writes(out="run")
 @uses_tensorflow()
-def train_heads(task, out, head, hidden, **settings):
+def train_heads(task, out, head, hidden, plots, **settings):
     """Train a Keras head on the cache (several caches of the same images: their features joined):
     fit on train, validate each epoch, report val and test."""
     if hidden is not None and head != KERAS["head"]:
         raise click.BadParameter("give --head or --hidden, not both", param_hint="--hidden")
     tables = _library("heads.look.tables")
-    metrics = _library("heads.run.fit").train_heads(task, out, head=f"mlp:{hidden}" if hidden else head,
+    metrics = _library("heads.run.fit").train_heads(task, out, head=f"mlp:{hidden}" if hidden else head, plots=plots,
                                                     on_epoch=lambda r: click.echo(tables.epoch_line(r)), **settings)
     click.echo(tables.trained(metrics, f"keras head {metrics['run']['settings']['head']}"))
-    click.echo(f"wrote {out}: model.keras, metrics.json, config.json, history.csv, loss.png, accuracy.png, "
-               "accuracy_vs_majority.png, reliability.png")
+    click.echo(f"wrote {out}: model.keras, metrics.json, config.json, history.csv"
+               + (", loss.png, accuracy.png, accuracy_vs_majority.png, reliability.png" if plots else ""))
 
 
 @main.command(cls=SweepCommand)
@@ -613,12 +617,13 @@ def train_heads(task, out, head, hidden, **settings):
                    "patience, max_epochs, batch_size, class_weight, calibrate, tail_lr, tail_bn; each value checked as "
                    "train-heads checks its option. head=linear,mlp:128,mlp:512,128 is three heads.")
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=SEED)
+@PLOTS
 @writes(out="runs")
 @uses_tensorflow()
-def sweep(task, out, grid, seed):
+def sweep(task, out, grid, seed, plots):
     """Train one Keras head per grid point on the cache and write a leaderboard (val accuracy)."""
     tables = _library("heads.look.tables")
-    board = _library("heads.run.sweep").run_sweep(task, out, list(grid), seed=seed,
+    board = _library("heads.run.sweep").run_sweep(task, out, list(grid), seed=seed, plots=plots,
                                                   on_variant=lambda *v: click.echo(tables.variant_line(*v)))
     click.echo(tables.leaderboard_text(board))
     click.echo(f"wrote {out}: {len(board)} run folder(s) (one per variant), leaderboard.csv, leaderboard.md")
@@ -678,20 +683,21 @@ def _head_kinds(value):
               help="dfr: refit the last layer on group-balanced subsets of val (20, the paper's DFR) or train (10).")
 @click.option("--seed", default=SKLEARN["seed"], show_default=True, type=SEED)
 @_options(*EPOCH_OPTIONS)
+@PLOTS
 @writes(out="runs")
 @uses_tensorflow()
-def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed, epochs, patience, max_epochs):
+def baselines(task, out, models, C, k, refit_train_val, dfr_on, seed, epochs, patience, max_epochs, plots):
     """scikit-learn baselines and probe protocols on the same splits and attributes, one run each.
     Each option given goes to the models that take it (--epochs: linear-grid); one that none of them
     takes is an error."""
     settings = _given(C=C, k=k, refit_train_val=refit_train_val, dfr_on=dfr_on, seed=seed, epochs=epochs,
                       patience=patience, max_epochs=max_epochs)
     tables = _library("heads.look.tables")
-    results = _library("heads.run.fit").run_kinds(task, out, models, **settings)
+    results = _library("heads.run.fit").run_kinds(task, out, models, plots=plots, **settings)
     for model, metrics in results.items():
         click.echo(tables.trained(metrics, model))
-    click.echo(f"wrote {out}: {', '.join(results)} (each: metrics.json, config.json, the fitted model, "
-               "accuracy_vs_majority.png, reliability.png)")
+    click.echo(f"wrote {out}: {', '.join(results)} (each: metrics.json, config.json, the fitted model"
+               + (", accuracy_vs_majority.png, reliability.png)" if plots else ")"))
 
 
 # --- runs: score, compare, predict, export ------------------------------------------------------------

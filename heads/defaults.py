@@ -1,7 +1,8 @@
 """Every head-side default, in one place: the head kinds, the library and the command line read these.
 
 KERAS: the Keras head (`train-heads`, `sweep`); the reference notebook's head is the default.
-RUN: settings of a run rather than of a head (feature transform, threshold tuning, views).
+RUN: settings of a run rather than of a head (feature transform, threshold tuning, views, whether
+its pictures are drawn).
 SKLEARN: the scikit-learn baselines; LOGREG_CV, KNN_COSINE, LINEAR_GRID: the probe protocols;
 DFR: deep feature reweighting. PROJECTOR, REPORT, SCORE: the commands that look at results.
 """
@@ -26,7 +27,7 @@ REFERENCE_EPOCHS = 3  # the reference notebook's fixed recipe (benchmarks compar
 # eval_view None: the mean of both views with views "augment" (test-time augmentation), else orig
 # stream "auto": a spatial input's train split streams from the cache when it would take more than
 # half the memory available, else it loads into memory
-RUN = {"features": "raw", "tune_threshold": False, "views": "orig", "eval_view": None, "stream": "auto"}
+RUN = {"features": "raw", "tune_threshold": False, "views": "orig", "eval_view": None, "stream": "auto", "plots": True}
 ATTRIBUTES = ("Male", "Smiling", "Young")
 BASELINE_MODELS = ("majority", "logreg")
 SKLEARN = {"C": 1.0, "k": 15, "seed": 0}

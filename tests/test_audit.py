@@ -221,7 +221,7 @@ def test_ivf_search_finds_the_same_pairs_and_reports_its_recall(planted, tmp_pat
 def test_exclude_takes_the_train_member_of_each_duplicate_pair(planted, audited, tmp_path):
     out, _ = audited
     result = invoke("baselines", planted[1], "--out", tmp_path / "b", "--models", "majority",
-                    "--exclude", out / "duplicates.csv")
+                    "--exclude", out / "duplicates.csv", "--no-plots")
     assert result.exit_code == 0, result.output
     excluded = json.loads((tmp_path / "b" / "majority" / "config.json").read_text())["excluded"]
     assert excluded["train_rows"] == 60 and excluded["ids"] == 60
@@ -374,7 +374,7 @@ def test_the_review_loop_marks_downloads_corrections_and_trains_with_them(plante
     first_given, third_given = int(given.given_label.iloc[0]), int(given.given_label.iloc[2])
     assert corrections.Male.tolist() == [str(1 - first_given), "?", str(third_given)]
     result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "majority", "--attrs", "Male,Smiling",
-                    "--labels", tmp_path / "corrections.csv")
+                    "--labels", tmp_path / "corrections.csv", "--no-plots")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "r" / "majority" / "config.json").read_text())["labels"]
     assert record["attributes"] == {"Male": {"set": 2, "changed": 2, "unknown": 1, "new": False}}

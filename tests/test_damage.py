@@ -39,8 +39,8 @@ def valid(tmp_path_factory):
     (with a transform) on it."""
     root = tmp_path_factory.mktemp("valid")
     planted_cache(root / "cache.h5", layer=True)
-    run_kinds(TaskSpec(root / "cache.h5", ATTRS), root / "base", ["logreg"])
-    train_heads(TaskSpec(root / "cache.h5", ATTRS, features="standardize"), root / "head", epochs=1)
+    run_kinds(TaskSpec(root / "cache.h5", ATTRS), root / "base", ["logreg"], plots=False)
+    train_heads(TaskSpec(root / "cache.h5", ATTRS, features="standardize"), root / "head", epochs=1, plots=False)
     return root
 
 
@@ -93,11 +93,11 @@ def test_nonfinite_features_stop_the_run_or_are_dropped_on_request(valid, tmp_pa
         f["features"][7] = np.nan
         f["features"][20, 3] = np.inf
     path = damaged_copy(valid, tmp_path, poison)
-    result = invoke("baselines", path, "--out", tmp_path / "b", "--attrs", ATTRS)
+    result = invoke("baselines", path, "--out", tmp_path / "b", "--attrs", ATTRS, "--no-plots")
     assert not assert_ok_or_one_line(result, path)
     assert "2 row(s) of the train split marked ok hold non-finite features (NaN or inf), e.g. rows 7 (000007.jpg)" \
         in result.stderr and "--drop-nonfinite" in result.stderr
-    result = invoke("baselines", path, "--out", tmp_path / "b", "--attrs", ATTRS, "--drop-nonfinite")
+    result = invoke("baselines", path, "--out", tmp_path / "b", "--attrs", ATTRS, "--drop-nonfinite", "--no-plots")
     assert result.exit_code == 0 and "left out 2 row(s) whose features hold NaN or inf" in result.stderr
     config = json.loads((tmp_path / "b" / "logreg" / "config.json").read_text())
     assert config["excluded_nonfinite_rows"] == {"train": 2, "val": 0, "test": 0}

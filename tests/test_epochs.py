@@ -67,7 +67,7 @@ def test_heads_trained_together_stop_on_their_own_as_if_alone():
 
 
 def test_the_run_records_and_shows_when_it_stopped(cache, tmp_path):
-    result = invoke("train-heads", cache, "--out", tmp_path / "run", "--attrs", "Male,Smiling")
+    result = invoke("train-heads", cache, "--out", tmp_path / "run", "--attrs", "Male,Smiling", "--no-plots")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     epochs = metrics["run"]["epochs"]
@@ -81,12 +81,12 @@ def test_the_run_records_and_shows_when_it_stopped(cache, tmp_path):
 
 
 def test_few_optimizer_steps_get_a_note_and_bad_epochs_exit_2(cache, tmp_path):
-    result = invoke("train-heads", cache, "--out", tmp_path / "run", "--attrs", "Male", "--epochs", "3")
+    result = invoke("train-heads", cache, "--out", tmp_path / "run", "--attrs", "Male", "--epochs", "3", "--no-plots")
     assert result.exit_code == 0, result.output
     assert "note: 3 epoch(s) of 599 rows at batch 128 are 15 optimizer steps" in result.stderr
     result = invoke("train-heads", cache, "--out", tmp_path / "r2", "--epochs", "soon")
     assert result.exit_code == 2 and "expected auto or a whole number" in result.output
-    result = invoke("sweep", cache, "--out", tmp_path / "s", "--grid", "epochs=auto,2", "--attrs", "Male")
+    result = invoke("sweep", cache, "--out", tmp_path / "s", "--grid", "epochs=auto,2", "--attrs", "Male", "--no-plots")
     assert result.exit_code == 0, result.output
     assert {json.loads((tmp_path / "s" / name / "metrics.json").read_text())["run"]["epochs"]["trained"]
             for name in ("epochs=2",)} == {2}

@@ -60,8 +60,8 @@ def test_run_records_it_and_evaluate_scores_it_as_trained(planted, tmp_path):
     male_train = np.flatnonzero((partition == 0) & (labels[:, 0] == 1))
     keep = (labels[partition == 0, 0] == 0).sum() // 2
     listed = write_list(tmp_path / "x.csv", ids(male_train[keep:]))
-    before = run_kinds(TaskSpec(path, "Male"), tmp_path / "plain", ["majority"])["majority"]
-    after = run_kinds(TaskSpec(path, "Male", exclude=listed), tmp_path / "ex", ["majority"])["majority"]
+    before = run_kinds(TaskSpec(path, "Male"), tmp_path / "plain", ["majority"], plots=False)["majority"]
+    after = run_kinds(TaskSpec(path, "Male", exclude=listed), tmp_path / "ex", ["majority"], plots=False)["majority"]
     config = json.loads((tmp_path / "ex" / "majority" / "config.json").read_text())
     assert config["train_majority"] == {"Male": 0} and json.loads(
         (tmp_path / "plain" / "majority" / "config.json").read_text())["train_majority"] == {"Male": 1}
@@ -96,7 +96,7 @@ def invoke(*args):
 def test_cli_says_what_it_left_out(planted, tmp_path):
     path, _, _ = planted
     listed = write_list(tmp_path / "x.csv", ids([1, 2, 3]))
-    result = invoke("train-heads", path, "--out", tmp_path / "r", "--attrs", "Male", "--epochs", 1, "--exclude", listed)
+    result = invoke("train-heads", path, "--out", tmp_path / "r", "--attrs", "Male", "--epochs", 1, "--exclude", listed, "--no-plots")
     assert result.exit_code == 0, result.output
     assert f"excluded: 3 train row(s) listed in {listed.resolve()} (3 id(s) listed; 0 of them in val or test" in result.output
     assert result.output.count("3 train row(s)") == 1  # said once, not also as a note
@@ -152,7 +152,7 @@ def test_mask_labels_makes_listed_train_labels_unknown_and_keeps_the_rows(plante
     assert task.masked == {"file": str(listed.resolve()), "sha256": read_exclude(listed).sha256, "pairs": 45,
                            "masked": {"Male": 20, "Smiling": 20}, "val_test_pairs": 4, "other_attributes": 1}
     result = invoke("baselines", path, "--out", tmp_path / "r", "--models", "logreg", "--attrs", "Male,Smiling",
-                    "--mask-labels", listed)
+                    "--mask-labels", listed, "--no-plots")
     assert result.exit_code == 0, result.output
     assert f"masked: 40 train label(s) listed in {listed.resolve()} made unknown (Male 20, Smiling 20;" in result.output
     config = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())

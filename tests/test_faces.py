@@ -153,7 +153,7 @@ def face_run(celeba_sample, face_cnns, tmp_path_factory):
                                           value_range=(-1.0, 1.0), antialias=True))
     labels, partition, images = locate(celeba_sample)
     embed(load_dataset(labels, images, partition), backbone, root / "cache.h5", EmbedSpec(batch_size=256))
-    train_heads(TaskSpec(root / "cache.h5", "Male,Smiling,Young"), root / "run", epochs="auto")
+    train_heads(TaskSpec(root / "cache.h5", "Male,Smiling,Young"), root / "run", epochs="auto", plots=False)
     split = pd.read_csv(celeba_sample / "list_eval_partition.csv")
     ids = split[split.partition > 0].image_id.tolist()[::40][:24]
     make_scenes([celeba_sample / "img_align_celeba" / i for i in ids], root / "scenes", seed=3,
@@ -330,7 +330,7 @@ def test_a_run_on_aligned_faces_predicts_faces_by_default_as_it_was_embedded(pho
     from heads.run.task import TaskSpec
     model = face_cnns / "gender_mini_XCEPTION.hdf5"
     _embed_align(photo_folder, model, tmp_path / "aligned.h5")
-    train_heads(TaskSpec(tmp_path / "aligned.h5", "Male,Smiling,Young"), tmp_path / "run", epochs=2)
+    train_heads(TaskSpec(tmp_path / "aligned.h5", "Male,Smiling,Young"), tmp_path / "run", epochs=2, plots=False)
     from cache.reader import load_split
     from heads.run.rundir import Run
     train = load_split(tmp_path / "aligned.h5", "train", ["Male", "Smiling", "Young"])

@@ -45,7 +45,7 @@ def spurious_cache(path, rate=0.95, seed=0, sizes=(3000, 1500, 1500), dim=12):
 
 
 def test_group_metrics_equal_a_direct_computation(cache, tmp_path):
-    metrics = run_kinds(TaskSpec(cache, "Male,Smiling", groups="Young"), tmp_path / "b", ["logreg"])["logreg"]
+    metrics = run_kinds(TaskSpec(cache, "Male,Smiling", groups="Young"), tmp_path / "b", ["logreg"], plots=False)["logreg"]
     with h5py.File(cache, "r") as f:
         ok = f["status"][:] == layout.STATUS_OK
         test = (f["partition"][:] == 2) & ok
@@ -81,7 +81,7 @@ def test_empty_groups_are_reported_not_dropped(cache, tmp_path):
         labels = f["labels"][:]
         labels[f["partition"][:] == 2, 3] = 0  # nobody is Bald in test
         f["labels"][...] = labels
-    train_heads(TaskSpec(path, "Male"), tmp_path / "h", epochs=2)
+    train_heads(TaskSpec(path, "Male"), tmp_path / "h", epochs=2, plots=False)
     result = evaluate_run(tmp_path / "h", "test", groups="Bald")
     groups = result["groups"]["attributes"]["Male"]["test"]["groups"]
     assert len(groups) == 4
@@ -102,18 +102,18 @@ def test_bad_group_names_give_did_you_mean(cache, tmp_path):
 
 def test_dfr_raises_worst_group_accuracy_far_above_a_plain_head(tmp_path):
     spurious_cache(tmp_path / "sp.h5")
-    erm = run_kinds(TaskSpec(tmp_path / "sp.h5", "Blond_Hair", groups="Male"), tmp_path / "runs", ["logreg", "dfr"])
+    erm = run_kinds(TaskSpec(tmp_path / "sp.h5", "Blond_Hair", groups="Male"), tmp_path / "runs", ["logreg", "dfr"], plots=False)
     plain = erm["logreg"]["groups"]["attributes"]["Blond_Hair"]["test"]["worst_group_accuracy"]
     dfr = erm["dfr"]["groups"]["attributes"]["Blond_Hair"]["test"]["worst_group_accuracy"]
     assert plain < 0.6 and dfr > plain + 0.2, (plain, dfr)
     assert erm["dfr"]["run"]["selection"]["dfr_on"] == "val" and erm["dfr"]["run"]["selection"]["refits"] == 20
-    train_heads(TaskSpec(tmp_path / "sp.h5", "Blond_Hair"), tmp_path / "runs" / "head", epochs=5)  # no --groups
+    train_heads(TaskSpec(tmp_path / "sp.h5", "Blond_Hair"), tmp_path / "runs" / "head", epochs=5, plots=False)  # no --groups
     table = leaderboard([tmp_path / "runs"], "test", ["worst_group_accuracy", "accuracy"], groups="Male")
     assert table.index[0].endswith("dfr")
     result = invoke("compare", tmp_path / "runs", "--split", "test", "--metric", "worst_group_accuracy",
                     "--groups", "Male")
     assert result.exit_code == 0 and "worst_group_accuracy" in result.output
-    on_train = run_kinds(TaskSpec(tmp_path / "sp.h5", "Blond_Hair", groups="Male"), tmp_path / "tr", ["dfr"], dfr_on="train")
+    on_train = run_kinds(TaskSpec(tmp_path / "sp.h5", "Blond_Hair", groups="Male"), tmp_path / "tr", ["dfr"], dfr_on="train", plots=False)
     assert on_train["dfr"]["run"]["selection"]["refits"] == 10
     assert on_train["dfr"]["groups"]["attributes"]["Blond_Hair"]["test"]["worst_group_accuracy"] > plain
 
@@ -124,7 +124,7 @@ def test_dfr_without_groups_is_refused(cache, tmp_path):
 
 
 def test_compare_worst_group_needs_group_metrics(cache, tmp_path):
-    run_kinds(TaskSpec(cache, "Male"), tmp_path / "b", ["majority"])
+    run_kinds(TaskSpec(cache, "Male"), tmp_path / "b", ["majority"], plots=False)
     result = invoke("compare", tmp_path / "b", "--metric", "worst_group_accuracy")
     assert result.exit_code == 1 and "has no group metrics" in result.stderr
     saved = json.loads((tmp_path / "b" / "majority" / "metrics.json").read_text())

@@ -74,14 +74,14 @@ def learned(metrics, floor=0.8):
 
 @pytest.mark.parametrize("head", ["linear", "mlp:16,8"])
 def test_builtin_specs_learn(cache, tmp_path, head):
-    metrics = train_heads(TaskSpec(cache, ATTRS), tmp_path / "run", head=head, epochs=20, lr=1e-2)
+    metrics = train_heads(TaskSpec(cache, ATTRS), tmp_path / "run", head=head, epochs=20, lr=1e-2, plots=False)
     assert learned(metrics), metrics["attributes"]
     assert metrics["run"]["settings"]["head"] == head
 
 
 def test_user_builder_head_trains_evaluates_and_reports(cache, builders, tmp_path):
     result = invoke("train-heads", cache, "--out", tmp_path / "run", "--attrs", ",".join(ATTRS),
-                    "--head", f"{builders}:build", "--epochs", "20", "--batch-size", "32", "--lr", "1e-2")
+                    "--head", f"{builders}:build", "--epochs", "20", "--batch-size", "32", "--lr", "1e-2", "--no-plots")
     assert result.exit_code == 0, result.output + result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert learned(metrics), metrics["attributes"]
@@ -96,7 +96,7 @@ def test_user_builder_head_trains_evaluates_and_reports(cache, builders, tmp_pat
 
 def test_head_with_its_own_train_step_falls_back_to_fit_and_says_so(cache, builders, tmp_path):
     result = invoke("train-heads", cache, "--out", tmp_path / "run", "--attrs", ",".join(ATTRS),
-                    "--head", f"{builders}:own_step", "--epochs", "20", "--lr", "1e-2")
+                    "--head", f"{builders}:own_step", "--epochs", "20", "--lr", "1e-2", "--no-plots")
     assert result.exit_code == 0, result.output + result.stderr
     assert "defines its own train_step; training it with keras Model.fit" in result.stderr
     assert learned(json.loads((tmp_path / "run" / "metrics.json").read_text()))
@@ -130,7 +130,7 @@ def test_bad_features_and_models_exit_2(cache, tmp_path):
 
 def test_probe_kinds_learn_and_record_what_they_chose(cache, tmp_path):
     results = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "probes", ["logreg-cv", "knn-cosine", "linear-grid"],
-                        max_epochs=20)  # linear-grid's slowest rates would run to the cap of 100 here
+                        max_epochs=20, plots=False)  # linear-grid's slowest rates would run to the cap of 100 here
     for kind, metrics in results.items():
         assert learned(metrics, 0.75), (kind, metrics["attributes"])
     assert set(results["logreg-cv"]["run"]["selection"]["C"]) == set(ATTRS)
@@ -155,7 +155,7 @@ def _splits(cache):
 
 
 def test_logreg_cv_matches_scikit_learn_at_the_chosen_C(cache, tmp_path):
-    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["logreg-cv"])["logreg-cv"]
+    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["logreg-cv"], plots=False)["logreg-cv"]
     (train_x, train_y), (val_x, val_y), (test_x, _) = _splits(cache)
     scaler = StandardScaler().fit(train_x)
     ours = Run(tmp_path / "p" / "logreg-cv").probabilities(test_x)
@@ -172,7 +172,7 @@ def test_logreg_cv_matches_scikit_learn_at_the_chosen_C(cache, tmp_path):
 
 
 def test_knn_cosine_matches_a_direct_numpy_computation(cache, tmp_path):
-    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["knn-cosine"])["knn-cosine"]
+    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["knn-cosine"], plots=False)["knn-cosine"]
     (train_x, train_y), _, (test_x, _) = _splits(cache)
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     stored = unit(train_x).astype(np.float16).astype(np.float32)  # the run keeps its neighbours as float16
@@ -199,7 +199,7 @@ def test_transforms_are_fitted_on_train_only(tmp_path):
         assert state[0].keys() == state[1].keys() and len(state[0]) >= 2
         for key in state[0]:
             np.testing.assert_array_equal(state[0][key], state[1][key])
-    train_heads(TaskSpec(tmp_path / "b.h5", ATTRS, features="pca-whiten:3"), tmp_path / "run", epochs=1)
+    train_heads(TaskSpec(tmp_path / "b.h5", ATTRS, features="pca-whiten:3"), tmp_path / "run", epochs=1, plots=False)
     with np.load(tmp_path / "run" / "transform.npz") as stored:
         for key, values in state[1].items():
             np.testing.assert_array_equal(stored[key.rstrip("_")], values)
@@ -207,7 +207,7 @@ def test_transforms_are_fitted_on_train_only(tmp_path):
 
 @pytest.mark.parametrize("features", ["l2", "pca-whiten:30"])
 def test_transformed_runs_learn_and_evaluate(cache, tmp_path, features):
-    metrics = run_kinds(TaskSpec(cache, ATTRS, features=features), tmp_path / "b", ["logreg"])["logreg"]
+    metrics = run_kinds(TaskSpec(cache, ATTRS, features=features), tmp_path / "b", ["logreg"], plots=False)["logreg"]
     assert learned(metrics)
     assert json.loads((tmp_path / "b" / "logreg" / "config.json").read_text())["features"] == features
     again = evaluate_run(tmp_path / "b" / "logreg", "val")
@@ -233,7 +233,7 @@ def _second_cache(path, first, dim=8, change=None, seed=5):
 
 def test_fusion_joins_caches_by_id_and_refuses_mismatches(cache, tmp_path):
     _second_cache(tmp_path / "b.h5", cache)
-    metrics = train_heads(TaskSpec([cache, tmp_path / "b.h5"], ATTRS), tmp_path / "fused", epochs=10)
+    metrics = train_heads(TaskSpec([cache, tmp_path / "b.h5"], ATTRS), tmp_path / "fused", epochs=10, plots=False)
     assert learned(metrics)
     config = json.loads((tmp_path / "fused" / "config.json").read_text())
     assert [c["feature_dim"] for c in config["caches"]] == [32, 8]
@@ -271,7 +271,7 @@ def test_knn_cosine_scores_alike_on_either_matmul_and_keeps_its_choice(cache, tm
     timed = _Neighbours(train, labels, (10, 20), 0.07, 256).choose_matmul(queries)
     assert set(timed) == {"tensorflow", "numpy"} and all(t > 0 for t in timed.values())
     monkeypatch.setattr(_Neighbours, "choose_matmul", lambda self, queries: setattr(self, "matmul", "numpy") or {})
-    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["knn-cosine"])["knn-cosine"]
+    metrics = run_kinds(TaskSpec(cache, ATTRS), tmp_path / "p", ["knn-cosine"], plots=False)["knn-cosine"]
     assert metrics["run"]["selection"]["matmul"] == "numpy"
     run = Run(tmp_path / "p" / "knn-cosine")
     _, head = run.load()

@@ -33,7 +33,7 @@ def head_run(cache, tmp_path_factory):
 
 def test_head_and_logreg_learn_and_majority_does_not(head_run, cache, tmp_path):
     _, head = head_run
-    base = run_kinds(TaskSpec(cache, ["Male", "Smiling", "Young"]), tmp_path / "base", ["majority", "logreg"])
+    base = run_kinds(TaskSpec(cache, ["Male", "Smiling", "Young"]), tmp_path / "base", ["majority", "logreg"], plots=False)
     for name in ("Male", "Smiling"):
         for metrics in (head, base["logreg"]):
             assert metrics["attributes"][name]["val"]["accuracy"] > 0.85
@@ -81,9 +81,9 @@ def test_metrics_agree_with_sklearn_computed_independently(head_run, cache):
 
 
 def test_same_seed_same_metrics_other_seed_differs(cache, tmp_path):
-    a = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "a", epochs=2, seed=7)
-    b = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "b", epochs=2, seed=7)
-    c = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "c", epochs=2, seed=8)
+    a = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "a", epochs=2, seed=7, plots=False)
+    b = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "b", epochs=2, seed=7, plots=False)
+    c = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "c", epochs=2, seed=8, plots=False)
     assert a["attributes"] == b["attributes"]
     assert a["attributes"] != c["attributes"]
 
@@ -94,7 +94,7 @@ def test_threshold_tuning_never_reads_test_rows(tmp_path):
     planted_cache(tmp_path / "b.h5", flip_test=True)
     thresholds = []
     for name in ("a", "b"):
-        train_heads(TaskSpec(tmp_path / f"{name}.h5", "Male,Smiling,Young", tune_threshold=True), tmp_path / name, epochs=2)
+        train_heads(TaskSpec(tmp_path / f"{name}.h5", "Male,Smiling,Young", tune_threshold=True), tmp_path / name, epochs=2, plots=False)
         thresholds.append(json.loads((tmp_path / name / "config.json").read_text())["thresholds"])
     assert thresholds[0] == thresholds[1]
     assert any(t != 0.5 for t in thresholds[0].values())
@@ -115,8 +115,8 @@ def test_attribute_metrics_single_class_split():
 
 
 def test_class_weight_balanced_raises_minority_recall(cache, tmp_path):
-    plain = train_heads(TaskSpec(cache, "Young"), tmp_path / "plain", epochs=3)
-    balanced = train_heads(TaskSpec(cache, "Young"), tmp_path / "bal", epochs=3, class_weight="balanced")
+    plain = train_heads(TaskSpec(cache, "Young"), tmp_path / "plain", epochs=3, plots=False)
+    balanced = train_heads(TaskSpec(cache, "Young"), tmp_path / "bal", epochs=3, class_weight="balanced", plots=False)
     assert (balanced["attributes"]["Young"]["val"]["balanced_accuracy"]
             >= plain["attributes"]["Young"]["val"]["balanced_accuracy"] - 0.01)
 
@@ -127,14 +127,14 @@ def test_evaluate_reproduces_the_saved_metrics(head_run, cache, tmp_path):
     for name in ("Male", "Smiling", "Young"):
         for key, value in metrics["attributes"][name]["test"].items():
             assert again["attributes"][name]["test"][key] == pytest.approx(value, abs=1e-6), (name, key)
-    base = run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"])
+    base = run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"], plots=False)
     assert evaluate_run(tmp_path / "base" / "logreg", "val")["attributes"]["Male"]["val"] == \
         base["logreg"]["attributes"]["Male"]["val"]
 
 
 def test_evaluate_refuses_moved_or_changed_cache(tmp_path):
     planted_cache(tmp_path / "c.h5")
-    train_heads(TaskSpec(tmp_path / "c.h5", "Male"), tmp_path / "run", epochs=1)
+    train_heads(TaskSpec(tmp_path / "c.h5", "Male"), tmp_path / "run", epochs=1, plots=False)
     shutil.move(tmp_path / "c.h5", tmp_path / "moved.h5")
     with pytest.raises(Exception, match="is not there \\(moved\\?\\); pass --cache"):
         evaluate_run(tmp_path / "run")
@@ -145,7 +145,7 @@ def test_evaluate_refuses_moved_or_changed_cache(tmp_path):
 
 
 def test_changed_estimator_file_is_not_unpickled(cache, tmp_path):
-    run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"])
+    run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"], plots=False)
     path = tmp_path / "base" / "logreg" / "estimators.joblib"
     path.write_bytes(path.read_bytes() + b"tampered")
     with pytest.raises(Exception, match="sha256 differs"):
@@ -154,7 +154,7 @@ def test_changed_estimator_file_is_not_unpickled(cache, tmp_path):
 
 def test_compare_leaderboard_and_files(head_run, cache, tmp_path):
     out, _ = head_run
-    run_kinds(TaskSpec(cache, ["Male", "Smiling", "Young"]), tmp_path / "base", ["majority", "logreg"])
+    run_kinds(TaskSpec(cache, ["Male", "Smiling", "Young"]), tmp_path / "base", ["majority", "logreg"], plots=False)
     table = leaderboard([out, tmp_path / "base"], "test", ["accuracy", "roc_auc"])
     assert list(table.index)[-1].endswith("majority")
     assert ("Male", "accuracy") in table.columns and ("mean", "roc_auc") in table.columns
@@ -175,9 +175,16 @@ def invoke(*args):
 
 
 def test_cli_train_heads_prints_table(cache, tmp_path):
-    result = invoke("train-heads", cache, "--out", tmp_path / "r", "--epochs", 2, "--attrs", "Male")
+    """The table per epoch and at the end; --no-plots: no pictures, recorded, and the report says why."""
+    result = invoke("train-heads", cache, "--out", tmp_path / "r", "--epochs", 2, "--attrs", "Male", "--no-plots")
     assert result.exit_code == 0, result.output
     assert "epoch 2: loss" in result.output and "keras head" in result.output and "Male" in result.output
+    assert result.output.endswith(f"wrote {tmp_path / 'r'}: model.keras, metrics.json, config.json, history.csv\n")
+    assert not list((tmp_path / "r").glob("*.png"))
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["run"]["plots"] is False
+    page = invoke("report", tmp_path / "r", "--out", tmp_path / "page.html", "--errors", 0)
+    assert page.exit_code == 0, page.output
+    assert "No pictures: the run was trained with --no-plots." in (tmp_path / "page.html").read_text()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -216,7 +223,7 @@ def test_a_setting_no_chosen_kind_takes_is_a_usage_error(cache, tmp_path):
     assert result.exit_code == 2 and "none of majority, knn takes --dfr-on" in result.output, result.output
     assert not (tmp_path / "r").exists()
     result = invoke("baselines", cache, "--out", tmp_path / "r", "--models", "majority,logreg", "--C", "0.5",
-                    "--attrs", "Male")
+                    "--attrs", "Male", "--no-plots")
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())
     assert config["settings"]["C"] == 0.5 and "C" not in json.loads((tmp_path / "r" / "majority" / "config.json").read_text())["settings"]
@@ -230,7 +237,7 @@ def test_a_keras_setting_given_to_sweep_as_an_option_points_to_its_grid_axis(cac
     result = invoke("sweep", cache, "--out", tmp_path / "s", "--epochs", "3")
     assert result.exit_code == 2 and result.output == ("Error: sweep takes --epochs as an axis of its grid: --grid "
                                                        "epochs=V1,V2,... (one value for all variants: --grid epochs=V)\n")
-    assert "No such option" in invoke("sweep", cache, "--out", tmp_path / "s", "--epoch", "3").output
+    assert "No such option" in invoke("sweep", cache, "--out", tmp_path / "s", "--epoch", "3", "--no-plots").output
 
 
 def test_unknown_baseline_and_not_a_run(cache, tmp_path):
@@ -261,24 +268,25 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
                     {"hidden": 16, "lr": 0.003}]
     assert variant_name(grid[1]) == "hidden=8_lr=0.003"
     result = invoke("sweep", cache, "--out", tmp_path / "s", "--grid", "hidden=8,16", "--grid", "dropout=0,0.5",
-                    "--attrs", "Male,Smiling")
+                    "--attrs", "Male,Smiling", "--no-plots")
     assert result.exit_code == 0, result.output
     assert "[4/4] hidden=16_dropout=0.5" in result.output
     for name in ("hidden=8_dropout=0", "hidden=8_dropout=0.5", "hidden=16_dropout=0", "hidden=16_dropout=0.5"):
         metrics = json.loads((tmp_path / "s" / name / "metrics.json").read_text())
         assert metrics["run"]["settings"]["head"] == "mlp:" + name.split("_")[0].split("=")[1]
+        assert metrics["run"]["plots"] is False and not list((tmp_path / "s" / name).glob("*.png"))
     board = (tmp_path / "s" / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 1 + 4 and board[0].startswith("run,head,Male accuracy,Smiling accuracy,mean accuracy")
     assert (tmp_path / "s" / "leaderboard.md").read_text().startswith("Runs ranked by their mean val accuracy")
     heads = invoke("sweep", cache, "--out", tmp_path / "h", "--grid", "head=linear,mlp:8,4", "--attrs", "Male",
-                   "--grid", "epochs=1")
+                   "--grid", "epochs=1", "--no-plots")
     assert heads.exit_code == 0, heads.output
     names = sorted(p.name for p in (tmp_path / "h").iterdir() if p.is_dir())
     assert names[0] == "head=linear_epochs=1" and re.fullmatch(r"head=mlp-8-4_epochs=1_[0-9a-f]{6}", names[1]), names
     assert all(re.fullmatch(r"[A-Za-z0-9._=-]+", n) for n in names)
     # a variant equals the same settings trained alone (up to float32 rounding: see
     # test_heads_trained_together_equal_heads_trained_alone)
-    alone = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "alone", hidden=8, dropout=0.5)
+    alone = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "alone", hidden=8, dropout=0.5, plots=False)
     swept = json.loads((tmp_path / "s" / "hidden=8_dropout=0.5" / "metrics.json").read_text())
     for name, by_split in alone["attributes"].items():
         for split, values in by_split.items():
@@ -387,8 +395,8 @@ def test_trainer_follows_keras_fit_with_adam(spec):
 def test_compare_finds_runs_at_any_depth_and_ranks_different_attribute_sets_on_the_shared_ones(cache, tmp_path):
     tree = tmp_path / "tree"
     assert invoke("baselines", cache, "--out", tree / "x" / "base", "--models", "majority",
-                  "--attrs", "Male,Young").exit_code == 0
-    assert invoke("baselines", cache, "--out", tree / "y", "--models", "logreg", "--attrs", "Male").exit_code == 0
+                  "--attrs", "Male,Young", "--no-plots").exit_code == 0
+    assert invoke("baselines", cache, "--out", tree / "y", "--models", "logreg", "--attrs", "Male", "--no-plots").exit_code == 0
     (tree / "z").mkdir()
     (tree / "z" / "config.json").write_text("{}")  # a run that never finished
     result = invoke("compare", tree, "--split", "test")

@@ -120,7 +120,7 @@ def test_views_and_retry_failed_carry_the_layers(fault_setup, tmp_path):
 def test_heads_train_on_pooled_layers_side_by_side_and_predict_agrees(layered, fault_setup, tmp_path):
     run = tmp_path / "run"
     result = invoke("train-heads", layered, "--out", run, "--input", "global_average_pooling2d,embedding",
-                    "--attrs", "Male,Smiling", "--epochs", "2", "--features", "standardize")
+                    "--attrs", "Male,Smiling", "--epochs", "2", "--features", "standardize", "--no-plots")
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["inputs"] == ["global_average_pooling2d", "embedding"]
@@ -136,7 +136,7 @@ def test_heads_train_on_pooled_layers_side_by_side_and_predict_agrees(layered, f
         for j, name in enumerate(run_obj.attributes):
             assert entry["attributes"][name]["probability"] == pytest.approx(float(probabilities[k, j]), abs=2e-3)
     logreg = invoke("baselines", layered, "--out", tmp_path / "b", "--models", "logreg", "--input", "embedding",
-                    "--attrs", "Male")
+                    "--attrs", "Male", "--no-plots")
     assert logreg.exit_code == 0, logreg.output
 
 
@@ -168,7 +168,7 @@ def test_a_savedmodel_cannot_be_cut_and_a_full_disk_is_refused_up_front(probe_sa
 def test_an_attentive_probe_trains_on_a_spatial_layer_and_serves_from_images(layered, fault_setup, tmp_path):
     run = tmp_path / "att"
     result = invoke("train-heads", layered, "--out", run, "--input", "conv2d", "--head", "attentive:16,2,2",
-                    "--attrs", "Male,Smiling", "--max-epochs", "8", "--features", "standardize")
+                    "--attrs", "Male,Smiling", "--max-epochs", "8", "--features", "standardize", "--no-plots")
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["run"]["settings"]["head"] == "attentive:16,2,2"
@@ -255,7 +255,7 @@ def test_tail_retrains_the_backbones_last_block_from_the_cache(face_cache, fault
     cache, _ = face_cache
     run = tmp_path / "tail"
     result = invoke("train-heads", cache, "--out", run, "--input", "add_3", "--head", "tail", "--attrs", "Male,Smiling",
-                    "--epochs", "3", "--tail-lr", "1e-3", "--tail-bn", "frozen")
+                    "--epochs", "3", "--tail-lr", "1e-3", "--tail-bn", "frozen", "--no-plots")
     assert result.exit_code == 0, result.output
     assert "selection" not in json.loads((run / "metrics.json").read_text())["run"]  # both fixed: one tail, no grid
     trained = keras.saving.load_model(run / "model.keras", compile=False)
@@ -276,7 +276,7 @@ def test_tail_lr_moves_only_the_tail_and_tail_bn_train_trains_the_statistics(fac
     original = keras.saving.load_model(face_cnns / "gender_mini_XCEPTION.hdf5", compile=False)
     still = tmp_path / "still"
     assert invoke("train-heads", cache, "--out", still, "--input", "add_3", "--head", "tail", "--attrs", "Male",
-                  "--epochs", "2", "--tail-lr", "1e-30", "--tail-bn", "train").exit_code == 0
+                  "--epochs", "2", "--tail-lr", "1e-30", "--tail-bn", "train", "--no-plots").exit_code == 0
     tail = keras.saving.load_model(still / "model.keras", compile=False).get_layer("tail_after_add_3")
     np.testing.assert_allclose(tail.get_layer("conv2d_6").get_weights()[0], original.get_layer("conv2d_6").get_weights()[0],
                                atol=1e-12)  # a learning rate of 1e-30 leaves the tail where it started
@@ -292,7 +292,7 @@ def test_tail_auto_trains_its_grid_together_and_keeps_the_best_member_on_val(fac
     from heads.kinds.keras_head import KerasHead
     cache, _ = face_cache
     common = ["--input", "add_3", "--head", "tail", "--attrs", "Male,Smiling", "--epochs", "2"]
-    result = invoke("train-heads", cache, "--out", tmp_path / "grid", *common)
+    result = invoke("train-heads", cache, "--out", tmp_path / "grid", *common, "--no-plots")
     assert result.exit_code == 0, result.output
     members = len(TAIL_GRID["tail_lr"]) * len(TAIL_GRID["tail_bn"])
     assert f"epoch 1: {members} of {members} tails training; best so far tail_lr=" in result.output
@@ -304,7 +304,7 @@ def test_tail_auto_trains_its_grid_together_and_keeps_the_best_member_on_val(fac
         max(scores.values()))  # ties: the first in grid order
     assert run["settings"]["tail_lr"] == "auto" and f"chose {{\"tail_lr\": {selection['tail_lr']}" in result.output
     alone = invoke("train-heads", cache, "--out", tmp_path / "alone", *common, "--tail-lr", str(selection["tail_lr"]),
-                   "--tail-bn", selection["tail_bn"])
+                   "--tail-bn", selection["tail_bn"], "--no-plots")
     assert alone.exit_code == 0, alone.output
     kept = json.loads((tmp_path / "grid" / "metrics.json").read_text())["attributes"]
     single = json.loads((tmp_path / "alone" / "metrics.json").read_text())["attributes"]
@@ -328,7 +328,7 @@ def test_tail_auto_halves_its_grid_and_records_where_each_member_stopped(face_ca
     monkeypatch.setattr(heads.kinds.trainer, "TAIL_HALVING", (1, 2))
     cache, _ = face_cache
     result = invoke("train-heads", cache, "--out", tmp_path / "grid", "--input", "add_3", "--head", "tail",
-                    "--attrs", "Male,Smiling", "--epochs", "3")
+                    "--attrs", "Male,Smiling", "--epochs", "3", "--no-plots")
     assert result.exit_code == 0, result.output
     assert "epoch 2: 2 of 4 tails training" in result.output and "epoch 3: 1 of 4 tails training" in result.output
     selection = json.loads((tmp_path / "grid" / "metrics.json").read_text())["run"]["selection"]
@@ -427,7 +427,7 @@ def test_a_streamed_train_split_trains_as_the_same_split_in_memory(layered, tmp_
     for stream in ("never", "always"):
         result = invoke("train-heads", layered, "--out", tmp_path / stream, "--input", "conv2d", "--head",
                         "attentive:16,2,1", "--attrs", "Male,Smiling", "--epochs", "3", "--batch-size", "16",
-                        "--stream", stream)
+                        "--stream", stream, "--no-plots")
         assert result.exit_code == 0, result.output
         word = "streams from the cache in blocks" if stream == "always" else "loads into memory"
         assert "note: the train split of conv2d (" in result.stderr and word in result.stderr
@@ -441,7 +441,7 @@ def test_a_streamed_train_split_trains_as_the_same_split_in_memory(layered, tmp_
     for args, message in ((["--features", "standardize"], "it streams: use raw"),
                           (["--views", "augment", "--eval-view", "orig"], "it cannot stream")):
         result = invoke("train-heads", layered, "--out", tmp_path / "bad", "--input", "conv2d", "--head", "attentive",
-                        "--stream", "always", *args)
+                        "--stream", "always", *args, "--no-plots")
         assert result.exit_code in (1, 2) and message in result.output, (args, result.output)
 
 

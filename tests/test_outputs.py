@@ -72,7 +72,7 @@ def test_the_file_kind_is_the_default():
 
 def test_train_heads_refuses_a_used_run_folder_and_overwrite_replaces_it_whole(cache, tmp_path):
     run = tmp_path / "deep" / "er" / "run"  # parent folders are created
-    first = invoke("train-heads", cache, "--out", run, "--epochs", 1, "--attrs", "Male")
+    first = invoke("train-heads", cache, "--out", run, "--epochs", 1, "--attrs", "Male", "--no-plots")
     assert first.exit_code == 0, first.output
     (run / "stale.txt").write_text("from an older version")
     events = sorted((run / "tb").rglob("*tfevents*"))
@@ -82,7 +82,7 @@ def test_train_heads_refuses_a_used_run_folder_and_overwrite_replaces_it_whole(c
     late = invoke("train-heads", cache, "--out", run, "--overwrite", "--epochs", 1, "--attrs", "Nope")
     assert late.exit_code != 0 and (run / "stale.txt").exists()  # a failed command puts the old run back
     assert sorted((run / "tb").rglob("*tfevents*")) == events
-    replaced = invoke("train-heads", cache, "--out", run, "--overwrite", "--epochs", 1, "--attrs", "Male,Young")
+    replaced = invoke("train-heads", cache, "--out", run, "--overwrite", "--epochs", 1, "--attrs", "Male,Young", "--no-plots")
     assert replaced.exit_code == 0, replaced.output
     assert not (run / "stale.txt").exists() and not set(events) & set((run / "tb").rglob("*tfevents*"))
     assert json.loads((run / "config.json").read_text())["attributes"] == ["Male", "Young"]
@@ -97,7 +97,7 @@ def test_a_second_sweep_into_the_same_folder_is_refused_and_overwrite_drops_the_
     refused = invoke("sweep", cache, "--out", out, "--grid", "dropout=0,0.5", "--grid", "epochs=1", "--attrs", "Male")
     assert refused.exit_code == 1 and "not empty" in refused.output
     assert invoke("sweep", cache, "--out", out, "--grid", "dropout=0,0.5", "--grid", "epochs=1", "--attrs", "Male",
-                  "--overwrite").exit_code == 0
+                  "--overwrite", "--no-plots").exit_code == 0
     new = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(old) == len(new) == 2 and not set(old) & set(new)
     board = (out / "leaderboard.csv").read_text()
@@ -106,7 +106,7 @@ def test_a_second_sweep_into_the_same_folder_is_refused_and_overwrite_drops_the_
 
 def test_report_compare_and_export_create_folders_and_refuse_what_exists(cache, tmp_path):
     run = tmp_path / "run"
-    assert invoke("train-heads", cache, "--out", run, "--epochs", 1, "--attrs", "Male").exit_code == 0
+    assert invoke("train-heads", cache, "--out", run, "--epochs", 1, "--attrs", "Male", "--no-plots").exit_code == 0
     page = tmp_path / "missing" / "dir" / "r.html"
     assert invoke("report", run, "--out", page).exit_code == 0 and page.exists()
     again = invoke("report", run, "--out", page)

@@ -107,9 +107,9 @@ def test_a_cache_with_only_male_trains_as_the_full_cache(planted, tmp_path):
     folder, labels, _ = planted
     full_labels = labels_file(tmp_path / "list_attr.txt", labels)
     attrs = "Male,Smiling,Young"
-    embedded = run_kinds(TaskSpec(folder / "full.h5", attrs), tmp_path / "embedded", ["logreg"])["logreg"]
+    embedded = run_kinds(TaskSpec(folder / "full.h5", attrs), tmp_path / "embedded", ["logreg"], plots=False)["logreg"]
     overlaid = run_kinds(TaskSpec(folder / "male.h5", attrs, labels=[full_labels]), tmp_path / "overlaid",
-                         ["logreg"])["logreg"]
+                         ["logreg"], plots=False)["logreg"]
     for name in attrs.split(","):
         for split in ("val", "test"):
             for metric, value in embedded["attributes"][name][split].items():
@@ -130,7 +130,7 @@ def test_evaluate_applies_the_recorded_files_and_refuses_a_changed_one(planted, 
     flipped[800:, 2] = 1 - flipped[800:, 2]  # Young flipped on every test row
     full = labels_file(tmp_path / "full.csv", labels, minus_one=False)
     run = tmp_path / "r"
-    result = invoke("baselines", folder / "male.h5", "--out", run, "--models", "logreg", "--labels", full)
+    result = invoke("baselines", folder / "male.h5", "--out", run, "--models", "logreg", "--labels", full, "--no-plots")
     assert result.exit_code == 0, result.output
     assert "label overlay: labels full.csv (3,000 label(s) changed)" in result.output
     trained = json.loads((run / "logreg" / "metrics.json").read_text())["attributes"]["Young"]["test"]

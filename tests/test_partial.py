@@ -67,7 +67,7 @@ def test_attributes_fitted_apart_equal_a_fit_on_their_labelled_rows(partial, kin
 def test_metrics_count_the_labelled_rows_and_score_only_them(partial, tmp_path):
     task = task_of(partial)
     metrics = run_kinds(TaskSpec(partial[0], ",".join(ATTRS), labels=[partial[1]], tune_threshold=True),
-                        tmp_path, ["logreg"])["logreg"]
+                        tmp_path, ["logreg"], plots=False)["logreg"]
     head_probabilities = head_class("logreg").from_settings({}).fit(task.data("train")).predict_proba(task.test.features)
     for j, name in enumerate(ATTRS):
         known = task.test.labels[:, j] != UNKNOWN_LABEL
@@ -83,7 +83,7 @@ def test_metrics_count_the_labelled_rows_and_score_only_them(partial, tmp_path):
 
 def test_keras_heads_mask_the_loss_and_learn_from_the_labelled_rows(partial, tmp_path):
     metrics = train_heads(TaskSpec(partial[0], ",".join(ATTRS), labels=[partial[1]]), tmp_path / "mlp", epochs=40,
-                          calibrate="temperature", seed=0)
+                          calibrate="temperature", seed=0, plots=False)
     for name in ATTRS:
         assert metrics["attributes"][name]["test"]["accuracy"] > metrics["attributes"][name]["test"]["majority_accuracy"] + 0.1
     # the val accuracy in the history is over Smiling's labelled val rows, as the metrics are
@@ -96,7 +96,7 @@ def test_keras_heads_mask_the_loss_and_learn_from_the_labelled_rows(partial, tmp
 
 def test_linear_grid_and_epochs_auto_train_on_partial_labels(partial, tmp_path):
     metrics = run_kinds(TaskSpec(partial[0], ",".join(ATTRS), labels=[partial[1]]), tmp_path, ["linear-grid"],
-                        lrs=(1e-3, 1e-2), max_epochs=30)["linear-grid"]
+                        lrs=(1e-3, 1e-2), max_epochs=30, plots=False)["linear-grid"]
     assert metrics["attributes"]["Smiling"]["test"]["accuracy"] > 0.75
     assert set(metrics["run"]["selection"]["val_accuracy_by_lr"]) == {"0.001", "0.01"}
 
@@ -104,7 +104,7 @@ def test_linear_grid_and_epochs_auto_train_on_partial_labels(partial, tmp_path):
 def test_groups_leave_rows_whose_group_is_unknown(partial, tmp_path):
     task = task_of(partial, ("Male",), groups="Young")
     metrics = run_kinds(TaskSpec(partial[0], "Male", labels=[partial[1]], groups="Young"), tmp_path,
-                        ["logreg", "dfr"])
+                        ["logreg", "dfr"], plots=False)
     known_young = int((task.group_labels["test"][:, 0] != UNKNOWN_LABEL).sum())
     for kind in ("logreg", "dfr"):
         groups = metrics[kind]["groups"]["attributes"]["Male"]["test"]["groups"]
@@ -147,8 +147,8 @@ def test_one_partly_labelled_attribute_trains_as_on_its_labelled_rows_alone(part
     partition = pd.DataFrame({"image_id": [f"{i:06d}.jpg" for i in np.flatnonzero(known)],
                               "partition": np.repeat([0, 1, 2], [600, 200, 200])[known]})
     partition.to_csv(tmp_path / "labelled.csv", index=False)
-    masked = train_heads(TaskSpec(cache, "Smiling", labels=[overlay]), tmp_path / "masked", epochs=5)
-    alone = train_heads(TaskSpec(cache, "Smiling", partition=tmp_path / "labelled.csv"), tmp_path / "alone", epochs=5)
+    masked = train_heads(TaskSpec(cache, "Smiling", labels=[overlay]), tmp_path / "masked", epochs=5, plots=False)
+    alone = train_heads(TaskSpec(cache, "Smiling", partition=tmp_path / "labelled.csv"), tmp_path / "alone", epochs=5, plots=False)
     for split in ("val", "test"):
         for metric, value in alone["attributes"]["Smiling"][split].items():
             assert masked["attributes"]["Smiling"][split][metric] == pytest.approx(value, abs=1e-6), (split, metric)

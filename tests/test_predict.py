@@ -30,7 +30,7 @@ def run(request, sample_dir, probe_saved_model, grayscale_h5_model, tmp_path_fac
     labels, partition, images = locate(sample_dir)
     dataset = load_dataset(labels, images, partition)
     embed(dataset, backbone, root / "cache.h5", EmbedSpec(batch_size=16, feature_dtype="float32"))
-    train_heads(TaskSpec(root / "cache.h5", "Male,Smiling,Young", features="standardize"), root / "run", epochs=2)
+    train_heads(TaskSpec(root / "cache.h5", "Male,Smiling,Young", features="standardize"), root / "run", epochs=2, plots=False)
     return root
 
 
@@ -72,14 +72,14 @@ def test_exported_savedmodel_agrees_with_predict(run, sample_dir):
 
 
 def test_export_refuses_baseline_runs(run, tmp_path):
-    run_kinds(TaskSpec(run / "cache.h5", "Male"), tmp_path / "base", ["logreg"])
+    run_kinds(TaskSpec(run / "cache.h5", "Male"), tmp_path / "base", ["logreg"], plots=False)
     result = CliRunner().invoke(cli.main, ["export", "--run", str(tmp_path / "base" / "logreg"),
                                            "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "export needs a head with a TensorFlow graph" in result.output
 
 
 def test_predict_with_a_baseline_run(run, sample_dir, tmp_path):
-    run_kinds(TaskSpec(run / "cache.h5", "Male"), tmp_path / "base", ["logreg"])
+    run_kinds(TaskSpec(run / "cache.h5", "Male"), tmp_path / "base", ["logreg"], plots=False)
     results = predict_images(tmp_path / "base" / "logreg", [sample_dir / "img_align_celeba" / "000001.jpg"])
     assert 0 <= results[0]["attributes"]["Male"]["probability"] <= 1
 
@@ -145,7 +145,7 @@ def test_a_tiny_image_gets_a_note_beside_its_prediction(run, tmp_path):
 def test_tuned_thresholds_are_shown_by_predict_and_exported_as_decisions(run, sample_dir, tmp_path):
     from heads.look.tables import predictions
     train_heads(TaskSpec(run / "cache.h5", "Male,Smiling,Young", features="standardize", tune_threshold=True),
-                tmp_path / "tuned", epochs=2)
+                tmp_path / "tuned", epochs=2, plots=False)
     thresholds = Run(tmp_path / "tuned").thresholds
     assert any(t != 0.5 for t in thresholds)
     images = [sample_dir / "img_align_celeba" / f"{i:06d}.jpg" for i in (3, 4, 5)]

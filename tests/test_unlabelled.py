@@ -81,7 +81,7 @@ def test_labels_and_partition_at_training_time_match_an_embed_with_them(sample_d
         np.testing.assert_array_equal(a.labels[order], b.labels)
         np.testing.assert_allclose(a.features[order], b.features, atol=1e-3)
     trained = invoke("baselines", out, "--out", tmp_path / "runs", "--models", "logreg", "--attrs", "Male,Smiling",
-                     "--labels", tmp_path / "list_attr_celeba.csv", "--partition", tmp_path / "list_eval_partition.csv")
+                     "--labels", tmp_path / "list_attr_celeba.csv", "--partition", tmp_path / "list_eval_partition.csv", "--no-plots")
     assert trained.exit_code == 0, trained.output
     record = json.loads((tmp_path / "runs" / "logreg" / "config.json").read_text())["labels"]
     assert record["attributes"]["Male"] == {"set": 40, "changed": 40, "unknown": 0, "new": True}

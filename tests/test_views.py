@@ -113,7 +113,7 @@ def test_views_shards_merge_bitwise(views_cache, fault_setup, tmp_path):
 @pytest.mark.parametrize("views, eval_view", [("mean", "orig"), ("concat", "orig"), ("augment", "orig"),
                                               ("augment", "mean")])
 def test_heads_use_views_and_predict_applies_them(views_cache, fault_setup, tmp_path, views, eval_view):
-    metrics = train_heads(TaskSpec(views_cache, "Male,Young", features="standardize", views=views, eval_view=eval_view), tmp_path / "run", epochs=3)
+    metrics = train_heads(TaskSpec(views_cache, "Male,Young", features="standardize", views=views, eval_view=eval_view), tmp_path / "run", epochs=3, plots=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["views"], config["eval_view"]) == (views, eval_view)
     width = 512 if views == "concat" else 256
@@ -143,8 +143,8 @@ def test_views_without_a_flip_view_are_refused(fault_setup, tmp_path):
 
 def test_views_augment_is_scored_on_the_mean_of_both_views_by_default(views_cache, tmp_path):
     """Training on both views and scoring their mean (test-time augmentation) is the default."""
-    default = train_heads(TaskSpec(views_cache, "Male,Young", views="augment"), tmp_path / "default", epochs=2)
+    default = train_heads(TaskSpec(views_cache, "Male,Young", views="augment"), tmp_path / "default", epochs=2, plots=False)
     mean = train_heads(TaskSpec(views_cache, "Male,Young", views="augment", eval_view="mean"), tmp_path / "mean",
-                       epochs=2)
+                       epochs=2, plots=False)
     assert json.loads((tmp_path / "default" / "config.json").read_text())["eval_view"] == "mean"
     assert default["attributes"] == mean["attributes"]

@@ -131,6 +131,8 @@ def _group_tables(run):
 
 
 def _plots(run):
+    if run.metrics["run"].get("plots") is False:
+        return '<p class="note">No pictures: the run was trained with --no-plots.</p>'
     images = [f'<img alt="{name}" src="{data_uri((run.path / name).read_bytes())}">'
               for name in PLOTS if (run.path / name).is_file()]
     return f'<div class="plots">{"".join(images)}</div>' if images else ""

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError
-from heads.defaults import KERAS
+from heads.defaults import KERAS, RUN
 from heads.kinds import head_class
 from heads.kinds.base import Data, option_name
 from heads.kinds.trainer import fit_together
-from heads.look import plots, tensorboard
+from heads.look import plots as pictures
+from heads.look import tensorboard
 from heads.run import rundir
 from heads.run.scoring import score
 from heads.run.task import Task, load_task
@@ -61,9 +62,11 @@ def prepare(spec):
     return Prepared(task, transform, train, task.data("val", transform.transform(task.val.features)))
 
 
-def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
+def write_run(prepared, head, out_dir, seconds, name=None, hparams=None, plots=RUN["plots"]):
     """Score a fitted head and write its run directory; returns its metrics (metrics.json).
-    hparams: a sweep variant's grid values (its TensorBoard HParams session)."""
+    hparams: a sweep variant's grid values (its TensorBoard HParams session). plots: draw the run's
+    pictures (`heads.look.plots`; about half of a small run's time); without them the run records
+    "plots": false."""
     task = prepared.task
     thresholds, scores, probabilities = score(task, head, prepared.transform, prepared.val.features)
     settings = {**head.get_params(), "features": task.spec.features, "tune_threshold": task.spec.tune_threshold}
@@ -82,16 +85,25 @@ def write_run(prepared, head, out_dir, seconds, name=None, hparams=None):
     if head.history_:
         run["epochs"] = {"trained": len(head.history_), "best": head.best_epoch_,
                          "auto": getattr(head, "epochs", None) == "auto"}
+    if not plots:
+        run["plots"] = False
     metrics = {"attributes": scores["attributes"], "run": run, **({"groups": scores["groups"]} if "groups" in scores else {})}
     rundir.write_run_files(out_dir, task, head, prepared.transform, settings, seconds, thresholds)
     if head.history_:
-        plots.plot_history(head.history_, task.attributes, out_dir, best_epoch=head.best_epoch_)
         tensorboard.write_run_events(out_dir, head.history_, metrics, hparams)
-    plots.plot_accuracy_vs_majority(metrics, out_dir)
-    plots.plot_reliability({split: task.split(split).labels for split in probabilities}, probabilities,
-                           task.attributes, out_dir)
+    if plots:
+        draw_run_pictures(task, head, metrics, probabilities, out_dir)
     rundir.write_metrics(out_dir, metrics)
     return metrics
+
+
+def draw_run_pictures(task, head, metrics, probabilities, out_dir):
+    """loss.png and accuracy.png (a head trained by epochs), accuracy_vs_majority.png, reliability.png."""
+    if head.history_:
+        pictures.plot_history(head.history_, task.attributes, out_dir, best_epoch=head.best_epoch_)
+    pictures.plot_accuracy_vs_majority(metrics, out_dir)
+    pictures.plot_reliability({split: task.split(split).labels for split in probabilities}, probabilities,
+                              task.attributes, out_dir)
 
 
 def check_takes(head, features):
@@ -106,11 +118,11 @@ def check_takes(head, features):
                          f"({features.shape[1]} per row): give --input a layer stored with :none or :grid:K")
 
 
-def _fit_and_write(prepared, head, out_dir, name=None, on_epoch=None):
+def _fit_and_write(prepared, head, out_dir, name=None, on_epoch=None, plots=RUN["plots"]):
     check_takes(head, prepared.train.features)
     began = time.perf_counter()
     head.fit(prepared.train, prepared.val, on_epoch=on_epoch)
-    return write_run(prepared, head, out_dir, time.perf_counter() - began, name=name)
+    return write_run(prepared, head, out_dir, time.perf_counter() - began, name=name, plots=plots)
 
 
 def kind_settings(kinds, settings):
@@ -124,14 +136,15 @@ def kind_settings(kinds, settings):
     return {kind: {k: v for k, v in settings.items() if k in cls.setting_names()} for kind, cls in classes.items()}
 
 
-def run_kinds(spec, out_dir, kinds, **settings):
+def run_kinds(spec, out_dir, kinds, plots=RUN["plots"], **settings):
     """Fit each head kind in `kinds` on the same task and transform (settings: given to the kinds
-    that take them); writes RUN_DIR/<kind>/ each; returns {kind: metrics}."""
+    that take them); writes RUN_DIR/<kind>/ each (pictures if `plots`); returns {kind: metrics}."""
     prepared = prepare(spec)
     results = {}
     for kind, taken in kind_settings(list(kinds), settings).items():
         head = head_class(kind).from_settings(taken)
-        results[kind] = _fit_and_write(prepared, head, Path(out_dir) / kind, name=f"{Path(out_dir).name}/{kind}")
+        results[kind] = _fit_and_write(prepared, head, Path(out_dir) / kind, name=f"{Path(out_dir).name}/{kind}",
+                                       plots=plots)
     return results
 
 
@@ -143,22 +156,24 @@ def keras_settings(**settings):
     return {**KERAS, **settings}
 
 
-def train_heads(spec, out_dir, on_epoch=None, **settings):
+def train_heads(spec, out_dir, on_epoch=None, plots=RUN["plots"], **settings):
     """Train one Keras head (settings: those of the keras_head kind, or hidden=N for mlp:N) on the
-    TaskSpec's caches; writes RUN_DIR and returns its metrics. on_epoch(record) after each epoch."""
+    TaskSpec's caches; writes RUN_DIR (pictures if `plots`) and returns its metrics.
+    on_epoch(record) after each epoch."""
     head = head_class("keras_head").from_settings(keras_settings(**settings))
-    return _fit_and_write(prepare(spec), head, out_dir, on_epoch=on_epoch)
+    return _fit_and_write(prepare(spec), head, out_dir, on_epoch=on_epoch, plots=plots)
 
 
-def train_together(prepared, out_dirs, settings_list, hparams=None):
+def train_together(prepared, out_dirs, settings_list, hparams=None, plots=RUN["plots"]):
     """Fit Keras heads that share `trainer.SHARED_SETTINGS` in one pass (`fit_together`) and write one
-    run directory each; returns their metrics. Each run's train_seconds is the shared time divided
-    by the number of heads. hparams: per head, the sweep grid values (TensorBoard HParams)."""
+    run directory each (pictures if `plots`); returns their metrics. Each run's train_seconds is the
+    shared time divided by the number of heads. hparams: per head, the sweep grid values (TensorBoard
+    HParams)."""
     heads = [head_class("keras_head").from_settings(keras_settings(**s)) for s in settings_list]
     for head in heads:
         check_takes(head, prepared.train.features)
     began = time.perf_counter()
     fit_together(heads, prepared.train, prepared.val)
     seconds = (time.perf_counter() - began) / len(heads)
-    return [write_run(prepared, head, out, seconds, hparams=values)
+    return [write_run(prepared, head, out, seconds, hparams=values, plots=plots)
             for out, head, values in zip(out_dirs, heads, hparams or [None] * len(heads))]

@@ -8,7 +8,8 @@ RUN_DIR/metrics.json  {"attributes": {"<Attr>": {"val": M, "test": M}},
                       {"trained", "best" (the epoch whose weights the head keeps), "auto"};
                       "excluded" (runs trained with --exclude), "masked" (--mask-labels) and "labels"
                       (runs trained with --labels or --partition) as in config.json; "calibration"
-                      (--calibrate temperature): KerasHead.calibration_;
+                      (--calibrate temperature): KerasHead.calibration_; "plots": false when the
+                      run's pictures were not drawn (--no-plots);
                       G as heads.metrics.group_metrics returns it
                       (runs trained with --groups). Written last: a run without it is incomplete.
 RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform spec), "thresholds",
@@ -29,7 +30,7 @@ RUN_DIR/config.json   {"kind", "settings", "attributes", "features" (transform s
 RUN_DIR/<head files>  the kind's own (model.keras, estimators.joblib, knn_*.npy, dfr.npz), transform.npz
 RUN_DIR/history.csv   one row per epoch (kinds trained in epochs); column "best" is 1 on the epoch
                       whose weights the head keeps
-Pictures and TensorBoard events beside them are `heads.look`'s (plots, tensorboard).
+Pictures (unless --no-plots) and TensorBoard events beside them are `heads.look`'s (plots, tensorboard).
 `Run` reads a run back, checked: evaluate, predict, export, compare and report go through it.
 """
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from cache.errors import UsageError
-from heads.defaults import KERAS
+from heads.defaults import KERAS, RUN
 from heads.kinds.keras_head import check_setting
 from heads.kinds.trainer import SHARED_SETTINGS
 from heads.look.tensorboard import hparam_values, write_sweep_experiment
@@ -79,9 +79,10 @@ def variant_name(settings):
     return safe if safe == text else f"{safe}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
-def run_sweep(spec, out_dir, grid, *, seed=KERAS["seed"], on_variant=None):
+def run_sweep(spec, out_dir, grid, *, seed=KERAS["seed"], on_variant=None, plots=RUN["plots"]):
     """Train every variant of `grid` (specs as above) on the TaskSpec's caches; returns the
-    leaderboard DataFrame (also written to out_dir). on_variant(i, total, name, metrics) after each."""
+    leaderboard DataFrame (also written to out_dir). on_variant(i, total, name, metrics) after each;
+    plots: draw each run's pictures."""
     variants = parse_grid(grid)
     prepared = prepare(spec)
     out = Path(out_dir)
@@ -93,7 +94,7 @@ def run_sweep(spec, out_dir, grid, *, seed=KERAS["seed"], on_variant=None):
     hparams = dict(zip(map(variant_name, variants), hparam_values(variants)))
     for batch in together.values():
         runs = train_together(prepared, [out / variant_name(v) for v in batch], [{"seed": seed, **v} for v in batch],
-                              hparams=[hparams[variant_name(v)] for v in batch])
+                              hparams=[hparams[variant_name(v)] for v in batch], plots=plots)
         for settings, metrics in zip(batch, runs):
             done += 1
             if on_variant:
