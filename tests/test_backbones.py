@@ -72,6 +72,33 @@ def test_keras_file_default_layer_is_the_one_before_the_classifier(grayscale_h5_
     assert backbone.spec["layer"] == "embedding" and backbone.feature_dim == 8
 
 
+def test_a_model_file_loaded_again_is_reused_until_its_bytes_change(grayscale_h5_model, tmp_path, caplog):
+    """Same file, spec and device: the same weights and traced extractor, the record a copy of its own,
+    the default layer's line logged on every load; another spec, or the file rewritten (same path),
+    loads afresh."""
+    import logging
+    import shutil
+
+    import keras
+    path = tmp_path / "gray.h5"
+    shutil.copy(grayscale_h5_model, path)
+    spec = BackboneSpec(str(path), value_range=(0.0, 1.0))
+    with caplog.at_level(logging.INFO, logger="embed.backbones"):
+        first, again = load_backbone(spec), load_backbone(spec)
+    assert again.extract_all is first.extract_all and again.module is first.module
+    assert caplog.text.count("without --layer: features from embedding (the layer before the last)") == 2
+    again.spec["layer"] = "changed by a caller"
+    assert load_backbone(spec).spec["layer"] == "embedding"
+    assert load_backbone(BackboneSpec(str(path), layer="conv", value_range=(0.0, 1.0))).extract_all is not first.extract_all
+    model = keras.saving.load_model(path, compile=False)
+    model.get_layer("embedding").set_weights([w + 1 for w in model.get_layer("embedding").get_weights()])
+    model.save(path)
+    rewritten = load_backbone(spec)
+    assert rewritten.extract_all is not first.extract_all and rewritten.spec["sha256"] != first.spec["sha256"]
+    images = tf.random.uniform([2, 64, 64, 1], seed=1)
+    assert not np.allclose(rewritten.extract(images), first.extract(images))
+
+
 def test_keras_file_4d_layer_is_average_pooled(grayscale_h5_model):
     backbone = load_backbone(BackboneSpec(str(grayscale_h5_model), layer="conv", value_range=(0.0, 1.0)))
     assert backbone.feature_dim == 4

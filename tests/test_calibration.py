@@ -54,7 +54,7 @@ def test_ece_and_brier_values():
 
 def test_compare_ranks_lower_calibration_error_first(cache, tmp_path):
     train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "runs" / "head", epochs=3)
-    run_kinds(TaskSpec(cache, "Male,Smiling"), tmp_path / "runs" / "base", ["logreg", "majority"])
+    run_kinds(TaskSpec(cache, "Male,Smiling"), tmp_path / "runs" / "base", ["logreg", "majority"], plots=False)
     runs = [tmp_path / "runs" / "head", tmp_path / "runs" / "base"]
     for metric in ("ece", "brier"):
         means = list(leaderboard(runs, "test", [metric, "accuracy"])[("mean", metric)])
@@ -69,7 +69,7 @@ def test_compare_ranks_lower_calibration_error_first(cache, tmp_path):
 
 
 def test_compare_names_a_run_scored_before_a_metric_existed(cache, tmp_path):
-    run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"])
+    run_kinds(TaskSpec(cache, "Male"), tmp_path / "base", ["logreg"], plots=False)
     path = tmp_path / "base" / "logreg" / "metrics.json"
     old = json.loads(path.read_text())
     for by_split in old["attributes"]["Male"].values():
@@ -89,9 +89,9 @@ def test_fit_temperatures_recovers_a_planted_temperature():
 
 
 def test_temperature_is_fitted_on_val_and_kept_in_the_model(cache, tmp_path):
-    plain = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "plain", epochs=4, seed=3)
+    plain = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "plain", epochs=4, seed=3, plots=False)
     calibrated = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "cal", epochs=4, seed=3,
-                             calibrate="temperature")
+                             calibrate="temperature", plots=False)
     record = calibrated["run"]["calibration"]
     assert record["method"] == "temperature" and set(record["temperature"]) == {"Male", "Smiling"}
     for name in ("Male", "Smiling"):
@@ -112,7 +112,7 @@ def test_a_calibrated_head_loads_in_a_fresh_process_and_serves_calibrated(fault_
     run = tmp_path / "cal"
     result = CliRunner().invoke(cli.main, ["train-heads", str(fault_setup.reference_path), "--out", str(run),
                                            "--attrs", "Male,Smiling", "--max-epochs", "6", "--calibrate",
-                                           "temperature", "--features", "standardize"])
+                                           "temperature", "--features", "standardize", "--no-plots"])
     assert result.exit_code == 0, result.output
     fresh = run_cli("evaluate", run, "--split", "test", "--json")  # the Temperature layer registered before loading
     assert fresh.returncode == 0, fresh.stderr[-1500:]

@@ -78,7 +78,7 @@ def test_every_head_run_writes_tensorboard_events(looked):
 
 def test_sweep_writes_the_hparams_experiment_and_sessions(looked, tmp_path):
     result = invoke("sweep", looked / "cache.h5", "--out", tmp_path / "s", "--grid", "head=linear,mlp:8",
-                    "--grid", "lr=1e-3,1e-2", "--attrs", "Male")
+                    "--grid", "lr=1e-3,1e-2", "--attrs", "Male", "--no-plots")
     assert result.exit_code == 0, result.output
     experiment = [v for v in _values(tmp_path / "s") if v.metadata.plugin_data.plugin_name == "hparams"]
     data = plugin_data_pb2.HParamsPluginData.FromString(experiment[0].metadata.plugin_data.content)
