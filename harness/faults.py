@@ -45,6 +45,25 @@ def embed_args(setup, out, batch=BATCH):
             "--value-range", "0,1", "--image-size", "32", "--batch-size", str(batch)]
 
 
+def embed_on_two_logical_cpus(model, data, two, one, layers="conv2d:grid:2"):
+    """In a process of its own (`processes.call`: TensorFlow is configured before it starts): the
+    CPU split into two logical devices, then the setup's model and data embedded with both (one model
+    copy per device, batches round-robin) into `two`, and with one into `one`, at BATCH."""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from embed.backbones import BackboneSpec
+    from embed.dataset import open_dataset
+    from embed.placement import Placement, build
+    from embed.runner import EmbedSpec, embed
+    for devices, path in (("2", two), ("1", one)):
+        backbone, engine = build(BackboneSpec(model, value_range=(0.0, 1.0), image_size=32, layers=layers),
+                                 Placement(devices=devices))
+        if len(engine.backbones) != int(devices):
+            raise RuntimeError(f"{len(engine.backbones)} backbone copies for --devices {devices}")
+        embed(open_dataset(data), backbone, path, EmbedSpec(batch_size=BATCH), engine=engine)
+
+
 def start_embed(setup, out, *extra, capture=False):
     """`embed` of the setup into `out` (plus extra options) in another process (harness.processes.start)."""
     return processes.start(*embed_args(setup, out), *extra, capture=capture)

@@ -1,5 +1,6 @@
 """The CLI in another process, for the tests where the process is the point: it is killed or
-interrupted, or it must not share the test's state (a run loaded by a process that never trained it).
+interrupted, or it must not share the test's state (a run loaded by a process that never trained it);
+and `call`, a harness function in a forked child (one that configures TensorFlow before it starts).
 
 Two ways to start the same command:
 - fresh: `python cli.py ...`, a new interpreter as users run it, TensorFlow's import included (8 s
@@ -12,6 +13,7 @@ Two ways to start the same command:
 (CELEBA_HEADS_TRIALS=full) start fresh interpreters. Both give the same cache bit for bit.
 """
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -57,40 +59,70 @@ def run(*args, timeout=300, fork=None):
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
 
+def call(function, *args, timeout=300):
+    """function(*args) (a module-level function; args: Python literals and paths) to its end in a
+    process forked from the preloaded server, where TensorFlow is imported but not started (so the
+    function may still configure it); returns a CompletedProcess with text stdout and stderr,
+    returncode 1 and the traceback on stderr if it raised."""
+    target = [function.__module__, function.__qualname__, [str(a) if isinstance(a, Path) else a for a in args]]
+    proc = Forked(target, True, run=_call)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(target, proc.returncode, stdout, stderr)
+
+
+def _call(target):
+    module, name, args = target
+    getattr(importlib.import_module(module), name)(*args)
+
+
+def _cli(args):
+    import cli
+    cli.main(args, prog_name="cli.py")
+
+
 def _server():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOADED))
     return context
 
 
-def _run_cli(args, stdout_path, stderr_path):
+def _child(run, args, stdout_path, stderr_path):
     """The child: its own SIGINT handling (KeyboardInterrupt, as a fresh interpreter has), its output
-    into the given files, then the CLI exactly as `python cli.py` runs it; exits with its status."""
+    into the given files, then run(args) (`_cli`: the CLI exactly as `python cli.py` runs it); exits
+    with its status (1 and the traceback on stderr if it raised)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for fd, path in ((1, stdout_path), (2, stderr_path)):
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(target, fd)
         os.close(target)
-    import cli
     try:
-        cli.main(args, prog_name="cli.py")
+        run(args)
         status = 0
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        status = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
 
 
 class Forked:
-    """A CLI run forked from the preloaded server, with subprocess.Popen's methods."""
+    """A CLI run (or `call`'s function) forked from the preloaded server, with subprocess.Popen's methods."""
 
-    def __init__(self, args, capture):
+    def __init__(self, args, capture, run=_cli):
         self._folder = tempfile.TemporaryDirectory(prefix="cli-run-") if capture else None
         stdout, stderr = ((os.path.join(self._folder.name, "stdout"), os.path.join(self._folder.name, "stderr"))
                           if capture else (os.devnull, os.devnull))
         self._paths = (stdout, stderr)
-        self._process = _server().Process(target=_run_cli, args=(args, stdout, stderr))
+        self._process = _server().Process(target=_child, args=(run, args, stdout, stderr))
         self._process.start()
         self.pid = self._process.pid
 

@@ -96,3 +96,9 @@ def test_a_forked_run_equals_a_fresh_interpreters_run(setup, tmp_path):
         assert f"done: {N_IMAGES} ok, 0 failed" in done.stdout, (fork, done.stdout)
     assert not reliability.differences(reliability.snapshot(tmp_path / "forkTrue.h5"),
                                        reliability.snapshot(tmp_path / "forkFalse.h5"))
+
+
+def test_a_called_function_that_raises_ends_its_process_with_1_and_the_traceback():
+    """harness.processes.call: a function's exception is the child's exit status 1, its traceback on stderr."""
+    done = processes.call(int, "not a number")
+    assert done.returncode == 1 and "ValueError: invalid literal for int()" in done.stderr, done

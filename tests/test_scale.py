@@ -4,9 +4,7 @@ bitwise equal to one plain `embed` run (fault_setup.reference: same data, model 
 import json
 import shutil
 import signal
-import subprocess
 import sys
-import textwrap
 
 import h5py
 import numpy as np
@@ -18,8 +16,8 @@ from hypothesis import strategies as st
 import cli
 from cache.shards import shard_range
 from harness import faults as reliability
+from harness import processes
 from harness.faults import N_IMAGES, differences, embed_args, rows_done, snapshot
-from tests.conftest import ROOT
 
 
 def invoke(*args):
@@ -108,26 +106,11 @@ def test_devices_all_on_a_cpu_machine_equals_the_plain_run(fault_setup, tmp_path
 
 
 def test_two_devices_round_robin_equals_the_plain_run(fault_setup, tmp_path):
-    """Two logical CPU devices (TF must be configured before it starts, so in a fresh process)
+    """Two logical CPU devices (TF must be configured before it starts, so in a process of its own)
     exercise the several-device path: one model copy per device, batches round-robin; a stored
     layer travels the same way (compared with one device in the same process)."""
     out, one = tmp_path / "c.h5", tmp_path / "one.h5"
-    script = textwrap.dedent(f"""
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from embed.backbones import BackboneSpec
-        from embed.dataset import open_dataset
-        from embed.placement import Placement, build
-        from embed.runner import EmbedSpec, embed
-        for devices, path in (("2", {str(out)!r}), ("1", {str(one)!r})):
-            backbone, engine = build(BackboneSpec({str(fault_setup.model)!r}, value_range=(0.0, 1.0), image_size=32,
-                                                  layers="conv2d:grid:2"), Placement(devices=devices))
-            assert len(engine.backbones) == int(devices)
-            embed(open_dataset({str(fault_setup.data)!r}), backbone, path, EmbedSpec(batch_size={reliability.BATCH}),
-                  engine=engine)
-    """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = processes.call(reliability.embed_on_two_logical_cpus, fault_setup.model, fault_setup.data, out, one)
     assert done.returncode == 0, done.stderr[-2000:]
     assert not differences(snapshot(out), snapshot(one))
     with h5py.File(out, "r") as f, h5py.File(one, "r") as g:
