@@ -106,6 +106,14 @@ def detector():
     return MtcnnDetector()
 
 
+def test_a_detector_is_made_once_per_process_for_the_same_settings():
+    from embed.faces import align_record, load_detector
+    record = align_record()["detector"]
+    assert load_detector(record) is load_detector(json.loads(json.dumps(record)))
+    other = load_detector(align_record(min_face=30)["detector"])
+    assert other is not load_detector(record) and other.min_face == 30
+
+
 @pytest.fixture(scope="module")
 def real_photos(celeba_sample):
     paths = sorted((celeba_sample / "img_align_celeba").glob("*.jpg"))[:200]
