@@ -57,21 +57,6 @@ def test_default_model_receives_pixels_in_unit_range(sample_dir, probe_saved_mod
     assert (features[male, 4] > features[male, 2]).all() and (features[~male, 4] < features[~male, 2]).all()
 
 
-def test_keras_random_backbone_gives_1280d_rows(sample_dir, tmp_path):
-    out = tmp_path / "c.h5"
-    result = invoke("embed", "--data-dir", sample_dir, "--out", out, "--model", "keras:EfficientNetV2B0",
-                    "--weights", "none", "--image-size", 32, "--dtype", "float32")
-    assert result.exit_code == 0, result.output
-    assert "random weights" in result.output.lower()
-    with h5py.File(out, "r") as f:
-        assert f["features"].shape == (40, 1280) and f["features"].dtype == np.float32
-        assert np.isfinite(f["features"][:]).all()
-    info = invoke("info", out)
-    assert "RANDOM WEIGHTS" in info.output and "40 ok, 0 failed, 0 not done" in info.output
-    summary = json.loads(invoke("info", out, "--json").output)
-    assert summary["preprocessing"]["value_range"] == [0.0, 255.0]  # the Keras application's own range
-
-
 def test_h5_model_cut_at_layer_grayscale_minus_one_to_one(sample_dir, grayscale_h5_model, tmp_path):
     out = tmp_path / "c.h5"
     result = invoke("embed", "--data-dir", sample_dir, "--out", out, "--model", grayscale_h5_model,

@@ -259,6 +259,11 @@ def test_demo_heads_beat_majority(tmp_path):
             test = metrics["attributes"][name]["test"]
             assert test["accuracy"] >= test["majority_accuracy"] + 0.1, (name, test)
     assert (tmp_path / "head" / "loss.png").is_file()
+    # keras:EfficientNetV2B0 with random weights: warned about, shown by info, 1280-d rows in its own 0-255 range
+    assert "random weights" in result.output and "RANDOM WEIGHTS" in result.output
+    with h5py.File(tmp_path / "features.h5", "r") as f:
+        assert f["features"].shape == (120, 1280) and np.isfinite(f["features"][:]).all()
+        assert json.loads(f.attrs["preprocessing"])["value_range"] == [0.0, 255.0]
 
 
 def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
