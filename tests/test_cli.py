@@ -206,13 +206,3 @@ def test_usage_errors_exit_2_before_tensorflow_starts(cache, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, cases], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-
-
-def test_embed_prints_no_tensorflow_start_up_lines(sample_dir, grayscale_h5_model, tmp_path):
-    """TensorFlow starts only after the checks, inside the silenced start-up: its absl and oneDNN
-    lines do not reach the terminal (only the tool's own notes and warnings do)."""
-    out = subprocess.run([sys.executable, "cli.py", "embed", "--data-dir", str(sample_dir), "--out",
-                          str(tmp_path / "c.h5"), "--model", str(grayscale_h5_model), "--layer", "embedding",
-                          "--value-range", "-1,1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert [line for line in out.stderr.splitlines() if not line.startswith(("note: ", "WARNING: --"))] == [], out.stderr
