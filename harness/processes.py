@@ -1,6 +1,7 @@
 """The CLI in another process, for the tests where the process is the point: it is killed or
 interrupted, or it must not share the test's state (a run loaded by a process that never trained it);
-and `call`, a harness function in a forked child (one that configures TensorFlow before it starts).
+`run_each`, many short commands each in its own process (forked from one fresh interpreter); and
+`call`, a harness function in a forked child (one that configures TensorFlow before it starts).
 
 Two ways to start the same command:
 - fresh: `python cli.py ...`, a new interpreter as users run it, TensorFlow's import included (8 s
@@ -14,6 +15,7 @@ Two ways to start the same command:
 """
 
 import importlib
+import json
 import multiprocessing
 import os
 import signal
@@ -57,6 +59,37 @@ def run(*args, timeout=300, fork=None):
         proc.wait()
         raise
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def run_each(commands, timeout=300):
+    """Each `cli.py args` of `commands` (lists of arguments) to its end, one after another, each in a
+    process of its own forked from one fresh interpreter that imported `cli` (and not TensorFlow): one
+    interpreter start for all of them. Returns a CompletedProcess each, with text stdout and stderr
+    (returncode -N: signal N ended it)."""
+    with tempfile.TemporaryDirectory(prefix="cli-runs-") as folder:
+        jobs = [[[str(a) for a in args], os.path.join(folder, f"{i}.out"), os.path.join(folder, f"{i}.err")]
+                for i, args in enumerate(commands)]
+        code = f"from harness.processes import _fork_each; _fork_each({jobs!r})"
+        driver = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if driver.returncode != 0:
+            raise RuntimeError(f"the interpreter forking the runs failed: {driver.stderr[-2000:]}")
+        return [subprocess.CompletedProcess(args, status, Path(out).read_text(errors="replace"),
+                                            Path(err).read_text(errors="replace"))
+                for (args, out, err), status in zip(jobs, json.loads(driver.stdout))]
+
+
+def _fork_each(jobs):
+    """run_each's interpreter: `cli`, h5py and pandas imported once, then a forked child per job;
+    prints the statuses as JSON."""
+    for name in ("cli", "h5py", "pandas"):  # before the forks, so that each child starts with them
+        importlib.import_module(name)
+    statuses = []
+    for args, stdout_path, stderr_path in jobs:
+        pid = os.fork()
+        if pid == 0:
+            _child(_cli, args, stdout_path, stderr_path)
+        statuses.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    print(json.dumps(statuses))
 
 
 def call(function, *args, timeout=300):

@@ -8,8 +8,6 @@ truncations run in a subprocess, where an HDF5 crash would show as a signal."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -21,11 +19,11 @@ from hypothesis import strategies as st
 import cli
 from cache import layout
 from cache.errors import UserError
+from harness import processes
 from harness.caches import planted_cache
 from harness.trials import counts
 from heads.run.fit import prepare, run_kinds, train_heads
 from heads.run.task import TaskSpec
-from tests.conftest import ROOT
 
 ATTRS = "Male,Smiling"
 # a few in `make test`, the full counts (which docs/RELIABILITY.md quotes) in `make reliability`
@@ -307,20 +305,18 @@ def test_fuzz_damaged_run_directory(valid, tmp_path_factory, damage):
 
 @pytest.mark.trials
 def test_truncated_cache_never_crashes_the_interpreter(valid, tmp_path):
-    """HDF5 can crash on some truncations: each reader runs in its own process, and a signal
-    (negative return code) is a failure."""
+    """HDF5 can crash on some truncations: each reader runs in its own process (harness.processes.run_each:
+    forked from one fresh interpreter), and a signal (negative return code) is a failure."""
     data = (valid / "cache.h5").read_bytes()
     rng = np.random.default_rng(0)
     cuts = sorted(set(rng.integers(0, len(data), TRUNCATIONS - 5).tolist()) | {0, 100, 512, 2048, len(data) - 1})
-    outcomes = []
-    for cut in cuts:
-        path = tmp_path / f"cut{cut}.h5"
+    paths = [tmp_path / f"cut{cut}.h5" for cut in cuts]
+    for cut, path in zip(cuts, paths):
         path.write_bytes(data[:cut])
-        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), "info", str(path)], capture_output=True, text=True,
-                              cwd=ROOT, timeout=120)
+    outcomes = []
+    for cut, path, proc in zip(cuts, paths, processes.run_each([("info", path) for path in paths], timeout=600)):
         assert proc.returncode in (0, 1), (cut, proc.returncode, proc.stderr[-500:])
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 0 or (len(lines) == 1 and lines[0].startswith(f"Error: {path}")), (cut, proc.stderr)
         outcomes.append(proc.returncode)
-        path.unlink()
     assert outcomes.count(1) >= len(cuts) - 1  # a truncated cache is refused (the last byte may not matter)
