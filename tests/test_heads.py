@@ -273,10 +273,11 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
                     {"hidden": 16, "lr": 0.003}]
     assert variant_name(grid[1]) == "hidden=8_lr=0.003"
     result = invoke("sweep", cache, "--out", tmp_path / "s", "--grid", "hidden=8,16", "--grid", "dropout=0,0.5",
-                    "--attrs", "Male,Smiling", "--no-plots")
+                    "--grid", "epochs=10", "--attrs", "Male,Smiling", "--no-plots")  # (auto: tests/test_epochs.py)
     assert result.exit_code == 0, result.output
-    assert "[4/4] hidden=16_dropout=0.5" in result.output
-    for name in ("hidden=8_dropout=0", "hidden=8_dropout=0.5", "hidden=16_dropout=0", "hidden=16_dropout=0.5"):
+    assert "[4/4] hidden=16_dropout=0.5_epochs=10" in result.output
+    for name in ("hidden=8_dropout=0_epochs=10", "hidden=8_dropout=0.5_epochs=10", "hidden=16_dropout=0_epochs=10",
+                 "hidden=16_dropout=0.5_epochs=10"):
         metrics = json.loads((tmp_path / "s" / name / "metrics.json").read_text())
         assert metrics["run"]["settings"]["head"] == "mlp:" + name.split("_")[0].split("=")[1]
         assert metrics["run"]["plots"] is False and not list((tmp_path / "s" / name).glob("*.png"))
@@ -291,8 +292,9 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
     assert all(re.fullmatch(r"[A-Za-z0-9._=-]+", n) for n in names)
     # a variant equals the same settings trained alone (up to float32 rounding: see
     # test_heads_trained_together_equal_heads_trained_alone)
-    alone = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "alone", hidden=8, dropout=0.5, plots=False)
-    swept = json.loads((tmp_path / "s" / "hidden=8_dropout=0.5" / "metrics.json").read_text())
+    alone = train_heads(TaskSpec(cache, "Male,Smiling"), tmp_path / "alone", hidden=8, dropout=0.5, epochs=10,
+                        plots=False)
+    swept = json.loads((tmp_path / "s" / "hidden=8_dropout=0.5_epochs=10" / "metrics.json").read_text())
     for name, by_split in alone["attributes"].items():
         for split, values in by_split.items():
             assert swept["attributes"][name][split] == pytest.approx(values, abs=1e-6), (name, split)
