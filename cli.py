@@ -38,6 +38,7 @@ from heads.defaults import (
     REPORT,
     RUN,
     SCORE,
+    SERVE,
     SKLEARN,
     TAIL_GRID,
     TAIL_HALVING,
@@ -842,6 +843,51 @@ def export(run_dir, out, trust_model):
     else:
         click.echo(f"wrote SavedModel {out}: signatures serving_default/from_bytes (string [B] image files) and "
                    "from_pixels (float32 [B, S, S, C] preprocessed)")
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False), help="A run directory.")
+@click.option("--host", default=SERVE["host"], show_default=True,
+              help="Address to listen on; anything but loopback needs --token or --no-auth.")
+@click.option("--port", default=SERVE["port"], show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port; the URL printed says which).")
+@click.option("--token", envvar=SERVE["token_env"], show_envvar=True,
+              help="A secret every /v1 request must send as 'Authorization: Bearer TOKEN'.")
+@click.option("--no-auth", is_flag=True, help="Serve beyond loopback without a token (behind your own gateway).")
+@click.option("--cors-origin", "cors_origins", multiple=True,
+              help="Allow browser pages from this origin (e.g. https://app.example) to call the API; repeatable. "
+                   "Default: no CORS headers.")
+@click.option("--max-bytes", default=SERVE["max_bytes"], show_default=True, type=click.IntRange(min=1),
+              help="Largest request body; a larger one gets 413, refused before it is read.")
+@click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1),
+              help="Largest photo (width x height, read from its header); a larger one gets 413, never decoded.")
+@click.option("--max-batch", default=SERVE["max_batch"], show_default=True, type=click.IntRange(1, 1024),
+              help="Most photos gathered from concurrent requests into one batch.")
+@click.option("--max-wait", default=1000 * SERVE["max_wait"], show_default=True, type=FiniteRange(0, 10_000),
+              help="Milliseconds a batch's first request waits for others to join it.")
+@click.option("--max-queue", default=SERVE["max_queue"], show_default=True, type=click.IntRange(min=1),
+              help="Requests waiting for a batch; one more gets 503.")
+@click.option("--request-timeout", default=SERVE["request_timeout"], show_default=True,
+              type=FiniteRange(0.1, 3600), help="Seconds a client has to send its request body (else 408).")
+@TRUST_MODEL
+@uses_tensorflow(deferred=True)
+def serve(run_dir, host, port, token, no_auth, cors_origins, max_bytes, max_pixels, max_batch, max_wait, max_queue,
+          request_timeout, trust_model, start_tensorflow):
+    """Serve a run over HTTP: POST /v1/predict (a photo in, its faces' attributes out, batched across
+    requests), GET /v1/run, /healthz, /metrics (Prometheus), /openapi.json. Ctrl-C or SIGTERM stops
+    it after the requests in flight."""
+    service = _library("heads.serve.service")
+    service.check_access(host, token, no_auth)
+    start_tensorflow()
+    limits = service.Limits(max_bytes=max_bytes, max_pixels=max_pixels, request_timeout=request_timeout,
+                            max_batch=max_batch, max_wait=max_wait / 1000, max_queue=max_queue)
+
+    def ready(url):
+        click.echo(f"serving {run_dir} at {url} (POST {url}/v1/predict; Ctrl-C to stop)")
+        sys.stdout.flush()
+    service.serve(run_dir, host=host, port=port, token=token, no_auth=no_auth, cors_origins=cors_origins,
+                  limits=limits, trust_model=trust_model, on_ready=ready)
+    click.echo("stopped: every request in flight was answered")
 
 
 # --- looking at results --------------------------------------------------------------------------------

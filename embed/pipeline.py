@@ -112,17 +112,26 @@ def _too_large(size, max_pixels):
             f"{max_pixels} (raise it to embed such images)")
 
 
+def decode_file_bytes(data, channels, max_pixels):
+    """An image file's bytes, eager: (uint8 [H, W, C] image, "") or (uint8 [1, 1, C] zeros, error
+    text). The size is checked from the header before decoding (`decode_any`)."""
+    try:
+        size = header_size(data)
+        if size is not None and size[0] * size[1] > max_pixels:
+            return tf.zeros([1, 1, channels], tf.uint8), _too_large(size, max_pixels)
+        return decode_any(data, channels), ""
+    except tf.errors.OpError as exc:
+        return tf.zeros([1, 1, channels], tf.uint8), _error_text(exc)
+
+
 def _read_and_decode(path, channels, max_pixels):
     """The per-file path, eager: (uint8 [H, W, C] image, "") or (uint8 [1, 1, C] zeros, error text)."""
     try:
         with open(path.numpy(), "rb") as f:
             data = f.read()
-        size = header_size(data)
-        if size is not None and size[0] * size[1] > max_pixels:
-            return tf.zeros([1, 1, channels], tf.uint8), _too_large(size, max_pixels)
-        return decode_any(data, channels), ""
-    except (OSError, tf.errors.OpError) as exc:
+    except OSError as exc:
         return tf.zeros([1, 1, channels], tf.uint8), _error_text(exc)
+    return decode_file_bytes(data, channels, max_pixels)
 
 
 def preprocess(image, preprocessing):

@@ -65,3 +65,11 @@ SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("
          "min_image_side": 16}  # predict: a smaller image gets a note
 PROJECTOR = {"n": 5000, "split": "val", "seed": 0, "thumbnail": 64}
 REPORT = {"split": "test", "errors": 24, "thumbnail": 96}
+# serve (heads.serve.service): loopback unless told; a request body over max_bytes is refused from
+# its Content-Length (or as soon as it passes that), a photo over max_pixels from its header (the
+# same limit as predict's --max-pixels); max_batch, max_wait (seconds): the dynamic batch's size and
+# how long its first request waits for company (measured: bench group serve); max_queue: requests
+# waiting for a batch before the next gets 503; request_timeout: seconds a client has to send its
+# body; token_env: the environment variable `--token` falls back to.
+SERVE = {"host": "127.0.0.1", "port": 8000, "max_bytes": 20 * 2**20, "max_batch": 8, "max_wait": 0.005,
+         "max_queue": 64, "request_timeout": 30.0, "token_env": "CELEBA_HEADS_TOKEN"}

@@ -130,7 +130,7 @@ def _fmt(values):
 def run(ctx):
     from embed.faces import Aligner, MtcnnDetector, align_record, read_photo
     from embed.scenes import make_scenes
-    from heads.serve.predict import FacePredictor
+    from heads.serve.predict import Predictor
     work = ctx.workdir / "faces"
     work.mkdir(parents=True, exist_ok=True)
     split = pd.read_csv(SAMPLE / "list_eval_partition.csv")
@@ -193,7 +193,7 @@ def run(ctx):
     five = work / "five"
     make_scenes([SAMPLE / "img_align_celeba" / i for i in ids[:5]], five, seed=1, faces_per_scene=(5,),
                 scale_range=(0.45, 0.8))
-    predictor = FacePredictor(work / "antialias")
+    predictor = Predictor(work / "antialias")
     for label, photo in (("1 face", sorted((work / "scenes" / "scenes").glob("*.jpg"))[0]),
                          ("5 faces", five / "scenes" / "00000.jpg")):
         items = [(str(photo), *read_photo(photo, 10 ** 9))]

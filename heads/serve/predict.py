@@ -5,6 +5,8 @@ Two ways in. `predict_images` feeds each whole image to the backbones, as `embed
 already in the frame the run was trained in, e.g. CelebA's aligned images). `predict_faces` finds
 the faces in each photo (embed.faces), aligns each into CelebA's 178 x 218 frame and predicts each
 face; the aligned face then goes through each backbone's own preprocessing like an image file.
+`Predictor` holds a loaded run for both ways on photos already in memory (`predict --video`, `serve`):
+its entries are the ones `predict --json` prints.
 """
 
 import logging
@@ -78,8 +80,7 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")
         features.append(np.concatenate(blocks))
     probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
-    results = [{"image": path, "ok": not error, "error": error or None,
-                "attributes": None if error else _attributes(run, p), "note": None if error else _small(path)}
+    results = [image_entry(run, path, error, p, None if error else _file_note(path))
                for path, error, p in zip(paths, errors, probabilities)]
     for result in results:
         if result["note"]:
@@ -87,12 +88,22 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     return results
 
 
-def _small(path):
-    """A note for an image smaller than SCORE["min_image_side"] pixels a side (its prediction is
-    made, but from too few pixels to mean much), else None."""
-    from embed.pipeline import header_size
+def image_entry(run, name, error, probabilities, note):
+    """The entry `predict` gives a whole image: {"image", "ok", "error", "attributes", "note"}."""
+    return {"image": name, "ok": not error, "error": error or None,
+            "attributes": None if error else _attributes(run, probabilities), "note": note}
+
+
+def _file_note(path):
     with open(path, "rb") as f:
-        size = header_size(f.read())
+        return small_note(f.read())
+
+
+def small_note(data):
+    """A note for an image file (bytes) smaller than SCORE["min_image_side"] pixels a side (its
+    prediction is made, but from too few pixels to mean much), else None."""
+    from embed.pipeline import header_size
+    size = header_size(data)
     side = SCORE["min_image_side"]
     if size is not None and min(size) < side:
         return f"{size[0]}x{size[1]} pixels, under {side} a side: too few to show a face, so its prediction means little"
@@ -140,29 +151,40 @@ def run_aligner(run, min_face=None, refine=None):
     return Aligner.from_record(record)
 
 
-class FacePredictor:
-    """A run, its backbones and an aligner, loaded once: `entries(items, faces)` scores photos already
-    in memory (for photo files, `predict_faces`; for video frames, `heads.serve.video`)."""
+class Predictor:
+    """A run, its transform, head and backbones, loaded once, for photos already in memory:
+    `entries(items, faces)` finds, aligns and predicts their faces (for photo files,
+    `predict_faces`; for video frames, `heads.serve.video`; for uploads, `heads.serve.service`),
+    `image_entries(items)` predicts whole images from their files' bytes (`serve`). The aligner
+    (`run_aligner` with min_face and refine, unless one is given) is made on first use."""
 
     def __init__(self, run_dir, *, aligner=None, min_face=None, refine=None, batch_size=32, trust_model=False):
         self.run = Run(run_dir)
         self.transform, self.head = self.run.load(trust_model)
         self.backbones = run_backbones(self.run, trust_model)
-        self.aligner = aligner or run_aligner(self.run, min_face, refine)
+        self._aligner, self.min_face, self.refine = aligner, min_face, refine
         self.batch_size = batch_size
 
     @property
     def attributes(self):
         return self.run.attributes
 
-    def entries(self, items, faces="all"):
+    @property
+    def aligner(self):
+        if self._aligner is None:
+            self._aligner = run_aligner(self.run, self.min_face, self.refine)
+        return self._aligner
+
+    def entries(self, items, faces="all", min_face=None):
         """items: [(name, photo uint8 [H, W, 3] or None, error text)] -> one entry per item (see
-        `predict_faces`), every face of all the items through the head in one batch."""
+        `predict_faces`), every face of all the items through the head in one batch. min_face:
+        search this smallest face instead of the aligner's."""
         from embed.faces import choose, landmarks_outside, no_face_error
 
         if faces not in ("all", "best"):
             raise UserError(f"faces must be all or best, not {faces!r}")
-        found = iter(self.aligner.find([photo for _, photo, _ in items if photo is not None]))
+        aligner = self.aligner if min_face is None else run_aligner(self.run, min_face, self.refine)
+        found = iter(aligner.find([photo for _, photo, _ in items if photo is not None]))
         entries, aligned = [], []
         for name, photo, error in items:
             entry = {"image": name, "ok": False, "error": error or None, "size": None, "faces": []}
@@ -171,14 +193,14 @@ class FacePredictor:
                 continue
             entry["size"] = [photo.shape[1], photo.shape[0]]
             detected = next(found)
-            chosen = detected if faces == "all" else [f for f in [choose(detected, self.aligner.face, photo.shape)] if f]
+            chosen = detected if faces == "all" else [f for f in [choose(detected, aligner.face, photo.shape)] if f]
             if not chosen:
-                entry["error"] = no_face_error(self.aligner.detector)
+                entry["error"] = no_face_error(aligner.detector)
                 continue
             entry["ok"] = True
             for face in chosen:
                 entry["faces"].append({**face.to_dict(), "landmarks_outside": landmarks_outside(face, photo.shape)})
-                aligned.append(self.aligner.align(photo, face))
+                aligned.append(aligner.align(photo, face))
         if aligned:
             probabilities = iter(face_probabilities(self.run, self.transform, self.head, self.backbones,
                                                     np.stack(aligned), self.batch_size))
@@ -186,6 +208,28 @@ class FacePredictor:
                 for face in entry["faces"]:
                     face["attributes"] = _attributes(self.run, next(probabilities))
         return entries
+
+    def image_entries(self, items, max_pixels=None):
+        """items: [(name, image file bytes)] -> the entries `predict_images` gives, in order. Each file
+        is decoded as the pipeline's per-file path decodes it (`embed.pipeline.decode_file_bytes`:
+        the size checked from its header first, then the same kernel), preprocessed per backbone,
+        and all go through the backbones and the head as one batch."""
+        import tensorflow as tf
+
+        from embed.defaults import MAX_PIXELS
+        from embed.pipeline import decode_file_bytes, preprocess
+
+        errors, features = [""] * len(items), []
+        for backbone in self.backbones:
+            prep, pixels = backbone.preprocessing, []
+            for k, (_, data) in enumerate(items):
+                image, error = decode_file_bytes(data, prep.channels, max_pixels or MAX_PIXELS)
+                errors[k] = errors[k] or error
+                pixels.append(preprocess(image, prep))
+            features.append(run_view_features(self.run, backbone, tf.stack(pixels)).numpy())
+        probabilities = self.head.predict_proba(self.transform.transform(np.concatenate(features, axis=1)))
+        return [image_entry(self.run, name, error, p, None if error else small_note(data))
+                for (name, data), error, p in zip(items, errors, probabilities)]
 
 
 def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, refine=None, batch_size=32,
@@ -203,7 +247,7 @@ def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, 
     from embed.defaults import MAX_PIXELS
     from embed.faces import read_photo
 
-    predictor = FacePredictor(run_dir, aligner=aligner, min_face=min_face, refine=refine, batch_size=batch_size,
+    predictor = Predictor(run_dir, aligner=aligner, min_face=min_face, refine=refine, batch_size=batch_size,
                               trust_model=trust_model)
     paths = [str(i) for i in images]
     results = []

@@ -1,4 +1,4 @@
-"""`predict --video`: every frame of a video through a run's face path (`predict.FacePredictor`),
+"""`predict --video`: every frame of a video through a run's face path (`predict.Predictor`),
 annotated frames written as a new video, and one CSV row per frame x face x attribute. OpenCV reads
 and writes the video (and does nothing else here).
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cache.errors import UserError
 from cache.outputs import beside
-from heads.serve.predict import FacePredictor
+from heads.serve.predict import Predictor
 
 CSV_COLUMNS = ("frame", "time_s", "face", "x", "y", "w", "h", "score", "attribute", "probability", "decision")
 
@@ -28,7 +28,7 @@ def predict_video(run_dir, video, out, *, faces="all", min_face=None, refine=Non
 
     from heads.look.drawn import drawn_bgr
 
-    predictor = FacePredictor(run_dir, min_face=min_face, refine=refine, trust_model=trust_model)
+    predictor = Predictor(run_dir, min_face=min_face, refine=refine, trust_model=trust_model)
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise UserError(f"--video {video}: OpenCV cannot open it as a video (missing, not a video, or a codec "

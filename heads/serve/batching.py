@@ -1,0 +1,100 @@
+"""Dynamic batching for `serve`: concurrent requests gathered into one batch for one worker thread,
+as TF Serving's batching does. A batch closes when it holds `max_batch` items or when its first
+item has waited `max_wait` seconds, whichever comes first; batches run one at a time, so the
+detector and the backbone see batches, and requests arriving meanwhile form the next one. At most
+`max_queue` items wait (the running batch not counted): one more raises `QueueFull` at once, so a
+flood is answered rather than queued without bound.
+"""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+class QueueFull(Exception):
+    """The batcher already holds max_queue waiting items."""
+
+
+class Batcher:
+    """work(items) -> results (one per item, in order) runs in one worker thread, a batch at a time.
+    on_batch(size): called after each batch (a metric). Use inside a running event loop:
+    `start()`, then `await submit(item)` from any number of tasks, then `await stop()`."""
+
+    def __init__(self, work, *, max_batch, max_wait, max_queue, on_batch=None):
+        if max_batch < 1 or max_queue < 1 or max_wait < 0:
+            raise ValueError("max_batch and max_queue must be >= 1, max_wait >= 0")
+        self.work, self.max_batch, self.max_wait, self.max_queue = work, max_batch, max_wait, max_queue
+        self.on_batch = on_batch
+        self._waiting, self._arrived, self._task = None, None, None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
+
+    def start(self):
+        self._waiting = asyncio.Queue(maxsize=self.max_queue)
+        self._arrived = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._consume())
+
+    @property
+    def waiting(self):
+        """Items queued for a later batch."""
+        return self._waiting.qsize() if self._waiting is not None else 0
+
+    async def submit(self, item):
+        """The item's result once its batch has run; QueueFull at once if max_queue items wait; the
+        work's exception if its batch failed."""
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._waiting.put_nowait((item, future, time.monotonic()))
+        except asyncio.QueueFull:
+            raise QueueFull(f"{self.max_queue} requests are already waiting") from None
+        self._arrived.set()
+        return await future
+
+    async def _gather(self):
+        """The next batch: the first waiting item and up to max_batch - 1 more, waiting at most until
+        the first has waited max_wait."""
+        batch = [await self._waiting.get()]
+        deadline = batch[0][2] + self.max_wait
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._waiting.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                pass
+        return batch
+
+    async def _consume(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._gather()
+            try:
+                results = await loop.run_in_executor(self._executor, self.work, [item for item, _, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"work returned {len(results)} results for {len(batch)} items")
+            except Exception as exc:  # noqa: BLE001 - handed to each request of the batch
+                for _, future, _ in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, future, _), result in zip(batch, results):
+                    if not future.done():  # a request cancelled meanwhile (its client left) is skipped
+                        future.set_result(result)
+            if self.on_batch:
+                self.on_batch(len(batch))
+
+    async def stop(self):
+        """Stop taking batches (requests in flight have been answered: the server drained them first)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
