@@ -9,12 +9,15 @@ contract every case must keep (`check`): exit status 0, 1, 2 or 3; no traceback;
 exactly one `Error:` line. Whether that line names the option or file is counted (`named`), not
 required. A case still running after `limit` seconds (a valid value doing real work) is stopped and
 counted as overtime. `demo` is left out: every valid value of its two options runs the whole demo,
-which tests/test_heads.py runs.
+which tests/test_heads.py runs. `serve` starts from a port this process holds (`busy_port`), so a
+case that passes every check ends in "cannot listen" rather than a server that runs until stopped;
+`--port 0` (any free port) would start one, and is left out (tests/test_serve.py starts servers).
 """
 
 import contextlib
 import random
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,8 @@ INTS = ["0", "-1", "1000000000000", "nan", "", "1.5", "x"]
 FLOATS = ["0", "-1", "1e308", "nan", "inf", "", "x"]
 STRINGS = ["", "0", "-1", "nan", ",", "x" * 300, NON_ASCII, "a,,b", "../../etc/passwd"]
 LEFT_OUT = ("demo",)
+STARTS_A_SERVER = {("serve", "port", "0")}  # (command, parameter, value): a valid case that would never end
+_HELD = []
 EXIT_CODES = (0, 1, 2, 3)
 
 
@@ -93,6 +98,13 @@ def prepare(root):
     return space
 
 
+def busy_port():
+    """A loopback port this process listens on and never answers: `serve` there fails at once."""
+    if not _HELD:
+        _HELD.append(socket.create_server(("127.0.0.1", 0)))
+    return _HELD[0].getsockname()[1]
+
+
 def base_args(command, space):
     """A valid invocation of `command` on the workspace (its outputs fresh paths)."""
     s = space
@@ -114,6 +126,7 @@ def base_args(command, space):
                   "--no-duplicates"],
         "make-scenes": [s.image, "--out", s.fresh("scenes")],
         "make-sample": ["--out", s.fresh("sample"), "--n", "10"],
+        "serve": ["--run", s.run, "--port", busy_port()],
     }[command]
 
 
@@ -145,6 +158,8 @@ def cases(space):
             if param.name in ("help",) or (isinstance(param, click.Option) and param.hidden):
                 continue
             for value in hostile_values(param, space):  # each case its own fresh output paths
+                if (name, param.name, value) in STARTS_A_SERVER:
+                    continue
                 found.append((name, param, _with([str(a) for a in base_args(name, space)], param, value)))
     return found
 

@@ -166,17 +166,23 @@ def describe_run(predictor):
 def photo_size(data, max_pixels):
     """(width, height) from the photo's header (Pillow reads only the header), or Refused: empty
     (400), not an image (400), over max_pixels (413). Nothing is decoded here."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
     if not data:
         raise Refused(400, "empty body: send the photo's bytes")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        with warnings.catch_warnings():  # Pillow warns of sizes it still opens; the limit below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:  # a header far past Pillow's own limit
+        width, height = None, None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise Refused(400, "not an image file in a format Pillow reads (JPEG, PNG, WebP, BMP, GIF, ...)") from None
-    if width * height > max_pixels:
-        raise Refused(413, f"image is {width}x{height} = {width * height / 1e6:.1f} M pixels, more than the "
-                           f"server's --max-pixels {max_pixels}")
+    if width is None or width * height > max_pixels:
+        size = "far more" if width is None else f"{width}x{height} = {width * height / 1e6:.1f} M pixels, more"
+        raise Refused(413, f"image is {size} than the server's --max-pixels {max_pixels}")
     return width, height
 
 
