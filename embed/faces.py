@@ -345,6 +345,11 @@ class MtcnnDetector:
         # PNet in a graph: eager Keras spends as long dispatching its layers as computing them. One
         # trace per pyramid level's shape (the same for every batch of photos of one size).
         self._pnet_graph = tf.function(self._pnet.model, reduce_retracing=True)
+        # RNet and ONet in graphs too, one trace each (any number of patches): the stages call their
+        # `_model` on the patches they cut, and eagerly the two took 2/3 of a one-photo detection
+        # (71 of 108 ms on a 400 x 400 photo, cProfile; bench/RESULTS.md, session 19).
+        for stage, side in ((self._rnet, 24), (self._onet, 48)):
+            stage._model = tf.function(stage.model, input_signature=[tf.TensorSpec([None, side, side, 3], tf.float32)])
 
     @classmethod
     def describe(cls, min_face=FACE_DEFAULTS["min_face"], scale_factor=0.709, thresholds=(0.6, 0.7, 0.8)):

@@ -9,7 +9,7 @@ from bench.common import HEAD_ATTRIBUTES, SAMPLE, group, row
 from bench.groups.defaults import MODELS
 
 
-def _head(work, antialias):
+def gender_head(work, antialias):
     from embed.backbones import BackboneSpec, load_backbone
     from embed.dataset import open_dataset
     from embed.runner import EmbedSpec, embed
@@ -139,7 +139,7 @@ def run(ctx):
     truth = pd.read_csv(work / "scenes" / "faces.csv")
     rows = []
     for antialias in (True, False):
-        run_dir = _head(work, antialias)
+        run_dir = gender_head(work, antialias)
         found, agree, oracle, seconds, scenes = _agreement(run_dir, truth, work / "scenes" / "scenes")
         how = "--antialias" if antialias else "no --antialias (the default)"
         note = (f"{len(truth)} faces in {scenes} scenes from the real sample's val/test photos; gender CNN add_4, "
