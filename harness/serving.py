@@ -28,3 +28,33 @@ def served(app, host="127.0.0.1", start_timeout=30.0, **config):
         server.should_exit = True
         thread.join(start_timeout)
         sock.close()
+
+
+def camera_frames(images, n=20, width=640, height=480, seed=0):
+    """n webcam-like RGB frames uint8 [height, width, 3]: two real aligned faces (paths to CelebA
+    178x218 images) pasted side by side on a textured background, drifting a little frame to frame."""
+    import numpy as np
+    from PIL import Image
+
+    from embed.scenes import paste, texture
+    faces = [np.asarray(Image.open(p).convert("RGB")) for p in images[:2]]
+    frames = []
+    for k in range(n):
+        rng = np.random.default_rng(seed)  # the same placement every frame, then a small drift
+        frame = texture(rng, height, width)
+        for face, cell in zip(faces, ((0, width // 2), (width // 2, width))):
+            paste(frame, face, rng, cell, (1.3, 1.4), 5.0)
+        frames.append(np.roll(frame, 2 * (k % 5), axis=1))
+    return frames
+
+
+def write_y4m(frames, path, fps=10):
+    """RGB frames as a YUV4MPEG2 (4:2:0) file: what Chromium's fake camera plays
+    (--use-file-for-fake-video-capture)."""
+    import cv2
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path

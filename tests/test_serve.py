@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -133,6 +134,10 @@ def test_run_health_metrics_and_schema(run, url):
     assert info["thresholds"] == {"Male": 0.5, "Smiling": 0.5, "Young": 0.5} and info["alignment"] is None
     assert info["backbones"][0]["preprocessing"]["image_size"] == 32 and set(info["test"]["Male"]) >= {"accuracy"}
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    page = httpx.get(f"{url}/")
+    assert page.headers["content-type"].startswith("text/html") and 'id="camera"' in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")  # nothing from elsewhere
+    assert "://" not in page.text.split("<script>")[0] and "src=\"http" not in page.text
     schema = httpx.get(f"{url}/openapi.json").json()
     parameters = {p["name"] for p in schema["paths"]["/v1/predict"]["post"]["parameters"]}
     assert parameters == {"faces", "min_face"}
@@ -335,3 +340,59 @@ def test_a_port_in_use_is_one_line(run):
         taken.listen()
         out = CliRunner().invoke(cli.main, ["serve", "--run", str(run), "--port", str(taken.getsockname()[1])])
     assert out.exit_code == 1 and "cannot listen on 127.0.0.1:" in out.output and "Traceback" not in out.output
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+def _until(page, read, done, timeout=90):
+    """Poll read(page) until done(value) (the page's Content-Security-Policy forbids the eval that
+    wait_for_function uses, so the test reads the DOM instead); returns the value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read(page)
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"still {value!r} after {timeout} s"
+        page.wait_for_timeout(200)
+
+
+DRAWN = """() => { const c = document.getElementById('overlay'); const d = c.getContext('2d')
+                   .getImageData(0, 0, c.width, c.height).data; let n = 0;
+                   for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make browser installs it)")
+def test_the_page_predicts_a_photo_and_the_webcam_and_draws_every_face(run, celeba_sample, photos, tmp_path):
+    """As a person uses it, in headless Chromium: a chosen photo's faces drawn and tabled; then the
+    Camera button, a fake camera playing real faces (y4m), predictions arriving frame after frame
+    with both faces drawn; nothing loaded from elsewhere, no script error."""
+    from playwright.sync_api import sync_playwright
+
+    from harness.serving import camera_frames, write_y4m
+    real = sorted((celeba_sample / "img_align_celeba").glob("*.jpg"))
+    camera = write_y4m(camera_frames(real[24:26], n=10), tmp_path / "camera.y4m")
+    with served(make(run)) as address, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            *CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}"])
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        errors, elsewhere = [], []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("request", lambda request: None if request.url.startswith((address, "blob:", "data:"))
+                else elsewhere.append(request.url))
+        page.goto(address)
+        _until(page, lambda p: p.text_content("#run"), lambda text: text.startswith("run "))
+        page.set_input_files("#file", str(photos[3]))  # the scene of three faces
+        _until(page, lambda p: p.get_attribute("#overlay", "data-faces"), lambda faces: faces == "3")
+        assert len(page.query_selector_all("#faces tbody tr")) == 3 and page.evaluate(DRAWN) > 1000
+        page.click("#camera")
+        _until(page, lambda p: int(p.get_attribute("#overlay", "data-frames")), lambda frames: frames >= 6)
+        faces = page.get_attribute("#overlay", "data-faces")
+        fps = page.text_content("#fps")
+        drawn = page.evaluate(DRAWN)
+        page.click("#camera")  # stop
+        browser.close()
+    assert faces == "2" and drawn > 1000 and fps.endswith("frames/s") and float(fps.split()[0]) > 0
+    assert errors == [] and elsewhere == []

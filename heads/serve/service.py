@@ -11,6 +11,9 @@ the photo to a dynamic batch (`heads.serve.batching`) whose worker calls the `Pr
   GET  /healthz     200 {"status": "ok"} (the run is loaded before the server listens)
   GET  /metrics     Prometheus text: requests by route and status, latency, batch sizes, photos, faces
   GET  /openapi.json
+  GET  /            the page (page.html beside this module: one offline file, its script inline, a
+                    Content-Security-Policy that lets it load nothing from elsewhere): a photo dropped
+                    or chosen, or the webcam's frames, with every face's box and attributes drawn
 
 Every refusal is one line of JSON, {"error": "..."}: 400 (empty, not an image, truncated, a bad or
 unknown query parameter, no multipart field "image"), 401 (the bearer token, when one is set),
@@ -32,12 +35,13 @@ import time
 from collections import defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import uvicorn
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
@@ -48,7 +52,10 @@ from heads.defaults import SERVE
 from heads.serve.batching import Batcher, QueueFull
 
 log = logging.getLogger(__name__)
-ROUTES = ("/v1/predict", "/v1/run", "/healthz", "/metrics", "/openapi.json")
+ROUTES = ("/", "/v1/predict", "/v1/run", "/healthz", "/metrics", "/openapi.json")
+PAGE = Path(__file__).with_name("page.html")
+PAGE_POLICY = ("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob: data:; "
+               "media-src 'self' blob: mediastream:; connect-src 'self'; frame-ancestors 'none'")
 BODY_TYPES = ("image/", "application/octet-stream")
 TOKEN_ENV = SERVE["token_env"]
 
@@ -136,7 +143,7 @@ class _Measured:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = scope["path"] if scope["path"] in ROUTES or scope["path"] == "/" else "other"
+        route = scope["path"] if scope["path"] in ROUTES else "other"
         status, began = [500], time.perf_counter()
 
         async def sending(message):
@@ -347,6 +354,12 @@ def make_app(predictor, limits=Limits(), access=Access()):
     @app.get("/v1/run", dependencies=[Depends(authorised)], summary="What the run is")
     async def run_info():
         return describe_run(predictor)
+
+    page = PAGE.read_text()
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
 
     @app.get("/healthz", summary="200 once the run is loaded")
     async def healthz():
