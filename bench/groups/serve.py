@@ -168,6 +168,7 @@ def run(ctx):
     for clients, latencies in ((1, one), (8, eight)):
         rows.append(row(f"serve: latency at {clients} client(s), p50 / p99", f"{1000 * np.median(latencies):.0f} / "
                         f"{1000 * np.quantile(latencies, 0.99):.0f}", "ms", note=f"{len(latencies)} requests; " + note))
+    rows.append(page_rate(run_dir, work, 8 if ctx.quick else 30))
     good = photos[0]
     max_pixels = 4_000_000 if ctx.quick else 16_000_000
     with Server(run_dir, "--max-bytes", 2 * 2**20, "--max-pixels", max_pixels) as server:
@@ -192,6 +193,20 @@ def run(ctx):
                         f"(each a 413 from its header) while 2 clients send {max_pixels / 1e6:.0f} M pixel JPEGs "
                         f"(decoded, searched for faces); --max-pixels {max_pixels}"))
     return rows
+
+
+def page_rate(run_dir, work, seconds):
+    """The page's predicted frames/s with a 640x480 fake camera playing two real faces, in headless
+    Chromium (Debian's), against `cli.py serve` in its own process."""
+    from bench.screenshot import camera_page
+    from harness.serving import camera_frames, write_y4m
+    real = sorted((SAMPLE / "img_align_celeba").glob("*.jpg"))
+    camera = write_y4m(camera_frames(real[24:26], n=30), work / "camera.y4m")
+    with Server(run_dir) as server:
+        fps, faces = camera_page(server.url, camera, seconds)
+    return row("serve: the page's webcam, 640x480, two faces a frame", fps, "frames/s", ">= 3", fps >= 3,
+               f"predicted frames/s the page shows after {seconds} s (one frame in flight at a time), {faces} faces "
+               "drawn on the last; headless Chromium with a fake camera (y4m of real sample faces); gender CNN head")
 
 
 def _flood(url, bodies, clients, per_client):
