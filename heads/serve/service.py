@@ -400,12 +400,19 @@ def warm_up(predictor, default_faces):
 
 
 def listening_socket(host, port):
-    """A bound, listening TCP socket (port 0: any free port), or UserError naming the address."""
+    """A bound, listening TCP socket (port 0: any free port), or UserError naming the address. Made
+    with proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections of such a socket, and
+    without it each answer's body waited for the client's delayed ACK (40 ms a request, measured)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host, port), family=family, backlog=128)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
     except OSError as exc:
+        sock.close()
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def url_of(sock):
