@@ -155,11 +155,15 @@ def uses_tensorflow(when=None, deferred=False):
     return decorate
 
 
+FILES_BESIDE = {"video": ".csv", "tflite": ".json"}  # output kinds that are a file and one beside it
+
+
 def writes(**outputs):
     """Decorator: the command gets --overwrite, and what it writes (argument -> "file", "video" (a
-    file and its .csv beside it) or a folder kind of `cache.outputs.OWNED`) follows the one output
-    policy, `cache.outputs`: checked before the command runs (so before TensorFlow starts), nothing
-    replaced unasked, everything as it was if the command fails."""
+    file and its .csv beside it), "tflite" (a file and its .json beside it) or a folder kind of
+    `cache.outputs.OWNED`; or a function of the command's arguments giving one of these) follows the
+    one output policy, `cache.outputs`: checked before the command runs (so before TensorFlow
+    starts), nothing replaced unasked, everything as it was if the command fails."""
     def decorate(command):
         @functools.wraps(command)
         def run(*args, overwrite, **kwargs):
@@ -167,11 +171,12 @@ def writes(**outputs):
             options = {p.name: p.opts[0] for p in click.get_current_context().command.params}
             written = []
             for name, kind in outputs.items():
+                kind = kind(kwargs) if callable(kind) else kind
                 if kwargs.get(name) is not None:  # "" too: the policy refuses an empty path
                     path, option = kwargs[name], options[name]
-                    written.append(policy.Output(path, option, policy.FILE if kind == "video" else kind))
-                    if kind == "video" and str(path).strip():
-                        written.append(policy.Output(str(policy.beside(path, ".csv")), option))
+                    written.append(policy.Output(path, option, policy.FILE if kind in FILES_BESIDE else kind))
+                    if kind in FILES_BESIDE and str(path).strip():
+                        written.append(policy.Output(str(policy.beside(path, FILES_BESIDE[kind])), option))
             with policy.writing(written, overwrite):
                 return command(*args, **kwargs)
         return click.option("--overwrite", is_flag=True,
@@ -830,12 +835,34 @@ def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir
 @main.command()
 @click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="A run directory whose head is a TensorFlow graph (the Keras kinds).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="SavedModel folder to write.")
+@click.option("--out", required=True, type=click.Path(),
+              help="SavedModel folder to write; with --format tflite, the .tflite file (its .json sidecar beside it).")
+@click.option("--format", "export_format", type=click.Choice(["savedmodel", "tflite"]), default="savedmodel",
+              show_default=True, help="savedmodel: for TF Serving (image bytes in); tflite: one file for an edge "
+                                      "device (preprocessed pixels in; the sidecar says how to make them).")
+@click.option("--quantize", type=click.Choice(["none", "float16", "int8"]), default="none", show_default=True,
+              help="--format tflite: float16 weights, or int8 weights and activations calibrated on train images.")
+@click.option("--calibration-rows", default=200, show_default=True, type=click.IntRange(1, 100_000),
+              help="--quantize int8: how many of the run's train images calibrate it (spread over the split).")
+@IMAGES
 @TRUST_MODEL
-@writes(out="export")
-@uses_tensorflow()
-def export(run_dir, out, trust_model):
-    """Export backbone + preprocessing + head as one SavedModel (image bytes -> probabilities), for TF Serving."""
+@writes(out=lambda kwargs: "tflite" if kwargs["export_format"] == "tflite" else "export")
+@uses_tensorflow(deferred=True)
+def export(run_dir, out, export_format, quantize, calibration_rows, images, trust_model, start_tensorflow):
+    """Export backbone + preprocessing + head as one SavedModel (image bytes -> probabilities), for TF
+    Serving; or as one TFLite file (preprocessed pixels -> probabilities) with a JSON sidecar."""
+    given = _given(quantize=quantize, calibration_rows=calibration_rows, images=images)
+    if export_format == "savedmodel" and given:
+        raise click.UsageError(f"--{next(iter(given)).replace('_', '-')} is for --format tflite")
+    if (given.keys() & {"calibration_rows", "images"}) and quantize != "int8":
+        raise click.UsageError("--calibration-rows and --images are for --quantize int8")
+    start_tensorflow()
+    if export_format == "tflite":
+        sidecar = _library("heads.serve.tflite").export_tflite(run_dir, out, quantize=quantize,
+                                                               calibration_rows=calibration_rows, images=images,
+                                                               trust_model=trust_model)
+        click.echo(_library("heads.look.tables").tflite_line(out, sidecar))
+        return
     _library("heads.serve.export").export_run(run_dir, out, trust_model=trust_model)
     if _library("heads.serve.predict").default_face_mode(run_dir) == "all":
         click.echo(f"wrote SavedModel {out}: signature serving_default/from_pixels (float32 [B, S, S, C] aligned "
@@ -865,14 +892,16 @@ def export(run_dir, out, trust_model):
               help="Most photos gathered from concurrent requests into one batch.")
 @click.option("--max-wait", default=1000 * SERVE["max_wait"], show_default=True, type=FiniteRange(0, 10_000),
               help="Milliseconds a batch's first request waits for others to join it.")
+@click.option("--workers", default=SERVE["workers"], show_default=True, type=click.IntRange(1, 64),
+              help="Batches run at once (threads sharing the loaded run).")
 @click.option("--max-queue", default=SERVE["max_queue"], show_default=True, type=click.IntRange(min=1),
               help="Requests waiting for a batch; one more gets 503.")
 @click.option("--request-timeout", default=SERVE["request_timeout"], show_default=True,
               type=FiniteRange(0.1, 3600), help="Seconds a client has to send its request body (else 408).")
 @TRUST_MODEL
 @uses_tensorflow(deferred=True)
-def serve(run_dir, host, port, token, no_auth, cors_origins, max_bytes, max_pixels, max_batch, max_wait, max_queue,
-          request_timeout, trust_model, start_tensorflow):
+def serve(run_dir, host, port, token, no_auth, cors_origins, max_bytes, max_pixels, max_batch, max_wait, workers,
+          max_queue, request_timeout, trust_model, start_tensorflow):
     """Serve a run over HTTP: POST /v1/predict (a photo in, its faces' attributes out, batched across
     requests), GET /v1/run, /healthz, /metrics (Prometheus), /openapi.json. Ctrl-C or SIGTERM stops
     it after the requests in flight."""
@@ -880,7 +909,7 @@ def serve(run_dir, host, port, token, no_auth, cors_origins, max_bytes, max_pixe
     service.check_access(host, token, no_auth)
     start_tensorflow()
     limits = service.Limits(max_bytes=max_bytes, max_pixels=max_pixels, request_timeout=request_timeout,
-                            max_batch=max_batch, max_wait=max_wait / 1000, max_queue=max_queue)
+                            max_batch=max_batch, max_wait=max_wait / 1000, workers=workers, max_queue=max_queue)
 
     def ready(url):
         click.echo(f"serving {run_dir} at {url} (POST {url}/v1/predict; Ctrl-C to stop)")

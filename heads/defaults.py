@@ -68,8 +68,9 @@ REPORT = {"split": "test", "errors": 24, "thumbnail": 96}
 # serve (heads.serve.service): loopback unless told; a request body over max_bytes is refused from
 # its Content-Length (or as soon as it passes that), a photo over max_pixels from its header (the
 # same limit as predict's --max-pixels); max_batch, max_wait (seconds): the dynamic batch's size and
-# how long its first request waits for company (measured: bench group serve); max_queue: requests
+# how long its first request waits for company; workers: batches run at once (all three measured:
+# bench group serve); max_queue: requests
 # waiting for a batch before the next gets 503; request_timeout: seconds a client has to send its
 # body; token_env: the environment variable `--token` falls back to.
 SERVE = {"host": "127.0.0.1", "port": 8000, "max_bytes": 20 * 2**20, "max_batch": 8, "max_wait": 0.005,
-         "max_queue": 64, "request_timeout": 30.0, "token_env": "CELEBA_HEADS_TOKEN"}
+         "workers": 2, "max_queue": 64, "request_timeout": 30.0, "token_env": "CELEBA_HEADS_TOKEN"}

@@ -334,6 +334,16 @@ def video_line(result):
             f"{result['csv']}")
 
 
+def tflite_line(out, sidecar):
+    """What `export --format tflite` wrote."""
+    put = sidecar["input"]
+    return (f"wrote {out} ({sidecar['bytes'] / 1e6:.1f} MB, quantize {sidecar['quantize']}) and its sidecar "
+            f"{Path(out).with_suffix('.json')}: signature {sidecar['signature']}, input {put['name']} float32 "
+            f"{put['shape']} ({put['color']}, values in {put['value_range']})"
+            + (", a face aligned into CelebA's frame (the sidecar's alignment)" if sidecar["alignment"] else "")
+            + f"; outputs {', '.join(sidecar['attributes'])} and each _decision")
+
+
 def projector_lines(out, result):
     """(stdout lines, note or None) of `projector`."""
     sprite = f", sprite {result['sprite'][0]}x{result['sprite'][1]}" if result["sprite"] else ", no sprite"

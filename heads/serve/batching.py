@@ -1,9 +1,11 @@
-"""Dynamic batching for `serve`: concurrent requests gathered into one batch for one worker thread,
-as TF Serving's batching does. A batch closes when it holds `max_batch` items or when its first
-item has waited `max_wait` seconds, whichever comes first; batches run one at a time, so the
-detector and the backbone see batches, and requests arriving meanwhile form the next one. At most
-`max_queue` items wait (the running batch not counted): one more raises `QueueFull` at once, so a
-flood is answered rather than queued without bound.
+"""Dynamic batching for `serve`: concurrent requests gathered into batches for `workers` worker
+threads, as TF Serving's batching does. A batch closes when it holds `max_batch` items or when its
+first item has waited `max_wait` seconds, whichever comes first, and is gathered only when a worker
+is free: so the detector and the backbone see batches, and requests arriving meanwhile form the
+next one. Two workers keep both cores busy: one batch's Python and NumPy steps (the detector's
+box arithmetic, alignment, decoding) run while the other's TensorFlow ops do (bench group serve).
+At most `max_queue` items wait (the running batches not counted): one more raises `QueueFull` at
+once, so a flood is answered rather than queued without bound.
 """
 
 import asyncio
@@ -16,17 +18,18 @@ class QueueFull(Exception):
 
 
 class Batcher:
-    """work(items) -> results (one per item, in order) runs in one worker thread, a batch at a time.
-    on_batch(size): called after each batch (a metric). Use inside a running event loop:
-    `start()`, then `await submit(item)` from any number of tasks, then `await stop()`."""
+    """work(items) -> results (one per item, in order) runs in `workers` threads, a batch each at a
+    time (work must be safe to call from several threads). on_batch(size): called after each batch
+    (a metric). Use inside a running event loop: `start()`, then `await submit(item)` from any
+    number of tasks, then `await stop()`."""
 
-    def __init__(self, work, *, max_batch, max_wait, max_queue, on_batch=None):
-        if max_batch < 1 or max_queue < 1 or max_wait < 0:
-            raise ValueError("max_batch and max_queue must be >= 1, max_wait >= 0")
+    def __init__(self, work, *, max_batch, max_wait, max_queue, workers=1, on_batch=None):
+        if max_batch < 1 or max_queue < 1 or max_wait < 0 or workers < 1:
+            raise ValueError("max_batch, max_queue and workers must be >= 1, max_wait >= 0")
         self.work, self.max_batch, self.max_wait, self.max_queue = work, max_batch, max_wait, max_queue
-        self.on_batch = on_batch
-        self._waiting, self._arrived, self._task = None, None, None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batcher")
+        self.workers, self.on_batch = workers, on_batch
+        self._waiting, self._arrived, self._task, self._running = None, None, None, set()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batcher")
 
     def start(self):
         self._waiting = asyncio.Queue(maxsize=self.max_queue)
@@ -71,23 +74,31 @@ class Batcher:
         return batch
 
     async def _consume(self):
+        free = asyncio.Semaphore(self.workers)
         loop = asyncio.get_running_loop()
         while True:
+            await free.acquire()  # a batch is gathered only when a worker can take it
             batch = await self._gather()
-            try:
-                results = await loop.run_in_executor(self._executor, self.work, [item for item, _, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"work returned {len(results)} results for {len(batch)} items")
-            except Exception as exc:  # noqa: BLE001 - handed to each request of the batch
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for (_, future, _), result in zip(batch, results):
-                    if not future.done():  # a request cancelled meanwhile (its client left) is skipped
-                        future.set_result(result)
-            if self.on_batch:
-                self.on_batch(len(batch))
+            task = loop.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(lambda done: (self._running.discard(done), free.release()))
+
+    async def _run(self, batch):
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._executor, self.work, [item for item, _, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"work returned {len(results)} results for {len(batch)} items")
+        except Exception as exc:  # noqa: BLE001 - handed to each request of the batch
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future, _), result in zip(batch, results):
+                if not future.done():  # a request cancelled meanwhile (its client left) is skipped
+                    future.set_result(result)
+        if self.on_batch:
+            self.on_batch(len(batch))
 
     async def stop(self):
         """Stop taking batches (requests in flight have been answered: the server drained them first)."""
@@ -97,4 +108,6 @@ class Batcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._running:
+            await asyncio.wait(self._running)
         self._executor.shutdown(wait=True)

@@ -63,12 +63,14 @@ TOKEN_ENV = SERVE["token_env"]
 @dataclass(frozen=True)
 class Limits:
     """What one request may cost: body bytes, photo pixels (from its header), seconds to send the
-    body; and the dynamic batch: its size, its first request's wait (s), requests waiting."""
+    body; and the dynamic batch: its size, its first request's wait (s), batches run at once,
+    requests waiting."""
     max_bytes: int = SERVE["max_bytes"]
     max_pixels: int = MAX_PIXELS
     request_timeout: float = SERVE["request_timeout"]
     max_batch: int = SERVE["max_batch"]
     max_wait: float = SERVE["max_wait"]
+    workers: int = SERVE["workers"]
     max_queue: int = SERVE["max_queue"]
 
 
@@ -200,7 +202,7 @@ class Service:
         self.predictor, self.limits = predictor, limits
         self.default_faces = describe_run(predictor)["default_faces"]
         self.batcher = Batcher(self.work, max_batch=limits.max_batch, max_wait=limits.max_wait,
-                               max_queue=limits.max_queue, on_batch=self._batched)
+                               max_queue=limits.max_queue, workers=limits.workers, on_batch=self._batched)
         self.metrics = Metrics(lambda: self.batcher.waiting)
 
     def _batched(self, size):
@@ -441,7 +443,8 @@ def serve(run_dir, *, host=SERVE["host"], port=SERVE["port"], token=None, no_aut
     app = make_app(predictor, limits, Access(token or None, tuple(cors_origins)))
     warm_up(predictor, app.state.service.default_faces)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_keep_alive=5,
-                            limit_concurrency=4 * (limits.max_queue + limits.max_batch), timeout_graceful_shutdown=60)
+                            limit_concurrency=4 * (limits.max_queue + limits.workers * limits.max_batch),
+                            timeout_graceful_shutdown=60)
     if on_ready:
         on_ready(url_of(sock))
     GracefulServer(config).run(sockets=[sock])
