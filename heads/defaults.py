@@ -72,5 +72,5 @@ REPORT = {"split": "test", "errors": 24, "thumbnail": 96}
 # bench group serve); max_queue: requests
 # waiting for a batch before the next gets 503; request_timeout: seconds a client has to send its
 # body; token_env: the environment variable `--token` falls back to.
-SERVE = {"host": "127.0.0.1", "port": 8000, "max_bytes": 20 * 2**20, "max_batch": 8, "max_wait": 0.005,
+SERVE = {"host": "127.0.0.1", "port": 8000, "max_bytes": 20 * 2**20, "max_batch": 4, "max_wait": 0.005,
          "workers": 2, "max_queue": 64, "request_timeout": 30.0, "token_env": "CELEBA_HEADS_TOKEN"}

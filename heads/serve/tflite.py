@@ -1,15 +1,17 @@
 """`export --format tflite`: a run as one TFLite file for an edge device (backbone, views, transform
 and head, from preprocessed pixels to probabilities), converted by TensorFlow's converter from the
-SavedModel `export` writes (its `from_pixels` signature), with a JSON sidecar saying how to feed it.
+SavedModel `export` writes (its `from_pixels` signature, loaded back and frozen: the converter's own
+SavedModel path kept the variables as resource variables, which LiteRT then read as missing or NaN),
+with a JSON sidecar saying how to feed it.
 
-OUT (a .tflite file), signature "from_pixels":
+OUT (a .tflite file), signature "serving_default":
   input   pixels  float32 [1, S, S, C]: the image, or for a run on an --align cache the face aligned
                   into CelebA's 178 x 218 frame (sidecar "alignment"), resized to S x S as "input"
                   says (resize method, antialias) and mapped linearly from 0..255 onto value_range
   outputs <attribute>           float32 [1]: the probability
           <attribute>_decision  int32 [1]: 1 where the probability reaches the run's threshold
 OUT with suffix .json (the sidecar):
-  {"format": "celeba-heads tflite", "version": 1, "signature": "from_pixels",
+  {"format": "celeba-heads tflite", "version": 1, "signature": "serving_default",
    "input": {"name", "shape", "dtype", "image_size", "channels", "color", "value_range", "resize",
              "antialias"},
    "attributes": [...] (in order), "thresholds": {attribute: t}, "quantize": "none" | "float16" | "int8",
@@ -37,7 +39,7 @@ from heads.serve.export import export_run
 from heads.serve.predict import run_alignment
 
 QUANTIZE = ("none", "float16", "int8")
-SIGNATURE = "from_pixels"
+SIGNATURE = "serving_default"
 log = logging.getLogger(__name__)
 
 
@@ -100,7 +102,8 @@ def export_tflite(run_dir, out, *, quantize="none", calibration_rows=200, images
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="tflite-") as folder:
         export_run(run_dir, Path(folder) / "saved", trust_model=trust_model)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(folder) / "saved"), signature_keys=[SIGNATURE])
+        saved = tf.saved_model.load(str(Path(folder) / "saved"))
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([saved.signatures["from_pixels"]], saved)
         if quantize != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
