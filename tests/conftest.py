@@ -31,13 +31,14 @@ MADE_BY_TOOLS = {".venv", ".pytest_cache", ".hypothesis", "__pycache__", "demo-o
 
 # `make test` runs pytest-xdist --dist loadfile --no-loadscope-reorder: whole files go to the two
 # workers in collection order. The costliest files first (seconds per file from --durations=0 on
-# the AVX2-only EPYC, 2026-12-03 session 14: 79, 70, 64, 50, 40, 30, 29, 26, 26, 24) let both
+# the AVX2-only EPYC, 2026-12-03 session 14: 79, 70, 64, 50, 40, 30, 29, 26, 26, 24; test_tflite.py
+# 52 and test_serve.py 30 on 2026-12-06, session 19) let both
 # workers finish together; the rest keep pytest's order. A stale list costs balance, never a test.
 # test_readme.py leads for `make reliability`, where its run of the README's command blocks is the
 # longest test (8.5 min).
-COSTLIEST_FIRST = ("test_readme.py", "test_layers.py", "test_faces.py", "test_heads.py", "test_scale.py",
-                   "test_audit.py", "test_head_kinds.py", "test_faults.py", "test_cli.py", "test_damage.py",
-                   "test_feed.py")
+COSTLIEST_FIRST = ("test_readme.py", "test_layers.py", "test_faces.py", "test_heads.py", "test_tflite.py",
+                   "test_scale.py", "test_audit.py", "test_serve.py", "test_head_kinds.py", "test_faults.py",
+                   "test_cli.py", "test_damage.py", "test_feed.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -126,7 +126,7 @@ def bad_inputs(good):
     ]
 
 
-@group("serve", order=15)
+@group("serve", order=16)
 def run(ctx):
     import httpx
 

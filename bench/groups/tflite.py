@@ -34,7 +34,7 @@ def _latency_ms(call, pixels, rounds):
     return 1000 * float(np.median(times))
 
 
-@group("tflite", order=16)
+@group("tflite", order=17)
 def run(ctx):
     import tensorflow as tf
 

@@ -351,7 +351,8 @@ def make_app(predictor, limits=Limits(), access=Access()):
         unknown = sorted(set(request.query_params) - known)
         if unknown:
             raise Refused(400, f"unknown query parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return await service.predict(await photo_bytes(request, limits), faces, min_face)
+        entry = await service.predict(await photo_bytes(request, limits), faces, min_face)
+        return JSONResponse(entry)  # plain JSON types already: no jsonable_encoder pass
 
     @app.get("/v1/run", dependencies=[Depends(authorised)], summary="What the run is")
     async def run_info():
