@@ -58,3 +58,22 @@ def write_y4m(frames, path, fps=10):
         for frame in frames:
             f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
     return path
+
+
+def sample_pixels(predictor, sample, n, partition=2):
+    """(preprocessed pixels float32 [n', S, S, C] of the first n images of a split of a CelebA-layout
+    folder (default test), the run's probabilities float32 [n', k] for them): what an exported file
+    is compared against. predictor: a heads.serve.predict.Predictor on a one-backbone run."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+
+    from embed.pipeline import decode_file_bytes, preprocess
+    from heads.serve.predict import run_view_features
+    prep = predictor.backbones[0].preprocessing
+    split = pd.read_csv(sample / "list_eval_partition.csv")
+    paths = [sample / "img_align_celeba" / i for i in split[split.partition == partition].image_id[:n]]
+    pixels = np.stack([preprocess(decode_file_bytes(p.read_bytes(), prep.channels, 10**8)[0], prep).numpy()
+                       for p in paths])
+    features = run_view_features(predictor.run, predictor.backbones[0], tf.constant(pixels)).numpy()
+    return pixels, predictor.head.predict_proba(predictor.transform.transform(features))

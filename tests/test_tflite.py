@@ -8,7 +8,6 @@ head; here a short-trained head's agreement must reach 97 % (measured 98.5 / 97.
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -34,25 +33,11 @@ def real_run(celeba_sample, face_cnns, tmp_path_factory):
     return root / "run"
 
 
-def _test_pixels(run_dir, celeba_sample, n):
-    """(preprocessed pixels [n, S, S, C] of n test images, the run's probabilities for them)."""
-    import tensorflow as tf
-
-    from embed.pipeline import decode_file_bytes, preprocess
-    from heads.serve.predict import Predictor, run_view_features
-    predictor = Predictor(run_dir)
-    prep = predictor.backbones[0].preprocessing
-    split = pd.read_csv(celeba_sample / "list_eval_partition.csv")
-    paths = [celeba_sample / "img_align_celeba" / i for i in split[split.partition == 2].image_id[:n]]
-    pixels = np.stack([preprocess(decode_file_bytes(p.read_bytes(), prep.channels, 10**8)[0], prep).numpy()
-                       for p in paths])
-    features = run_view_features(predictor.run, predictor.backbones[0], tf.constant(pixels)).numpy()
-    return pixels, predictor.head.predict_proba(predictor.transform.transform(features))
-
-
 def test_float_tflite_gives_the_runs_probabilities_and_int8_its_decisions(real_run, celeba_sample, tmp_path):
     from heads.serve.tflite import tflite_probabilities
-    pixels, expected = _test_pixels(real_run, celeba_sample, 200)
+    from harness.serving import sample_pixels
+    from heads.serve.predict import Predictor
+    pixels, expected = sample_pixels(Predictor(real_run), celeba_sample, 200)
     files = {}
     for quantize in ("none", "float16", "int8"):
         out = tmp_path / f"{quantize}.tflite"

@@ -3,25 +3,10 @@
 import time
 
 import numpy as np
-import pandas as pd
 
 from bench.common import HEAD_ATTRIBUTES, SAMPLE, group, row
 from bench.groups.faces import gender_head
-
-
-def _test_pixels(predictor, n):
-    """Preprocessed pixels of up to n test images, and the run's probabilities for them."""
-    import tensorflow as tf
-
-    from embed.pipeline import decode_file_bytes, preprocess
-    from heads.serve.predict import run_view_features
-    prep = predictor.backbones[0].preprocessing
-    split = pd.read_csv(SAMPLE / "list_eval_partition.csv")
-    paths = [SAMPLE / "img_align_celeba" / i for i in split[split.partition == 2].image_id[:n]]
-    pixels = np.stack([preprocess(decode_file_bytes(p.read_bytes(), prep.channels, 10**8)[0], prep).numpy()
-                       for p in paths])
-    features = run_view_features(predictor.run, predictor.backbones[0], tf.constant(pixels)).numpy()
-    return pixels, predictor.head.predict_proba(predictor.transform.transform(features))
+from harness.serving import sample_pixels
 
 
 def _latency_ms(call, pixels, rounds):
@@ -44,7 +29,7 @@ def run(ctx):
     work.mkdir(parents=True, exist_ok=True)
     run_dir = gender_head(work, antialias=True)
     predictor = Predictor(run_dir)
-    pixels, expected = _test_pixels(predictor, 40 if ctx.quick else 10_000)
+    pixels, expected = sample_pixels(predictor, SAMPLE, 40 if ctx.quick else 10_000)
     backbone = predictor.backbones[0]
 
     def keras_one(image):

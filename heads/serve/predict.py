@@ -10,6 +10,7 @@ its entries are the ones `predict --json` prints.
 """
 
 import logging
+import threading
 
 import numpy as np
 
@@ -156,13 +157,15 @@ class Predictor:
     `entries(items, faces)` finds, aligns and predicts their faces (for photo files,
     `predict_faces`; for video frames, `heads.serve.video`; for uploads, `heads.serve.service`),
     `image_entries(items)` predicts whole images from their files' bytes (`serve`). The aligner
-    (`run_aligner` with min_face and refine, unless one is given) is made on first use."""
+    (`run_aligner` with min_face and refine, unless one is given) is made on first use, once: serve's
+    worker threads share one Predictor."""
 
     def __init__(self, run_dir, *, aligner=None, min_face=None, refine=None, batch_size=32, trust_model=False):
         self.run = Run(run_dir)
         self.transform, self.head = self.run.load(trust_model)
         self.backbones = run_backbones(self.run, trust_model)
         self._aligner, self.min_face, self.refine = aligner, min_face, refine
+        self._making_aligner = threading.Lock()
         self.batch_size = batch_size
 
     @property
@@ -171,8 +174,9 @@ class Predictor:
 
     @property
     def aligner(self):
-        if self._aligner is None:
-            self._aligner = run_aligner(self.run, self.min_face, self.refine)
+        with self._making_aligner:
+            if self._aligner is None:
+                self._aligner = run_aligner(self.run, self.min_face, self.refine)
         return self._aligner
 
     def entries(self, items, faces="all", min_face=None):

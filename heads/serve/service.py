@@ -122,7 +122,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("celeba_heads_requests", "HTTP requests by route and status", ["route", "status"],
                                 registry=self.registry)
-        self.latency = Histogram("celeba_heads_request_seconds", "Request latency, body read to answer", ["route"],
+        self.latency = Histogram("celeba_heads_request_seconds", "Request latency, from its start to its answer", ["route"],
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
                                  registry=self.registry)
         self.batch = Histogram("celeba_heads_batch_size", "Photos per dynamic batch",
@@ -391,7 +391,7 @@ def _version():
 
 def warm_up(predictor, default_faces):
     """One small photo through the default path, so the first request does not pay for tracing the
-    backbone and loading the detector."""
+    backbone (or loading the detector)."""
     import numpy as np
     from PIL import Image
     buffer = io.BytesIO()
