@@ -199,20 +199,22 @@ def test_every_bad_input_gets_one_line_of_json_and_a_4xx(run, photos):
 
 def test_a_slow_client_gets_408_and_does_not_hold_the_others(run, photos):
     good = photos[0].read_bytes()
-    with served(make(run, request_timeout=1.0)) as address:
+    with served(make(run, request_timeout=2.0)) as address:
+        warm = httpx.post(f"{address}/v1/predict", content=good, headers={"Content-Type": "image/jpeg"}, timeout=60)
+        assert warm.status_code == 200  # the graph traced before the clock starts
         host, port = address.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as slow:
             slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                          b"Content-Length: 100000\r\n\r\n" + good[:100])  # and then nothing
             began = time.monotonic()
             other = httpx.post(f"{address}/v1/predict", content=good, headers={"Content-Type": "image/jpeg"}, timeout=30)
-            assert other.status_code == 200 and time.monotonic() - began < 1.0
+            assert other.status_code == 200 and time.monotonic() - began < 2.0  # answered while the slow one waits
             answer = b""
             while b"}" not in answer:  # the headers and the JSON body may come in two segments
                 chunk = slow.recv(4096)
                 assert chunk, answer
                 answer += chunk
-        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in answer
+        assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 2 s" in answer
 
 
 def test_a_token_guards_the_v1_routes_and_loopback_is_the_default(run, photos):
@@ -330,8 +332,10 @@ def test_the_serve_command_prints_its_url_and_sigterm_finishes_the_request_in_fl
         client = threading.Thread(target=lambda: answers.append(httpx.post(
             f"{url}/v1/predict", content=photos[0].read_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=60)))
         client.start()
-        time.sleep(0.5)  # the request waits 1.5 s for company in its batch: still in flight
-        proc.send_signal(signal.SIGTERM)
+        while "celeba_heads_requests_in_flight 1.0" not in httpx.get(f"{url}/metrics", timeout=5).text:
+            assert client.is_alive() and time.monotonic() < deadline, "the request never arrived"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # the request waits 1.5 s for company in its batch: in flight
         client.join(60)
         stdout, stderr = proc.communicate(timeout=60)
     finally:

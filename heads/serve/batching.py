@@ -29,6 +29,7 @@ class Batcher:
         self.work, self.max_batch, self.max_wait, self.max_queue = work, max_batch, max_wait, max_queue
         self.workers, self.on_batch = workers, on_batch
         self._waiting, self._arrived, self._task, self._running = None, None, None, set()
+        self.pending = 0  # submitted and not yet answered (waiting, gathering or running)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batcher")
 
     def start(self):
@@ -50,7 +51,11 @@ class Batcher:
         except asyncio.QueueFull:
             raise QueueFull(f"{self.max_queue} requests are already waiting") from None
         self._arrived.set()
-        return await future
+        self.pending += 1
+        try:
+            return await future
+        finally:
+            self.pending -= 1
 
     async def _gather(self):
         """The next batch: the first waiting item and up to max_batch - 1 more, waiting at most until

@@ -118,7 +118,7 @@ def check_access(host, token, no_auth):
 class Metrics:
     """The Prometheus series an operator watches, in a registry of this app's own."""
 
-    def __init__(self, waiting):
+    def __init__(self, batcher):
         self.registry = CollectorRegistry()
         self.requests = Counter("celeba_heads_requests", "HTTP requests by route and status", ["route", "status"],
                                 registry=self.registry)
@@ -130,7 +130,9 @@ class Metrics:
         self.photos = Counter("celeba_heads_photos", "Photos predicted", registry=self.registry)
         self.faces = Counter("celeba_heads_faces", "Faces predicted", registry=self.registry)
         Gauge("celeba_heads_queue_waiting", "Requests waiting for a batch",
-              registry=self.registry).set_function(waiting)
+              registry=self.registry).set_function(lambda: batcher.waiting)
+        Gauge("celeba_heads_requests_in_flight", "Photos submitted and not yet answered",
+              registry=self.registry).set_function(lambda: batcher.pending)
 
     def text(self):
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -203,7 +205,7 @@ class Service:
         self.default_faces = describe_run(predictor)["default_faces"]
         self.batcher = Batcher(self.work, max_batch=limits.max_batch, max_wait=limits.max_wait,
                                max_queue=limits.max_queue, workers=limits.workers, on_batch=self._batched)
-        self.metrics = Metrics(lambda: self.batcher.waiting)
+        self.metrics = Metrics(self.batcher)
 
     def _batched(self, size):
         self.metrics.batch.observe(size)
