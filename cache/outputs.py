@@ -94,26 +94,34 @@ def check(output, overwrite=False):
 
 @contextlib.contextmanager
 def writing(outputs, overwrite=False):
-    """Check every output (see `check`), then make their parent folders and move each folder being
-    replaced aside; on success the old folders are deleted, on any failure the new partial output
-    goes and everything is put back as it was."""
+    """Check every output (see `check`), then make their parent folders and move each file or
+    folder being replaced aside; on success what was set aside is deleted, on any failure the new
+    partial output goes (a file the command started, e.g. a video's table, too) and everything is
+    put back as it was."""
     replaced = [output for output in outputs if check(output, overwrite)]
     created = [_make_parents(Path(output.path), output.option) for output in outputs]
+    new_files = [Path(output.path) for output in outputs if output.kind == FILE and output not in replaced]
     aside = {}
     try:
         for output in replaced:
-            if output.kind != FILE:
-                folder = Path(output.path)
-                aside[folder] = folder.with_name(f".{folder.name}.replaced-{os.getpid()}")
-                os.replace(folder, aside[folder])
+            target = Path(output.path)
+            aside[target] = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+            os.replace(target, aside[target])
         yield
     except BaseException as exc:
         if isinstance(exc, SystemExit):  # the command finished and chose its exit status
             _commit(aside)
             raise
-        for folder, old in aside.items():
-            shutil.rmtree(folder, ignore_errors=True)
-            os.replace(old, folder)
+        for path in new_files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for target, old in aside.items():
+            if old.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+            os.replace(old, target)
         for folders in created:
             for folder in folders:  # innermost first; only those still empty
                 with contextlib.suppress(OSError):
@@ -124,7 +132,10 @@ def writing(outputs, overwrite=False):
 
 def _commit(aside):
     for old in aside.values():
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def _make_parents(path, option):

@@ -421,6 +421,19 @@ def test_predict_video_annotates_every_frame_and_tables_each_face(face_run, cele
             assert (rows.decision == still[attribute]["decision"]).mean() >= 0.9, attribute
 
 
+def test_a_failed_video_leaves_no_table_and_the_retry_needs_no_overwrite(face_run, celeba_sample, tmp_path):
+    """A video OpenCV opens but holds no frame: the table was started before that was known; it
+    goes, so the same command with a good video then succeeds as it is."""
+    (tmp_path / "empty.y4m").write_text("YUV4MPEG2 W64 H48 F10:1 Ip A1:1 C420jpeg\n")
+    command = ["predict", "--run", str(face_run / "run"), "--out", str(tmp_path / "out" / "a.mp4"), "--video"]
+    out = CliRunner().invoke(cli.main, [*command, str(tmp_path / "empty.y4m")])
+    assert out.exit_code == 1 and "no frame could be read" in out.output, out.output
+    assert not (tmp_path / "out").exists()
+    face = read_photo(celeba_sample / "img_align_celeba" / "182739.jpg", 10 ** 8)[0]
+    out = CliRunner().invoke(cli.main, [*command, str(_video(tmp_path / "walk.mp4", face, frames=2))])
+    assert out.exit_code == 0 and (tmp_path / "out" / "a.csv").is_file(), out.output
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["--video", "MISSING", "--out", "OUT"], 1, "OpenCV cannot open it as a video"),
     (["--video", "TEXT", "--out", "OUT"], 1, "OpenCV cannot open it as a video"),

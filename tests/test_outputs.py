@@ -64,6 +64,26 @@ def test_a_failed_command_leaves_everything_as_it_was(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "run"]  # nothing set aside is left
 
 
+def test_a_failed_command_takes_back_the_files_it_started_and_restores_the_ones_it_replaced(tmp_path):
+    """A file output is partial when its command fails (a video's table written before the video
+    turned out empty): a new one goes, a replaced one (--overwrite) comes back as it was."""
+    new, old = tmp_path / "out" / "table.csv", tmp_path / "board.md"
+    old.write_text("the old board")
+    outputs = [Output(str(new), "--out"), Output(str(old), "--markdown")]
+    with pytest.raises(RuntimeError):
+        with writing(outputs, overwrite=True):
+            new.write_text("frame,face\n0,")
+            old.write_text("half a new board")
+            raise RuntimeError("no frame could be read")
+    assert not new.exists() and not new.parent.exists() and old.read_text() == "the old board"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.md"]
+    with writing(outputs, overwrite=True):
+        new.write_text("frame,face\n")
+        old.write_text("the new board")
+    assert old.read_text() == "the new board" and new.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board.md", "out"]  # nothing set aside is left
+
+
 def test_the_file_kind_is_the_default():
     assert Output("x", "--out").kind == FILE
 
