@@ -217,6 +217,34 @@ def test_a_slow_client_gets_408_and_does_not_hold_the_others(run, photos):
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 2 s" in answer
 
 
+def test_a_full_queue_answers_503_at_once_and_the_queued_requests_still_get_theirs(run, photos):
+    good = photos[0].read_bytes()
+    app = make(run, workers=1, max_batch=1, max_queue=1)
+    batcher, gate = app.state.service.batcher, threading.Event()
+    work = batcher.work
+    batcher.work = lambda items: (gate.wait(30), work(items))[1]  # the model held until the gate opens
+    answers = []
+
+    def post():
+        answers.append(httpx.post(f"{address}/v1/predict", content=good, headers={"Content-Type": "image/jpeg"},
+                                  timeout=60))
+    with served(app) as address:
+        held = [threading.Thread(target=post) for _ in range(2)]  # one running, one waiting
+        for t in held:
+            t.start()
+        deadline = time.monotonic() + 30
+        while batcher.pending < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        refused = httpx.post(f"{address}/v1/predict", content=good, headers={"Content-Type": "image/jpeg"})
+        gate.set()
+        for t in held:
+            t.join(60)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "busy: 1 request is already waiting; try again shortly"}
+    assert [a.status_code for a in answers] == [200, 200]
+
+
 def test_a_token_guards_the_v1_routes_and_loopback_is_the_default(run, photos):
     from cache.errors import UsageError
     from heads.serve.service import Access, check_access

@@ -49,7 +49,8 @@ class Batcher:
         try:
             self._waiting.put_nowait((item, future, time.monotonic()))
         except asyncio.QueueFull:
-            raise QueueFull(f"{self.max_queue} requests are already waiting") from None
+            waiting = "1 request is" if self.max_queue == 1 else f"{self.max_queue} requests are"
+            raise QueueFull(f"{waiting} already waiting") from None
         self._arrived.set()
         self.pending += 1
         try:
