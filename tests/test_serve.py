@@ -275,20 +275,28 @@ def test_a_token_guards_the_v1_routes_and_loopback_is_the_default(run, photos):
 
 def test_the_batcher_gathers_concurrent_requests_and_refuses_past_its_queue():
     from heads.serve.batching import Batcher, QueueFull
-    batches, gate = [], threading.Event()
+    batches, gate, running = [], threading.Event(), threading.Event()
 
     def work(items):
-        gate.wait(10)
+        running.set()
+        gate.wait(30)
         batches.append(list(items))
         return [item * 10 for item in items]
+
+    async def until(condition):
+        for _ in range(3000):  # 30 s at most
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("timed out")
 
     async def scenario():
         batcher = Batcher(work, max_batch=4, max_wait=0.05, max_queue=6)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(0))  # runs alone while the gate is shut
-        await asyncio.sleep(0.1)
+        await until(running.is_set)
         rest = [asyncio.ensure_future(batcher.submit(k)) for k in range(1, 7)]
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.waiting == 6)
         with pytest.raises(QueueFull, match="6 requests are already waiting"):
             await batcher.submit(99)
         gate.set()
