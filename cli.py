@@ -607,6 +607,11 @@ def train_heads(task, out, head, hidden, plots, **settings):
     fit on train, validate each epoch, report val and test."""
     if hidden is not None and head != KERAS["head"]:
         raise click.BadParameter("give --head or --hidden, not both", param_hint="--hidden")
+    given = _given(**{name: settings[name] for name in ("tail_lr", "tail_bn", "dropout", "l2", "patience", "max_epochs")})
+    unused = _library("heads.kinds.keras_head").unused_settings(head, settings["epochs"], given)
+    if unused:
+        name, why = unused[0]
+        raise click.UsageError(f"--{name.replace('_', '-')} {why}: it would change nothing")
     tables = _library("heads.look.tables")
     metrics = _library("heads.run.fit").train_heads(task, out, head=f"mlp:{hidden}" if hidden else head, plots=plots,
                                                     on_epoch=lambda r: click.echo(tables.epoch_line(r)), **settings)

@@ -193,6 +193,12 @@ def test_cli_train_heads_prints_table(cache, tmp_path):
     (["--attrs", ","], "no attributes given"),
     (["--epochs", "0"], "Invalid value for '--epochs'"),
     (["--dropout", "1"], "Invalid value for '--dropout'"),
+    # options that would change nothing for the head chosen (a class of mistakes: each refused, exit 2)
+    (["--tail-lr", "1e-3"], "--tail-lr is for --head tail: it would change nothing"),
+    (["--head", "linear", "--tail-bn", "frozen"], "--tail-bn is for --head tail: it would change nothing"),
+    (["--epochs", "3", "--patience", "5"], "--patience is for --epochs auto: it would change nothing"),
+    (["--epochs", "3", "--max-epochs", "5"], "--max-epochs is for --epochs auto: it would change nothing"),
+    (["--head", "my.py:build", "--l2", "0.01"], "--l2 is for the built-in heads (a FILE.py:FUNCTION head builds its own)"),
 ])
 def test_cli_bad_options(cache, tmp_path, args, message):
     result = invoke("train-heads", cache, "--out", tmp_path / "r", *args)

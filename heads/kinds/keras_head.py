@@ -71,6 +71,22 @@ SETTING_CHECKS = {
 }
 
 
+def unused_settings(head, epochs, given):
+    """[(setting, why)] of the `given` setting names that the head `head` (a spec) trained for `epochs`
+    would not use: tail_lr and tail_bn outside a tail, dropout and l2 with a builder file's head
+    (its own), patience and max_epochs with a fixed number of epochs."""
+    architecture = parse_head(str(head))
+    rules = {"tail_lr": (getattr(architecture, "tail", False), "is for --head tail"),
+             "tail_bn": (getattr(architecture, "tail", False), "is for --head tail"),
+             "dropout": (not isinstance(architecture, Builder), "is for the built-in heads (a FILE.py:FUNCTION head "
+                                                                "builds its own)"),
+             "l2": (not isinstance(architecture, Builder), "is for the built-in heads (a FILE.py:FUNCTION head builds "
+                                                           "its own)"),
+             "patience": (parse_epochs(epochs) == "auto", "is for --epochs auto"),
+             "max_epochs": (parse_epochs(epochs) == "auto", "is for --epochs auto")}
+    return [(name, rules[name][1]) for name in given if name in rules and not rules[name][0]]
+
+
 def check_setting(name, value):
     """`value` (text or a number) of setting `name` as the kind takes it; otherwise a UsageError
     naming the option (--name) and what it must be (head and epochs: their parsers' own line)."""
