@@ -4,14 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 WORKDIR ?= demo-output
 
-.PHONY: setup demo test reliability reliability-report bench bench-quick browser screenshot clean
+.PHONY: setup demo docs test reliability reliability-report bench bench-quick browser screenshot clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,ray]'
+	$(BIN)/pip install --quiet -e '.[test,ray,docs]'
 	touch $@
 
 demo: setup
@@ -47,3 +47,7 @@ screenshot: demo browser
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache .hypothesis
+
+# The documentation site, built strictly (a broken link, anchor or API reference fails) into site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

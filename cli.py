@@ -377,7 +377,7 @@ def backbone_options(command):
                      help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."),
         click.option("--refine-landmarks", "refine", is_flag=True,
                      help="--align: find each face's landmarks again on its aligned crop, then align by those "
-                          "(about 1.5x the detection time; steadier alignment, README: Faces in the wild)."))
+                          "(about 1.5x the detection time; steadier alignment, docs: Faces in the wild)."))
     @functools.wraps(command)
     def run(*args, model, weights, layer, layers, trust_model, image_size, color, value_range, antialias,
             mixed_precision, xla, align, face, min_face, refine, **kwargs):
@@ -871,7 +871,7 @@ def export(run_dir, out, export_format, quantize, calibration_rows, images, trus
     _library("heads.serve.export").export_run(run_dir, out, trust_model=trust_model)
     if _library("heads.serve.predict").default_face_mode(run_dir) == "all":
         click.echo(f"wrote SavedModel {out}: signature serving_default/from_pixels (float32 [B, S, S, C] aligned "
-                   "faces, preprocessed); faces are found and aligned by the client (README: Faces in the wild)")
+                   "faces, preprocessed); faces are found and aligned by the client (docs: Faces in the wild)")
     else:
         click.echo(f"wrote SavedModel {out}: signatures serving_default/from_bytes (string [B] image files) and "
                    "from_pixels (float32 [B, S, S, C] preprocessed)")

@@ -1,4 +1,4 @@
-"""Save a screenshot of an HTML report (default: the demo's) for the README, rendered in headless
+"""Save a screenshot of an HTML report (default: the demo's) for the docs, rendered in headless
 Chromium (Debian's chromium package; `make browser` installs it); or, with --camera RUN, of serve's
 page running on the webcam (a fake camera playing real faces of the shared sample)."""
 

@@ -1,6 +1,6 @@
 """Photos with faces in them, made from aligned face images: each image pasted into a textured
 scene at a random scale, rotation and position, one to three faces a scene, with the truth
-recorded. For tests, benchmarks and the README's offline example of `predict --faces` and
+recorded. For tests, benchmarks and the docs' offline example of `predict --faces` and
 `embed --align`: an aligned image's attributes are known, so a face found in a scene can be
 scored against them.
 

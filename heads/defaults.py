@@ -65,6 +65,7 @@ SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("
          "min_image_side": 16}  # predict: a smaller image gets a note
 PROJECTOR = {"n": 5000, "split": "val", "seed": 0, "thumbnail": 64}
 REPORT = {"split": "test", "errors": 24, "thumbnail": 96}
+API = {"errors": 8, "columns": 8}  # heads.api: worst_errors' rows per attribute, image_grid's columns
 # serve (heads.serve.service): loopback unless told; a request body over max_bytes is refused from
 # its Content-Length (or as soon as it passes that), a photo over max_pixels from its header (the
 # same limit as predict's --max-pixels); max_batch, max_wait (seconds): the dynamic batch's size and

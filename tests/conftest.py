@@ -26,7 +26,7 @@ import pytest
 from embed.sample import make_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-MADE_BY_TOOLS = {".venv", ".pytest_cache", ".hypothesis", "__pycache__", "demo-output", ".git", "build"}
+MADE_BY_TOOLS = {".venv", ".pytest_cache", ".hypothesis", "__pycache__", "demo-output", ".git", "build", "site"}
 
 
 # `make test` runs pytest-xdist --dist loadfile --no-loadscope-reorder: whole files go to the two
@@ -34,7 +34,7 @@ MADE_BY_TOOLS = {".venv", ".pytest_cache", ".hypothesis", "__pycache__", "demo-o
 # the AVX2-only EPYC, 2026-12-03 session 14: 79, 70, 64, 50, 40, 30, 29, 26, 26, 24; test_tflite.py
 # 52 and test_serve.py 30 on 2026-12-06, session 19) let both
 # workers finish together; the rest keep pytest's order. A stale list costs balance, never a test.
-# test_readme.py leads for `make reliability`, where its run of the README's command blocks is the
+# test_readme.py leads for `make reliability`, where its run of the docs' command blocks is the
 # longest test (8.5 min).
 COSTLIEST_FIRST = ("test_readme.py", "test_layers.py", "test_faces.py", "test_heads.py", "test_tflite.py",
                    "test_scale.py", "test_audit.py", "test_serve.py", "test_head_kinds.py", "test_faults.py",

@@ -61,8 +61,8 @@ def test_library_modules_import_each_other_without_a_cycle():
     assert cycles == []
 
 
-PROJECT_FILES = {".ci", ".gitignore", "Makefile", "README.md", "cli.py", "pyproject.toml", "setup.cfg",
-                 "bench", "cache", "docs", "embed", "harness", "heads", "tests"}
+PROJECT_FILES = {".ci", ".gitignore", "Makefile", "README.md", "cli.py", "mkdocs.yml", "pyproject.toml", "setup.cfg",
+                 "bench", "cache", "docs", "embed", "examples", "harness", "heads", "tests"}
 
 
 def test_the_repository_root_tracks_only_the_project():

@@ -1,6 +1,7 @@
-"""The README stays true: every `python cli.py` command it shows names a command and options that
-exist, with a value where an option takes one (parsed by the command's own click parser); and in
-`make reliability`, its command blocks run in order on offline stand-ins for what a reader brings."""
+"""The README and the docs stay true: every `python cli.py` command they show names a command and
+options that exist, with a value where an option takes one (parsed by the command's own click
+parser); every command of the README is one the docs show; and in `make reliability`, the docs'
+command blocks run in order (the site's page order) on offline stand-ins for what a reader brings."""
 
 import re
 import shlex
@@ -9,14 +10,27 @@ from pathlib import Path
 import click
 import pytest
 import tensorflow as tf
+import yaml
 
 import cli
 from tests.conftest import ROOT
 
 
-def readme_commands():
-    """(line number, argv after `python cli.py`) of every command line in the README's code blocks."""
-    text = (ROOT / "README.md").read_text()
+def doc_pages():
+    """The docs' Markdown pages in the site's order (mkdocs.yml's nav), as paths relative to ROOT;
+    the home page is README.md itself (docs/hooks/readme_home.py), so it is left out."""
+    def walk(items):
+        for item in items:
+            for value in item.values():
+                yield from walk(value) if isinstance(value, list) else [value]
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    return [f"docs/{page}" for page in walk(nav) if page.endswith(".md") and page != "index.md"]
+
+
+def command_lines(page):
+    """(line number, command text after `python cli.py `) of every command line in a page's code
+    blocks, a line ending in \\ joined with the next."""
+    text = (ROOT / page).read_text()
     lines, pending = [], None
     for number, line in enumerate(text.splitlines(), 1):  # a line ending in \ continues on the next
         if pending:
@@ -32,23 +46,40 @@ def readme_commands():
             continue
         match = re.match(r"\s*python cli\.py (.*)", line) if inside else None
         if match:
-            found.append((number, shlex.split(match.group(1), comments=True)))
+            found.append((number, match.group(1)))
     return found
 
 
-def test_the_readme_shows_commands():
-    commands = {argv[0] for _, argv in readme_commands()}
-    assert len(readme_commands()) > 40 and {"embed", "train-heads", "baselines", "sweep", "audit", "predict"} <= commands
+def documented_commands():
+    """(page:line, argv after `python cli.py`) of every command line in the README and the docs."""
+    return [(f"{page}:{number}", shlex.split(text, comments=True))
+            for page in ["README.md", *doc_pages()] for number, text in command_lines(page)]
 
 
-@pytest.mark.parametrize("number, argv", readme_commands(), ids=lambda v: str(v) if isinstance(v, int) else None)
-def test_every_readme_command_parses(number, argv):
-    assert argv[0] in cli.main.commands, f"README.md:{number}: no command {argv[0]!r}"
+def test_the_docs_show_commands():
+    commands = {argv[0] for _, argv in documented_commands()}
+    assert len(documented_commands()) > 40 and {"embed", "train-heads", "baselines", "sweep", "audit", "predict",
+                                                 "serve", "export"} <= commands
+
+
+def test_every_readme_command_is_one_the_docs_run():
+    """The README's tour is a digest: each of its command lines stands in a docs page, so the
+    docs' run in `make reliability` runs it too."""
+    def argv(text):
+        return shlex.split(text, comments=True)
+    in_docs = {tuple(argv(text)) for page in doc_pages() for _, text in command_lines(page)}
+    missing = [f"README.md:{n}: {text}" for n, text in command_lines("README.md") if tuple(argv(text)) not in in_docs]
+    assert command_lines("README.md") and missing == []
+
+
+@pytest.mark.parametrize("where, argv", documented_commands(), ids=lambda v: v if isinstance(v, str) else None)
+def test_every_documented_command_parses(where, argv):
+    assert argv[0] in cli.main.commands, f"{where}: no command {argv[0]!r}"
     command = cli.main.commands[argv[0]]
     parser = command.make_parser(click.Context(command, info_name=argv[0]))  # parses; converts nothing
     options, arguments, _ = parser.parse_args(args=list(argv[1:]))
     required = [p for p in command.params if getattr(p, "required", False) and p.name not in options]
-    assert not required, f"README.md:{number}: {' '.join(argv)} lacks {[p.name for p in required]}"
+    assert not required, f"{where}: {' '.join(argv)} lacks {[p.name for p in required]}"
 
 
 def test_a_wrong_option_is_caught():
@@ -57,8 +88,8 @@ def test_a_wrong_option_is_caught():
         command.make_parser(click.Context(command, info_name="sweep")).parse_args(args=["c.h5", "--epochs", "3"])
 
 
-# What the README's reader brings, and what the workflow test gives instead: (README text, stand-in
-# text, why). Every entry must match the README, so a changed README fails here until this is redone.
+# What the docs' reader brings, and what the workflow test gives instead: (docs text, stand-in
+# text, why). Every entry must match the docs, so a changed page fails here until this is redone.
 STAND_INS = (
     ("source .venv/bin/activate", ":", "the test runs with the project's own Python first on PATH"),
     ("python -c \"import tensorflow_hub as hub; print(hub.resolve(", ": \"(", "a download; hub-stand-in is the fetched folder"),
@@ -80,14 +111,14 @@ STAND_INS = (
 )
 
 
-def readme_script():
-    """The README's command blocks (those with a `python cli.py` line), in order, as one bash script
-    with STAND_INS applied and `python cli.py` pointed at this checkout."""
-    text = (ROOT / "README.md").read_text()
-    script = "\n".join(body for _, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
+def docs_script():
+    """The docs' command blocks (those with a `python cli.py` line), page by page in the site's
+    order, as one bash script with STAND_INS applied and `python cli.py` pointed at this checkout."""
+    script = "\n".join(body for page in doc_pages()
+                       for _, body in re.findall(r"^```(\w*)\n(.*?)^```", (ROOT / page).read_text(), re.S | re.M)
                        if "python cli.py" in body)
     for readme, stand_in, why in STAND_INS:
-        assert readme in script, f"README.md no longer holds {readme!r} ({why}): update STAND_INS"
+        assert readme in script, f"the docs no longer hold {readme!r} ({why}): update STAND_INS"
         script = script.replace(readme, stand_in)
     return script.replace("python cli.py", 'python "$ROOT/cli.py"')
 
@@ -102,7 +133,7 @@ class BlockMeans(tf.Module):
 
 
 def prepare_workspace(space, celeba_sample):
-    """What the reader has before the README's commands: the data, a model folder, a builder, images,
+    """What the reader has before the docs' commands: the data, a model folder, a builder, images,
     label files, a video, and a second cache for fusion."""
     import shutil
 
@@ -137,8 +168,8 @@ def prepare_workspace(space, celeba_sample):
 
 
 @pytest.mark.reliability
-def test_the_readmes_command_blocks_run_on_offline_stand_ins(tmp_path, celeba_sample, face_cnns):
-    """Every command block of the README that holds a `python cli.py` line runs, in order, as a
+def test_the_docs_command_blocks_run_on_offline_stand_ins(tmp_path, celeba_sample, face_cnns):
+    """Every command block of the docs that holds a `python cli.py` line runs, in order, as a
     bash script in a fresh folder, each command exiting 0 (bash -e), with the stand-ins of
     STAND_INS for what a reader brings (CelebA, TF-Hub's model, hand-made label files, a video)."""
     import os
@@ -148,7 +179,7 @@ def test_the_readmes_command_blocks_run_on_offline_stand_ins(tmp_path, celeba_sa
     space.mkdir()
     prepare_workspace(space, celeba_sample)
     script = tmp_path / "readme.sh"
-    script.write_text("set -euo pipefail\n" + readme_script() + "\n")
+    script.write_text("set -euo pipefail\n" + docs_script() + "\n")
     env = {**os.environ, "ROOT": str(ROOT), "SHARED": str(Path(celeba_sample).parent),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(["bash", "-x", str(script)], cwd=space, env=env, capture_output=True, text=True, timeout=3000)

@@ -15,10 +15,7 @@ import html
 import os
 from pathlib import Path
 
-import numpy as np
-
 from cache.errors import UserError
-from cache.layout import UNKNOWN_LABEL
 from heads.defaults import REPORT
 from heads.look.tables import epochs_line
 from heads.look.thumbnails import image_folder, png, thumbnail
@@ -26,6 +23,7 @@ from heads.metrics import BY_NAME
 from heads.run.compare import find_runs, leaderboard
 from heads.run.evaluate import split_predictions
 from heads.run.rundir import Run
+from heads.run.scoring import confident_errors
 
 PLOTS = ("accuracy_vs_majority.png", "reliability.png", "loss.png", "accuracy.png")
 THUMBNAIL = REPORT["thumbnail"]
@@ -151,10 +149,7 @@ def _gallery(run, split, n_errors, images, thumbnails, labels=(), partition=None
     data = getattr(task, split)
     parts = []
     for j, name in enumerate(task.attributes):
-        threshold = run.thresholds[j]
-        predicted = probabilities[:, j] >= threshold
-        wrong = np.flatnonzero((predicted != (data.labels[:, j] == 1)) & (data.labels[:, j] != UNKNOWN_LABEL))
-        worst = wrong[np.argsort(-np.abs(probabilities[wrong, j] - threshold), kind="stable")][:n_errors]
+        wrong, worst = confident_errors(data.labels[:, j], probabilities[:, j], run.thresholds[j], n_errors)
         parts.append(f"<h4>{html.escape(name)}: no errors on {split}</h4>" if not len(wrong) else
                      f"<h4>{html.escape(name)}: {len(wrong)} errors on {split}, the {len(worst)} most confident</h4>")
         figures, unreadable = [], 0

@@ -8,10 +8,19 @@ groups) "groups" sections; `evaluate` re-scores a saved run with the same functi
 import numpy as np
 
 from cache.errors import UserError
+from cache.layout import UNKNOWN_LABEL
 from heads.kinds.base import option_name
 from heads.metrics import attribute_metrics, group_metrics, majority_classes, tune_threshold
 
 DIVERGING_SETTINGS = ("lr", "tail_lr", "l2", "C")  # the settings named when a fit's probabilities are not finite
+
+
+def confident_errors(labels, probabilities, threshold, n):
+    """(rows of every error, the n most confident of them) for one attribute: labels uint8 [m]
+    (UNKNOWN_LABEL rows are never errors), probabilities [m]; an error's confidence is
+    |p - threshold|, ties in row order."""
+    wrong = np.flatnonzero(((probabilities >= threshold) != (labels == 1)) & (labels != UNKNOWN_LABEL))
+    return wrong, wrong[np.argsort(-np.abs(probabilities[wrong] - threshold), kind="stable")][:n]
 
 
 def choose_thresholds(val_labels, val_probabilities, tune):
