@@ -26,7 +26,7 @@ from click.core import ParameterSource
 
 from cache.errors import UsageError, UserError
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
-from embed.defaults import BATCH_SIZE, FACE_DEFAULTS, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
+from embed.defaults import BATCH_SIZE, FACE_CHOICES, FACE_DEFAULTS, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
 from heads.defaults import (
     ATTRIBUTES,
     AUDIT,
@@ -370,9 +370,10 @@ def backbone_options(command):
                      help="Photos, not aligned crops: find the face in each image (MTCNN), align it by its five "
                           "landmarks into CelebA's 178x218 frame, then embed it. An image with no face is a failed "
                           "row; each row's box, landmarks, score and face count are stored."),
-        click.option("--face", type=click.Choice(["best", "largest", "central"]),
-                     help="--align: which face of a photo with several (default best: the detector's most "
-                          "confident)."),
+        click.option("--face", type=click.Choice(list(FACE_CHOICES)),
+                     help="--align: which face of a photo with several (default main: the largest face near the "
+                          "centre, box area minus twice the squared distance from the photo's centre; best: the "
+                          "detector's most confident; largest; central)."),
         click.option("--min-face", type=click.IntRange(min=12),
                      help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."),
         click.option("--refine-landmarks", "refine", is_flag=True,
@@ -384,7 +385,7 @@ def backbone_options(command):
         for option, value in (("--face", face), ("--min-face", min_face), ("--refine-landmarks", refine)):
             if value and not align:
                 raise click.UsageError(f"{option} needs --align")
-        record = _library("embed.faces").align_record(face or "best", refine, min_face=min_face or
+        record = _library("embed.faces").align_record(face or FACE_DEFAULTS["face"], refine, min_face=min_face or
                                                       FACE_DEFAULTS["min_face"]) if align else None
         spec = _library("embed.backbones").BackboneSpec(
             model=model, weights=weights, layer=layer, image_size=image_size, color=color, value_range=value_range,
@@ -774,7 +775,8 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
               help="--video: the annotated video to write (.mp4); its table goes beside it as .csv.")
 @click.option("--faces", type=click.Choice(["all", "best", "none"]),
               help="all: find every face in each photo, align it to CelebA's frame by its five landmarks and "
-                   "predict each; best: only the most confident face; none: the whole image as it is (for "
+                   "predict each, numbered in the order of the run's face rule (main, the large face near the centre "
+                   "first, unless its --align cache recorded another); best: only the first face; none: the whole image as it is (for "
                    "photos already aligned like the run's images). Default: all for a run on an --align cache, "
                    "else none.")
 @click.option("--min-face", type=click.IntRange(min=12),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cache.errors import UsageError
-from embed.defaults import FACE_DEFAULTS
+from embed.defaults import FACE_CHOICES, FACE_DEFAULTS
 
 
 # CelebA's aligned frame (width, height) and the five canonical landmark positions in it, (x, y)
@@ -43,7 +43,6 @@ TEMPLATE = np.array([[69.0, 111.0], [108.0, 111.0], [88.0, 136.0], [72.0, 152.0]
 # equal; the eyes alone were worse (a two-point fit follows each eye's error). CelebA aligned by
 # the eyes, and a smile moves the mouth corners: they count, but less.
 LANDMARK_WEIGHTS = (1.0, 1.0, 0.3, 0.3, 0.3)
-FACE_CHOICES = ("best", "largest", "central")
 
 
 @dataclass(frozen=True)
@@ -102,19 +101,34 @@ def landmarks_outside(face, shape):
     return bool((x < 0).any() or (y < 0).any() or (x > shape[1] - 1).any() or (y > shape[0] - 1).any())
 
 
+def _off_centre(face, shape):
+    """Squared distance (pixels²) of the face's box centre from the centre of a photo of shape (H, W, ...)."""
+    x, y, w, h = face.box
+    return (x + w / 2 - (shape[1] - 1) / 2) ** 2 + (y + h / 2 - (shape[0] - 1) / 2) ** 2
+
+
+FACE_RULES = {  # rule -> key, the face first in order having the highest
+    "main": lambda f, shape: f.box[2] * f.box[3] - 2 * _off_centre(f, shape),  # insightface: area - 2 x offset²
+    "best": lambda f, shape: f.score,
+    "largest": lambda f, shape: f.box[2] * f.box[3],
+    "central": lambda f, shape: -_off_centre(f, shape),
+}
+
+
+def ranked(faces, how, shape):
+    """A photo's faces in the order of the rule `how` (the first is the one `choose` picks; ties keep
+    the detector's order): main (box area minus twice the squared distance of its centre from the
+    photo's centre: the large face near the middle), best (the detector's score), largest (box area)
+    or central (box centre nearest the photo's centre)."""
+    if how not in FACE_RULES:
+        raise UsageError(f"--face: {how!r} is not one of {', '.join(FACE_CHOICES)}")
+    key = FACE_RULES[how]
+    return sorted(faces, key=lambda f: -key(f, shape))
+
+
 def choose(faces, how, shape):
-    """The one face of a photo that `--face how` picks: best (highest score), largest (box area) or
-    central (box centre nearest the photo's centre); None if there is none."""
-    if not faces:
-        return None
-    if how == "best":
-        return max(faces, key=lambda f: f.score)
-    if how == "largest":
-        return max(faces, key=lambda f: f.box[2] * f.box[3])
-    if how == "central":
-        cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
-        return min(faces, key=lambda f: (f.box[0] + f.box[2] / 2 - cx) ** 2 + (f.box[1] + f.box[3] / 2 - cy) ** 2)
-    raise UsageError(f"--face: {how!r} is not one of {', '.join(FACE_CHOICES)}")
+    """The one face of a photo that the rule `how` picks (`ranked`), or None if there is none."""
+    return next(iter(ranked(faces, how, shape)), None)
 
 
 # --- photos -------------------------------------------------------------------------------------
@@ -146,7 +160,7 @@ def read_photo(path, max_pixels):
 
 # --- embedding aligned faces ----------------------------------------------------------------------
 
-def align_record(face="best", refine=False, detector="mtcnn", weights=LANDMARK_WEIGHTS, **detector_settings):
+def align_record(face=FACE_DEFAULTS["face"], refine=False, detector="mtcnn", weights=LANDMARK_WEIGHTS, **detector_settings):
     """What a cache of aligned faces records in preprocessing["align"]: everything needed to find
     and align the same face again (compared on resume), without loading the detector."""
     if face not in FACE_CHOICES:
@@ -162,11 +176,12 @@ def align_record(face="best", refine=False, detector="mtcnn", weights=LANDMARK_W
 class Aligner:
     """How faces are found and aligned, the one object `embed --align` and `predict --faces` both
     use: a detector, the landmark weights of the similarity fit, whether the landmarks are refined
-    by a second pass, and which face of a photo `choose` picks."""
+    by a second pass, and the face rule (`ranked`: which face `choose` picks, and the order faces
+    are numbered in)."""
     detector: object
     weights: tuple = LANDMARK_WEIGHTS
     refine: bool = False
-    face: str = "best"
+    face: str = FACE_DEFAULTS["face"]
 
     @classmethod
     def from_record(cls, record):

@@ -73,7 +73,7 @@ def predict(run_dir, images, *, faces=None, draw_dir=None, **options):
     write each photo with its faces drawn there. options: batch_size, trust_model; with faces also
     min_face, refine.
     Returns a DataFrame, one row per image ("none") or per face found (a photo without a face is
-    one row with ok False): columns image, face (1, 2, ... best score first; absent for "none"),
+    one row with ok False): columns image, face (1, 2, ... in the order of the run's face rule, main by default; absent for "none"),
     ok, error, score and box [x, y, w, h] (faces), then per attribute its probability (column
     named after it) and its 0/1 decision ("<attribute> decision"). Unreadable images are rows with
     their error, not exceptions."""

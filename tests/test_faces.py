@@ -12,13 +12,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 import cli
+from embed.defaults import FACE_DEFAULTS
 from embed.faces import (
     FRAME,
     TEMPLATE,
+    Aligner,
     Face,
     MtcnnDetector,
     align,
+    align_record,
     choose,
+    ranked,
     read_photo,
     similarity_transform,
 )
@@ -68,13 +72,25 @@ def test_align_puts_the_landmarks_on_the_template_and_repeats_the_edge_outside_t
     assert set(np.unique(small[..., 1])) <= set(np.unique(ramp))  # only the photo's own pixels, no black
 
 
-def test_choose_picks_the_best_the_largest_or_the_central_face():
+def test_choose_picks_the_main_the_best_the_largest_or_the_central_face():
     marks = np.zeros((5, 2), np.float32)
     faces = [Face((0, 0, 50, 50), marks, 0.99), Face((150, 150, 60, 60), marks, 0.90), Face((300, 10, 80, 80), marks, 0.95)]
     assert choose(faces, "best", (400, 400, 3)) is faces[0]
     assert choose(faces, "largest", (400, 400, 3)) is faces[2]
     assert choose(faces, "central", (400, 400, 3)) is faces[1]
-    assert choose([], "best", (400, 400, 3)) is None
+    assert choose(faces, "main", (400, 400, 3)) is faces[1]  # 3600 - 2 x 400 beats 6400 - 2 x 38,600
+    assert ranked(faces, "main", (400, 400, 3)) == [faces[1], faces[2], faces[0]]
+    assert choose([], "main", (400, 400, 3)) is None
+
+
+def test_the_default_face_is_the_main_one_not_a_more_confident_cut_face_at_the_edge():
+    """Issue 42's case: in a scene made from a CelebA photo, a 37-px face cut by the top edge
+    scored 0.999 and the photo's large clear face 0.986; the default rule embeds the large one."""
+    marks = np.zeros((5, 2), np.float32)
+    edge, clear = Face((310, 0, 37, 40), marks, 0.999), Face((260, 190, 150, 190), marks, 0.986)
+    assert choose([edge, clear], FACE_DEFAULTS["face"], (640, 700, 3)) is clear
+    assert choose([edge, clear], "best", (640, 700, 3)) is edge
+    assert align_record()["face"] == "main" == Aligner(detector=None).face
 
 
 def test_read_photo_applies_exif_orientation_and_reads_every_listed_format(tmp_path):
@@ -199,8 +215,15 @@ def test_predict_faces_finds_every_face_in_scenes_and_predicts_each_as_its_align
                      for m, o in zip(matched, originals)], axis=0)
     assert (agree >= [0.9, 0.7, 0.85]).all(), agree  # the full figures: bench group faces
     for scene in truth[truth.face == 2].scene:  # three faces, each its own attributes, left to right
-        faces = sorted(next(r for r in results if r["image"].endswith(scene))["faces"], key=lambda f: f["box"][0])
+        entry = next(r for r in results if r["image"].endswith(scene))
+        faces = sorted(entry["faces"], key=lambda f: f["box"][0])
         assert len(faces) == 3 and faces[0]["box"][0] < 400 <= faces[1]["box"][0] < 800 <= faces[2]["box"][0]
+        shape = (entry["size"][1], entry["size"][0], 3)  # numbered by the main rule: the large central face first
+        as_faces = [Face(tuple(f["box"]), np.array(f["landmarks"], np.float32), f["score"]) for f in entry["faces"]]
+        assert entry["order"] == "main" and ranked(as_faces, "main", shape) == as_faces
+    printed = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "all",
+                                            str(scenes[3])]).stdout
+    assert "3 faces, numbered by the main rule (the large face near the centre first)" in printed
     assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == [p.name for p in scenes]
     assert "drawn photo(s)" in out.stderr
 
@@ -220,7 +243,7 @@ def test_predict_faces_reports_a_photo_without_a_face_and_predicts_the_rest(face
     assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
     assert "wall.png  300x300  failed: no face found (smallest face searched: 40 px)" in out.stdout
     assert "absent.jpg  failed: missing file" in out.stdout
-    assert f"{scene}  400x400  1 face(s)" in out.stdout and "    Male " in out.stdout
+    assert f"{scene}  400x400  1 face" in out.stdout and "    Male " in out.stdout
     assert "2 of 3 image(s) could not be read or had no face" in out.stderr
 
 
@@ -283,7 +306,7 @@ def test_embed_align_stores_each_rows_face_and_fails_a_photo_without_one(photo_f
     out = _embed_align(photo_folder, model, tmp_path / "aligned.h5")
     assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
     assert "failed: wall.jpg: no face found (smallest face searched: 40 px)" in out.output
-    assert "faces: mtcnn (smallest face 40 px), the best face of each photo aligned" in out.output
+    assert "faces: mtcnn (smallest face 40 px), the main face of each photo aligned" in out.output
     with h5py.File(tmp_path / "aligned.h5") as f:
         ids = [i.decode() for i in f["image_id"][:]]
         wall = ids.index("wall.jpg")
@@ -297,7 +320,7 @@ def test_embed_align_stores_each_rows_face_and_fails_a_photo_without_one(photo_f
                 pasted = truth.loc[image_id].values[4:].astype(float).reshape(5, 2)
                 assert np.linalg.norm(f["faces/landmarks"][row] - pasted, axis=1).mean() < 39 * truth.loc[image_id, "scale"]
         align = json.loads(f.attrs["preprocessing"])["align"]
-        assert align["face"] == "best" and align["detector"]["min_face"] == 40 and align["fill"] == "edge"
+        assert align["face"] == "main" and align["detector"]["min_face"] == 40 and align["fill"] == "edge"
     info = CliRunner().invoke(cli.main, ["info", str(tmp_path / "aligned.h5")])
     assert "faces: 1 row(s) failed with no face found" in info.output
     other = _embed_align(photo_folder, model, tmp_path / "aligned.h5", "--min-face", "30")
@@ -351,7 +374,7 @@ def test_a_run_on_aligned_faces_predicts_faces_by_default_as_it_was_embedded(pho
                     for r in json.loads(out.stdout)])
     np.testing.assert_allclose(got, expected, atol=2e-3)  # float16 cache, another batch shape
     default = CliRunner().invoke(cli.main, ["predict", "--run", str(tmp_path / "run"), str(images[0])])
-    assert "1 face(s)" in default.output  # --faces all is the default on an aligned run
+    assert "1 face\n" in default.output  # --faces all is the default on an aligned run
     exported = CliRunner().invoke(cli.main, ["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "sm")])
     assert exported.exit_code == 0 and "faces are found and aligned by the client" in exported.output
     served = tf.saved_model.load(str(tmp_path / "sm"))

@@ -112,11 +112,13 @@ STAND_INS = (
 
 
 def docs_script():
-    """The docs' command blocks (those with a `python cli.py` line), page by page in the site's
-    order, as one bash script with STAND_INS applied and `python cli.py` pointed at this checkout."""
-    script = "\n".join(body for page in doc_pages()
-                       for _, body in re.findall(r"^```(\w*)\n(.*?)^```", (ROOT / page).read_text(), re.S | re.M)
-                       if "python cli.py" in body)
+    """The docs' command blocks (those with a `python cli.py` line) and Python blocks (run by
+    `python -`), page by page in the site's order, as one bash script with STAND_INS applied and
+    `python cli.py` pointed at this checkout."""
+    blocks = [(language, body) for page in doc_pages()
+              for language, body in re.findall(r"^```(\w*)\n(.*?)^```", (ROOT / page).read_text(), re.S | re.M)]
+    script = "\n".join(body if "python cli.py" in body else f"python - <<'PY'\n{body}PY"
+                       for language, body in blocks if "python cli.py" in body or language == "python")
     for readme, stand_in, why in STAND_INS:
         assert readme in script, f"the docs no longer hold {readme!r} ({why}): update STAND_INS"
         script = script.replace(readme, stand_in)
@@ -169,7 +171,8 @@ def prepare_workspace(space, celeba_sample):
 
 @pytest.mark.reliability
 def test_the_docs_command_blocks_run_on_offline_stand_ins(tmp_path, celeba_sample, face_cnns):
-    """Every command block of the docs that holds a `python cli.py` line runs, in order, as a
+    """Every command block of the docs that holds a `python cli.py` line, and every Python block,
+    runs, in order, as a
     bash script in a fresh folder, each command exiting 0 (bash -e), with the stand-ins of
     STAND_INS for what a reader brings (CelebA, TF-Hub's model, hand-made label files, a video)."""
     import os

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from embed.defaults import FACE_CHOICES
 from heads.metrics import METRICS
 
 TABLE_METRICS = [m for m in METRICS if m.table and (m.score or m.name == "majority_accuracy")]
@@ -316,7 +317,9 @@ def face_predictions(results):
         if not r["ok"]:
             lines.append(f"{r['image']}  {width}x{height}  failed: {r['error']}")
             continue
-        lines.append(f"{r['image']}  {width}x{height}  {len(r['faces'])} face(s)")
+        count = len(r["faces"])
+        lines.append(f"{r['image']}  {width}x{height}  {count} face{'s' if count != 1 else ''}"
+                     + (f", numbered by the {r['order']} rule ({FACE_CHOICES[r['order']]})" if count > 1 else ""))
         for number, face in enumerate(r["faces"], 1):
             x, y, w, h = face["box"]
             outside = ("  (landmarks outside the photo: the crop repeats its edge)" if face.get("landmarks_outside")

@@ -183,7 +183,7 @@ class Predictor:
         """items: [(name, photo uint8 [H, W, 3] or None, error text)] -> one entry per item (see
         `predict_faces`), every face of all the items through the head in one batch. min_face:
         search this smallest face instead of the aligner's."""
-        from embed.faces import choose, landmarks_outside, no_face_error
+        from embed.faces import landmarks_outside, no_face_error, ranked
 
         if faces not in ("all", "best"):
             raise UserError(f"faces must be all or best, not {faces!r}")
@@ -191,13 +191,15 @@ class Predictor:
         found = iter(aligner.find([photo for _, photo, _ in items if photo is not None]))
         entries, aligned = [], []
         for name, photo, error in items:
-            entry = {"image": name, "ok": False, "error": error or None, "size": None, "faces": []}
+            entry = {"image": name, "ok": False, "error": error or None, "size": None, "order": aligner.face,
+                     "faces": []}
             entries.append(entry)
             if photo is None:
                 continue
             entry["size"] = [photo.shape[1], photo.shape[0]]
             detected = next(found)
-            chosen = detected if faces == "all" else [f for f in [choose(detected, aligner.face, photo.shape)] if f]
+            ordered = ranked(detected, aligner.face, photo.shape)
+            chosen = ordered if faces == "all" else ordered[:1]
             if not chosen:
                 entry["error"] = no_face_error(aligner.detector)
                 continue
@@ -238,11 +240,12 @@ class Predictor:
 
 def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, refine=None, batch_size=32,
                   max_pixels=None, draw_dir=None, trust_model=False):
-    """Every face (faces="all") or one ("best": the one the aligner's `choose` rule picks, the most
-    confident by default) of each photo, aligned and predicted.
-    [{"image", "ok", "error", "size": [W, H], "faces": [{"box", "landmarks", "score", "landmarks_outside",
-    "attributes"}]}]
-    per photo, in order, faces best score first; a photo that cannot be read, or has no face, is
+    """Every face (faces="all") or one ("best": the first in the order of the aligner's face rule,
+    `embed.faces.ranked`: "main" by default, the large face near the centre) of each photo, aligned
+    and predicted.
+    [{"image", "ok", "error", "size": [W, H], "order": the face rule, "faces": [{"box", "landmarks",
+    "score", "landmarks_outside", "attributes"}]}]
+    per photo, in order, its faces in the rule's order; a photo that cannot be read, or has no face, is
     reported with its error (ok false) and the others are still predicted. aligner: an
     embed.faces.Aligner (default `run_aligner`: as the run's cache of aligned faces recorded, else
     the defaults, with the overrides min_face and refine). Photos go `batch_size` at a time through

@@ -2,7 +2,8 @@
 annotated frames written as a new video, and one CSV row per frame x face x attribute. OpenCV reads
 and writes the video (and does nothing else here).
 
-OUT.csv columns: frame (0-based), time_s, face (1-based, best score first), x, y, w, h, score,
+OUT.csv columns: frame (0-based), time_s, face (1-based, in the order of the run's face rule:
+main by default, the large face near the centre first; `embed.faces.ranked`), x, y, w, h, score,
 attribute, probability, decision.
 """
 
