@@ -376,17 +376,21 @@ def backbone_options(command):
                           "detector's most confident; largest; central)."),
         click.option("--min-face", type=click.IntRange(min=12),
                      help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."),
+        click.option("--min-score", type=FiniteRange(min=0, max=1, max_open=True),
+                     help=f"--align: the lowest detector score a face keeps (default {FACE_DEFAULTS['min_score']:g})."),
         click.option("--refine-landmarks", "refine", is_flag=True,
                      help="--align: find each face's landmarks again on its aligned crop, then align by those "
                           "(about 1.5x the detection time; steadier alignment, docs: Faces in the wild)."))
     @functools.wraps(command)
     def run(*args, model, weights, layer, layers, trust_model, image_size, color, value_range, antialias,
-            mixed_precision, xla, align, face, min_face, refine, **kwargs):
-        for option, value in (("--face", face), ("--min-face", min_face), ("--refine-landmarks", refine)):
-            if value and not align:
+            mixed_precision, xla, align, face, min_face, min_score, refine, **kwargs):
+        for option, value in (("--face", face), ("--min-face", min_face), ("--min-score", min_score),
+                              ("--refine-landmarks", refine)):
+            if value is not None and value is not False and not align:
                 raise click.UsageError(f"{option} needs --align")
-        record = _library("embed.faces").align_record(face or FACE_DEFAULTS["face"], refine, min_face=min_face or
-                                                      FACE_DEFAULTS["min_face"]) if align else None
+        record = _library("embed.faces").align_record(
+            face or FACE_DEFAULTS["face"], refine, min_face=min_face or FACE_DEFAULTS["min_face"],
+            min_score=FACE_DEFAULTS["min_score"] if min_score is None else min_score) if align else None
         spec = _library("embed.backbones").BackboneSpec(
             model=model, weights=weights, layer=layer, image_size=image_size, color=color, value_range=value_range,
             antialias=antialias, trust_model=trust_model, mixed_precision=mixed_precision, xla=xla, layers=layers,
@@ -590,8 +594,9 @@ def info(cache, as_json, check, label_files, partition_file):
 @click.option("--seed", default=KERAS["seed"], show_default=True, type=SEED, help="Same seed and cache, same metrics.")
 @click.option("--tail-lr", default=KERAS["tail_lr"], show_default=True, type=_setting("tail_lr", "auto|LR>0"),
               help="--head tail: Adam learning rate of the backbone's own layers (the head on top uses --lr); auto: "
-                   f"one tail per rate of {', '.join(f'{r:g}' for r in TAIL_GRID['tail_lr'])} trained together, the "
-                   f"better half going on after epochs {' and '.join(map(str, TAIL_HALVING))}, the best on val kept.")
+                   f"the tail grid's {', '.join(f'{r:g}' for r in TAIL_GRID['tail_lr'])}, one tail per rate and "
+                   f"--tail-bn policy trained together, the better half going on after epoch "
+                   f"{' and '.join(map(str, TAIL_HALVING))}, the best on val kept.")
 @click.option("--tail-bn", default=KERAS["tail_bn"], show_default=True,
               type=click.Choice(["auto", "frozen", "train"]),
               help="--head tail: keep the BatchNormalization statistics and scales as pretrained, or train them; "
@@ -776,12 +781,15 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
 @click.option("--faces", type=click.Choice(["all", "best", "none"]),
               help="all: find every face in each photo, align it to CelebA's frame by its five landmarks and "
                    "predict each, numbered in the order of the run's face rule (main, the large face near the centre "
-                   "first, unless its --align cache recorded another); best: only the first face; none: the whole image as it is (for "
-                   "photos already aligned like the run's images). Default: all for a run on an --align cache, "
-                   "else none.")
+                   "first, unless its --align cache recorded another); best: only the first face; none: the whole "
+                   "image as it is (for photos already aligned like the run's images). Default: all for a run on an "
+                   "--align cache, else none.")
 @click.option("--min-face", type=click.IntRange(min=12),
               help=f"--faces: the smallest face searched, in pixels (its box side; default: as the run's --align "
                    f"cache recorded, else {FACE_DEFAULTS['min_face']}); smaller is slower.")
+@click.option("--min-score", type=FiniteRange(min=0, max=1, max_open=True),
+              help=f"--faces: the lowest detector score a face keeps (default: as the run's --align cache recorded, "
+                   f"else {FACE_DEFAULTS['min_score']:g}).")
 @click.option("--refine-landmarks/--no-refine-landmarks", "refine", default=None,
               help="--faces: find each face's landmarks again on its aligned crop (default: as the run's --align "
                    "cache recorded, else no).")
@@ -794,7 +802,8 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
 @TRUST_MODEL
 @writes(video_out="video", draw_dir="drawn")
 @uses_tensorflow()
-def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir, max_pixels, as_json, trust_model):
+def predict(run_dir, images, video, video_out, faces, min_face, min_score, refine, draw_dir, max_pixels, as_json,
+            trust_model):
     """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head).
     With --faces, each face in each photo is found, aligned and predicted; with --video, each face of
     each frame."""
@@ -810,12 +819,13 @@ def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir
                                    "annotated video)")
         result = _library("heads.serve.video").predict_video(run_dir, video, video_out, faces=faces or "all",
                                                               min_face=min_face, refine=refine,
-                                                              trust_model=trust_model)
+                                                              min_score=min_score, trust_model=trust_model)
         click.echo(json.dumps(result, indent=2) if as_json else tables.video_line(result))
         return
     faces = faces or served.default_face_mode(run_dir)
     if faces == "none":
-        for option, value in (("--draw", draw_dir), ("--min-face", min_face), ("--refine-landmarks", refine)):
+        for option, value in (("--draw", draw_dir), ("--min-face", min_face), ("--min-score", min_score),
+                              ("--refine-landmarks", refine)):
             if value is not None:
                 raise click.UsageError(f"{option} needs --faces all or best")
         results = served.predict_images(run_dir, list(images), trust_model=trust_model)
@@ -824,7 +834,7 @@ def predict(run_dir, images, video, video_out, faces, min_face, refine, draw_dir
         if draw_dir:
             _library("heads.look.drawn").check_draw_names(images)
         results = served.predict_faces(run_dir, list(images), faces=faces, min_face=min_face, refine=refine,
-                                       max_pixels=max_pixels, draw_dir=draw_dir, trust_model=trust_model)
+                                       min_score=min_score, max_pixels=max_pixels, draw_dir=draw_dir, trust_model=trust_model)
         lines = tables.face_predictions(results)
     if as_json:
         click.echo(json.dumps(results, indent=2))

@@ -15,7 +15,16 @@ SAMPLE = {"n": 512, "seed": 0, "max_n": 202_599}  # make-sample and the demo (ma
 # order `predict` numbers faces in (embed.faces.ranked): "main", the largest face near the centre
 # (insightface's rule), not "best", the detector's most confident, which picked a 37-px face cut by
 # the top edge of a CelebA photo over its large clear face (issue 42).
-FACE_DEFAULTS = {"min_face": 40, "face": "main"}
+# min_score: the lowest detector score a face may have (MTCNN's last-stage confidence). Measured on
+# 1,439 faces in 900 scenes of the real sample's val/test photos, on the 1,987 aligned CelebA photos
+# themselves (close-ups: the face fills the frame, and scores run lower), and on 126 textured photos
+# without a face (120 at 1000 x 750, 6 at 4000 x 3000; bench/RESULTS.md, faces). Faces kept in
+# scenes / close-ups, and false faces in the noise photos: 0.8 (MTCNN's own) 100 / 99.7 %, 1 (a
+# 76-px box at 0.960); 0.9 99.7 / 98.5 %, the same 1; 0.95 99.0 / 95.4 %, the same 1. No threshold
+# that keeps 99 % of the faces removes it, so the default keeps the most faces: 0.8. What removed
+# issue 42's false face (a 27 x 34 box at 0.916 in a 4000 x 3000 photo) is the box rule: a face's
+# box must be at least min_face on its longer side.
+FACE_DEFAULTS = {"min_face": 40, "face": "main", "min_score": 0.8}
 FACE_CHOICES = {  # the face rules (embed.faces.FACE_RULES) and what each puts first
     "main": "the large face near the centre first", "best": "the most confident first",
     "largest": "the largest first", "central": "the nearest the centre first"}

@@ -237,7 +237,7 @@ def aligned_pixels(faces, preprocessing):
 
 
 def no_face_error(detector):
-    return f"no face found (smallest face searched: {detector.min_face} px)"
+    return f"no face found (smallest face searched: {detector.min_face} px, score at least {detector.thresholds[2]:g})"
 
 
 class FaceBatches:
@@ -349,12 +349,17 @@ class MtcnnDetector:
     """MTCNN (Zhang et al. 2016) from the `mtcnn` package: its three networks and box utilities,
     driven here on same-shape batches. min_face: the smallest face searched (box side, pixels);
     the image pyramid starts at 12 / min_face and shrinks by scale_factor while the photo's short
-    side is at least 12 px. thresholds: PNet, RNet, ONet confidence."""
+    side is at least 12 px, and a face whose box is smaller than min_face on its longer side is
+    dropped. min_score: the lowest score a face keeps (the last network's confidence, ONet's
+    threshold). thresholds: PNet's and RNet's confidence. A record made before min_score existed
+    holds three thresholds, the third ONet's: it is read as min_score."""
 
-    def __init__(self, min_face=FACE_DEFAULTS["min_face"], scale_factor=0.709, thresholds=(0.6, 0.7, 0.8)):
-        self.settings = self.describe(min_face, scale_factor, thresholds)
+    def __init__(self, min_face=FACE_DEFAULTS["min_face"], min_score=None, scale_factor=0.709, thresholds=(0.6, 0.7)):
+        min_score, thresholds = self._split(min_score, thresholds)
+        self.settings = self.describe(min_face, min_score, scale_factor, thresholds)
         from mtcnn.stages import StageONet, StagePNet, StageRNet
-        self.min_face, self.scale_factor, self.thresholds = int(min_face), float(scale_factor), tuple(thresholds)
+        self.min_face, self.scale_factor = int(min_face), float(scale_factor)
+        self.thresholds = (*thresholds, float(min_score))
         self._pnet, self._rnet, self._onet = StagePNet(), StageRNet(), StageONet()
         import tensorflow as tf
         # PNet in a graph: eager Keras spends as long dispatching its layers as computing them. One
@@ -366,15 +371,25 @@ class MtcnnDetector:
         for stage, side in ((self._rnet, 24), (self._onet, 48)):
             stage._model = tf.function(stage.model, input_signature=[tf.TensorSpec([None, side, side, 3], tf.float32)])
 
+    @staticmethod
+    def _split(min_score, thresholds):
+        if len(thresholds) == 3:  # a record from before min_score: ONet's threshold was the third
+            min_score, thresholds = thresholds[2] if min_score is None else min_score, thresholds[:2]
+        return FACE_DEFAULTS["min_score"] if min_score is None else min_score, tuple(thresholds)
+
     @classmethod
-    def describe(cls, min_face=FACE_DEFAULTS["min_face"], scale_factor=0.709, thresholds=(0.6, 0.7, 0.8)):
+    def describe(cls, min_face=FACE_DEFAULTS["min_face"], min_score=None, scale_factor=0.709, thresholds=(0.6, 0.7)):
         """The settings a cache records (and `load_detector` takes back), checked, without loading
         the networks."""
         from importlib.metadata import version
+        min_score, thresholds = cls._split(min_score, thresholds)
         if min_face < 12:
             raise UsageError(f"--min-face: {min_face} is below MTCNN's 12-pixel window")
-        return {"detector": cls.name, "min_face": int(min_face), "scale_factor": float(scale_factor),
-                "thresholds": [float(t) for t in thresholds], "version": version("mtcnn")}
+        if not 0 <= min_score < 1:
+            raise UsageError(f"--min-score: {min_score} is not in [0, 1)")
+        return {"detector": cls.name, "min_face": int(min_face), "min_score": float(min_score),
+                "scale_factor": float(scale_factor), "thresholds": [float(t) for t in thresholds],
+                "version": version("mtcnn")}
 
     def scales(self, height, width):
         """The pyramid's scales for a photo of this size (none if it is smaller than min_face)."""
@@ -392,6 +407,7 @@ class MtcnnDetector:
             groups.setdefault(photo.shape, []).append(i)
         for shape, members in groups.items():
             rows = self._detect_same_shape(np.stack([photos[i] for i in members]))
+            rows = rows[np.maximum(rows[:, 3] - rows[:, 1], rows[:, 4] - rows[:, 2]) >= self.min_face]
             for row in rows[np.argsort(-rows[:, 5], kind="stable")]:
                 found[members[int(row[0])]].append(_face(row, shape))
         return found

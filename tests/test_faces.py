@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import cli
+from cache.errors import UsageError
 from embed.defaults import FACE_DEFAULTS
 from embed.faces import (
     FRAME,
@@ -120,6 +121,23 @@ def test_read_photo_applies_exif_orientation_and_reads_every_listed_format(tmp_p
 @pytest.fixture(scope="module")
 def detector():
     return MtcnnDetector()
+
+
+def test_no_face_smaller_than_min_face_and_none_under_min_score(detector, monkeypatch):
+    """Issue 42's false face: a 27 x 34 box scoring 0.916 in a 4000 x 3000 photo, under --min-face 40:
+    dropped now, whatever its score. min_score (measured: 0.8) is the last network's threshold,
+    which a record from before min_score held as its third."""
+    rows = np.array([[0, 100, 100, 127, 134, 0.99] + [110] * 10,  # 27 x 34: under 40 on both sides
+                     [0, 300, 300, 420, 450, 0.97] + [350] * 10])
+    monkeypatch.setattr(detector, "_detect_same_shape", lambda batch: rows)
+    found = detector.detect([np.zeros((3000, 4000, 3), np.uint8)])[0]
+    assert [f.box[2:] for f in found] == [(120.0, 150.0)]
+    assert detector.thresholds[2] == FACE_DEFAULTS["min_score"] == 0.8 and detector.settings["min_score"] == 0.8
+    old = MtcnnDetector.describe(min_face=40, thresholds=(0.6, 0.7, 0.8))  # a record from before min_score
+    assert old["min_score"] == 0.8 and old["thresholds"] == [0.6, 0.7] and old == detector.settings
+    assert align_record(min_score=0.9)["detector"]["min_score"] == 0.9
+    with pytest.raises(UsageError, match="--min-score: 1.5 is not in"):
+        align_record(min_score=1.5)
 
 
 def test_a_detector_is_made_once_per_process_for_the_same_settings():
@@ -241,7 +259,7 @@ def test_predict_faces_reports_a_photo_without_a_face_and_predicts_the_rest(face
     out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "best",
                                         str(tmp_path / "wall.png"), str(scene), str(tmp_path / "absent.jpg")])
     assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
-    assert "wall.png  300x300  failed: no face found (smallest face searched: 40 px)" in out.stdout
+    assert "wall.png  300x300  failed: no face found (smallest face searched: 40 px, score at least 0.8)" in out.stdout
     assert "absent.jpg  failed: missing file" in out.stdout
     assert f"{scene}  400x400  1 face" in out.stdout and "    Male " in out.stdout
     assert "2 of 3 image(s) could not be read or had no face" in out.stderr
@@ -250,6 +268,8 @@ def test_predict_faces_reports_a_photo_without_a_face_and_predicts_the_rest(face
 @pytest.mark.parametrize("args, message", [
     (["--draw", "DIR"], "--draw needs --faces all or best"),
     (["--min-face", "30"], "--min-face needs --faces all or best"),
+    (["--min-score", "0.9"], "--min-score needs --faces all or best"),
+    (["--faces", "all", "--min-score", "1"], "1.0 is not in the range 0<=x<1"),
     (["--faces", "all", "--min-face", "8"], "8 is not in the range x>=12"),
     (["--faces", "al"], "'al' is not one of 'all', 'best', 'none'"),
 ])
@@ -305,8 +325,8 @@ def test_embed_align_stores_each_rows_face_and_fails_a_photo_without_one(photo_f
     model = face_cnns / "gender_mini_XCEPTION.hdf5"
     out = _embed_align(photo_folder, model, tmp_path / "aligned.h5")
     assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
-    assert "failed: wall.jpg: no face found (smallest face searched: 40 px)" in out.output
-    assert "faces: mtcnn (smallest face 40 px), the main face of each photo aligned" in out.output
+    assert "failed: wall.jpg: no face found (smallest face searched: 40 px, score at least 0.8)" in out.output
+    assert "faces: mtcnn (smallest face 40 px, score at least 0.8), the main face of each photo aligned" in out.output
     with h5py.File(tmp_path / "aligned.h5") as f:
         ids = [i.decode() for i in f["image_id"][:]]
         wall = ids.index("wall.jpg")
@@ -385,6 +405,9 @@ def test_face_options_without_align_are_refused(photo_folder, face_cnns, tmp_pat
     out = CliRunner().invoke(cli.main, ["embed", "--labels", str(photo_folder / "labels.csv"), "--images",
                                         str(photo_folder / "scenes"), "--face", "largest", "--out", str(tmp_path / "c.h5")])
     assert out.exit_code == 2 and "--face needs --align" in out.output
+    out = CliRunner().invoke(cli.main, ["embed", "--labels", str(photo_folder / "labels.csv"), "--images",
+                                        str(photo_folder / "scenes"), "--min-score", "0.9", "--out", str(tmp_path / "c.h5")])
+    assert out.exit_code == 2 and "--min-score needs --align" in out.output
 
 
 def test_refined_landmarks_stay_on_the_face_and_are_recorded(photo_folder, face_cnns, tmp_path):

@@ -323,9 +323,12 @@ def test_tail_auto_trains_its_grid_together_and_keeps_the_best_member_on_val(fac
 
 def test_tail_auto_halves_its_grid_and_records_where_each_member_stopped(face_cache, tmp_path, monkeypatch):
     """After each epoch of TAIL_HALVING the grid keeps the better half of its members (by mean val
-    accuracy at each one's kept epoch) and the rest stop there: 4 -> 2 -> 1 here after epochs 1 and 2."""
+    accuracy at each one's kept epoch) and the rest stop there: 4 -> 2 -> 1 here after epochs 1 and 2,
+    on a grid of four."""
+    import heads.kinds.keras_head
     import heads.kinds.trainer
     monkeypatch.setattr(heads.kinds.trainer, "TAIL_HALVING", (1, 2))
+    monkeypatch.setattr(heads.kinds.keras_head, "TAIL_GRID", {"tail_lr": (1e-3, 3e-3), "tail_bn": ("frozen", "train")})
     cache, _ = face_cache
     result = invoke("train-heads", cache, "--out", tmp_path / "grid", "--input", "add_3", "--head", "tail",
                     "--attrs", "Male,Smiling", "--epochs", "3", "--no-plots")

@@ -197,7 +197,9 @@ def aligned_line(align):
     """How a cache of aligned faces found and aligned each face (preprocessing["align"])."""
     detector = align["detector"]
     refined = " (refined on the aligned crop)" if align.get("refine") else ""
-    return (f"faces: {detector['detector']} (smallest face {detector['min_face']} px), the {align['face']} face of "
+    score = detector.get("min_score", (detector.get("thresholds") or [0, 0, 0.8])[-1])
+    return (f"faces: {detector['detector']} (smallest face {detector['min_face']} px, score at least {score:g}), the "
+            f"{align['face']} face of "
             f"each photo aligned by its 5 landmarks{refined} into CelebA's {align['frame'][0]}x{align['frame'][1]} "
             f"frame, EXIF orientation applied, pixels outside the photo repeat its edge")
 
