@@ -7,7 +7,7 @@ import sys
 from tests.conftest import ROOT
 
 GROUPS = ("embed", "feed", "heads", "baselines", "probes", "defaults", "layers", "views", "cache", "sweep", "ray",
-          "rehearsal", "audit", "faces", "labels", "serve", "tflite")
+          "rehearsal", "audit", "faces", "labels", "serve", "tflite", "tail")
 
 
 def test_every_benchmark_group_registers_itself():

@@ -19,6 +19,9 @@ from bench.groups.defaults import MODELS
 
 VAL_ROWS = 300
 OLD = {"tail_lr": 1e-4, "tail_bn": "frozen"}
+# the members of the grid before (session 13's: 1e-3 and 3e-3 x frozen and train), recorded alone too
+# so its rule replays on the same run
+BEFORE = [{"tail_lr": lr, "tail_bn": bn} for lr in (1e-3, 3e-3) for bn in ("frozen", "train")]
 
 
 def _partition(path, seed=0):
@@ -128,6 +131,8 @@ def member_name(settings):
 
 
 RULES = {  # name -> (members, rungs, rank, pick)
+    "the default (1e-3 x frozen/train, 8; accuracy)": (("0.001/frozen", "0.001/train"), (8,), "val accuracy",
+                                                        "val accuracy"),
     "session 13 (5, 15; accuracy)": (("0.001/frozen", "0.001/train", "0.003/frozen", "0.003/train"), (5, 15),
                                      "val accuracy", "val accuracy"),
     "5, 15; val loss": (("0.001/frozen", "0.001/train", "0.003/frozen", "0.003/train"), (5, 15), "val loss", "val loss"),
@@ -173,7 +178,7 @@ def bench_tail(workdir, seeds, quick):
     work.mkdir(parents=True, exist_ok=True)
     partition = _partition(work / "partition.csv")
     members = [{"tail_lr": lr, "tail_bn": bn} for lr in TAIL_GRID["tail_lr"] for bn in TAIL_GRID["tail_bn"]]
-    singles = {member_name(s): s for s in [OLD, *members]}
+    singles = {member_name(s): s for s in [OLD, *members, *BEFORE]}
     settings = {"grid (the default)": {}, **{f"alone {name}": s for name, s in singles.items()}}
     rows = []
     for cnn in ("gender", "fer2013"):
