@@ -561,7 +561,7 @@ def info(cache, as_json, check, label_files, partition_file):
     tables = _library("heads.look.tables")
     summary = _library("cache.reader").cache_info(cache, check=check)
     if label_files or partition_file:
-        summary["overlay"] = _library("heads.run.overlay").overlay_record(cache, label_files, partition_file)
+        summary = _library("heads.run.overlay").overlay_info(summary, cache, label_files, partition_file)
     click.echo(json.dumps(summary, indent=2) if as_json else tables.info_text(summary))
     if "overlay" in summary and not as_json:
         _echo_lines(tables.overlay_lines(summary["overlay"], cache))

@@ -76,16 +76,7 @@ def cache_info(path, max_failures=20, check=False):
                     for i in failed[:max_failures]]
         faces = _faces_info(f, settings, status) if layout.is_aligned(settings) else None
     ok = status == layout.STATUS_OK
-    splits = {}
-    for split, code in layout.PARTITIONS.items():
-        in_split = partition == code
-        rows_ok = in_split & ok
-        splits[split] = {
-            "rows": int(in_split.sum()),
-            "ok": int(rows_ok.sum()),
-            "positive_rate": {name: (round(float(labels[rows_ok, j].mean()), 4) if rows_ok.any() else None)
-                              for j, name in enumerate(names)},
-        }
+    splits = split_summary(labels, partition, ok, names)
     return {
         "path": str(path),
         "shape": [settings["n_rows"], settings["feature_dim"]],
@@ -111,6 +102,22 @@ def cache_info(path, max_failures=20, check=False):
         "format_version": settings["format_version"],
         **({"check": scanned} if check else {}),
     }
+
+
+def split_summary(labels, partition, ok, names):
+    """{split: {"rows", "ok", "positive_rate": {name: the positive rate among the split's ok rows whose
+    label is known, or None}}} of labels uint8 [n, A] (UNKNOWN_LABEL unknown), partition [n], ok bool [n]."""
+    splits = {}
+    for split, code in layout.PARTITIONS.items():
+        in_split = partition == code
+        rows_ok = in_split & ok
+        rates = {}
+        for j, name in enumerate(names):
+            known = labels[rows_ok, j]
+            known = known[known != layout.UNKNOWN_LABEL]
+            rates[name] = round(float(known.mean()), 4) if len(known) else None
+        splits[split] = {"rows": int(in_split.sum()), "ok": int(rows_ok.sum()), "positive_rate": rates}
+    return splits
 
 
 def _faces_info(f, settings, status):

@@ -68,7 +68,7 @@ def test_mixed_line_endings_keep_line_numbers(tmp_path):
     ("2\nA A\n1.jpg 1 -1\n2.jpg 1 1\n", r"a.txt:2: attribute 'A' appears twice"),
     ("", r"a.txt: empty attribute file"),
     ("0\nA B\n", r"a.txt: no label rows"),
-    ("1\nA B\n1.jpg 1.0 1\n", r"a.txt:3: column 'A' has '1.0'"),
+    ("1\nA B\n1.jpg 0.5 1\n", r"a.txt:3: column 'A' has '0.5'"),  # 1.0 is read as 1 (spreadsheets)
 ])
 def test_text_format_errors_name_file_and_line(tmp_path, text, message):
     with pytest.raises(UserError, match=message):
@@ -124,3 +124,39 @@ def test_sample_files_agree_across_formats(celeba_sample):
     p_text, p_csv = read_partition(celeba_sample / "list_eval_partition.txt"), read_partition(celeba_sample / "list_eval_partition.csv")
     assert p_text.ids == p_csv.ids
     np.testing.assert_array_equal(p_text.values, p_csv.values)
+
+
+def test_files_as_pandas_and_spreadsheets_write_them(tmp_path, caplog):
+    """pandas' to_csv() with its index, NaN as an empty cell, floats and booleans; a spreadsheet's
+    `;` or tab CSV: the same table as the plain file."""
+    import logging
+
+    import pandas as pd
+    frame = pd.DataFrame({"image_id": ["1.jpg", "2.jpg", "3.jpg"], "A": [1.0, 0.0, float("nan")],
+                          "B": [True, False, True], "C": [0, 1, 1]})
+    frame.to_csv(tmp_path / "indexed.csv")  # ",image_id,A,B,C" then "0,1.jpg,1.0,True,0"
+    frame.to_csv(tmp_path / "semicolon.csv", sep=";", index=False)
+    frame.to_csv(tmp_path / "tabs.tsv", sep="\t", index=False, na_rep="NaN")
+    frame.to_csv(tmp_path / "unnamed.csv", index_label="Unnamed: 0", na_rep="#N/A")
+    for name in ("indexed.csv", "semicolon.csv", "tabs.tsv", "unnamed.csv"):
+        with caplog.at_level(logging.INFO):
+            table = read_labels(tmp_path / name, unknown=True)
+        assert table.ids == ["1.jpg", "2.jpg", "3.jpg"] and table.names == ["A", "B", "C"], name
+        assert table.values.tolist() == [[1, 1, 0], [0, 0, 1], [255, 1, 1]], name
+    assert "indexed.csv: its first column (headed '') is a row index" in caplog.text
+    with pytest.raises(UserError, match=r"indexed.csv:4: column 'A' has ''; labels must be -1/1 or 0/1 \(a cache"):
+        read_labels(tmp_path / "indexed.csv")  # a cache's own labels stay known
+    with pytest.raises(UserError, match=r"x.csv:2: column 'A' has '0.5'; labels must be"):
+        read_labels(write(tmp_path, "x.csv", "image_id,A\n1.jpg,0.5\n"))
+    pd.DataFrame({"image_id": ["1.jpg", "2.jpg"], "partition": [0.0, 2.0]}).to_csv(tmp_path / "p.csv")
+    assert read_partition(tmp_path / "p.csv").values.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("magic, kind", [(b"PK\x03\x04", "an .xlsx or .ods spreadsheet"),
+                                         (b"\xd0\xcf\x11\xe0", "an .xls spreadsheet")])
+def test_a_spreadsheet_file_gets_a_hint_to_save_it_as_csv(tmp_path, magic, kind):
+    path = tmp_path / "labels.xlsx"
+    path.write_bytes(magic + bytes(range(256)))
+    for read in (read_labels, read_partition):
+        with pytest.raises(UserError, match=rf"labels.xlsx: {kind}.*, not text; save it as CSV"):
+            read(path)

@@ -230,3 +230,57 @@ def test_not_in_run_rows_are_not_scored_anywhere(planted, tmp_path):
     task = load_task(TaskSpec(folder / "full.h5", "Male", partition=part))
     assert len(task.train.rows) + len(task.val.rows) + len(task.test.rows) == 500  # the failed row 5 is not listed
     assert all(int(i[:6]) % 2 == 0 for i in task.test.image_ids)
+
+
+def test_info_shows_the_splits_and_rates_a_run_sees(planted, tmp_path):
+    """info --labels/--partition: the split sizes and positive rates after the files, not the cache's."""
+    folder, labels, _ = planted
+    smiling = write_csv(tmp_path / "s.csv", ["image_id", "Smiling"], [[i, labels[r, 1]] for i, r in zip(ids(range(10)), range(10))])
+    listed = [[i, 1 if r < 100 else (0 if r < 600 else 1 if r < 800 else 2)] for i, r in zip(ids(range(900)), range(900))]
+    part = write_csv(tmp_path / "p.csv", ["image_id", "partition"], listed)
+    result = invoke("info", folder / "male.h5", "--labels", smiling, "--partition", part)
+    assert result.exit_code == 0, result.output
+    assert ("splits with --labels/--partition applied: train 500/500 ok, val 299/300 ok, test 100/100 ok, "
+            "100 left out by --partition") in result.output
+    rates = next(line.split()[1:] for line in result.output.splitlines() if line.startswith("Smiling "))
+    known = [r for r in range(10) if r != 5]  # row 5 failed
+    assert rates == ["-", f"{labels[known, 1].mean():.3f}", "-"]
+    summary = json.loads(invoke("info", folder / "male.h5", "--labels", smiling, "--partition", part, "--json").output)
+    assert summary["splits"]["val"]["positive_rate"]["Smiling"] == round(float(labels[known, 1].mean()), 4)
+    assert summary["attributes"] == ["Male", "Smiling"] and summary["left_out"] == 100
+
+
+def test_a_column_naming_an_attribute_in_another_case_gets_a_did_you_mean(planted, tmp_path):
+    folder, _, _ = planted
+    lower = write_csv(tmp_path / "lower.csv", ["image_id", "male"], [["000001.jpg", 1]])
+    result = invoke("train-heads", folder / "male.h5", "--out", tmp_path / "r", "--labels", lower, "--attrs", "Male")
+    assert result.exit_code == 1 and "lower.csv: column 'male' is not an attribute of the cache; did you mean 'Male'?" \
+        in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("file_id, hint", [
+    ("000001", "the file's ids lack the extension the cache's carry"),
+    ("000001.png", "the file's ids carry another extension than the cache's"),
+    ("img_align_celeba/000001.jpg", "the file's ids carry a folder the cache's lack"),
+    ("face_1.jpg", "no id matches"),
+])
+def test_a_file_whose_ids_all_miss_the_cache_is_an_error_with_a_hint(planted, tmp_path, file_id, hint):
+    folder, _, _ = planted
+    for option, header in (("--labels", "Male"), ("--partition", "partition")):
+        path = write_csv(tmp_path / "f.csv", ["image_id", header], [[file_id, 1]])
+        result = invoke("info", folder / "male.h5", option, path)
+        assert result.exit_code == 1, result.output
+        assert (f"f.csv: none of its 1 image id(s) is in the cache ({option}): {hint} (the file's first: "
+                f"'{file_id}'; the cache's first: '000000.jpg')") in result.output, result.output
+
+
+def test_a_later_file_overwriting_cells_says_how_many(tmp_path, caplog):
+    rows = stored_labels_for(tmp_path)
+    first = write_csv(tmp_path / "first.csv", ["image_id", "A", "B"], [["a.jpg", 0, 1], ["b.jpg", 1, 1]])
+    second = write_csv(tmp_path / "second.csv", ["image_id", "B"], [["a.jpg", 1], ["b.jpg", 0], ["c.jpg", 1]])
+    with caplog.at_level(logging.INFO):
+        applied, record = Overlay.read([first, second]).apply(rows, "c.h5")
+    assert "second.csv: overwrites 2 cell(s) an earlier --labels file gave (1 of them with another value" in caplog.text
+    assert [f["overwritten"] for f in record["files"]] == [0, 2]
+    assert applied.labels.tolist() == [[0, 1], [1, 0], [1, 1]]

@@ -261,8 +261,12 @@ def info_text(summary):
         lines.append(f"SHARD {shard['index']}/{shard['count']}: rows {shard['start']:,} to {shard['stop'] - 1:,} of "
                      f"{shard['total_rows']:,}, not a whole cache (join the shards with `cli.py merge`)")
     splits = summary["splits"]
-    lines.append("splits: " + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()))
-    lines.append(f"{'attribute':<22}" + "".join(f"{name:>8}" for name in splits) + "   (positive rate, ok rows)")
+    overlaid = "overlay" in summary  # info --labels/--partition: the splits and rates a run sees
+    left_out = f", {summary['left_out']:,} left out by --partition" if summary.get("left_out") else ""
+    lines.append(("splits with --labels/--partition applied: " if overlaid else "splits: ")
+                 + ", ".join(f"{name} {s['ok']}/{s['rows']} ok" for name, s in splits.items()) + left_out)
+    lines.append(f"{'attribute':<22}" + "".join(f"{name:>8}" for name in splits)
+                 + ("   (positive rate, ok rows with a known label)" if overlaid else "   (positive rate, ok rows)"))
     for attribute in summary["attributes"]:
         rates = [splits[name]["positive_rate"][attribute] for name in splits]
         lines.append(f"{attribute:<22}" + "".join(f"{r:8.3f}" if r is not None else f"{'-':>8}" for r in rates))

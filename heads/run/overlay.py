@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from cache.errors import UserError
-from cache.layout import UNKNOWN_LABEL, sha256_file
-from cache.reader import open_cache
+from cache.layout import STATUS_OK, UNKNOWN_LABEL, sha256_file
+from cache.reader import open_cache, row_status, split_summary
 from embed.labels import read_labels, read_partition
 
 NOT_IN_RUN = -1  # the partition of a row a --partition file does not list
@@ -88,6 +88,8 @@ class Overlay:
         where = f" (in {cache})" if cache else ""
         labels, names = rows.labels, list(rows.names)
         stored_columns = len(names)
+        for table in self.labels:
+            _check_case(table, names)
         new_names = [n for table in self.labels for n in table.names if n not in names]
         new_names = list(dict.fromkeys(new_names))
         if new_names:
@@ -98,18 +100,28 @@ class Overlay:
             labels = labels.copy()
         cache_index = pd.Index(rows.ids)
         files, given = [], np.zeros(len(names), np.int64)
+        listed_before = np.zeros(labels.shape, bool)  # cells an earlier file listed
         for table in self.labels:
             listed, found = _join(cache_index, table.ids)
+            _check_found(table.path, table.ids, rows.ids, found, "--labels")
             files.append(_file_record(table.path, table.ids, found, table.lines, where))
             columns = [names.index(n) for n in table.names]
+            cells = np.ix_(listed, columns)
             values = table.values[found]
-            files[-1]["changed"] = int((labels[np.ix_(listed, columns)] != values).sum())
-            labels[np.ix_(listed, columns)] = values
+            files[-1]["changed"] = int((labels[cells] != values).sum())
+            files[-1]["overwritten"] = overwritten = int(listed_before[cells].sum())
+            if overwritten:
+                again = int((listed_before[cells] & (labels[cells] != values)).sum())
+                log.info("%s: overwrites %d cell(s) an earlier --labels file gave (%d of them with another value; "
+                         "the later file wins)", table.path, overwritten, again)
+            labels[cells] = values
+            listed_before[cells] = True
             given[columns] += (values != UNKNOWN_LABEL).sum(axis=0)
         partition, partition_record = rows.partition, None
         if self.partition is not None:
             table = self.partition
             listed, found = _join(cache_index, table.ids)
+            _check_found(table.path, table.ids, rows.ids, found, "--partition")
             partition = np.full(len(rows.ids), NOT_IN_RUN, np.int8)
             partition[listed] = table.values[found]
             partition_record = {**_file_record(table.path, table.ids, found, table.lines, where),
@@ -123,6 +135,37 @@ class Overlay:
                                 "unknown": int((labels[:, j] == UNKNOWN_LABEL).sum()), "new": j >= stored_columns}
         record = {"files": files, "partition": partition_record, "attributes": attributes}
         return RowLabels(rows.ids, names, labels, partition), record
+
+
+def _check_case(table, names):
+    """A column naming a cache attribute in another case ('male') is a typo, not a new attribute."""
+    by_case = {name.casefold(): name for name in names}
+    for name in table.names:
+        if name not in names and name.casefold() in by_case:
+            raise UserError(f"{table.path}: column {name!r} is not an attribute of the cache; did you mean "
+                            f"{by_case[name.casefold()]!r}? (names are case-sensitive; rename the column)")
+
+
+def _check_found(path, file_ids, cache_ids, found, option):
+    """A file none of whose ids is a cache row changes nothing: an error, with how the ids differ."""
+    if len(found) or not len(file_ids) or not len(cache_ids):
+        return
+    theirs, ours = str(file_ids[0]), str(cache_ids[0])
+    stem = lambda image_id: image_id.rsplit(".", 1)[0]  # noqa: E731
+    base = lambda image_id: image_id.rsplit("/", 1)[-1]  # noqa: E731
+    file_set, cache_set = set(file_ids), set(cache_ids)
+    if file_set & {stem(i) for i in cache_set}:
+        hint = "the file's ids lack the extension the cache's carry"
+    elif {stem(i) for i in file_set} & {stem(i) for i in cache_set}:
+        hint = "the file's ids carry another extension than the cache's"
+    elif {base(i) for i in file_set} & cache_set:
+        hint = "the file's ids carry a folder the cache's lack"
+    elif file_set & {base(i) for i in cache_set}:
+        hint = "the cache's ids carry a folder the file's lack"
+    else:
+        hint = "no id matches"
+    raise UserError(f"{path}: none of its {len(file_ids):,} image id(s) is in the cache ({option}): {hint} "
+                    f"(the file's first: {theirs!r}; the cache's first: {ours!r})")
 
 
 def _join(cache_index, file_ids):
@@ -164,7 +207,14 @@ def check_recorded(record, where):
             record["partition"]["file"] if record.get("partition") else None)
 
 
-def overlay_record(cache, labels=(), partition=None):
-    """What labels and partition files would change in the cache at `cache` (`Overlay.apply`'s
-    record), for `info --labels`."""
-    return Overlay.read(labels, partition).apply(stored_labels(cache), cache)[1]
+def overlay_info(summary, cache, labels=(), partition=None):
+    """`info --labels/--partition`: the cache's summary (`cache.reader.cache_info`) as a run sees it
+    with the files applied: "splits" and "attributes" from the applied labels and partition,
+    "overlay" the record of what the files change (`Overlay.apply`), "left_out" the rows the
+    partition file does not list."""
+    applied, record = Overlay.read(labels, partition).apply(stored_labels(cache), cache)
+    with open_cache(cache) as f:
+        ok = row_status(f) == STATUS_OK
+    return {**summary, "attributes": applied.names, "overlay": record,
+            "splits": split_summary(applied.labels, applied.partition, ok, applied.names),
+            "left_out": int((applied.partition == NOT_IN_RUN).sum())}
