@@ -284,3 +284,55 @@ def test_a_later_file_overwriting_cells_says_how_many(tmp_path, caplog):
     assert "second.csv: overwrites 2 cell(s) an earlier --labels file gave (1 of them with another value" in caplog.text
     assert [f["overwritten"] for f in record["files"]] == [0, 2]
     assert applied.labels.tolist() == [[0, 1], [1, 0], [1, 1]]
+
+
+def test_compare_warns_when_runs_were_scored_on_different_splits(planted, tmp_path):
+    """A run split by a partition file beside one on the cache's own split: a warning naming both;
+    accuracy printed as train-heads prints it (% to one decimal)."""
+    folder, _, _ = planted
+    listed = [[i, 0 if r < 500 else 1 if r < 800 else 2] for i, r in zip(ids(range(1000)), range(1000))]
+    part = write_csv(tmp_path / "p.csv", ["image_id", "partition"], listed)
+    for name, extra in (("own", ()), ("split", ("--partition", part))):
+        result = invoke("baselines", folder / "full.h5", "--out", tmp_path / name, "--models", "logreg", "--no-plots", *extra)
+        assert result.exit_code == 0, result.output
+    result = invoke("compare", tmp_path / "own", tmp_path / "split")
+    assert result.exit_code == 0, result.output
+    assert (f"WARNING: the runs were scored on different partitions (the cache's own split for {tmp_path / 'own' / 'logreg'}, "
+            f"partition file p.csv for {tmp_path / 'split' / 'logreg'})") in result.output, result.output
+    own = json.loads((tmp_path / "own" / "logreg" / "metrics.json").read_text())["attributes"]["Male"]["val"]["accuracy"]
+    row = next(line.split() for line in result.output.splitlines() if line.startswith(str(tmp_path / "own")))
+    assert row[2] == f"{100 * own:.1f}" and "(accuracy, F1 and other rates in %)" in result.output
+    same = invoke("compare", tmp_path / "own", tmp_path / "split", "--partition", part)  # one split for both
+    assert same.exit_code == 0 and "WARNING" not in same.output, same.output
+
+
+def test_an_emptied_split_blames_what_emptied_it_and_audit_needs_no_val(planted, tmp_path):
+    """Everything in train (a folder embedded now, labelled later): audit cross-fits it without a val
+    split; train-heads says to pass --partition, and a partition file that empties a split is named."""
+    folder, _, _ = planted
+    all_train = write_csv(tmp_path / "all.csv", ["image_id", "partition"], [[i, 0] for i in ids(range(1000))])
+    result = invoke("audit", folder / "full.h5", "--out", tmp_path / "a", "--partition", all_train, "--kind", "logreg",
+                    "--attrs", "Male", "--folds", 2, "--no-duplicates")
+    assert result.exit_code == 0, result.output
+    assert "note: the val, test split(s) hold no row: audited train (cross-fitting needs no val split)" in result.output
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["splits"] == ["train"]
+    result = invoke("train-heads", folder / "full.h5", "--out", tmp_path / "r", "--partition", all_train, "--epochs", 1)
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"Error: {all_train} (--partition): puts no embedded row of {folder / 'full.h5'} in the val split; "
+        "give some rows partition 1 (val)"), result.output
+    no_test = write_csv(tmp_path / "nt.csv", ["image_id", "partition"], [[i, 0 if r < 800 else 1]
+                                                                          for i, r in zip(ids(range(1000)), range(1000))])
+    result = invoke("audit", folder / "full.h5", "--out", tmp_path / "b", "--partition", no_test, "--split", "test",
+                    "--kind", "logreg", "--attrs", "Male", "--folds", 2, "--no-duplicates")
+    assert result.exit_code == 1 and "the audited split(s) test hold no row" in result.output, result.output
+
+
+def test_a_cache_with_every_row_in_train_says_to_pass_a_partition(tmp_path):
+    planted_cache(tmp_path / "c.h5")
+    import h5py
+    with h5py.File(tmp_path / "c.h5", "r+") as f:
+        f["partition"][:] = 0
+    result = invoke("train-heads", tmp_path / "c.h5", "--out", tmp_path / "r", "--epochs", 1)
+    assert result.exit_code == 1 and "the val split has no rows (a folder embedded without a partition puts every " \
+        "image in train): give --partition FILE" in result.output, result.output

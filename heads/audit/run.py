@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.errors import UsageError
+from cache.errors import UsageError, UserError
 from cache.layout import UNKNOWN_LABEL
 from cache.reader import aligned_empty
 from heads.audit.duplicates import check_threshold, find_duplicates
@@ -72,12 +72,20 @@ def audited_rows(task_spec, splits):
     for NaN/inf features (task_spec.drop_nonfinite)}, the label overlay's record or None). The splits' features are read one split at
     a time into one array (float16 stays float16), so loading holds the rows and one split; the
     labels and ids are those of the rows read."""
-    task = load_task(task_spec, feature_splits=())
+    task = load_task(task_spec, feature_splits=(), required_splits=("train",))
+    empty = [s for s in splits if not task.split(s).image_ids]
+    splits = [s for s in splits if s not in empty]
+    if empty:
+        if not splits:
+            raise UserError(f"{task_spec.caches[0]}: the audited split(s) {', '.join(empty)} hold no row "
+                            "(--split names which to audit)")
+        log.info("the %s split(s) hold no row: audited %s (cross-fitting needs no val split)",
+                 ", ".join(empty), ", ".join(splits))
     most = sum(len(task.split(s).image_ids) for s in splits)  # before non-finite rows are dropped
     caches, attributes = [c["path"] for c in task.caches], tuple(task.attributes)
     features, parts, dropped, start = None, [], {}, 0
     for name in splits:
-        part = load_task(task_spec, feature_splits=(name,)).split(name)
+        part = load_task(task_spec, feature_splits=(name,), required_splits=("train",)).split(name)
         if not isinstance(part.features, np.ndarray):
             raise UsageError("audit reads the audited splits into memory; this input streams: use --stream never")
         if features is None:
@@ -134,7 +142,7 @@ def run_audit(task_spec, audit_spec, out_dir):
     elif (out / "duplicates.csv").exists():
         (out / "duplicates.csv").unlink()
     summary = {"cache": caches[0], "caches": caches, "attributes": list(rows.attributes),
-               "splits": list(audit_spec.splits), "excluded_nonfinite_rows": nonfinite,
+               "splits": [s for s in audit_spec.splits if s in set(rows.splits)], "excluded_nonfinite_rows": nonfinite,
                "rows": len(rows), "settings": {**asdict(audit_spec), "settings": settings,
                                                "features": task_spec.features, "inputs": list(task_spec.inputs)},
                "seconds": {"load": round(loaded - began, 3), "folds": round(folded - loaded, 3),

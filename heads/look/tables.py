@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from embed.defaults import FACE_CHOICES
-from heads.metrics import METRICS
+from heads.metrics import BY_NAME, METRICS
 
 TABLE_METRICS = [m for m in METRICS if m.table and (m.score or m.name == "majority_accuracy")]
 
@@ -159,9 +159,20 @@ def variant_line(i, total, name, metrics):
 
 
 def leaderboard_text(table, split=None):
-    """A leaderboard DataFrame (`heads.run.compare.leaderboard`) as aligned text."""
-    with pd.option_context("display.width", 200, "display.max_columns", 50, "display.float_format", "{:.4f}".format):
-        text = table.to_string(na_rep="-")
+    """A leaderboard DataFrame (`heads.run.compare.leaderboard`) as aligned text, each metric shown
+    as the training commands' tables show it (`Metric.format`: rates in %, AUC 0..1), with the
+    same note of units."""
+    shown = table.astype(object)
+    for column in table.columns:
+        metric = BY_NAME.get(column[1]) if isinstance(column, tuple) else None
+        if metric is not None:
+            shown[column] = [metric.format(None if pd.isna(v) else v) for v in table[column]]
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        text = shown.to_string(na_rep="-")
+    forms = {BY_NAME[c[1]].form for c in table.columns if isinstance(c, tuple) and c[1] in BY_NAME}
+    units = "; ".join(note for form, note in (("percent", "accuracy, F1 and other rates in %"),
+                                              ("score", "AUC, ece and brier 0..1")) if form in forms)
+    text = f"{text}\n({units})" if units else text
     return f"{split} split\n{text}" if split else text
 
 

@@ -79,10 +79,11 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
     a run's groups section; with groups (attribute names) every run is scored again on `split`
     per group (its caches and saved head), so runs trained without --groups rank too; with labels
     (files applied after each run's own) or partition, every run is scored again against them."""
-    rows, heads, scored = {}, {}, []
+    rows, heads, scored, splits = {}, {}, [], {}
     for run in find_runs(paths):
         checked = Run(run)
         heads[str(run)] = checked.head_name
+        splits[str(run)] = _split_of(checked, split, partition)
         checked.check_files()  # a run whose model changed since it was scored is refused, not ranked
         checked.label_files()  # as is one trained on labels that have changed since
         rescore = groups or labels or partition
@@ -100,6 +101,7 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
         log.warning("the runs score different attributes: the mean ranks them on the %d they all score (%s); "
                     "the other %d are shown but left out of the mean", len(common), ", ".join(common),
                     len(attributes) - len(common))
+    _warn_if_splits_differ(splits, split)
     for m in metrics:
         table[("mean", m)] = table[common].xs(m, axis=1, level=1).mean(axis=1)
     table.insert(0, ("head", ""), pd.Series(heads))
@@ -108,6 +110,39 @@ def leaderboard(paths, split="val", metrics=("accuracy",), groups=None, ranked=T
     if not ranked:
         return table
     return table.sort_values(("mean", metrics[0]), ascending=BY_NAME[metrics[0]].higher_is_better is False)
+
+
+def _split_of(run, split, partition):
+    """What a run's `split` was made of: its images (the caches' dataset fingerprints), the partition
+    file that split them (name and sha256; None: the cache's own split) unless `partition` re-splits
+    every run alike, and its row count (unless re-scored)."""
+    images = tuple(c.get("dataset_fingerprint") for c in run.caches)
+    if partition is not None:
+        return images, "--partition", None
+    recorded = (run.config.get("labels") or {}).get("partition")
+    split_file = (Path(recorded["file"]).name, recorded["sha256"]) if recorded else None
+    return images, split_file, (run.config.get("rows") or {}).get(split)
+
+
+def _warn_if_splits_differ(splits, split):
+    """Runs scored on different images, partitions or row counts of `split` are not comparable: warn,
+    naming a run of each (as for different attribute sets)."""
+    kinds = {}
+    for run, identity in splits.items():
+        kinds.setdefault(identity, run)
+    if len(kinds) < 2:
+        return
+    (first, a), (second, b) = list(kinds.items())[:2]
+    if first[0] != second[0]:
+        what = "different images (their caches' dataset fingerprints differ)"
+    elif first[1] != second[1]:
+        name = lambda s: f"partition file {s[0]}" if s else "the cache's own split"  # noqa: E731
+        what = f"different partitions ({name(first[1])} for {a}, {name(second[1])} for {b})"
+    else:
+        what = f"different {split} rows ({first[2]} for {a}, {second[2]} for {b})"
+    log.warning("the runs were scored on %s: %d kinds of %s split among %d runs, so their %s metrics are not "
+                "comparable (compare with --partition FILE to score every run on one split)",
+                what, len(kinds), split, len(splits), split)
 
 
 def _ranking(table, split):

@@ -243,10 +243,12 @@ def cache_record(path):
         return {"path": str(Path(path).resolve()), **{k: f.settings[k] for k in CACHE_RECORD}}
 
 
-def load_task(spec, feature_splits=("train", "val", "test")):
+def load_task(spec, feature_splits=("train", "val", "test"), required_splits=("train", "val", "test")):
     """Load train (partition 0), val (1) and test (2) of a TaskSpec; splits not in feature_splits
-    get labels only (features None). Rows marked ok with NaN/inf features stop the load unless
-    spec.drop_nonfinite (then counted, see Task). spec.exclude's ids are left out of train only."""
+    get labels only (features None); a split of required_splits without a row stops the load in one
+    line naming what emptied it (the partition file, or the cache's own split). Rows marked ok with
+    NaN/inf features stop the load unless spec.drop_nonfinite (then counted, see Task).
+    spec.exclude's ids are left out of train only."""
     paths = list(spec.caches)
     for path in paths:
         check_whole(path)
@@ -311,9 +313,8 @@ def load_task(spec, feature_splits=("train", "val", "test")):
                  ", ".join(f"{n:,} {split}" for split, n in unlabelled.items()))
     _check_labelled(splits, attributes, paths[0])
     for name, split in splits.items():
-        if len(split.rows) == 0:
-            raise UserError(f"{paths[0]}: the {name} split has no "
-                            + (f"row labelled for any of {', '.join(attributes)}" if unlabelled[name] else "embedded rows"))
+        if len(split.rows) == 0 and name in required_splits:
+            raise UserError(_empty_split(paths[0], name, spec.partition, attributes, unlabelled[name]))
     excluded = exclusion.record(splits["train"].n_left_out) if exclusion else None
     partitioned = labelled[0][1]["partition"] if labelled else None
     if partitioned and partitioned["left_out"]:
@@ -334,6 +335,22 @@ def _rows_kept(split, keep):
         features = features[keep]
     return replace(split, features=features, labels=split.labels[keep], rows=split.rows[keep],
                    image_ids=[i for i, k in zip(split.image_ids, keep) if k])
+
+
+def _empty_split(path, name, partition, attributes, unlabelled):
+    """Why the `name` split holds no row: what emptied it, and what to do."""
+    code = {"train": 0, "val": 1, "test": 2}[name]
+    if unlabelled:
+        return f"{path}: the {name} split has no row labelled for any of {', '.join(attributes)}"
+    if partition is not None:
+        return (f"{partition} (--partition): puts no embedded row of {path} in the {name} split; give some rows "
+                f"partition {code} ({name})")
+    with open_cache(path) as f:
+        in_split = int((f["partition"][:] == code).sum())
+    if in_split:
+        return f"{path}: the {name} split has no embedded rows (its {in_split:,} row(s) failed or are not embedded yet)"
+    return (f"{path}: the {name} split has no rows (a folder embedded without a partition puts every image in "
+            f"train): give --partition FILE, a CSV image_id,partition with 0 train, 1 val, 2 test")
 
 
 def _check_labelled(splits, attributes, path):
