@@ -651,7 +651,7 @@ def _grid(specs):
     try:
         _library("heads.run.sweep").parse_grid(list(specs))
     except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint="--grid") from None
+        raise click.UsageError(str(exc)) from None
     return specs
 
 

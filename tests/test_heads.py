@@ -316,6 +316,9 @@ def test_sweep_grid_names_and_leaderboard(cache, tmp_path):
     (["lr=0"], "--lr '0': must be a number in (0, inf)"),
     (["lr=1e-3,0.001"], "a value is given twice"),
     (["head=mlp:x"], "--head 'mlp:x': expected linear"),
+    (["tail_lr=1e-3,1e-4"], "Error: --grid tail_lr=0.001,0.0001: no variant uses it (--tail-lr is for --head tail)"),
+    (["patience=3,5", "epochs=2"], "--grid patience=3,5: no variant uses it (--patience is for --epochs auto)"),
+    (["head=my.py:build", "l2=0.1"], "--grid l2=0.1: no variant uses it (--l2 is for the built-in heads"),
 ])
 def test_sweep_bad_grid_values_are_checked_as_train_heads_checks_them(cache, tmp_path, grid, message):
     """One validation path: each --grid value goes through the check of its train-heads option, exit 2
@@ -325,7 +328,7 @@ def test_sweep_bad_grid_values_are_checked_as_train_heads_checks_them(cache, tmp
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
     assert not (tmp_path / "s").exists()
     option = next((m.split("'")[0].strip() for m in [message] if m.startswith("--")), None)
-    if option and option != "--head":  # the same value, given to train-heads, gets the same words
+    if option and not option.startswith(("--head", "--grid")):  # the same value, given to train-heads, gets the same words
         value = message.split("'")[1]
         single = invoke("train-heads", cache, "--out", tmp_path / "r", option, value)
         assert single.exit_code == 2 and message.split(": ", 1)[1] in single.output, single.output

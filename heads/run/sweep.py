@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cache.errors import UsageError
 from heads.defaults import KERAS, RUN
-from heads.kinds.keras_head import check_setting
+from heads.kinds.keras_head import check_setting, unused_settings
 from heads.kinds.trainer import SHARED_SETTINGS
 from heads.look.tensorboard import hparam_values, write_sweep_experiment
 from heads.run.compare import leaderboard, to_csv, to_markdown
@@ -67,7 +67,24 @@ def parse_grid(specs):
         raise UsageError("give at least one --grid name=v1,v2,...")
     if "head" in axes and "hidden" in axes:
         raise UsageError("--grid: give head=mlp:H,... or hidden=H,..., not both")
-    return [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
+    variants = [dict(zip(axes, point)) for point in itertools.product(*axes.values())]
+    _check_used(axes, variants)
+    return variants
+
+
+def _check_used(axes, variants):
+    """An axis no variant uses (tail_lr without a tail head, patience without epochs=auto) would only
+    repeat runs: a UsageError naming it."""
+    unused = None
+    for variant in variants:
+        settings = keras_settings(**variant)
+        head = f"mlp:{variant['hidden']}" if "hidden" in variant else settings["head"]
+        ignored = dict(unused_settings(head, settings["epochs"], list(variant)))
+        unused = ignored if unused is None else {k: v for k, v in unused.items() if k in ignored}
+    if unused:
+        name, why = next(iter(unused.items()))
+        values = ",".join(map(str, axes[name]))
+        raise UsageError(f"--grid {name}={values}: no variant uses it (--{name.replace('_', '-')} {why})")
 
 
 def variant_name(settings):
