@@ -106,17 +106,53 @@ def cache_settings(dataset, backbone, feature_dtype, shard=None, views=()):
     return settings
 
 
-def _differing_setting(stored, wanted):
-    """Name and values of the first resume setting that differs, else None."""
-    for key in (*layout.RESUME_SETTINGS, "shard"):
-        a, b = stored[key], wanted[key]
-        if isinstance(a, dict) and isinstance(b, dict):
-            for sub in sorted(set(a) | set(b)):
-                if a.get(sub) != b.get(sub):
-                    return f"{key}.{sub}", a.get(sub), b.get(sub)
-        elif a != b:
-            return key, a, b
-    return None
+# The embed option that sets each recorded setting (a resume refused for another names the option).
+OPTION_OF = {"backbone.model": "--model", "backbone.weights": "--weights", "backbone.layer": "--layer",
+             "backbone.mixed_precision": "--mixed-precision", "backbone.sha256": "--model (the file's sha256)",
+             "preprocessing.image_size": "--image-size", "preprocessing.color": "--color",
+             "preprocessing.value_range": "--value-range", "preprocessing.antialias": "--antialias",
+             "preprocessing.align": "--align", "preprocessing.align.face": "--face",
+             "preprocessing.align.refine": "--refine-landmarks",
+             "preprocessing.align.detector.min_face": "--min-face",
+             "preprocessing.align.detector.min_score": "--min-score",
+             "feature_dtype": "--dtype", "views": "--views", "layers": "--layers", "shard": "--shard"}
+
+
+def _differing_setting(stored, wanted, key=None):
+    """(The first resume setting that differs, as a dotted path into the settings, its stored value,
+    the wanted one), else None; nested records are compared key by key."""
+    if key is None:
+        for name in (*layout.RESUME_SETTINGS, "shard"):
+            diff = _differing_setting(stored[name], wanted[name], name)
+            if diff:
+                return diff
+        return None
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        for sub in sorted(set(stored) | set(wanted)):
+            diff = _differing_setting(stored.get(sub), wanted.get(sub), f"{key}.{sub}")
+            if diff:
+                return diff
+        return None
+    return (key, stored, wanted) if stored != wanted else None
+
+
+def _shown_setting(value):
+    """A recorded setting as the command line writes it: on/off for a flag or a record, 1,2 for a
+    list, the text of a string."""
+    if isinstance(value, bool) or value is None or isinstance(value, dict):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(_shown_setting, value)) or "(none)"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def differing_line(path, diff):
+    """One line: the setting `path` was made with and the one this command gives (`_differing_setting`)."""
+    name, old, new = diff
+    option = OPTION_OF.get(name)
+    if option is None:
+        return f"{path} was made with {name} {old!r} but this command gives {new!r}"
+    return f"{path} was made with {option} {_shown_setting(old)} \u2260 {_shown_setting(new)} ({name})"
 
 
 def _prepare_cache(path, dataset, rows, settings, overwrite):
@@ -134,9 +170,8 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
             raise UserError(f"{path} holds other images than this command lists (their ids differ); give the "
                             "original image list to resume, or pass --overwrite to start afresh")
         if diff:
-            name, old, new = diff
-            raise UserError(f"{path} was made with {name}={old!r} but this command gives {new!r}; "
-                            "repeat the original settings to resume, or pass --overwrite to start afresh")
+            raise UserError(differing_line(path, diff) + "; repeat the original settings to resume, or pass "
+                            "--overwrite to start afresh")
         if stored["dataset_fingerprint"] != settings["dataset_fingerprint"]:
             log.info("%s: the labels or partition differ from those it was made with; it resumes with its own "
                      "(labels do not change the features: give the new ones at training time with --labels and "

@@ -74,10 +74,11 @@ def test_resume_with_other_settings_is_refused_naming_the_setting(sample_dir, pr
     assert embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32).exit_code == 0
     result = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 24)
     assert result.exit_code == 1
-    assert "made with preprocessing.image_size=32 but this command gives 24" in result.output
+    assert f"{out} was made with --image-size 32 \u2260 24 (preprocessing.image_size); repeat the original settings" \
+        in result.output.splitlines()[-1]
     assert "--overwrite" in result.output and "Traceback" not in result.output
     result = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32, "--dtype", "float32")
-    assert "feature_dtype='float16' but this command gives 'float32'" in result.output
+    assert "made with --dtype float16 \u2260 float32 (feature_dtype)" in result.output
     again = embed_probe(sample_dir, out, "--model", probe_saved_model, "--image-size", 32)
     assert again.exit_code == 0 and "already complete; nothing to embed" in again.output
     assert "done: 0 ok, 0 failed" in again.output  # nothing recomputed

@@ -529,3 +529,24 @@ def test_make_scenes_writes_whole_folders_or_nothing(celeba_sample, tmp_path):
     assert labels.image_id.tolist() == ["00000.jpg"]  # only the one-face scene is labelled
     again = CliRunner().invoke(cli.main, ["make-scenes", *map(str, first), "--out", str(tmp_path / "scenes")])
     assert again.exit_code == 1 and "not empty (faces.csv, labels.csv, scenes); pass --overwrite" in again.output
+
+
+def test_a_resume_refused_for_other_face_settings_names_the_option_in_one_line():
+    """Not two dumped align records: the option, its recorded value and the given one."""
+    from embed.faces import align_record
+    from embed.runner import _differing_setting, differing_line
+
+    def settings(align):
+        return {"backbone": {"model": "m"}, "preprocessing": {"image_size": 64, "align": align}, "feature_dim": 8,
+                "feature_dtype": "float16", "image_ids_fingerprint": "f", "views": [], "layers": [], "shard": None}
+    made, given = settings(align_record(min_face=40, min_score=0.8)), settings(align_record(min_face=30, min_score=0.8))
+    assert differing_line("c.h5", _differing_setting(made, given)) == \
+        "c.h5 was made with --min-face 40 \u2260 30 (preprocessing.align.detector.min_face)"
+    given = settings(align_record(min_face=40, min_score=0.9))
+    assert differing_line("c.h5", _differing_setting(made, given)).endswith("--min-score 0.8 \u2260 0.9 "
+                                                                          "(preprocessing.align.detector.min_score)")
+    assert differing_line("c.h5", _differing_setting(made, settings(None))) == \
+        "c.h5 was made with --align on \u2260 off (preprocessing.align)"
+    refined = settings(align_record(refine=True, min_face=40, min_score=0.8))
+    assert differing_line("c.h5", _differing_setting(made, refined)).endswith("--refine-landmarks off \u2260 on "
+                                                                            "(preprocessing.align.refine)")

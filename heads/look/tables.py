@@ -219,19 +219,21 @@ def embed_lines(summary, info, out, retried, shown_failures=20):
     """What `embed` says when it is done: retries (retried: --retry-failed was given), resume point,
     failures, the cache's row counts."""
     lines = []
+    still_failed = summary.retried - summary.retried_ok
     if retried:
-        lines.append(f"retried {summary.retried} failed row(s): {summary.retried_ok} now ok, "
-                     f"{summary.retried - summary.retried_ok} still failed")
+        lines.append(f"retried {summary.retried} failed row(s): {summary.retried_ok} now ok, {still_failed} still failed")
     if summary.started_at_row >= summary.n_rows:
-        lines.append(f"{out} is already complete; nothing to embed")
+        lines.append(f"{out}: every row had been embedded before; only its failed rows were tried again" if retried
+                     else f"{out} is already complete; nothing to embed")
     elif summary.started_at_row:
         lines.append(f"resumed at row {summary.started_at_row} of {summary.n_rows}")
     lines += [f"failed: {image_id}: {error}" for image_id, error in summary.failures[:shown_failures]]
     if len(summary.failures) > shown_failures:
         lines.append(f"... and {len(summary.failures) - shown_failures} more (see `cli.py info {out}`)")
-    lines.append(f"done: {summary.rows_ok} ok, {summary.rows_failed} failed in {summary.seconds:.1f} s, "
-                 f"{summary.images_per_second:.1f} images/s; cache {out}: {info['rows']['ok']} ok, "
-                 f"{info['rows']['failed']} failed, {info['rows']['not_done']} not done")
+    counts = (f"{summary.rows_ok + summary.retried_ok} ok, {summary.rows_failed + still_failed} failed "
+              f"({summary.retried} of the rows retried)" if retried else f"{summary.rows_ok} ok, {summary.rows_failed} failed")
+    lines.append(f"done: {counts} in {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s; cache {out}: "
+                 f"{info['rows']['ok']} ok, {info['rows']['failed']} failed, {info['rows']['not_done']} not done")
     return lines
 
 
