@@ -6,7 +6,7 @@ a formatter of `heads.look.tables` makes of the result. The only module that tal
 the library reports through return values, callbacks and `logging` (shown here as `note:` and
 `WARNING:` lines). TensorFlow is imported only by the commands that need it, so `--help` is instant.
 Exit status: 0 success, 1 error (one line, no traceback), 2 usage error, 3 finished with failed
-images (unless --allow-failures), 130 interrupted (resume with the same command).
+images (unless --allow-failures), 130 interrupted (embed resumes with the same command; the others keep nothing).
 """
 
 import contextlib
@@ -177,8 +177,14 @@ def writes(**outputs):
                     written.append(policy.Output(path, option, policy.FILE if kind in FILES_BESIDE else kind))
                     if kind in FILES_BESIDE and str(path).strip():
                         written.append(policy.Output(str(policy.beside(path, FILES_BESIDE[kind])), option))
-            with policy.writing(written, overwrite):
-                return command(*args, **kwargs)
+            try:
+                with policy.writing(written, overwrite):  # an interrupted command's outputs are put back
+                    return command(*args, **kwargs)
+            except KeyboardInterrupt:
+                shown = ", ".join(dict.fromkeys(f"{o.option} {o.path}" for o in written))
+                click.echo(f"\ninterrupted: nothing kept ({shown} as before this command); run it again to start "
+                           "over", err=True)
+                sys.exit(EXIT_INTERRUPTED)
         return click.option("--overwrite", is_flag=True,
                             help="Replace the output if it exists (a folder only if this command wrote it).")(run)
     return decorate
@@ -200,6 +206,9 @@ class Cli(click.Group):
         _listen_to_the_library()
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:  # a command that writes says what it kept (`writes`); embed resumes
+            click.echo("\ninterrupted: nothing written", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except click.UsageError as exc:
             raise _UsageFailure(exc.format_message()) from None
         except UsageError as exc:

@@ -336,3 +336,27 @@ def test_a_cache_with_every_row_in_train_says_to_pass_a_partition(tmp_path):
     result = invoke("train-heads", tmp_path / "c.h5", "--out", tmp_path / "r", "--epochs", 1)
     assert result.exit_code == 1 and "the val split has no rows (a folder embedded without a partition puts every " \
         "image in train): give --partition FILE" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [("train-heads", "--epochs", 1, "--no-plots"),
+                                     ("baselines", "--models", "logreg", "--no-plots"),
+                                     ("sweep", "--grid", "hidden=4,8", "--grid", "epochs=1", "--no-plots"),
+                                     ("audit", "--kind", "logreg", "--folds", 2, "--no-duplicates")])
+def test_ctrl_c_exits_130_saying_what_was_kept(planted, tmp_path, monkeypatch, command):
+    """Ctrl-C (KeyboardInterrupt) mid-command: exit 130, one line, and the output as it was before (here
+    an earlier run that --overwrite was replacing)."""
+    import heads.run.task
+    folder, _, _ = planted
+    out = tmp_path / "out"
+    name, *options = command
+    assert invoke(name, folder / "full.h5", "--out", out, "--attrs", "Male", *options).exit_code == 0
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(heads.run.task, "load_split", pressed)  # inside the command, after its checks
+    result = invoke(name, folder / "full.h5", "--out", out, "--attrs", "Male", "--overwrite", *options)
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines()[-1] == (f"interrupted: nothing kept (--out {out} as before this command); "
+                                                      "run it again to start over")
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
