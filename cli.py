@@ -804,7 +804,8 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
                    "cache recorded, else no).")
 @click.option("--draw", "draw_dir", type=click.Path(file_okay=False),
               help="--faces: also write each photo with its faces' boxes, landmarks and decided attributes into "
-                   "this folder (created; must be empty), as <name>.jpg.")
+                   "this folder (created; must be empty), under the photo's file name (.jpg added unless it ends "
+                   "so: a.png -> a.png.jpg).")
 @click.option("--max-pixels", default=MAX_PIXELS, show_default=True, type=click.IntRange(min=1),
               help="--faces: photos larger than this (read from the file header) are reported as failed.")
 @AS_JSON

@@ -236,7 +236,13 @@ def aligned_pixels(faces, preprocessing):
     return preprocess(tf.cast(images, tf.float32), preprocessing)
 
 
-def no_face_error(detector):
+def no_face_error(detector, shape):
+    """Why a photo of `shape` ([H, W, ...]) gave no face: too small to hold the smallest face searched,
+    or none found at the detector's settings."""
+    height, width = shape[:2]
+    if min(height, width) < detector.min_face:
+        return (f"no face found: the photo is {width}x{height}, smaller than the smallest face searched "
+                f"({detector.min_face} px; --min-face, at least 12)")
     return f"no face found (smallest face searched: {detector.min_face} px, score at least {detector.thresholds[2]:g})"
 
 
@@ -283,7 +289,7 @@ class FaceBatches:
             count[i] = len(detected)
             face = choose(detected, self.aligner.face, photo.shape)
             if face is None:
-                errors[i] = no_face_error(self.aligner.detector)
+                errors[i] = no_face_error(self.aligner.detector, photo.shape)
                 continue
             box[i], marks[i], score[i] = face.box, face.landmarks, face.score
             faces[i] = self.aligner.align(photo, face)

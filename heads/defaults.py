@@ -66,7 +66,9 @@ AUDIT = {"kind": "keras_head", "head": "mlp:128", "epochs": "auto", "folds": 5, 
          "dup_probes": 16, "dup_rerank": 2, "dup_recall_queries": 1000, "dup_bins": 100}
 # The commands that score or look at runs: the split each reads by default, and what they show.
 SCORE = {"evaluate_split": "test", "compare_split": "val", "compare_metrics": ("accuracy",),
-         "min_image_side": 16}  # predict: a smaller image gets a note
+         "min_image_side": 16,  # predict: a smaller image gets a note
+         "scene_side": 436}  # predict --faces none: a photo this long on a side (2x CelebA's crop) is searched
+                             # for faces, and one holding several gets a note pointing to --faces all
 PROJECTOR = {"n": 5000, "split": "val", "seed": 0, "thumbnail": 64}
 REPORT = {"split": "test", "errors": 24, "thumbnail": 96}
 API = {"errors": 8, "columns": 8}  # heads.api: worst_errors' rows per attribute, image_grid's columns

@@ -550,3 +550,24 @@ def test_a_resume_refused_for_other_face_settings_names_the_option_in_one_line()
     refined = settings(align_record(refine=True, min_face=40, min_score=0.8))
     assert differing_line("c.h5", _differing_setting(made, refined)).endswith("--refine-landmarks off \u2260 on "
                                                                             "(preprocessing.align.refine)")
+
+
+def test_predict_hints_at_faces_all_for_a_group_photo_and_says_when_a_photo_is_too_small(face_run, tmp_path):
+    """A whole-photo prediction of a scene with three faces warns that it mixes them; a photo smaller
+    than the smallest face searched says so; drawn copies of a.jpg and a.png keep distinct names."""
+    scenes = sorted((face_run / "scenes" / "scenes").glob("*.jpg"))
+    group, single = scenes[3], scenes[0]  # three faces (1200 px wide), one face (400 x 400)
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), str(group), str(single)])
+    assert out.exit_code == 0, out.output
+    width, height = Image.open(group).size
+    assert (f"WARNING: {group}: 3 faces in this {width}x{height} photo, predicted as one image: --faces all finds, "
+            "aligns and predicts each face") in out.stderr
+    assert str(single) not in out.stderr
+    Image.open(single).resize((30, 30)).save(tmp_path / "tiny.jpg")
+    Image.open(single).save(tmp_path / "tiny.png")
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "best", "--draw",
+                                        str(tmp_path / "d"), str(tmp_path / "tiny.jpg"), str(tmp_path / "tiny.png")])
+    assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
+    assert ("tiny.jpg  30x30  failed: no face found: the photo is 30x30, smaller than the smallest face searched "
+            "(40 px; --min-face, at least 12)") in out.stdout
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["tiny.jpg", "tiny.png.jpg"]

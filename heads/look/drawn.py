@@ -11,8 +11,10 @@ YES, NO, BOX = (40, 200, 40), (200, 60, 40), (255, 210, 0)  # RGB
 
 
 def drawn_path(draw_dir, image):
-    """Where the drawn copy of `image` goes: DIR/<image's file stem>.jpg."""
-    return Path(draw_dir) / f"{Path(image).stem}.jpg"
+    """Where the drawn copy of `image` goes: DIR/<image's file name>, with .jpg added unless it ends
+    so (a.jpg -> a.jpg, a.png -> a.png.jpg): inputs differing only in extension keep distinct names."""
+    name = Path(image).name
+    return Path(draw_dir) / (name if name.lower().endswith(".jpg") else f"{name}.jpg")
 
 
 def check_draw_names(images):

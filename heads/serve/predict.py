@@ -83,10 +83,37 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
     probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
     results = [image_entry(run, path, error, p, None if error else _file_note(path))
                for path, error, p in zip(paths, errors, probabilities)]
+    _note_several_faces(run, results)
     for result in results:
         if result["note"]:
             log.warning("%s: %s", result["image"], result["note"])
     return results
+
+
+def _note_several_faces(run, results):
+    """A whole photo (not an aligned crop: SCORE["scene_side"] pixels or more on a side) holding
+    several faces gets a note: its one prediction mixes them, --faces all predicts each. The photos
+    are searched one at a time with the run's face detector (`run_aligner`)."""
+    from embed.defaults import MAX_PIXELS
+    from embed.faces import read_photo
+    from embed.pipeline import header_size
+
+    aligner = None
+    for result in results:
+        if not result["ok"] or result["note"]:
+            continue
+        with open(result["image"], "rb") as f:
+            size = header_size(f.read())
+        if size is None or max(size) < SCORE["scene_side"]:
+            continue
+        photo, _ = read_photo(result["image"], MAX_PIXELS)
+        if photo is None:
+            continue
+        aligner = aligner or run_aligner(run)
+        count = len(aligner.detector.detect([photo])[0])
+        if count > 1:
+            result["note"] = (f"{count} faces in this {size[0]}x{size[1]} photo, predicted as one image: "
+                              "--faces all finds, aligns and predicts each face")
 
 
 def image_entry(run, name, error, probabilities, note):
@@ -204,7 +231,7 @@ class Predictor:
             ordered = ranked(detected, aligner.face, photo.shape)
             chosen = ordered if faces == "all" else ordered[:1]
             if not chosen:
-                entry["error"] = no_face_error(aligner.detector)
+                entry["error"] = no_face_error(aligner.detector, photo.shape)
                 continue
             entry["ok"] = True
             for face in chosen:
