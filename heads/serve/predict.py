@@ -9,6 +9,7 @@ face; the aligned face then goes through each backbone's own preprocessing like 
 its entries are the ones `predict --json` prints.
 """
 
+import functools
 import logging
 import threading
 
@@ -81,39 +82,32 @@ def predict_images(run_dir, images, *, batch_size=32, trust_model=False):
                 errors[index] = errors[index] or error.decode("utf-8", "replace")
         features.append(np.concatenate(blocks))
     probabilities = head.predict_proba(transform.transform(np.concatenate(features, axis=1)))
-    results = [image_entry(run, path, error, p, None if error else _file_note(path))
+    aligner = functools.cache(lambda: run_aligner(run))
+    results = [image_entry(run, path, error, p, None if error else _file_note(path, aligner))
                for path, error, p in zip(paths, errors, probabilities)]
-    _note_several_faces(run, results)
     for result in results:
         if result["note"]:
             log.warning("%s: %s", result["image"], result["note"])
     return results
 
 
-def _note_several_faces(run, results):
-    """A whole photo (not an aligned crop: SCORE["scene_side"] pixels or more on a side) holding
-    several faces gets a note: its one prediction mixes them, --faces all predicts each. The photos
-    are searched one at a time with the run's face detector (`run_aligner`)."""
+def several_faces_note(data, aligner):
+    """A note for a whole photo (image file bytes; not an aligned crop: SCORE["scene_side"] pixels or
+    more on a side) holding several faces: its one prediction mixes them, --faces all predicts each.
+    aligner(): the face aligner whose detector searches it (made only when a photo is that large)."""
+    import io
+
     from embed.defaults import MAX_PIXELS
     from embed.faces import read_photo
     from embed.pipeline import header_size
 
-    aligner = None
-    for result in results:
-        if not result["ok"] or result["note"]:
-            continue
-        with open(result["image"], "rb") as f:
-            size = header_size(f.read())
-        if size is None or max(size) < SCORE["scene_side"]:
-            continue
-        photo, _ = read_photo(result["image"], MAX_PIXELS)
-        if photo is None:
-            continue
-        aligner = aligner or run_aligner(run)
-        count = len(aligner.detector.detect([photo])[0])
-        if count > 1:
-            result["note"] = (f"{count} faces in this {size[0]}x{size[1]} photo, predicted as one image: "
-                              "--faces all finds, aligns and predicts each face")
+    size = header_size(data)
+    if size is None or max(size) < SCORE["scene_side"]:
+        return None
+    photo, _ = read_photo(io.BytesIO(data), MAX_PIXELS)
+    count = 0 if photo is None else len(aligner().detector.detect([photo])[0])
+    return (f"{count} faces in this {size[0]}x{size[1]} photo, predicted as one image: --faces all finds, aligns and "
+            "predicts each face") if count > 1 else None
 
 
 def image_entry(run, name, error, probabilities, note):
@@ -122,9 +116,10 @@ def image_entry(run, name, error, probabilities, note):
             "attributes": None if error else _attributes(run, probabilities), "note": note}
 
 
-def _file_note(path):
+def _file_note(path, aligner):
     with open(path, "rb") as f:
-        return small_note(f.read())
+        data = f.read()
+    return small_note(data) or several_faces_note(data, aligner)
 
 
 def small_note(data):
@@ -264,7 +259,8 @@ class Predictor:
                 pixels.append(preprocess(image, prep))
             features.append(run_view_features(self.run, backbone, tf.stack(pixels)).numpy())
         probabilities = self.head.predict_proba(self.transform.transform(np.concatenate(features, axis=1)))
-        return [image_entry(self.run, name, error, p, None if error else small_note(data))
+        return [image_entry(self.run, name, error, p,
+                            None if error else small_note(data) or several_faces_note(data, lambda: self.aligner))
                 for (name, data), error, p in zip(items, errors, probabilities)]
 
 
