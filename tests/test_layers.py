@@ -4,6 +4,7 @@ checked on open, shown by `info`; heads train on pooled layers (`--input`, sever
 and predict from images agrees; bad usage is one line."""
 
 import json
+import re
 import shutil
 import signal
 from pathlib import Path
@@ -295,13 +296,16 @@ def test_tail_auto_trains_its_grid_together_and_keeps_the_best_member_on_val(fac
     result = invoke("train-heads", cache, "--out", tmp_path / "grid", *common, "--no-plots")
     assert result.exit_code == 0, result.output
     members = len(TAIL_GRID["tail_lr"]) * len(TAIL_GRID["tail_bn"])
-    assert f"epoch 1: {members} of {members} tails training; best so far tail_lr=" in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("epoch ")]
+    assert re.match(rf"epoch 1: {members} of {members} tails training, loss [\d.]+(-[\d.]+)?, val loss [\d.]+(-[\d.]+)?; "
+                    "kept so far: tail_lr=", lines[0]), lines  # this epoch's losses, then the member kept so far
     run = json.loads((tmp_path / "grid" / "metrics.json").read_text())["run"]
     selection, scores = run["selection"], run["selection"]["val_accuracy_by_member"]
     assert len(scores) == members and set(selection["epochs_by_member"].values()) == {2}
     chosen = f"tail_lr={selection['tail_lr']:g} tail_bn={selection['tail_bn']}"
     assert scores[chosen] == max(scores.values()) and list(scores).index(chosen) == list(scores.values()).index(
         max(scores.values()))  # ties: the first in grid order
+    assert f"kept so far: {chosen} after its epoch 2 (" in lines[-1], lines  # the live line follows the kept rule
     assert run["settings"]["tail_lr"] == "auto" and f"chose {{\"tail_lr\": {selection['tail_lr']}" in result.output
     alone = invoke("train-heads", cache, "--out", tmp_path / "alone", *common, "--tail-lr", str(selection["tail_lr"]),
                    "--tail-bn", selection["tail_bn"], "--no-plots")
@@ -458,3 +462,25 @@ def test_nonfinite_rows_of_a_spatial_layer_are_found_in_memory_and_streamed(laye
                         "--stream", stream)
         assert result.exit_code == 1 and "1 row(s) of the train split marked ok hold non-finite features" in \
             result.output and "rows 7 (000008.jpg)" in result.output, result.output
+
+
+def test_the_grids_live_line_names_the_member_and_epoch_keep_best_would_keep():
+    """Not the best val accuracy of any epoch (A's epoch 1) but each member's kept epoch (lowest val
+    loss) scored by mean val accuracy: B after its epoch 1; and this epoch's losses of both."""
+    from types import SimpleNamespace
+
+    from heads.kinds.trainer import _leading
+
+    def member(rate, history):
+        return SimpleNamespace(tail_lr=rate, tail_bn="frozen", epochs="auto", diverged_=None, attributes_=["Male"],
+                               history_=[{"epoch": e, "loss": loss, "val_loss": v, "val_Male_accuracy": a}
+                                         for e, (loss, v, a) in enumerate(history, 1)])
+    a = member(1e-3, [(0.6, 0.50, 0.90), (0.5, 0.40, 0.80)])
+    b = member(3e-3, [(0.7, 0.45, 0.85), (0.4, 0.60, 0.70)])
+    record = _leading([a, b], [a, b])
+    assert (record["member"], record["member_epoch"], record["val_loss"]) == ("tail_lr=0.003 tail_bn=frozen", 1, 0.45)
+    assert record["epoch_loss"] == [0.4, 0.5] and record["epoch_val_loss"] == [0.4, 0.6]
+    from heads.look.tables import epoch_line
+    assert epoch_line(record) == ("epoch 2: 2 of 2 tails training, loss 0.4000-0.5000, val loss 0.4000-0.6000; kept "
+                                  "so far: tail_lr=0.003 tail_bn=frozen after its epoch 1 (loss 0.7000, val loss "
+                                  "0.4500  val: Male 85.0%)")

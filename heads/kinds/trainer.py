@@ -192,15 +192,20 @@ def fit_together(heads, train, val=None, on_epoch=None, diverged="raise"):
             head.calibrate_on(val)
 
 
-def val_score(head):
-    """The mean val accuracy over the attributes at the epoch whose weights the head keeps, or would
-    keep if it stopped now (epochs auto: the lowest val loss so far, the first on ties; a fixed
-    number: the last epoch); None for a diverged head or one without val records."""
+def kept_record(head):
+    """The history record of the epoch whose weights the head keeps, or would keep if it stopped now
+    (epochs auto: the lowest val loss so far, the first on ties; a fixed number: the last epoch);
+    None for a diverged head or one without val records."""
     records = [r for r in head.history_ if "val_loss" in r]
     if head.diverged_ or not records:
         return None
-    kept = min(records, key=lambda r: r["val_loss"]) if head.epochs == "auto" else records[-1]
-    return float(np.mean([kept[f"val_{a}_accuracy"] for a in head.attributes_]))
+    return min(records, key=lambda r: r["val_loss"]) if head.epochs == "auto" else records[-1]
+
+
+def val_score(head):
+    """The mean val accuracy over the attributes at the epoch the head keeps (`kept_record`), or None."""
+    kept = kept_record(head)
+    return None if kept is None else float(np.mean([kept[f"val_{a}_accuracy"] for a in head.attributes_]))
 
 
 def _halving(grids):
@@ -228,16 +233,24 @@ def _halving(grids):
 
 
 def _leading(members, training):
-    """A grid's progress after an epoch: the record of the best epoch so far of any member (mean val
-    accuracy), with "epoch" the grid's epoch and "member", "member_epoch" and "training" ("4 of 6":
-    members still training) added."""
-    records = [(np.mean([r[k] for k in r if k.startswith("val_") and k.endswith("_accuracy")]), -i, r, m)
-               for i, m in enumerate(members) for r in m.history_ if "val_loss" in r]
+    """A grid's progress after an epoch, by the rule `KerasHead.keep_best` chooses by: the kept record
+    (`kept_record`) of the member with the best mean val accuracy there (ties: the first), with
+    "epoch" the grid's epoch, "member", "member_epoch" (the kept epoch) and "training" ("4 of 6":
+    members still training) added, and "epoch_loss" / "epoch_val_loss": [lowest, highest] of this
+    epoch's losses over the members that trained it."""
     epoch = max(len(m.history_) for m in members)
     progress = {"epoch": epoch, "training": f"{sum(m in training for m in members)} of {len(members)}"}
-    if not records:
+    latest = [m.history_[-1] for m in members if len(m.history_) == epoch]
+    for key in ("loss", "val_loss"):
+        values = [r[key] for r in latest if key in r and np.isfinite(r[key])]
+        if values:
+            progress[f"epoch_{key}"] = [float(min(values)), float(max(values))]
+    scores = [val_score(m) for m in members]
+    ranked = [i for i in range(len(members)) if scores[i] is not None]
+    if not ranked:
         return progress
-    *_, record, leader = max(records, key=lambda entry: entry[:2])
+    leader = members[max(ranked, key=lambda i: (scores[i], -i))]
+    record = kept_record(leader)
     return {**record, **progress, "member": f"tail_lr={leader.tail_lr:g} tail_bn={leader.tail_bn}",
             "member_epoch": record["epoch"]}
 

@@ -144,9 +144,14 @@ def epoch_line(record):
                            for k, v in record.items() if k.startswith("val_") and k.endswith("_accuracy"))
     val_loss = f", val loss {record['val_loss']:.4f}" if "val_loss" in record else ""
     if "training" in record:  # a grid of tails (`heads.kinds.trainer.fit_together`)
-        best = (f"; best so far {record['member']} after its epoch {record['member_epoch']}: loss "
-                f"{record['loss']:.4f}{val_loss}  val: {accuracies}") if "member" in record else ""
-        return f"epoch {record['epoch']}: {record['training']} tails training{best}"
+        def spread(key):
+            low, high = record[key]
+            return f"{low:.4f}" if low == high else f"{low:.4f}-{high:.4f}"
+        now = "".join(f", {name} {spread(key)}" for key, name in (("epoch_loss", "loss"), ("epoch_val_loss", "val loss"))
+                      if key in record)
+        kept = (f"; kept so far: {record['member']} after its epoch {record['member_epoch']} (loss "
+                f"{record['loss']:.4f}{val_loss}  val: {accuracies})") if "member" in record else ""
+        return f"epoch {record['epoch']}: {record['training']} tails training{now}{kept}"
     return f"epoch {record['epoch']}: loss {record['loss']:.4f}{val_loss}  val: {accuracies}"
 
 
