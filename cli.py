@@ -25,6 +25,7 @@ import click
 from click.core import ParameterSource
 
 from cache.errors import UsageError, UserError
+from cache.units import counted
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
 from embed.defaults import BATCH_SIZE, FACE_CHOICES, FACE_DEFAULTS, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
 from heads.defaults import (
@@ -543,7 +544,7 @@ def embed(dataset, out, backbone, run, placement, allow_failures, log_every, sta
     info = cache_info(out)
     _echo_lines(tables.embed_lines(summary, info, out, retried=run.retry_failed))
     if info["rows"]["failed"] and not allow_failures:
-        click.echo(f"{info['rows']['failed']} image(s) failed; exit status {EXIT_FAILED_ROWS} "
+        click.echo(f"{counted(info['rows']['failed'], 'image')} failed; exit status {EXIT_FAILED_ROWS} "
                    "(pass --allow-failures to accept)", err=True)
         sys.exit(EXIT_FAILED_ROWS)
 
@@ -652,7 +653,7 @@ def sweep(task, out, grid, seed, plots):
     board = _library("heads.run.sweep").run_sweep(task, out, list(grid), seed=seed, plots=plots,
                                                   on_variant=lambda *v: click.echo(tables.variant_line(*v)))
     click.echo(tables.leaderboard_text(board))
-    click.echo(f"wrote {out}: {len(board)} run folder(s) (one per variant), leaderboard.csv, leaderboard.md")
+    click.echo(f"wrote {out}: {counted(len(board), 'run folder')} (one per variant), leaderboard.csv, leaderboard.md")
 
 
 def _grid(specs):
@@ -769,7 +770,7 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
                                  labels=label_files, partition=partition_file)
     click.echo(_library("heads.look.tables").leaderboard_text(table, split))
     for folder, count in table.attrs["searched"].items():
-        click.echo(f"{folder}: {count} run(s) found at any depth")
+        click.echo(f"{folder}: {counted(count, 'run')} found at any depth")
     if csv_path:
         compared.to_csv(table, csv_path)
         click.echo(f"wrote {csv_path}")
@@ -851,10 +852,10 @@ def predict(run_dir, images, video, video_out, faces, min_face, min_score, refin
     else:
         _echo_lines(lines)
     if draw_dir:
-        click.echo(f"wrote {draw_dir}: {sum(r['size'] is not None for r in results)} drawn photo(s)", err=True)
+        click.echo(f"wrote {draw_dir}: {counted(sum(r['size'] is not None for r in results), 'drawn photo')}", err=True)
     failed = sum(not r["ok"] for r in results)
     if failed:
-        click.echo(f"{failed} of {len(results)} image(s) could not be read"
+        click.echo(f"{failed} of {counted(len(results), 'image')} could not be read"
                    + (" or had no face" if faces != "none" else ""), err=True)
         sys.exit(EXIT_FAILED_ROWS)
 
@@ -988,7 +989,7 @@ def report(runs, out, split, n_errors, images, label_files, partition_file):
     (judged by the runs' labels, or with --labels/--partition by those)."""
     count = _library("heads.look.page").build_report(list(runs), out, split=split, n_errors=n_errors, images=images,
                                                      labels=label_files, partition=partition_file)
-    click.echo(f"wrote {out}: {count} run(s)")
+    click.echo(f"wrote {out}: {counted(count, 'run')}")
 
 
 # --- the dataset, audited through the cache -----------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 
 from cache import layout
 from cache.errors import UsageError, UserError, WriteFailed
+from cache.units import size_text
 
 
 def _tool_version():
@@ -109,7 +110,7 @@ def _reserve(tmp, n_bytes, path):
     except OSError as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise _write_failure(path, exc, f"creating the cache ({n_bytes / 1e6:.1f} MB)") from None
+        raise _write_failure(path, exc, f"creating the cache ({size_text(n_bytes)})") from None
 
 
 def _fill_new_cache(f, image_ids, attribute_names, labels, partition, feature_dim, feature_dtype, settings):

@@ -20,6 +20,7 @@ import numpy as np
 from cache import layout
 from cache.errors import UsageError, UserError, WriteFailed
 from cache.reader import open_cache, row_status
+from cache.units import counted, size_text
 from cache.writer import CacheWriter, create_cache
 from embed.defaults import BATCH_SIZE, FEATURE_DTYPE, MAX_PIXELS
 
@@ -202,17 +203,17 @@ def _check_disk(path, rows_left, settings):
     needed = rows_left * row_bytes(settings)
     free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     if settings["layers"]:
-        log.info("the layout predicts %.2f GB for %d rows of %s (features%s)", needed / 1e9, rows_left, path,
+        log.info("the layout predicts %s for %s of %s (features%s)", size_text(needed), counted(rows_left, "row"), path,
                  "".join(f", {layer['name']} {layer['pool']} {layer['shape']}" for layer in settings["layers"]))
     if needed <= free:
         return
     if settings["layers"]:
-        raise UserError(f"{path}: {rows_left} rows with their layers need about {needed / 1e9:.2f} GB but "
-                        f"{free / 1e9:.2f} GB are free; free space, store fewer or pooled layers, or choose "
+        raise UserError(f"{path}: {counted(rows_left, 'row')} with their layers need about {size_text(needed)} but "
+                        f"{size_text(free)} are free; free space, store fewer or pooled layers, or choose "
                         "another --out")
-    log.warning("%d rows need about %.0f MB but %.0f MB are free beside %s; embedding will stop when the "
-                "disk fills (free space, then run the same command to resume)", rows_left, needed / 1e6,
-                free / 1e6, path)
+    log.warning("%s need about %s but %s are free beside %s; embedding will stop when the "
+                "disk fills (free space, then run the same command to resume)", counted(rows_left, "row"),
+                size_text(needed), size_text(free), path)
 
 
 def _retry_windows(statuses, batch_size):

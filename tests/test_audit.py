@@ -66,7 +66,7 @@ def test_flags_the_planted_label_flips(planted, audited):
     assert summary["rows"] == PLANTED_N + 60 and summary["splits"] == ["train", "val", "test"]
     for name in SEEN:
         assert 0.06 <= summary["labels"][name]["noise_rate"] <= 0.14  # cleanlab's estimate of the planted 10 %
-    assert "barely sees" not in output and "60 pair(s) in 60 group(s), 60 across train and val/test" in output
+    assert "barely sees" not in output and "60 pairs in 60 groups, 60 across train and val/test" in output
 
 
 def test_a_weak_attribute_gets_a_note():

@@ -115,7 +115,7 @@ def test_damaged_images_are_recorded_and_set_the_exit_status(sample_dir, probe_s
     out = tmp_path / "c.h5"
     result = embed_probe(data, out, "--model", probe_saved_model, "--image-size", 16)
     assert result.exit_code == cli.EXIT_FAILED_ROWS, result.output
-    assert "1 labelled id(s) have no image file" in result.output
+    assert "1 labelled id has no image file" in result.output
     assert "failed: 000002.jpg: cannot decode image" in result.output
     assert "failed: 000009.jpg: missing file" in result.output
     assert "done: 37 ok, 3 failed" in result.output and "--allow-failures" in result.output

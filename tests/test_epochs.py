@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+from cache.units import counted
 from heads.kinds.base import Data
 from heads.kinds.keras_head import KerasHead
 from heads.kinds.trainer import fit_together
@@ -72,7 +73,7 @@ def test_the_run_records_and_shows_when_it_stopped(cache, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     epochs = metrics["run"]["epochs"]
     assert epochs["auto"] and 1 <= epochs["best"] <= epochs["trained"] <= 100
-    assert f"trained {epochs['trained']} epoch(s); the val loss was lowest after epoch {epochs['best']}" in result.output
+    assert f"trained {counted(epochs['trained'], 'epoch')}; the val loss was lowest after epoch {epochs['best']}" in result.output
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == epochs["trained"] and [r["epoch"] for r in rows if r["best"] == "1"] == [str(epochs["best"])]

@@ -98,8 +98,8 @@ def test_cli_says_what_it_left_out(planted, tmp_path):
     listed = write_list(tmp_path / "x.csv", ids([1, 2, 3]))
     result = invoke("train-heads", path, "--out", tmp_path / "r", "--attrs", "Male", "--epochs", 1, "--exclude", listed, "--no-plots")
     assert result.exit_code == 0, result.output
-    assert f"excluded: 3 train row(s) listed in {listed.resolve()} (3 id(s) listed; 0 of them in val or test" in result.output
-    assert result.output.count("3 train row(s)") == 1  # said once, not also as a note
+    assert f"excluded: 3 train rows listed in {listed.resolve()} (3 ids listed; 0 of them in val or test" in result.output
+    assert result.output.count("3 train rows") == 1  # said once, not also as a note
 
 
 @pytest.mark.parametrize("content, message", [
@@ -154,7 +154,7 @@ def test_mask_labels_makes_listed_train_labels_unknown_and_keeps_the_rows(plante
     result = invoke("baselines", path, "--out", tmp_path / "r", "--models", "logreg", "--attrs", "Male,Smiling",
                     "--mask-labels", listed, "--no-plots")
     assert result.exit_code == 0, result.output
-    assert f"masked: 40 train label(s) listed in {listed.resolve()} made unknown (Male 20, Smiling 20;" in result.output
+    assert f"masked: 40 train labels listed in {listed.resolve()} made unknown (Male 20, Smiling 20;" in result.output
     config = json.loads((tmp_path / "r" / "logreg" / "config.json").read_text())
     assert config["masked"] == task.masked and config["rows"]["train"] == len(plain.train.rows)
     metrics = json.loads((tmp_path / "r" / "logreg" / "metrics.json").read_text())

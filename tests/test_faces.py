@@ -243,7 +243,7 @@ def test_predict_faces_finds_every_face_in_scenes_and_predicts_each_as_its_align
                                             str(scenes[3])]).stdout
     assert "3 faces, numbered by the main rule (the large face near the centre first)" in printed
     assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == [p.name for p in scenes]
-    assert "drawn photo(s)" in out.stderr
+    assert "drawn photos" in out.stderr
 
 
 def cli_json(face_run, images):
@@ -262,7 +262,7 @@ def test_predict_faces_reports_a_photo_without_a_face_and_predicts_the_rest(face
     assert "wall.png  300x300  failed: no face found (smallest face searched: 40 px, score at least 0.8)" in out.stdout
     assert "absent.jpg  failed: missing file" in out.stdout
     assert f"{scene}  400x400  1 face" in out.stdout and "    Male " in out.stdout
-    assert "2 of 3 image(s) could not be read or had no face" in out.stderr
+    assert "2 of 3 images could not be read or had no face" in out.stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -342,7 +342,7 @@ def test_embed_align_stores_each_rows_face_and_fails_a_photo_without_one(photo_f
         align = json.loads(f.attrs["preprocessing"])["align"]
         assert align["face"] == "main" and align["detector"]["min_face"] == 40 and align["fill"] == "edge"
     info = CliRunner().invoke(cli.main, ["info", str(tmp_path / "aligned.h5")])
-    assert "faces: 1 row(s) failed with no face found" in info.output
+    assert "faces: 1 row failed with no face found" in info.output
     other = _embed_align(photo_folder, model, tmp_path / "aligned.h5", "--min-face", "30")
     assert other.exit_code == 1 and "preprocessing.align" in other.output  # another detection: a new cache
 
@@ -366,7 +366,7 @@ def test_embed_align_shards_merge_and_retry_give_the_plain_runs_rows(photo_folde
             np.testing.assert_array_equal(a[name][:], b[name][:])
     shutil.copy(folder / "scenes" / "00000.jpg", folder / "scenes" / "wall.jpg")
     retried = _embed_align(folder, model, tmp_path / "whole.h5", "--retry-failed")
-    assert retried.exit_code == 0 and "retried 1 failed row(s): 1 now ok" in retried.output, retried.output
+    assert retried.exit_code == 0 and "retried 1 failed row: 1 now ok" in retried.output, retried.output
     with h5py.File(tmp_path / "whole.h5") as f:
         ids = [i.decode() for i in f["image_id"][:]]
         first, wall = ids.index("00000.jpg"), ids.index("wall.jpg")

@@ -148,7 +148,7 @@ def test_retry_failed_reembeds_only_failed_rows(sample_dir, probe_saved_model, t
         before = f["features"][:]
     (data / "img_align_celeba" / "000006.jpg").write_bytes(good)  # fixed; 000021.jpg still missing
     result = invoke("embed", "--data-dir", data, "--out", out, *args, "--retry-failed")
-    assert result.exit_code == 3 and "retried 2 failed row(s): 1 now ok, 1 still failed" in result.output
+    assert result.exit_code == 3 and "retried 2 failed rows: 1 now ok, 1 still failed" in result.output
     # the lines agree with each other: no "nothing to embed", and the done line counts the retried rows
     assert f"{out}: every row had been embedded before; only its failed rows were tried again" in result.output
     assert "nothing to embed" not in result.output and "failed: 000021.jpg" in result.output

@@ -58,7 +58,7 @@ def test_layers_are_stored_beside_the_features_and_described(layered, fault_setu
         np.testing.assert_allclose(f["layers/embedding"][:].astype(np.float32), f["features"][:].astype(np.float32),
                                    rtol=2e-3, atol=2e-3)  # the cut layer again, from a graph with more outputs
     info = invoke("info", layered)
-    assert "layer: conv2d pooled none, 200 x 15 x 15 x 8 float16, 0.7 MB" in info.output
+    assert "layer: conv2d pooled none, 200 x 15 x 15 x 8 float16, 720 kB" in info.output  # a unit that fits
     assert json.loads(invoke("info", layered, "--json").output)["layers"][1]["bytes"] == N_IMAGES * 8 * 2
 
 

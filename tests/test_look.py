@@ -138,7 +138,7 @@ def test_projector_without_images_says_why(looked, tmp_path):
 
 def test_report_content_and_bad_input(looked, tmp_path):
     result = invoke("report", looked / "head", looked / "base", "--out", tmp_path / "r.html", "--errors", "3")
-    assert result.exit_code == 0 and "2 run(s)" in result.output
+    assert result.exit_code == 0 and "2 runs" in result.output
     page = (tmp_path / "r.html").read_text()
     assert page.count('<table class="sortable" id="leaderboard">') == 1 and "http" not in page.replace(
         'lang="en"', "")

@@ -132,15 +132,15 @@ def test_evaluate_applies_the_recorded_files_and_refuses_a_changed_one(planted, 
     run = tmp_path / "r"
     result = invoke("baselines", folder / "male.h5", "--out", run, "--models", "logreg", "--labels", full, "--no-plots")
     assert result.exit_code == 0, result.output
-    assert "label overlay: labels full.csv (3,000 label(s) changed)" in result.output
+    assert "label overlay: labels full.csv (3,000 labels changed)" in result.output
     trained = json.loads((run / "logreg" / "metrics.json").read_text())["attributes"]["Young"]["test"]
     again = evaluate_run(run / "logreg", "test")
     assert again["attributes"]["Young"]["test"] == trained and again["labels"]["other_labels"] is False
     corrections = labels_file(tmp_path / "corrections.csv", flipped, ["Young"], rows=range(800, 1000), minus_one=False)
     other = invoke("evaluate", run / "logreg", "--labels", corrections)
     assert other.exit_code == 0, other.output
-    assert ("scored against other labels than the run's: labels full.csv (3,000 label(s) changed) then "
-            "corrections.csv (200 label(s) changed)") in other.output
+    assert ("scored against other labels than the run's: labels full.csv (3,000 labels changed) then "
+            "corrections.csv (200 labels changed)") in other.output
     scored = evaluate_run(run / "logreg", "test", labels=[corrections])
     assert scored["attributes"]["Young"]["test"]["accuracy"] == pytest.approx(1 - trained["accuracy"], abs=1e-9)
     assert scored["attributes"]["Male"]["test"] == again["attributes"]["Male"]["test"]
@@ -158,7 +158,7 @@ def test_info_shows_what_an_overlay_changes(planted, tmp_path):
                             [["000001.jpg", 1 - labels[1, 0], 1], ["000002.jpg", "?", ""], ["nope.jpg", 1, 1]])
     result = invoke("info", folder / "male.h5", "--labels", corrections)
     assert result.exit_code == 0, result.output
-    assert "c.csv: 3 row(s) listed, 1 not in" in result.output
+    assert "c.csv: 3 rows listed, 1 not in" in result.output
     lines = result.output.splitlines()
     table = lines[next(i for i, line in enumerate(lines) if line.split() == ["attribute", "set", "changed", "unknown"]):]
     assert [line.split() for line in table[1:3]] == [["Male", "1", "2", "1"], ["Glasses", "1", "1", "999", "(new)"]]

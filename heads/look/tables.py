@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cache.units import counted, plural, size_text
 from embed.defaults import FACE_CHOICES
 from heads.metrics import BY_NAME, METRICS
 
@@ -75,8 +76,8 @@ def epochs_line(metrics):
     epochs = run.get("epochs") if isinstance(run, dict) else None
     if not isinstance(epochs, dict) or not epochs.get("auto"):
         return None
-    return (f"epochs auto: trained {epochs['trained']} epoch(s); the val loss was lowest after epoch {epochs['best']}, "
-            "whose weights the head keeps")
+    return (f"epochs auto: trained {counted(epochs['trained'], 'epoch')}; the val loss was lowest after epoch "
+            f"{epochs['best']}, whose weights the head keeps")
 
 
 def excluded_line(metrics):
@@ -84,8 +85,9 @@ def excluded_line(metrics):
     excluded = metrics["run"].get("excluded")
     if not excluded:
         return None
-    return (f"excluded: {excluded['train_rows']} train row(s) listed in {excluded['file']} ({excluded['ids']} id(s) "
-            f"listed; {excluded['val_test_ids']} of them in val or test, which are scored as usual)")
+    return (f"excluded: {counted(excluded['train_rows'], 'train row')} listed in {excluded['file']} "
+            f"({counted(excluded['ids'], 'id')} listed; {excluded['val_test_ids']} of them in val or test, which "
+            "are scored as usual)")
 
 
 def masked_line(metrics):
@@ -94,9 +96,9 @@ def masked_line(metrics):
     if not masked:
         return None
     counts = ", ".join(f"{k} {v}" for k, v in masked["masked"].items()) or "none"
-    return (f"masked: {sum(masked['masked'].values())} train label(s) listed in {masked['file']} made unknown "
-            f"({counts}; each row stays for its other attributes); {masked['val_test_pairs']} listed label(s) in val "
-            "or test, which are scored as given")
+    return (f"masked: {counted(sum(masked['masked'].values()), 'train label')} listed in {masked['file']} made unknown "
+            f"({counts}; each row stays for its other attributes); {counted(masked['val_test_pairs'], 'listed label')} "
+            "in val or test, which are scored as given")
 
 
 def evaluated(result, split, run_dir):
@@ -112,10 +114,10 @@ def evaluated(result, split, run_dir):
 def labels_line(record):
     """Which label files a run or score used (`heads.run.overlay` record), and how many labels they
     changed; other labels than the run's are said so."""
-    files = [f"{Path(f['file']).name} ({f['changed']:,} label(s) changed)" for f in record.get("files") or []]
+    files = [f"{Path(f['file']).name} ({counted(f['changed'], 'label')} changed)" for f in record.get("files") or []]
     partition = record.get("partition")
     parts = ([f"labels {' then '.join(files)}"] if files else []) + (
-        [f"partition {Path(partition['file']).name} ({partition['left_out']:,} cache row(s) left out)"]
+        [f"partition {Path(partition['file']).name} ({counted(partition['left_out'], 'cache row')} left out)"]
         if partition else [])
     scored = "scored against other labels than the run's: " if record.get("other_labels") else "label overlay: "
     return scored + ", ".join(parts)
@@ -125,11 +127,13 @@ def overlay_lines(record, cache):
     """`info --labels`: what the files change in a cache, one line per file and per attribute."""
     lines = []
     for entry in record["files"]:
-        lines.append(f"{entry['file']}: {entry['rows']:,} row(s) listed, {entry['not_in_cache']:,} not in {cache}")
+        lines.append(f"{entry['file']}: {counted(entry['rows'], 'row')} listed, {entry['not_in_cache']:,} not in "
+                     f"{cache}")
     partition = record.get("partition")
     if partition:
-        lines.append(f"{partition['file']}: {partition['rows']:,} row(s) listed, {partition['not_in_cache']:,} not "
-                     f"in the cache; {partition['left_out']:,} cache row(s) it does not list leave a run")
+        lines.append(f"{partition['file']}: {counted(partition['rows'], 'row')} listed, "
+                     f"{partition['not_in_cache']:,} not "
+                     f"in the cache; {counted(partition['left_out'], 'cache row')} not in it, left out of a run")
     lines.append(f"{'attribute':<22}{'set':>10}{'changed':>10}{'unknown':>10}")
     for name, counts in record["attributes"].items():
         lines.append(f"{name:<22}{counts['set']:>10,}{counts['changed']:>10,}{counts['unknown']:>10,}"
@@ -147,8 +151,8 @@ def epoch_line(record):
         def spread(key):
             low, high = record[key]
             return f"{low:.4f}" if low == high else f"{low:.4f}-{high:.4f}"
-        now = "".join(f", {name} {spread(key)}" for key, name in (("epoch_loss", "loss"), ("epoch_val_loss", "val loss"))
-                      if key in record)
+        now = "".join(f", {name} {spread(key)}" for key, name in (("epoch_loss", "loss"),
+                                                                   ("epoch_val_loss", "val loss")) if key in record)
         kept = (f"; kept so far: {record['member']} after its epoch {record['member_epoch']} (loss "
                 f"{record['loss']:.4f}{val_loss}  val: {accuracies})") if "member" in record else ""
         return f"epoch {record['epoch']}: {record['training']} tails training{now}{kept}"
@@ -190,14 +194,18 @@ def dataset_lines(dataset):
         lines = [f"dataset: {len(dataset.image_ids)} labelled images, {len(dataset.attribute_names)} attributes, "
                  f"from {dataset.sources['labels']}"]
     if dataset.missing:
-        lines.append(f"note: {len(dataset.missing)} labelled id(s) have no image file (recorded as failed rows), "
+        n = len(dataset.missing)
+        lines.append(f"note: {counted(n, 'labelled id')} {plural('has', n)} no image file (recorded as failed rows), "
                      f"e.g. {dataset.missing[0]}")
     if dataset.unlabelled:
-        lines.append(f"note: {len(dataset.unlabelled)} image file(s) have no label row and are not embedded, "
-                     f"e.g. {dataset.unlabelled[0]}")
+        n = len(dataset.unlabelled)
+        lines.append(f"note: {counted(n, 'image file')} {plural('has', n)} no label row and {plural('is', n)} not "
+                     f"embedded, e.g. {dataset.unlabelled[0]}")
     if dataset.unused_partition_rows:
-        lines.append(f"note: the partition file lists {dataset.unused_partition_rows} id(s) "
-                     + ("without a label row" if dataset.sources["labels"] else "that are not images of the folder"))
+        n = dataset.unused_partition_rows
+        lines.append(f"note: the partition file lists {counted(n, 'id')} "
+                     + ("without a label row" if dataset.sources["labels"] else f"that {plural('is', n)} not images of "
+                                                                                  "the folder"))
     return lines
 
 
@@ -226,7 +234,8 @@ def embed_lines(summary, info, out, retried, shown_failures=20):
     lines = []
     still_failed = summary.retried - summary.retried_ok
     if retried:
-        lines.append(f"retried {summary.retried} failed row(s): {summary.retried_ok} now ok, {still_failed} still failed")
+        lines.append(f"retried {counted(summary.retried, 'failed row')}: {summary.retried_ok} now ok, {still_failed} "
+                     "still failed")
     if summary.started_at_row >= summary.n_rows:
         lines.append(f"{out}: every row had been embedded before; only its failed rows were tried again" if retried
                      else f"{out} is already complete; nothing to embed")
@@ -236,7 +245,8 @@ def embed_lines(summary, info, out, retried, shown_failures=20):
     if len(summary.failures) > shown_failures:
         lines.append(f"... and {len(summary.failures) - shown_failures} more (see `cli.py info {out}`)")
     counts = (f"{summary.rows_ok + summary.retried_ok} ok, {summary.rows_failed + still_failed} failed "
-              f"({summary.retried} of the rows retried)" if retried else f"{summary.rows_ok} ok, {summary.rows_failed} failed")
+              f"({summary.retried} of the rows retried)" if retried
+              else f"{summary.rows_ok} ok, {summary.rows_failed} failed")
     lines.append(f"done: {counts} in {summary.seconds:.1f} s, {summary.images_per_second:.1f} images/s; cache {out}: "
                  f"{info['rows']['ok']} ok, {info['rows']['failed']} failed, {info['rows']['not_done']} not done")
     return lines
@@ -265,14 +275,15 @@ def info_text(summary):
     if summary.get("faces"):
         faces = summary["faces"]
         lines.append(aligned_line(prep["align"]))
-        lines.append(f"faces: {faces['no_face_rows']} row(s) failed with no face found, {faces['several_faces_rows']} "
-                     f"photo(s) held more than one face (the {faces['face']} one embedded)")
+        lines.append(f"faces: {counted(faces['no_face_rows'], 'row')} failed with no face found, "
+                     f"{counted(faces['several_faces_rows'], 'photo')} held more than one face (the {faces['face']} "
+                     "one embedded)")
     if summary["views"]:
         lines.append(f"views: orig, {', '.join(summary['views'])} (features_{summary['views'][0]} holds the "
                      "mirrored images)")
     for layer in summary.get("layers", []):
         lines.append(f"layer: {layer['name']} pooled {layer['pool']}, {summary['shape'][0]} x "
-                     f"{' x '.join(map(str, layer['shape']))} {summary['dtype']}, {layer['bytes'] / 1e6:.1f} MB")
+                     f"{' x '.join(map(str, layer['shape']))} {summary['dtype']}, {size_text(layer['bytes'])}")
     lines.append(f"rows: {rows['ok']} ok, {rows['failed']} failed, {rows['not_done']} not done")
     if summary["shard"]:
         shard = summary["shard"]
@@ -364,7 +375,7 @@ def video_line(result):
 def tflite_line(out, sidecar):
     """What `export --format tflite` wrote."""
     put = sidecar["input"]
-    return (f"wrote {out} ({sidecar['bytes'] / 1e6:.1f} MB, quantize {sidecar['quantize']}) and its sidecar "
+    return (f"wrote {out} ({size_text(sidecar['bytes'])}, quantize {sidecar['quantize']}) and its sidecar "
             f"{Path(out).with_suffix('.json')}: signature {sidecar['signature']}, input {put['name']} float32 "
             f"{put['shape']} ({put['color']}, values in {put['value_range']})"
             + (", a face aligned into CelebA's frame (the sidecar's alignment)" if sidecar["alignment"] else "")
@@ -404,8 +415,8 @@ def audit_lines(summary, weak_auc):
     if d:
         recall = f", recall@1 {100 * d['recall_at_1']:.1f} % against exact" if d["search"] == "ivf" else ""
         lines.append(f"near-duplicates (centred cosine >= {d['threshold']:g}, mutual {d['neighbours']}-NN; "
-                     f"{d['search']} search {d['seconds']:.1f} s{recall}): {d['pairs']} pair(s) in {d['groups']} "
-                     f"group(s), {d['leak_groups']} across train and val/test, {d['label_disagreeing_groups']} with "
+                     f"{d['search']} search {d['seconds']:.1f} s{recall}): {counted(d['pairs'], 'pair')} in "
+                     f"{counted(d['groups'], 'group')}, {d['leak_groups']} across train and val/test, {d['label_disagreeing_groups']} with "
                      "disagreeing labels")
         quantiles = d["nearest_similarity"]["quantiles"]
         if d["pairs"] == 0:

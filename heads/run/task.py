@@ -22,6 +22,7 @@ from cache.check import find_nonfinite
 from cache.errors import UsageError, UserError
 from cache.layout import UNKNOWN_LABEL
 from cache.reader import Split, StoredRows, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
+from cache.units import size_text
 from embed.labels import read_labels
 from heads.defaults import ATTRIBUTES, RUN
 from heads.kinds.base import Data
@@ -403,9 +404,9 @@ def _streams_train(path, spec):
     stream = spec.stream == "always" or (spec.stream == "auto" and free is not None and size > free / 2)
     if stream and spec.views == "augment":
         raise UsageError("--views augment adds the mirrored rows to a train split in memory; it cannot stream "
-                         f"(--stream never, or --views orig); {spec.inputs[0]}'s train split is {size / 1e9:.1f} GB")
-    log.info("the train split of %s (%.2f GB%s) %s", spec.inputs[0], size / 1e9,
-             f"; {free / 1e9:.1f} GB of memory available" if free else "",
+                         f"(--stream never, or --views orig); {spec.inputs[0]}'s train split is {size_text(size)}")
+    log.info("the train split of %s (%s%s) %s", spec.inputs[0], size_text(size),
+             f"; {size_text(free)} of memory available" if free else "",
              "streams from the cache in blocks" if stream else "loads into memory")
     return stream
 
