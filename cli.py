@@ -894,10 +894,12 @@ def export(run_dir, out, export_format, quantize, calibration_rows, images, trus
     _library("heads.serve.export").export_run(run_dir, out, trust_model=trust_model)
     if _library("heads.serve.predict").default_face_mode(run_dir) == "all":
         click.echo(f"wrote SavedModel {out}: signature serving_default/from_pixels (float32 [B, S, S, C] aligned "
-                   "faces, preprocessed); faces are found and aligned by the client (docs: Faces in the wild)")
+                   "faces, preprocessed); faces are found and aligned by the client as "
+                   f"{out}/assets.extra/celeba_heads.json says (detector settings, template, weights, preprocessing)")
     else:
         click.echo(f"wrote SavedModel {out}: signatures serving_default/from_bytes (string [B] image files) and "
-                   "from_pixels (float32 [B, S, S, C] preprocessed)")
+                   f"from_pixels (float32 [B, S, S, C] preprocessed); attributes, thresholds and preprocessing in "
+                   f"{out}/assets.extra/celeba_heads.json")
 
 
 @main.command()

@@ -399,6 +399,18 @@ def test_a_run_on_aligned_faces_predicts_faces_by_default_as_it_was_embedded(pho
     assert exported.exit_code == 0 and "faces are found and aligned by the client" in exported.output
     served = tf.saved_model.load(str(tmp_path / "sm"))
     assert sorted(served.signatures) == ["from_pixels", "serving_default"]
+    # a client with only the exported folder: its assets.extra record says how to find, align and feed a face
+    from embed.backbones import Preprocessing
+    from embed.faces import Aligner, aligned_pixels, read_photo
+    client = json.loads((tmp_path / "sm" / "assets.extra" / "celeba_heads.json").read_text())
+    assert client["attributes"] == ["Male", "Smiling", "Young"] and client["alignment"]["face"] == "main"
+    aligner = Aligner.from_record(client["alignment"])
+    photo, _ = read_photo(images[0], 10**8)
+    (face, *_), = aligner.find([photo])
+    spec = client["inputs"][0]
+    prep = Preprocessing(spec["image_size"], spec["color"], tuple(spec["value_range"]), spec["resize"], spec["antialias"])
+    outputs = served.signatures["serving_default"](pixels=aligned_pixels(aligner.align(photo, face)[None], prep))
+    np.testing.assert_allclose([float(outputs[a][0]) for a in client["attributes"]], got[0], atol=2e-3)
 
 
 def test_face_options_without_align_are_refused(photo_folder, face_cnns, tmp_path):

@@ -11,11 +11,40 @@ A run on a cache of aligned faces (`embed --align`) exports from_pixels only, as
 the face detector (MTCNN's proposal and NMS stages are NumPy code) does not run inside a graph, so
 a client finds and aligns each face (`embed.faces`: a detector, `align`, `aligned_pixels`) and
 sends the aligned, preprocessed pixels; `predict --faces` does exactly that.
+
+What a client needs besides the graph is written into the SavedModel's `assets.extra/` (TensorFlow's
+place for files the graph does not read; it travels with the folder), as CLIENT_FILE:
+  {"format": "celeba-heads savedmodel", "version": 1, "signatures": {name: input}, **client_record(run)}
+client_record: {"attributes": [...] (output order), "thresholds": {attribute: t},
+  "inputs": [per backbone, in feature order: {"image_size", "channels", "color", "value_range",
+             "resize", "antialias"}] (what from_pixels takes: resized to S x S, 0..255 mapped onto
+             value_range),
+  "alignment": the run's preprocessing["align"] (detector and its settings: min_face, min_score,
+               thresholds, scale_factor; the face rule; the five-point template in the 178 x 218
+               frame; the landmark weights of the similarity fit; the edge fill) or null,
+  "run": {"path", "head", "kind"}, "backbones": the caches' backbone records}
 """
+
+import json
+from pathlib import Path
 
 from cache.errors import UserError
 from heads.run.rundir import Run
-from heads.serve.predict import run_backbones, run_view_features
+from heads.serve.predict import run_alignment, run_backbones, run_view_features
+
+CLIENT_FILE = Path("assets.extra") / "celeba_heads.json"
+
+
+def client_record(run):
+    """What a client of an exported run needs besides the graph (module docstring)."""
+    def described(prep):
+        return {"image_size": prep["image_size"], "channels": 1 if prep["color"] == "grayscale" else 3,
+                "color": prep["color"], "value_range": prep["value_range"], "resize": prep["resize"],
+                "antialias": prep["antialias"]}
+    return {"attributes": list(run.attributes), "thresholds": dict(zip(run.attributes, run.thresholds)),
+            "inputs": [described(c["preprocessing"]) for c in run.caches], "alignment": run_alignment(run),
+            "run": {"path": str(run.path), "head": run.head_name, "kind": run.kind},
+            "backbones": [c.get("backbone") for c in run.caches]}
 
 
 def export_run(run_dir, out_dir, *, trust_model=False):
@@ -75,4 +104,11 @@ def export_run(run_dir, out_dir, *, trust_model=False):
         if aligned:
             signatures["serving_default"] = module.from_pixels
     tf.saved_model.save(module, str(out_dir), signatures=signatures)
+    inputs = {"from_bytes": "images string [B]: image files", "from_pixels": "pixels float32 [B, S, S, C]: "
+              + ("aligned faces, " if aligned else "") + "preprocessed as inputs[0] says"}
+    client = {"format": "celeba-heads savedmodel", "version": 1,
+              "signatures": {name: inputs["from_pixels" if aligned or name == "from_pixels" else "from_bytes"]
+                             for name in signatures}, **client_record(run)}
+    (Path(out_dir) / CLIENT_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / CLIENT_FILE).write_text(json.dumps(client, indent=2) + "\n")
     return out_dir

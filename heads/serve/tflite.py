@@ -35,7 +35,7 @@ import numpy as np
 from cache.errors import UserError
 from cache.outputs import beside
 from heads.run.rundir import Run
-from heads.serve.export import export_run
+from heads.serve.export import client_record, export_run
 from heads.serve.predict import run_alignment
 
 QUANTIZE = ("none", "float16", "int8")
@@ -115,17 +115,14 @@ def export_tflite(run_dir, out, *, quantize="none", calibration_rows=200, images
         flat = converter.convert()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(flat)
-    record, prep = run.caches[0], run.caches[0]["preprocessing"]
     details = interpreter(out).get_signature_runner(SIGNATURE).get_input_details()["pixels"]
+    client = client_record(run)
     sidecar = {"format": "celeba-heads tflite", "version": 1, "signature": SIGNATURE,
                "input": {"name": "pixels", "shape": [int(d) for d in details["shape"]], "dtype": "float32",
-                         "image_size": prep["image_size"], "channels": 1 if prep["color"] == "grayscale" else 3,
-                         "color": prep["color"], "value_range": prep["value_range"], "resize": prep["resize"],
-                         "antialias": prep["antialias"]},
-               "attributes": run.attributes, "thresholds": dict(zip(run.attributes, run.thresholds)),
-               "quantize": quantize, "alignment": run_alignment(run),
-               "run": {"path": str(run.path), "head": run.head_name, "kind": run.kind},
-               "backbone": record.get("backbone"), "bytes": len(flat)}
+                         **client["inputs"][0]},
+               "attributes": client["attributes"], "thresholds": client["thresholds"], "quantize": quantize,
+               "alignment": client["alignment"], "run": client["run"], "backbone": client["backbones"][0],
+               "bytes": len(flat)}
     beside(out, ".json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
