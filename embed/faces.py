@@ -21,12 +21,15 @@ preprocessing (`align_record`), through `FaceBatches`, the batch source of such 
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cache.errors import UsageError
 from embed.defaults import FACE_CHOICES, FACE_DEFAULTS
+
+log = logging.getLogger(__name__)
 
 
 # CelebA's aligned frame (width, height) and the five canonical landmark positions in it, (x, y)
@@ -99,6 +102,22 @@ def landmarks_outside(face, shape):
     edge, whose crop repeats that edge (`predict` says so per face)."""
     x, y = face.landmarks[:, 0], face.landmarks[:, 1]
     return bool((x < 0).any() or (y < 0).any() or (x > shape[1] - 1).any() or (y > shape[0] - 1).any())
+
+
+def implausible(face):
+    """Why the face's five landmarks cannot be an upright face's, or None: the eyes below the mouth
+    (an upside-down photo without its EXIF orientation: the detector's landmarks no longer follow the
+    face) or the eyes swapped about the mouth (a mirror arrangement no rotation makes). Its aligned
+    crop would not be a face in CelebA's frame, so `predict` flags it and `embed --align` warns."""
+    left_eye, right_eye, _, mouth_left, mouth_right = np.asarray(face.landmarks, np.float64)
+    eyes, mouth = (left_eye + right_eye) / 2, (mouth_left + mouth_right) / 2
+    across, down = right_eye - left_eye, mouth - eyes
+    if across[0] * down[1] - across[1] * down[0] <= 0:
+        return "implausible landmarks: the eyes are swapped about the mouth"
+    if down[1] <= 0:
+        return ("implausible landmarks: the eyes are below the mouth (an upside-down photo? rotate it or set its "
+                "EXIF orientation)")
+    return None
 
 
 def _off_centre(face, shape):
@@ -273,9 +292,9 @@ class FaceBatches:
             for k, (start, stop) in enumerate(windows):
                 photos = pending.result()
                 pending = pool.submit(read, windows[k + 1]) if k + 1 < len(windows) else None
-                yield self._batch(photos, self.indices[start:stop], tf)
+                yield self._batch(photos, self.indices[start:stop], tf, self.paths[start:stop])
 
-    def _batch(self, photos, indices, tf):
+    def _batch(self, photos, indices, tf, paths):
         n = len(photos)
         box, marks = np.full((n, 4), np.nan, np.float32), np.full((n, 5, 2), np.nan, np.float32)
         score, count = np.full(n, np.nan, np.float32), np.zeros(n, np.int16)
@@ -292,6 +311,9 @@ class FaceBatches:
                 errors[i] = no_face_error(self.aligner.detector, photo.shape)
                 continue
             box[i], marks[i], score[i] = face.box, face.landmarks, face.score
+            flagged = implausible(face)
+            if flagged:
+                log.warning("%s: %s; its face is embedded as found", paths[i], flagged)
             faces[i] = self.aligner.align(photo, face)
         return {"index": tf.constant(indices), "image": aligned_pixels(faces, self.preprocessing),
                 "error": tf.constant(errors, tf.string),

@@ -57,6 +57,27 @@ class Workspace:
         self.counter[0] += 1
         return self.root / "out" / f"{self.counter[0]}" / name
 
+    @property
+    def label_files(self):
+        """Labels and partition files as people's tools write them, and as they go wrong (LABEL_FILES)."""
+        return [self.root / "labels" / name for name in LABEL_FILES]
+
+
+# Label files a user's tools write (pandas' index column, a spreadsheet's semicolons and 1.0s) and
+# their mistakes (a spreadsheet itself, a column in another case, ids without the extension or with
+# a folder, a partition that empties val): each is read or refused in one line.
+LABEL_FILES = {
+    "pandas.csv": ",image_id,Male,Smiling\n0,000001.jpg,1.0,True\n1,000002.jpg,0.0,False\n2,000003.jpg,,True\n",
+    "semicolon.csv": "image_id;Male\r\n000001.jpg;1\r\n000002.jpg;-1\r\n",
+    "sheet.xlsx": "PK\x03\x04not really a spreadsheet",
+    "case.csv": "image_id,male\n000001.jpg,1\n",
+    "no_extension.csv": "image_id,Male\n000001,1\n000002,0\n",
+    "folder.csv": "image_id,Male\nimg_align_celeba/000001.jpg,1\n",
+    "all_train.csv": "image_id,partition\n" + "".join(f"{i:06d}.jpg,0\n" for i in range(1, 41)),
+}
+# Values a parameter takes beyond its type's hostile ones: --grid axes no variant uses.
+EXTRA_VALUES = {("sweep", "grid"): ["tail_lr=1e-3,1e-4", "patience=3,5"]}
+
 
 def invoke(*args):
     """(exit code, stdout, stderr, exception) of the CLI run in this process."""
@@ -92,6 +113,9 @@ def prepare(root):
         if code != 0:
             raise RuntimeError(f"preparing the fuzz workspace: {args[0]} failed ({code}): {stderr[-800:]} {exception!r}")
     space.plain_file.write_text("not what any option wants\n")
+    for path in space.label_files:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(LABEL_FILES[path.name].encode("utf-8", "surrogateescape"))
     space.full_folder.mkdir()
     (space.full_folder / "mine.txt").write_text("a user's file\n")
     (root / "ready").write_text("")
@@ -130,14 +154,19 @@ def base_args(command, space):
     }[command]
 
 
-def hostile_values(param, space):
-    """The values tried for one parameter, by its click type."""
+def hostile_values(param, space, command=None):
+    """The values tried for one parameter, by its click type (and EXTRA_VALUES; a labels or partition
+    file's option also gets each of LABEL_FILES)."""
     kind = param.type
     if isinstance(param, click.Option) and param.is_flag:
         return [None]  # the flag given
     if isinstance(kind, click.Path):
         wrong_kind = space.plain_file if not kind.file_okay else space.full_folder
-        return [space.root / "no" / "such" / NON_ASCII, wrong_kind, space.full_folder, "", space.root / NON_ASCII]
+        files = space.label_files if param.name in ("label_files", "partition_file", "labels", "partition") else []
+        return [space.root / "no" / "such" / NON_ASCII, wrong_kind, space.full_folder, "", space.root / NON_ASCII,
+                *files]
+    if (command, param.name) in EXTRA_VALUES:
+        return STRINGS + EXTRA_VALUES[(command, param.name)]
     if isinstance(kind, (click.types.IntParamType, click.IntRange)):
         return INTS
     if isinstance(kind, (click.types.FloatParamType, click.FloatRange)):
@@ -157,7 +186,7 @@ def cases(space):
         for param in command.params:
             if param.name in ("help",) or (isinstance(param, click.Option) and param.hidden):
                 continue
-            for value in hostile_values(param, space):  # each case its own fresh output paths
+            for value in hostile_values(param, space, name):  # each case its own fresh output paths
                 if (name, param.name, value) in STARTS_A_SERVER:
                     continue
                 found.append((name, param, _with([str(a) for a in base_args(name, space)], param, value)))

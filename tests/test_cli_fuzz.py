@@ -30,3 +30,6 @@ def test_every_command_but_the_demo_is_fuzzed(tmp_path):
     assert commands == set(cli.main.commands) - {"demo"}
     options = {(command, param.name) for command, param, _ in cli_fuzz.cases(space)}
     assert ("sweep", "grid") in options and ("predict", "images") in options and ("embed", "max_pixels") in options
+    labelled = {(command, param.name) for command, param, argv in cli_fuzz.cases(space) if argv[-1].endswith("case.csv")}
+    assert {("train-heads", "label_files"), ("info", "label_files"), ("audit", "partition_file")} <= labelled
+    assert any("tail_lr=1e-3,1e-4" in argv for command, _, argv in cli_fuzz.cases(space) if command == "sweep")

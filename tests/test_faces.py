@@ -583,3 +583,20 @@ def test_predict_hints_at_faces_all_for_a_group_photo_and_says_when_a_photo_is_t
     assert ("tiny.jpg  30x30  failed: no face found: the photo is 30x30, smaller than the smallest face searched "
             "(40 px; --min-face, at least 12)") in out.stdout
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["tiny.jpg", "tiny.png.jpg"]
+
+
+def test_landmarks_no_upright_face_has_are_flagged():
+    """Eyes below the mouth (an upside-down photo), or swapped about it (a mirror arrangement): flagged;
+    an upright face, or one tilted 60 degrees, is not."""
+    from embed.faces import TEMPLATE, implausible
+    centre = TEMPLATE.mean(axis=0)
+
+    def turned(degrees, mirror=False):
+        points = TEMPLATE - centre
+        points = points * [-1, 1] if mirror else points
+        t = np.deg2rad(degrees)
+        return Face((0, 0, 178, 218), (points @ np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+                                       + centre).astype(np.float32), 0.99)
+    assert implausible(turned(0)) is None and implausible(turned(60)) is None and implausible(turned(-60)) is None
+    assert implausible(turned(180)).startswith("implausible landmarks: the eyes are below the mouth")
+    assert implausible(turned(0, mirror=True)) == "implausible landmarks: the eyes are swapped about the mouth"

@@ -208,7 +208,7 @@ class Predictor:
         """items: [(name, photo uint8 [H, W, 3] or None, error text)] -> one entry per item (see
         `predict_faces`), every face of all the items through the head in one batch. min_face:
         search this smallest face instead of the aligner's."""
-        from embed.faces import landmarks_outside, no_face_error, ranked
+        from embed.faces import implausible, landmarks_outside, no_face_error, ranked
 
         if faces not in ("all", "best"):
             raise UserError(f"faces must be all or best, not {faces!r}")
@@ -230,7 +230,8 @@ class Predictor:
                 continue
             entry["ok"] = True
             for face in chosen:
-                entry["faces"].append({**face.to_dict(), "landmarks_outside": landmarks_outside(face, photo.shape)})
+                entry["faces"].append({**face.to_dict(), "landmarks_outside": landmarks_outside(face, photo.shape),
+                                       "implausible": implausible(face)})
                 aligned.append(aligner.align(photo, face))
         if aligned:
             probabilities = iter(face_probabilities(self.run, self.transform, self.head, self.backbones,
@@ -270,7 +271,8 @@ def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, 
     `embed.faces.ranked`: "main" by default, the large face near the centre) of each photo, aligned
     and predicted.
     [{"image", "ok", "error", "size": [W, H], "order": the face rule, "faces": [{"box", "landmarks",
-    "score", "landmarks_outside", "attributes"}]}]
+    "score", "landmarks_outside", "implausible" (why the landmarks cannot be an upright face's, or null;
+    `embed.faces.implausible`), "attributes"}]}]
     per photo, in order, its faces in the rule's order; a photo that cannot be read, or has no face, is
     reported with its error (ok false) and the others are still predicted. aligner: an
     embed.faces.Aligner (default `run_aligner`: as the run's cache of aligned faces recorded, else
