@@ -104,11 +104,16 @@ def landmarks_outside(face, shape):
     return bool((x < 0).any() or (y < 0).any() or (x > shape[1] - 1).any() or (y > shape[0] - 1).any())
 
 
-def implausible(face):
-    """Why the face's five landmarks cannot be an upright face's, or None: the eyes below the mouth
-    (an upside-down photo without its EXIF orientation: the detector's landmarks no longer follow the
-    face) or the eyes swapped about the mouth (a mirror arrangement no rotation makes). Its aligned
-    crop would not be a face in CelebA's frame, so `predict` flags it and `embed --align` warns."""
+def implausible(face, turned=None):
+    """Why the face cannot be aligned into CelebA's frame as an upright face, or None: its landmarks
+    put the eyes below the mouth or swap them about it (no rotation makes that arrangement); or,
+    with turned (the detector's score of the face's box turned 180 degrees minus as it stands,
+    `MTCNN.turned_over`), it looks upside down: an upside-down photo without its EXIF orientation,
+    whose face MTCNN still finds with landmarks laid out as if upright. `predict` flags such a face;
+    `embed --align` warns of the landmark arrangements (the turn test costs a network pass)."""
+    if turned is not None and turned > FACE_DEFAULTS["upside_down"]:
+        return (f"looks upside down: the detector scores it {turned:.2f} higher turned over; rotate the photo or "
+                "set its EXIF orientation")
     left_eye, right_eye, _, mouth_left, mouth_right = np.asarray(face.landmarks, np.float64)
     eyes, mouth = (left_eye + right_eye) / 2, (mouth_left + mouth_right) / 2
     across, down = right_eye - left_eye, mouth - eyes
@@ -118,6 +123,18 @@ def implausible(face):
         return ("implausible landmarks: the eyes are below the mouth (an upside-down photo? rotate it or set its "
                 "EXIF orientation)")
     return None
+
+
+def box_patch(photo, face, side=48):
+    """The face's box made square about its centre (as MTCNN's stages cut it), clipped to the photo
+    and resized to side x side: uint8 [side, side, 3]."""
+    import cv2
+    x, y, w, h = face.box
+    half, cx, cy = max(w, h) / 2, x + w / 2, y + h / 2
+    x0, y0 = int(max(cx - half, 0)), int(max(cy - half, 0))
+    x1, y1 = int(min(cx + half, photo.shape[1])), int(min(cy + half, photo.shape[0]))
+    return cv2.resize(np.ascontiguousarray(photo[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]), (side, side),
+                      interpolation=cv2.INTER_LINEAR)
 
 
 def _off_centre(face, shape):
@@ -418,6 +435,16 @@ class MtcnnDetector:
         return {"detector": cls.name, "min_face": int(min_face), "min_score": float(min_score),
                 "scale_factor": float(scale_factor), "thresholds": [float(t) for t in thresholds],
                 "version": version("mtcnn")}
+
+    def turned_over(self, patches):
+        """ONet's face score of each box patch (uint8 [N, 48, 48, 3], `box_patch`) turned 180
+        degrees minus its score as it stands: float [N], one network pass for all."""
+        import tensorflow as tf
+        if not len(patches):
+            return np.zeros(0)
+        both = np.concatenate([patches, patches[:, ::-1, ::-1]]).astype(np.float32)
+        scores = np.asarray(self._onet._model(tf.constant((both - 127.5) / 128.0))[2])[:, 1]
+        return scores[len(patches):] - scores[:len(patches)]
 
     def scales(self, height, width):
         """The pyramid's scales for a photo of this size (none if it is smaller than min_face)."""

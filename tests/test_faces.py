@@ -600,3 +600,27 @@ def test_landmarks_no_upright_face_has_are_flagged():
     assert implausible(turned(0)) is None and implausible(turned(60)) is None and implausible(turned(-60)) is None
     assert implausible(turned(180)).startswith("implausible landmarks: the eyes are below the mouth")
     assert implausible(turned(0, mirror=True)) == "implausible landmarks: the eyes are swapped about the mouth"
+
+
+def test_an_upside_down_photo_is_flagged_and_an_upright_one_is_not(face_run, celeba_sample, tmp_path):
+    """MTCNN finds faces in upside-down photos with landmarks laid out as if upright; predict flags
+    them by scoring each face's box turned over (FACE_DEFAULTS["upside_down"])."""
+    names = sorted((celeba_sample / "img_align_celeba").iterdir())[:40]
+    for k, path in enumerate(names):
+        canvas = np.full((400, 400, 3), 120, np.uint8)
+        canvas[90:308, 111:289] = np.asarray(Image.open(path).convert("RGB"))
+        Image.fromarray(canvas).save(tmp_path / f"up{k}.png")
+        Image.fromarray(canvas[::-1, ::-1]).save(tmp_path / f"down{k}.png")
+    out = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "best", "--json",
+                                        "--min-score", "0.5", *(str(tmp_path / f"{side}{k}.png") for side in ("up", "down")
+                                                                for k in range(len(names)))])
+    results = {Path(r["image"]).stem: r for r in json.loads(out.stdout)}
+    flagged = {side: [bool(r["faces"][0]["implausible"]) for name, r in results.items()
+                      if name.startswith(side) and r["ok"]] for side in ("up", "down")}
+    assert len(flagged["up"]) == 40 and sum(flagged["up"]) <= 1, flagged  # the bench-size figures: embed/defaults.py
+    assert len(flagged["down"]) >= 8 and np.mean(flagged["down"]) >= 0.6, flagged
+    line = next(r for r in results.values() if r["ok"] and r["faces"][0]["implausible"])
+    printed = CliRunner().invoke(cli.main, ["predict", "--run", str(face_run / "run"), "--faces", "best",
+                                            "--min-score", "0.5", line["image"]]).stdout
+    assert "FLAGGED, its prediction means little: looks upside down: the detector scores it 0." in printed
+    assert "higher turned over; rotate the photo or set its EXIF orientation" in printed

@@ -359,7 +359,7 @@ def face_predictions(results):
             x, y, w, h = face["box"]
             outside = ("  (landmarks outside the photo: the crop repeats its edge)" if face.get("landmarks_outside")
                        else "")
-            flagged = f"  ({face['implausible']}: its prediction means little)" if face.get("implausible") else ""
+            flagged = f"  FLAGGED, its prediction means little: {face['implausible']}" if face.get("implausible") else ""
             lines.append(f"  face {number}  box x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}  score {face['score']:.3f}"
                          + outside + flagged)
             lines.extend(f"    {_decided(f'{a:<22}', v)}" for a, v in face["attributes"].items())

@@ -208,13 +208,13 @@ class Predictor:
         """items: [(name, photo uint8 [H, W, 3] or None, error text)] -> one entry per item (see
         `predict_faces`), every face of all the items through the head in one batch. min_face:
         search this smallest face instead of the aligner's."""
-        from embed.faces import implausible, landmarks_outside, no_face_error, ranked
+        from embed.faces import box_patch, implausible, landmarks_outside, no_face_error, ranked
 
         if faces not in ("all", "best"):
             raise UserError(f"faces must be all or best, not {faces!r}")
         aligner = self.aligner if min_face is None else run_aligner(self.run, min_face, self.refine, self.min_score)
         found = iter(aligner.find([photo for _, photo, _ in items if photo is not None]))
-        entries, aligned = [], []
+        entries, aligned, patches = [], [], []
         for name, photo, error in items:
             entry = {"image": name, "ok": False, "error": error or None, "size": None, "order": aligner.face,
                      "faces": []}
@@ -231,9 +231,15 @@ class Predictor:
             entry["ok"] = True
             for face in chosen:
                 entry["faces"].append({**face.to_dict(), "landmarks_outside": landmarks_outside(face, photo.shape),
-                                       "implausible": implausible(face)})
+                                       "implausible": None})  # judged below, all faces in one pass
                 aligned.append(aligner.align(photo, face))
+                patches.append((box_patch(photo, face), face))
         if aligned:
+            turned = iter(aligner.detector.turned_over(np.stack([p for p, _ in patches])))
+            flags = iter([implausible(face, next(turned)) for _, face in patches])
+            for entry in entries:
+                for face in entry["faces"]:
+                    face["implausible"] = next(flags)
             probabilities = iter(face_probabilities(self.run, self.transform, self.head, self.backbones,
                                                     np.stack(aligned), self.batch_size))
             for entry in entries:
