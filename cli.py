@@ -63,14 +63,19 @@ def _echo_lines(lines, err=False):
 # --- talking to the terminal ---------------------------------------------------------------------
 
 class _LibraryNotes(logging.Handler):
-    """The library's log records on stderr: `WARNING: ...` for warnings, `note: ...` otherwise."""
+    """The library's log records on stderr: `WARNING: ...` for warnings, `note: ...` otherwise; each
+    line once per command (a command that loads its task once per split says a file's note once)."""
+    said = set()
 
     def emit(self, record):
-        prefix = "WARNING: " if record.levelno >= logging.WARNING else "note: "
-        click.echo(prefix + record.getMessage(), err=True)
+        line = ("WARNING: " if record.levelno >= logging.WARNING else "note: ") + record.getMessage()
+        if line not in self.said:
+            self.said.add(line)
+            click.echo(line, err=True)
 
 
 def _listen_to_the_library():
+    _LibraryNotes.said.clear()  # a new command
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO)

@@ -360,3 +360,12 @@ def test_ctrl_c_exits_130_saying_what_was_kept(planted, tmp_path, monkeypatch, c
     assert result.output.strip().splitlines()[-1] == (f"interrupted: nothing kept (--out {out} as before this command); "
                                                       "run it again to start over")
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
+def test_a_note_prints_once_though_the_command_loads_its_task_once_per_split(planted, tmp_path):
+    folder, _, _ = planted
+    missing = write_csv(tmp_path / "m.csv", ["image_id", "Male"], [["000001.jpg", 1], ["nope.jpg", 0]])
+    result = invoke("audit", folder / "full.h5", "--out", tmp_path / "a", "--labels", missing, "--kind", "logreg",
+                    "--attrs", "Male", "--folds", 2, "--no-duplicates")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("m.csv: 1 of 2 listed image id(s) are not in the cache") == 1, result.output
