@@ -448,6 +448,11 @@ def test_the_page_predicts_a_photo_and_the_webcam_and_draws_every_face(run, cele
         page.set_input_files("#file", str(photos[3]))  # the scene of three faces
         _until(page, lambda p: p.get_attribute("#overlay", "data-faces"), lambda faces: faces == "3")
         assert len(page.query_selector_all("#faces tbody tr")) == 3 and page.evaluate(DRAWN) > 1000
+        rects = json.loads(page.get_attribute("#overlay", "data-plates"))  # 3 plates, then the 3 faces' boxes
+        for i, plate in enumerate(rects[:3]):  # as predict --draw: no plate covers another plate or any face
+            for other in rects[:i] + rects[3:]:
+                assert min(plate["x"] + plate["w"], other["x"] + other["w"]) <= max(plate["x"], other["x"]) or \
+                    min(plate["y"] + plate["h"], other["y"] + other["h"]) <= max(plate["y"], other["y"]), rects
         page.click("#camera")
         _until(page, lambda p: int(p.get_attribute("#overlay", "data-frames")), lambda frames: frames >= 6)
         faces = page.get_attribute("#overlay", "data-faces")
