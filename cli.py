@@ -27,7 +27,8 @@ from click.core import ParameterSource
 from cache.errors import UsageError, UserError
 from cache.units import counted
 from embed.backbones import DEFAULT_MODEL  # no TensorFlow import at module level
-from embed.defaults import BATCH_SIZE, FACE_CHOICES, FACE_DEFAULTS, FEATURE_DTYPE, LOG_EVERY, MAX_PIXELS, SAMPLE
+from embed.defaults import (BATCH_SIZE, FACE_CHOICES, FACE_DEFAULTS, FEATURE_DTYPE, FIT_CHOICES, LOG_EVERY, MAX_PIXELS,
+                            SAMPLE)
 from heads.defaults import (
     ATTRIBUTES,
     AUDIT,
@@ -393,18 +394,23 @@ def backbone_options(command):
                      help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."),
         click.option("--min-score", type=FiniteRange(min=0, max=1, max_open=True),
                      help=f"--align: the lowest detector score a face keeps (default {FACE_DEFAULTS['min_score']:g})."),
+        click.option("--landmark-fit", "fit", type=click.Choice(list(FIT_CHOICES)),
+                     help="--align: which landmarks the alignment fits onto CelebA's (default eyes-mouth: both "
+                          "eyes and the mouth's centre; five: all five, weighted 1/1/0.3/0.3/0.3, the default of "
+                          "caches made before it)."),
         click.option("--refine-landmarks", "refine", is_flag=True,
                      help="--align: find each face's landmarks again on its aligned crop, then align by those "
                           "(about 1.5x the detection time; steadier alignment, docs: Faces in the wild)."))
     @functools.wraps(command)
     def run(*args, model, weights, layer, layers, trust_model, image_size, color, value_range, antialias,
-            mixed_precision, xla, align, face, min_face, min_score, refine, **kwargs):
+            mixed_precision, xla, align, face, min_face, min_score, fit, refine, **kwargs):
         for option, value in (("--face", face), ("--min-face", min_face), ("--min-score", min_score),
-                              ("--refine-landmarks", refine)):
+                              ("--landmark-fit", fit), ("--refine-landmarks", refine)):
             if value is not None and value is not False and not align:
                 raise click.UsageError(f"{option} needs --align")
         record = _library("embed.faces").align_record(
-            face or FACE_DEFAULTS["face"], refine, min_face=min_face or FACE_DEFAULTS["min_face"],
+            face or FACE_DEFAULTS["face"], refine, fit=fit or FACE_DEFAULTS["fit"],
+            min_face=min_face or FACE_DEFAULTS["min_face"],
             min_score=FACE_DEFAULTS["min_score"] if min_score is None else min_score) if align else None
         spec = _library("embed.backbones").BackboneSpec(
             model=model, weights=weights, layer=layer, image_size=image_size, color=color, value_range=value_range,

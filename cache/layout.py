@@ -35,8 +35,10 @@ Root attributes:
                          file), "random_weights", "mixed_precision"}.
     preprocessing        JSON: {"image_size", "color", "value_range", "resize", "antialias"}, and
                          in a cache of aligned faces "align": {"detector" (its settings), "face"
-                         (best | largest | central), "template", "weights", "frame", "fill", "exif"}
-                         (`embed.faces.align_record`).
+                         (main | best | largest | central), "refine", "template", "fit" (eyes-mouth |
+                         five), "points" [M][5], "weights" [M], "frame", "fill", "exif"}
+                         (`embed.faces.align_record`; made before fits were named: no "fit" nor
+                         "points", five weights).
     feature_dim          int, D.
     feature_dtype        "float16" | "float32".
     dataset_fingerprint  str, sha256 of ids, attribute names, labels and partition.

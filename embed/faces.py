@@ -3,7 +3,8 @@
 A photo (uint8 [H, W, 3] RGB, EXIF orientation applied by `read_photo`) goes to a detector, which
 returns per photo a list of `Face`s: box (x, y, width, height), landmarks float32 [5, 2] as (x, y)
 in photo pixels, in the order LANDMARKS, and a score in [0, 1]. `align` estimates the
-least-squares similarity transform (Umeyama) from a face's landmarks onto TEMPLATE and warps the
+least-squares similarity transform (Umeyama) from a face's landmarks onto TEMPLATE (by a `Fit`:
+which points count, by default both eyes and the mouth's centre) and warps the
 photo into the 178 x 218 frame CelebA's aligned images have; the backbone's own preprocessing
 follows as for any image file. Pixels that fall outside the photo repeat its nearest edge pixel
 (OpenCV's BORDER_REPLICATE), as in CelebA's own aligned images, whose borders show the same
@@ -14,7 +15,7 @@ Detectors are a component kind: a class with `settings` (what a cache records) a
 three networks' weights inside its wheel) is the first. Photos are detected in groups of one shape
 with no padding, so a face's detection does not depend on which other photos share its batch.
 
-An `Aligner` (a detector, the landmark weights, optional refinement, the face rule) is the one way
+An `Aligner` (a detector, the landmark fit, optional refinement, the face rule) is the one way
 faces are found and aligned: `embed --align` builds it from the record it writes into the cache's
 preprocessing (`align_record`), through `FaceBatches`, the batch source of such a cache; `predict
 --faces` and `--video` build it from the same record.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cache.errors import UsageError
-from embed.defaults import FACE_CHOICES, FACE_DEFAULTS
+from embed.defaults import FACE_CHOICES, FACE_DEFAULTS, FIT_CHOICES
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ log = logging.getLogger(__name__)
 FRAME = (178, 218)
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 TEMPLATE = np.array([[69.0, 111.0], [108.0, 111.0], [88.0, 136.0], [72.0, 152.0], [105.0, 152.0]], np.float32)
-# Weight of each landmark in the least-squares fit (eyes, nose, mouth corners). Measured on 1,439
-# faces in scenes (bench/RESULTS.md, faces): decisions agreeing with the aligned originals 95.6 /
-# 88.2 / 96.5 % (Male / Smiling / Young) at these weights, 95.7 / 86.9 / 95.8 % with all five
-# equal; the eyes alone were worse (a two-point fit follows each eye's error). CelebA aligned by
-# the eyes, and a smile moves the mouth corners: they count, but less.
-LANDMARK_WEIGHTS = (1.0, 1.0, 0.3, 0.3, 0.3)
-
-
 @dataclass(frozen=True)
 class Face:
     """One detected face: box (x, y, width, height) in photo pixels, clipped to the photo;
@@ -83,10 +76,45 @@ def similarity_transform(src, dst, weights=None):
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def align(photo, landmarks, weights=LANDMARK_WEIGHTS):
+@dataclass(frozen=True)
+class Fit:
+    """Which points of a face the similarity fit puts onto the template's: points [M, 5], each row a
+    mix of the five landmarks (the same mix of TEMPLATE is its target), and weights [M] >= 0."""
+    points: tuple
+    weights: tuple
+
+    def matrix(self, landmarks):
+        """The [2, 3] similarity from photo pixels into CelebA's frame for landmarks [5, 2]."""
+        points = np.asarray(self.points, np.float64)
+        return similarity_transform(points @ np.asarray(landmarks, np.float64), points @ TEMPLATE, self.weights)
+
+
+# The landmark fits by name (FIT_CHOICES). eyes-mouth, the default: both eyes and the mouth's centre
+# (the corners' midpoint), equally weighted, so the mouth's width and the nose, which a smile or a
+# turned head move, do not pull the fit. five: the five landmarks weighted 1/1/0.3/0.3/0.3, the
+# default before (what a cache's align record without a fit used). Measured on 1,438 faces in
+# scenes (bench/RESULTS.md, faces): Smiling's accuracy on the scenes 73.7 % with eyes-mouth, 68.7 %
+# with five, 73.6 % on the aligned originals themselves; the eyes alone were worse (a two-point fit
+# follows each eye's error).
+_IDENTITY = tuple(tuple(float(i == j) for j in range(5)) for i in range(5))
+FITS = {"eyes-mouth": Fit(((1.0, 0.0, 0.0, 0.0, 0.0), (0.0, 1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.5, 0.5)),
+                          (1.0, 1.0, 1.0)),
+        "five": Fit(_IDENTITY, (1.0, 1.0, 0.3, 0.3, 0.3))}
+assert set(FITS) == set(FIT_CHOICES)
+
+
+def fit_of(record):
+    """The Fit an align record (`align_record`) names; a record from before fits were named holds
+    five landmark weights and no points: the five-point fit with those weights."""
+    if "points" not in record:
+        return Fit(_IDENTITY, tuple(record["weights"]))
+    return Fit(tuple(map(tuple, record["points"])), tuple(record["weights"]))
+
+
+def align(photo, landmarks, fit=FITS[FACE_DEFAULTS["fit"]]):
     """photo uint8 [H, W, C], landmarks [5, 2] -> uint8 [218, 178, C]: the face in CelebA's frame
-    (bilinear; outside the photo, its edge repeated)."""
-    return align_by(photo, similarity_transform(landmarks, TEMPLATE, weights))
+    by `fit` (bilinear; outside the photo, its edge repeated)."""
+    return align_by(photo, fit.matrix(landmarks))
 
 
 def align_by(photo, matrix):
@@ -196,33 +224,48 @@ def read_photo(path, max_pixels):
 
 # --- embedding aligned faces ----------------------------------------------------------------------
 
-def align_record(face=FACE_DEFAULTS["face"], refine=False, detector="mtcnn", weights=LANDMARK_WEIGHTS, **detector_settings):
+def align_record(face=FACE_DEFAULTS["face"], refine=False, detector="mtcnn", fit=FACE_DEFAULTS["fit"],
+                 **detector_settings):
     """What a cache of aligned faces records in preprocessing["align"]: everything needed to find
-    and align the same face again (compared on resume), without loading the detector."""
+    and align the same face again (compared on resume), without loading the detector. The fit is
+    written out (its points and weights) so a client can align as predict does."""
     if face not in FACE_CHOICES:
         raise UsageError(f"--face: {face!r} is not one of {', '.join(FACE_CHOICES)}")
+    if fit not in FITS:
+        raise UsageError(f"--landmark-fit: {fit!r} is not one of {', '.join(FITS)}")
     if detector not in DETECTORS:
         raise UsageError(f"unknown face detector {detector!r}; known: {', '.join(DETECTORS)}")
     return {"detector": DETECTORS[detector].describe(**detector_settings), "face": face, "refine": bool(refine),
-            "template": TEMPLATE.tolist(), "weights": list(weights), "frame": list(FRAME), "fill": "edge",
-            "exif": True}
+            "template": TEMPLATE.tolist(), "fit": fit, "points": [list(p) for p in FITS[fit].points],
+            "weights": list(FITS[fit].weights), "frame": list(FRAME), "fill": "edge", "exif": True}
+
+
+def complete_record(record):
+    """An align record as `align_record` writes it today, for one made by an earlier version (no
+    fit: the five-point one with its weights; three detector thresholds: the third is min_score),
+    so a resume compares like with like."""
+    detector = dict(record["detector"])
+    version = detector.pop("version", None)
+    detector = {**DETECTORS[detector.pop("detector")].describe(**detector), "version": version}
+    fit = record.get("fit", "five")
+    return {**record, "detector": detector, "fit": fit, "points": [list(p) for p in fit_of(record).points]}
 
 
 @dataclass
 class Aligner:
     """How faces are found and aligned, the one object `embed --align` and `predict --faces` both
-    use: a detector, the landmark weights of the similarity fit, whether the landmarks are refined
+    use: a detector, the landmark fit (`Fit`), whether the landmarks are refined
     by a second pass, and the face rule (`ranked`: which face `choose` picks, and the order faces
     are numbered in)."""
     detector: object
-    weights: tuple = LANDMARK_WEIGHTS
+    fit: Fit = FITS[FACE_DEFAULTS["fit"]]
     refine: bool = False
     face: str = FACE_DEFAULTS["face"]
 
     @classmethod
     def from_record(cls, record):
         """The aligner a preprocessing["align"] record (`align_record`) describes."""
-        return cls(load_detector(record["detector"]), tuple(record["weights"]), bool(record.get("refine")),
+        return cls(load_detector(record["detector"]), fit_of(record), bool(record.get("refine")),
                    record["face"])
 
     def find(self, photos):
@@ -242,7 +285,7 @@ class Aligner:
         come out as on the images the template was measured on (bench/RESULTS.md, faces: the
         agreement this buys). A crop where the detector finds no face keeps its first-pass landmarks."""
         import cv2
-        matrices = [similarity_transform(f.landmarks, TEMPLATE, self.weights) for f in faces]
+        matrices = [self.fit.matrix(f.landmarks) for f in faces]
         crops = [align_by(photo, m) for photo, m in zip(photos, matrices)]
         refined = []
         for face, matrix, found in zip(faces, matrices, self.detector.detect(crops) if crops else []):
@@ -256,7 +299,7 @@ class Aligner:
 
     def align(self, photo, face):
         """The face (a Face of photo) in CelebA's frame, uint8 [218, 178, C]."""
-        return align(photo, face.landmarks, self.weights)
+        return align(photo, face.landmarks, self.fit)
 
 
 def aligned_pixels(faces, preprocessing):

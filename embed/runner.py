@@ -23,6 +23,7 @@ from cache.reader import open_cache, row_status
 from cache.units import counted, size_text
 from cache.writer import CacheWriter, create_cache
 from embed.defaults import BATCH_SIZE, FEATURE_DTYPE, MAX_PIXELS
+from embed.faces import complete_record
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ OPTION_OF = {"backbone.model": "--model", "backbone.weights": "--weights", "back
              "preprocessing.image_size": "--image-size", "preprocessing.color": "--color",
              "preprocessing.value_range": "--value-range", "preprocessing.antialias": "--antialias",
              "preprocessing.align": "--align", "preprocessing.align.face": "--face",
-             "preprocessing.align.refine": "--refine-landmarks",
+             "preprocessing.align.refine": "--refine-landmarks", "preprocessing.align.fit": "--landmark-fit",
              "preprocessing.align.detector.min_face": "--min-face",
              "preprocessing.align.detector.min_score": "--min-score",
              "feature_dtype": "--dtype", "views": "--views", "layers": "--layers", "shard": "--shard"}
@@ -166,6 +167,9 @@ def _prepare_cache(path, dataset, rows, settings, overwrite):
                 stored["image_ids_fingerprint"] = layout.ids_fingerprint([s.decode() for s in f["image_id"][:]]) \
                     if stored["shard"] is None else settings["image_ids_fingerprint"] \
                     if stored["dataset_fingerprint"] == settings["dataset_fingerprint"] else stored["dataset_fingerprint"]
+            if stored["preprocessing"].get("align"):  # as an earlier version recorded it: completed
+                stored["preprocessing"] = {**stored["preprocessing"],
+                                           "align": complete_record(stored["preprocessing"]["align"])}
         diff = _differing_setting(stored, settings)
         if diff and diff[0] == "image_ids_fingerprint":
             raise UserError(f"{path} holds other images than this command lists (their ids differ); give the "

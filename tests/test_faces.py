@@ -15,6 +15,7 @@ import cli
 from cache.errors import UsageError
 from embed.defaults import FACE_DEFAULTS
 from embed.faces import (
+    FITS,
     FRAME,
     TEMPLATE,
     Aligner,
@@ -51,6 +52,39 @@ def test_similarity_transform_recovers_a_known_similarity_and_weights_leave_out_
         assert not np.allclose(similarity_transform(src, dst), truth, atol=1e-3)
     mirrored = TEMPLATE * [-1, 1]  # a reflection is not a similarity: the fit keeps det > 0
     assert np.linalg.det(similarity_transform(TEMPLATE, mirrored)[:, :2]) > 0
+
+
+def test_a_smile_does_not_move_the_default_fit_but_moved_the_five_point_one():
+    """A smile widens the mouth: with the mouth's centre fitted (eyes-mouth, the default) the face is
+    aligned as it was; the five-point fit shrank it (the corners pulled its scale) and shifted it."""
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        truth = _similarity(rng)
+        smiling = TEMPLATE.astype(np.float64).copy()
+        smiling[3, 0] -= 7
+        smiling[4, 0] += 7
+        smiling[2] += rng.normal(0, 4, 2)  # the nose, which a turned head moves, does not count either
+        in_photo = _apply(truth, smiling)
+        np.testing.assert_allclose(FITS["eyes-mouth"].matrix(in_photo), np.linalg.inv(np.vstack([truth, [0, 0, 1]]))[:2],
+                                   atol=1e-9)
+        five = FITS["five"].matrix(in_photo)
+        assert np.hypot(*five[:, 0]) * np.hypot(*truth[:, 0]) < 0.99  # shrunk by at least 1 %
+    assert align_record()["fit"] == FACE_DEFAULTS["fit"] == "eyes-mouth"
+    assert align_record()["points"] == [[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0.5, 0.5]]
+
+
+def test_a_record_from_before_fits_were_named_reads_as_the_five_point_fit():
+    """Caches made before --landmark-fit hold five weights and no points (and, older still, three
+    detector thresholds): they align, resume and export as made."""
+    from embed.faces import complete_record, fit_of
+    old = {"detector": {"detector": "mtcnn", "min_face": 40, "scale_factor": 0.709, "thresholds": [0.6, 0.7, 0.8]},
+           "face": "best", "refine": False, "template": TEMPLATE.tolist(), "weights": [1.0, 1.0, 0.3, 0.3, 0.3],
+           "frame": list(FRAME), "fill": "edge", "exif": True}
+    assert fit_of(old) == FITS["five"]
+    today = align_record(face="best", fit="five", min_face=40, min_score=0.8)
+    old["detector"]["version"] = today["detector"]["version"]
+    assert complete_record(old) == today
+    assert complete_record(align_record()) == align_record()
 
 
 def test_align_puts_the_landmarks_on_the_template_and_repeats_the_edge_outside_the_photo():
@@ -349,7 +383,8 @@ def test_embed_align_stores_each_rows_face_and_fails_a_photo_without_one(photo_f
 
 def test_embed_align_shards_merge_and_retry_give_the_plain_runs_rows(photo_folder, face_cnns, tmp_path):
     """Same machine, same batches: shards merged equal one run bit for bit, faces datasets included;
-    a photo given a face afterwards is embedded by --retry-failed with its face."""
+    a photo given a face afterwards is embedded by --retry-failed with its face (in a cache recorded
+    before --landmark-fit, with that cache's fit named on the command line)."""
     import h5py
     import shutil
     model = face_cnns / "gender_mini_XCEPTION.hdf5"
@@ -365,7 +400,15 @@ def test_embed_align_shards_merge_and_retry_give_the_plain_runs_rows(photo_folde
         for name in ("features", "faces/box", "faces/landmarks", "faces/score", "faces/count", "status"):
             np.testing.assert_array_equal(a[name][:], b[name][:])
     shutil.copy(folder / "scenes" / "00000.jpg", folder / "scenes" / "wall.jpg")
-    retried = _embed_align(folder, model, tmp_path / "whole.h5", "--retry-failed")
+    with h5py.File(tmp_path / "whole.h5", "r+") as f:  # as a cache made before --landmark-fit records it
+        prep = json.loads(f.attrs["preprocessing"])
+        for name in ("fit", "points"):
+            del prep["align"][name]
+        prep["align"]["weights"] = [1.0, 1.0, 0.3, 0.3, 0.3]
+        f.attrs["preprocessing"] = json.dumps(prep)
+    refused = _embed_align(folder, model, tmp_path / "whole.h5", "--retry-failed")
+    assert refused.exit_code != 0 and "--landmark-fit five \u2260 eyes-mouth" in refused.output, refused.output
+    retried = _embed_align(folder, model, tmp_path / "whole.h5", "--retry-failed", "--landmark-fit", "five")
     assert retried.exit_code == 0 and "retried 1 failed row: 1 now ok" in retried.output, retried.output
     with h5py.File(tmp_path / "whole.h5") as f:
         ids = [i.decode() for i in f["image_id"][:]]
@@ -562,6 +605,9 @@ def test_a_resume_refused_for_other_face_settings_names_the_option_in_one_line()
     refined = settings(align_record(refine=True, min_face=40, min_score=0.8))
     assert differing_line("c.h5", _differing_setting(made, refined)).endswith("--refine-landmarks off \u2260 on "
                                                                             "(preprocessing.align.refine)")
+    five = settings(align_record(fit="five", min_face=40, min_score=0.8))
+    assert differing_line("c.h5", _differing_setting(five, made)).endswith("--landmark-fit five \u2260 eyes-mouth "
+                                                                         "(preprocessing.align.fit)")
 
 
 def test_predict_hints_at_faces_all_for_a_group_photo_and_says_when_a_photo_is_too_small(face_run, tmp_path):

@@ -21,7 +21,9 @@ client_record: {"attributes": [...] (output order), "thresholds": {attribute: t}
              value_range),
   "alignment": the run's preprocessing["align"] (detector and its settings: min_face, min_score,
                thresholds, scale_factor; the face rule; the five-point template in the 178 x 218
-               frame; the landmark weights of the similarity fit; the edge fill) or null,
+               frame; the landmark fit: its name, "points" [M][5] (each fitted point a mix of the
+               five landmarks, the same mix of the template its target) and "weights" [M]; the
+               edge fill) or null,
   "run": {"path", "head", "kind"}, "backbones": the caches' backbone records}
 """
 

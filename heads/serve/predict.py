@@ -152,9 +152,12 @@ def face_probabilities(run, transform, head, backbones, faces, batch_size=32):
 
 
 def run_alignment(run):
-    """preprocessing["align"] of the run's (first) cache: how its faces were found and aligned, or
-    None for a run on whole images."""
-    return run.caches[0]["preprocessing"].get("align")
+    """preprocessing["align"] of the run's (first) cache, completed as today's records are
+    (`embed.faces.complete_record`: a record from before fits were named gets its points): how its
+    faces were found and aligned, or None for a run on whole images."""
+    from embed.faces import complete_record
+    record = run.caches[0]["preprocessing"].get("align")
+    return complete_record(record) if record else None
 
 
 def default_face_mode(run_dir):

@@ -16,7 +16,7 @@ OUT with suffix .json (the sidecar):
              "antialias"},
    "attributes": [...] (in order), "thresholds": {attribute: t}, "quantize": "none" | "float16" | "int8",
    "alignment": the run's preprocessing["align"] (detector and its settings, face rule, template,
-                weights, frame, fill) or null for a run on whole images,
+                fit: its points and weights, frame, fill) or null for a run on whole images,
    "run": {"path", "head", "kind"}, "backbone": the cache's backbone record}
 
 quantize: none keeps float32; float16 stores the weights in float16 (about half the file);
@@ -55,7 +55,7 @@ def calibration_pixels(run, backbone, rows, images=None):
     import h5py
 
     from embed.defaults import MAX_PIXELS
-    from embed.faces import align, aligned_pixels, read_photo
+    from embed.faces import align, aligned_pixels, fit_of, read_photo
     from embed.pipeline import decode_file_bytes, preprocess
     from heads.look.thumbnails import image_folder
 
@@ -75,7 +75,7 @@ def calibration_pixels(run, backbone, rows, images=None):
             photo, error = read_photo(folder / image_id, MAX_PIXELS)
             if photo is None:
                 raise UserError(f"{folder / image_id}: {error} (a train image the int8 calibration reads)")
-            face = align(photo, landmarks[k], tuple(alignment["weights"]))
+            face = align(photo, landmarks[k], fit_of(alignment))
             pixels.append(aligned_pixels(face[None], prep)[0].numpy())
         else:
             image, error = decode_file_bytes((folder / image_id).read_bytes(), prep.channels, MAX_PIXELS)
