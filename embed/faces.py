@@ -328,10 +328,11 @@ def no_face_error(detector, shape):
 class FaceBatches:
     """Like `embed.pipeline.ImageBatches`, for a cache of aligned faces: batches of {"index": int64
     [B], "image": float32 [B, S, S, C], "error": string [B], "stored": {faces/... dataset: [B, ...]}}
-    for the fixed windows of the input, in order. Each window's photos are read (EXIF orientation
-    applied) by a thread pool while the window before is detected, detected as one batch (one
-    detector call per photo shape), one face chosen per photo as preprocessing.align says and
-    aligned. A photo that cannot be read, or holds no face, is a zero image with its error."""
+    for the fixed windows of the input, in order. Each window is made one ahead, in a thread of
+    its own, while the consumer runs the backbone on the window before: its photos read (EXIF
+    orientation applied) by a thread pool, detected as one batch (one detector call per photo
+    shape), one face chosen per photo as preprocessing.align says and aligned. A photo that cannot
+    be read, or holds no face, is a zero image with its error."""
 
     def __init__(self, paths, indices, preprocessing, batch_size, threads=None, max_pixels=None):
         from embed.defaults import MAX_PIXELS
@@ -345,14 +346,16 @@ class FaceBatches:
 
         import tensorflow as tf
         windows = [(a, min(a + self.batch_size, len(self.paths))) for a in range(0, len(self.paths), self.batch_size)]
-        with ThreadPoolExecutor(self.threads) as pool:
-            def read(window):
-                return list(pool.map(lambda p: read_photo(p, self.max_pixels), self.paths[window[0]:window[1]]))
-            pending = pool.submit(read, windows[0]) if windows else None
-            for k, (start, stop) in enumerate(windows):
-                photos = pending.result()
-                pending = pool.submit(read, windows[k + 1]) if k + 1 < len(windows) else None
-                yield self._batch(photos, self.indices[start:stop], tf, self.paths[start:stop])
+        with ThreadPoolExecutor(self.threads) as readers, ThreadPoolExecutor(1) as ahead:
+            def made(window):
+                start, stop = window
+                photos = list(readers.map(lambda p: read_photo(p, self.max_pixels), self.paths[start:stop]))
+                return self._batch(photos, self.indices[start:stop], tf, self.paths[start:stop])
+            pending = ahead.submit(made, windows[0]) if windows else None
+            for k in range(len(windows)):
+                batch = pending.result()
+                pending = ahead.submit(made, windows[k + 1]) if k + 1 < len(windows) else None
+                yield batch
 
     def _batch(self, photos, indices, tf, paths):
         n = len(photos)
