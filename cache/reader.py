@@ -12,6 +12,7 @@ import numpy as np
 from cache import layout
 from cache.check import check_structure, find_nonfinite
 from cache.errors import UsageError, UserError
+from cache.units import counted, plural
 
 
 class CacheFile(h5py.File):
@@ -224,7 +225,8 @@ def read_feature_rows(path, rows, layers=()):
 def nonfinite_error(path, split, count, rows, ids):
     """The UserError for `count` ok rows with NaN/inf features; rows, ids: the first few."""
     shown = ", ".join(f"{r} ({i})" for r, i in zip(rows, ids))
-    return UserError(f"{path}: {count} row(s) of the {split} split marked ok hold non-finite features "
+    return UserError(f"{path}: {counted(count, 'row')} of the {split} split marked ok {plural('holds', count)} "
+                     "non-finite features "
                      f"(NaN or inf), e.g. rows {shown}; re-embed them, or pass --drop-nonfinite to leave them out")
 
 
@@ -261,7 +263,7 @@ def load_split(path, partition, attributes=None, allow_partial=False, dtype=np.f
         attributes = names if attributes is None else list(attributes)
         unknown = [a for a in attributes if a not in names]
         if unknown:
-            raise UserError(f"{path}: unknown attribute(s) {', '.join(unknown)}")
+            raise UserError(f"{path}: unknown {plural('attribute', len(unknown))} {', '.join(unknown)}")
         columns = [names.index(a) for a in attributes]
         in_split = (f["partition"][:] if labelled is None else labelled.partition) == code
         wanted = in_split & (status == layout.STATUS_OK)

@@ -20,6 +20,7 @@ import numpy as np
 from cache import layout
 from cache.errors import UsageError, UserError
 from cache.reader import open_cache
+from cache.units import counted, plural
 from cache.writer import CacheWriter, create_cache
 
 # Settings every shard of one dataset must share (names as stored; `shard.*` checked separately).
@@ -90,7 +91,8 @@ def _check_together(shards):
     count = first["shard"]["count"]
     missing = [f"{i}/{count}" for i in range(count) if i not in seen]
     if missing:
-        raise UserError(f"missing shard(s) {', '.join(missing)} of the {count} (got {len(shards)} file(s))")
+        raise UserError(f"missing {plural('shard', len(missing))} {', '.join(missing)} of the {count} (got "
+                        f"{counted(len(shards), 'file')})")
 
 
 def merge_shards(paths, out, overwrite=False):

@@ -1,7 +1,8 @@
 """Numbers in words for what the command line and the logs say: a count with its noun in the right
 number ("1 row", "2,048 rows"), and a size in bytes in the unit that fits ("640 kB", "1.2 GB")."""
 
-IRREGULAR = {"was": "were", "has": "have", "is": "are", "copy": "copies", "category": "categories"}
+IRREGULAR = {"was": "were", "has": "have", "is": "are", "holds": "hold", "copy": "copies", "epoch": "epochs",
+             "category": "categories"}
 
 
 def plural(noun, n):

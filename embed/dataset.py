@@ -18,6 +18,7 @@ import numpy as np
 
 from cache import layout
 from cache.errors import UserError
+from cache.units import counted, plural
 from embed.labels import read_labels, read_partition
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -166,7 +167,8 @@ def load_dataset(labels_path, images_dir, partition_path=None, use_official_spli
         lookup = dict(zip(part.ids, part.values))
         absent = [(i, n) for i, n in zip(table.ids, table.lines) if i not in lookup]
         if absent:
-            raise UserError(f"{partition_path}: {len(absent)} labelled image(s) have no partition row, "
+            raise UserError(f"{partition_path}: {counted(len(absent), 'labelled image')} "
+                            f"{plural('has', len(absent))} no partition row, "
                             f"e.g. {absent[0][0]!r} ({labels_path}:{absent[0][1]})")
         partition = np.array([lookup[i] for i in table.ids], np.int8)
         unused = len(part.ids) - len(table.ids)
@@ -215,7 +217,8 @@ def folder_dataset(images_dir, partition_path=None, use_official_split=False):
         lookup = dict(zip(part.ids, part.values))
         absent = [i for i in ids if i not in lookup]
         if absent:
-            raise UserError(f"{partition_path}: {len(absent)} image(s) of {images_dir} have no partition row, "
+            raise UserError(f"{partition_path}: {counted(len(absent), 'image')} of {images_dir} "
+                            f"{plural('has', len(absent))} no partition row, "
                             f"e.g. {absent[0]!r}")
         partition = np.array([lookup[i] for i in ids], np.int8)
         unused, sources["partition"] = len(part.ids) - len(ids), str(partition_path)

@@ -33,6 +33,7 @@ import numpy as np
 
 from cache.errors import UserError
 from cache.layout import UNKNOWN_LABEL
+from cache.units import counted
 
 UNKNOWN_TOKENS = ("", "NA", "?", "NaN", "nan", "#N/A")
 INDEX_HEADERS = ("", "Unnamed: 0")  # what pandas' to_csv() and spreadsheets head a row-index column with
@@ -198,7 +199,7 @@ def _check_ids(path, ids, lines):
             raise UserError(f"{path}:{number}: empty image id")
         if image_id in first_line:
             duplicates = len(ids) - len(set(ids))
-            raise UserError(f"{path}: {duplicates} duplicate image id(s), e.g. {_shown(image_id)} on lines "
+            raise UserError(f"{path}: {counted(duplicates, 'duplicate image id')}, e.g. {_shown(image_id)} on lines "
                             f"{first_line[image_id]} and {number}")
         first_line[image_id] = number
 

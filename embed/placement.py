@@ -8,6 +8,7 @@ command line, the benchmarks and the tests all wire an embedding pass through `b
 from dataclasses import dataclass
 
 from cache.errors import UsageError, UserError
+from cache.units import counted
 
 ENGINES = ("local", "ray")
 
@@ -44,7 +45,7 @@ def resolve_devices(devices):
     if not devices.isdigit() or int(devices) < 1:
         raise UserError(f"--devices {devices!r}: expected all or a number of devices")
     if int(devices) > len(available):
-        what = f"{len(gpus)} GPU(s)" if gpus else "no GPU (one device: the CPU)"
+        what = counted(len(gpus), "GPU") if gpus else "no GPU (one device: the CPU)"
         raise UserError(f"--devices {devices}: this machine has {what}")
     return available[:int(devices)]
 

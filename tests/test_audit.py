@@ -160,7 +160,7 @@ def rare(tmp_path_factory):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--attrs", "Bald"], 1, "attribute Bald has 3 row(s) of class 1 in the audited splits; 5-fold cross-fitting "
+    (["--attrs", "Bald"], 1, "attribute Bald has 3 rows of class 1 in the audited splits; 5-fold cross-fitting "
                              "needs at least 5 (use fewer --folds, or leave Bald out of --attrs)"),
     (["--split", "train,tset"], 2, "--split train,tset: give one or more of train, val, test, each once"),
     (["--folds", "1"], 2, "Invalid value for '--folds'"),
@@ -328,7 +328,7 @@ def test_rows_with_nan_features_stop_the_audit_or_are_left_out_and_counted(plant
     assert result.exit_code == 1 and "NaN" in result.output and "Traceback" not in result.output, result.output
     result = invoke("audit", damaged, "--out", tmp_path / "b", "--attrs", "Male", "--kind", "majority",
                     "--drop-nonfinite")
-    assert result.exit_code == 0 and "left out 1 row(s)" in result.output, result.output
+    assert result.exit_code == 0 and "left out 1 row whose" in result.output, result.output
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["rows"] == PLANTED_N + 60 - 1 and summary["excluded_nonfinite_rows"] == {"train": 0, "val": 1, "test": 0}
     oof = pd.read_csv(tmp_path / "b" / "out_of_fold.csv", dtype={"image_id": str})

@@ -93,10 +93,10 @@ def test_nonfinite_features_stop_the_run_or_are_dropped_on_request(valid, tmp_pa
     path = damaged_copy(valid, tmp_path, poison)
     result = invoke("baselines", path, "--out", tmp_path / "b", "--attrs", ATTRS, "--no-plots")
     assert not assert_ok_or_one_line(result, path)
-    assert "2 row(s) of the train split marked ok hold non-finite features (NaN or inf), e.g. rows 7 (000007.jpg)" \
+    assert "2 rows of the train split marked ok hold non-finite features (NaN or inf), e.g. rows 7 (000007.jpg)" \
         in result.stderr and "--drop-nonfinite" in result.stderr
     result = invoke("baselines", path, "--out", tmp_path / "b", "--attrs", ATTRS, "--drop-nonfinite", "--no-plots")
-    assert result.exit_code == 0 and "left out 2 row(s) whose features hold NaN or inf" in result.stderr
+    assert result.exit_code == 0 and "left out 2 rows whose features hold NaN or inf" in result.stderr
     config = json.loads((tmp_path / "b" / "logreg" / "config.json").read_text())
     assert config["excluded_nonfinite_rows"] == {"train": 2, "val": 0, "test": 0}
     assert config["rows"]["train"] == 599 - 2

@@ -80,7 +80,7 @@ def test_official_split_boundaries():
 def test_labelled_id_without_partition_row(sample_dir, tmp_path):
     partition = tmp_path / "p.txt"
     partition.write_text("000001.jpg 0\n")
-    with pytest.raises(UserError, match=r"p.txt: 39 labelled image\(s\) have no partition row, e.g. '000002.jpg'"):
+    with pytest.raises(UserError, match=r"p.txt: 39 labelled images have no partition row, e.g. '000002.jpg'"):
         load_dataset(sample_dir / "list_attr_celeba.txt", sample_dir / "img_align_celeba", partition)
 
 

@@ -84,7 +84,7 @@ def test_the_run_records_and_shows_when_it_stopped(cache, tmp_path):
 def test_few_optimizer_steps_get_a_note_and_bad_epochs_exit_2(cache, tmp_path):
     result = invoke("train-heads", cache, "--out", tmp_path / "run", "--attrs", "Male", "--epochs", "3", "--no-plots")
     assert result.exit_code == 0, result.output
-    assert "note: 3 epoch(s) of 599 rows at batch 128 are 15 optimizer steps" in result.stderr
+    assert "note: 3 epochs of 599 rows at batch 128 are 15 optimizer steps" in result.stderr
     result = invoke("train-heads", cache, "--out", tmp_path / "r2", "--epochs", "soon")
     assert result.exit_code == 2 and "expected auto or a whole number" in result.output
     result = invoke("sweep", cache, "--out", tmp_path / "s", "--grid", "epochs=auto,2", "--attrs", "Male", "--no-plots")

@@ -104,7 +104,7 @@ def test_cli_says_what_it_left_out(planted, tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("id,score\n000001.jpg,1\n", "has no image_id column (its columns: id, score)"),
-    ("image_id\n000001.jpg\nnot_an_image.jpg\n999999.jpg\n", "2 of 3 listed image id(s) are not in"),
+    ("image_id\n000001.jpg\nnot_an_image.jpg\n999999.jpg\n", "2 of 3 listed image ids are not in"),
     ("image_id\n000001.jpg\nnot_an_image.jpg\n", "the first is 'not_an_image.jpg' (line 3)"),
     ("image_id,attribute\n000001.jpg,Male\n,Male\n", "line 3: empty image_id"),
     ("", "is empty; expected a CSV with an image_id column"),
@@ -165,7 +165,7 @@ def test_mask_labels_makes_listed_train_labels_unknown_and_keeps_the_rows(plante
 
 @pytest.mark.parametrize("content, message", [
     ("image_id\n000001.jpg\n", "has no attribute column (its columns: image_id)"),
-    ("image_id,attribute\n000001.jpg,Male\nnope.jpg,Male\n", "1 of 2 listed label(s) are of image ids not in"),
+    ("image_id,attribute\n000001.jpg,Male\nnope.jpg,Male\n", "1 of 2 listed labels is of image ids not in"),
     ("image_id,attribute\n000001.jpg,Mael\n", "line 2: attribute 'Mael' is not one of the cache's (did you mean Male?)"),
     ("image_id,attribute\n,Male\n", "line 2: empty image_id"),
 ])

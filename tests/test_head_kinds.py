@@ -107,7 +107,7 @@ def test_head_with_its_own_train_step_falls_back_to_fit_and_says_so(cache, build
     ("conv:3", "expected linear"),
     ("absent.py:build", "no such file absent.py"),
     ("{builders}:missing", "has no function 'missing'"),
-    ("{builders}:misnamed", "missing output(s) Male, Smiling; unexpected output(s) out"),
+    ("{builders}:misnamed", "missing outputs Male, Smiling; unexpected output out"),
     ("{builders}:wide", "output Male has shape [2] per row, expected [1]"),
     ("{builders}:no_sigmoid", "output Male is not a probability"),
     ("{builders}:not_a_model", "returned int, not a keras.Model"),
@@ -250,7 +250,7 @@ def test_fusion_joins_caches_by_id_and_refuses_mismatches(cache, tmp_path):
     def rename(ids, labels, partition):
         ids[7] = "elsewhere.jpg"
 
-    for change, message in [(relabel, "labels differ for 1 image(s)"), (repartition, "partition differ"),
+    for change, message in [(relabel, "labels differ for 1 image,"), (repartition, "partition differ"),
                             (rename, "they hold different images")]:
         _second_cache(tmp_path / "bad.h5", cache, change=change)
         result = invoke("train-heads", cache, tmp_path / "bad.h5", "--out", tmp_path / "r", "--attrs", "Male")

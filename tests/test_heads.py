@@ -418,7 +418,7 @@ def test_compare_finds_runs_at_any_depth_and_ranks_different_attribute_sets_on_t
     result = invoke("compare", tree, "--split", "test")
     assert result.exit_code == 0, result.output
     assert f"{tree}: 2 runs found at any depth" in result.stdout
-    assert f"1 unfinished run(s) left out (config.json but no metrics.json), e.g. {tree / 'z'}" in result.stderr
+    assert f"1 unfinished run left out (config.json but no metrics.json), e.g. {tree / 'z'}" in result.stderr
     assert "the mean ranks them on the 1 they all score (Male); the other 1 are shown but left out" in result.stderr
     from heads.run.compare import leaderboard
     table = leaderboard([tree], "test")

@@ -62,7 +62,7 @@ def test_mixed_line_endings_keep_line_numbers(tmp_path):
     ("3\nA B\n1.jpg 1 -1\n2.jpg 1 2\n3.jpg 1 1\n", r"a.txt:4: column 'B' has '2'; labels must be -1/1 or 0/1"),
     ("2\nA B\n1.jpg 1 -1\n2.jpg 1\n", r"a.txt:4: expected 3 fields"),
     ("5\nA B\n1.jpg 1 -1\n2.jpg 1 1\n", r"a.txt:1: the count line says 5 rows but the file has 2"),
-    ("2\nA B\n1.jpg 1 -1\n1.jpg 1 1\n", r"a.txt: 1 duplicate image id\(s\), e.g. '1.jpg' on lines 3 and 4"),
+    ("2\nA B\n1.jpg 1 -1\n1.jpg 1 1\n", r"a.txt: 1 duplicate image id, e.g. '1.jpg' on lines 3 and 4"),
     ("2\nA B\n1.jpg 1 -1\n2.jpg 0 1\n", r"a.txt:4: column 'A' has 0 but the file uses -1/1"),
     ("A B\n1.jpg 1 -1\n", r"a.txt:1: expected the row count"),
     ("2\nA A\n1.jpg 1 -1\n2.jpg 1 1\n", r"a.txt:2: attribute 'A' appears twice"),

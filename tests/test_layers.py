@@ -460,7 +460,7 @@ def test_nonfinite_rows_of_a_spatial_layer_are_found_in_memory_and_streamed(laye
     for stream in ("never", "always"):
         result = invoke("train-heads", path, "--out", tmp_path / stream, "--input", "conv2d", "--head", "attentive",
                         "--stream", stream)
-        assert result.exit_code == 1 and "1 row(s) of the train split marked ok hold non-finite features" in \
+        assert result.exit_code == 1 and "1 row of the train split marked ok holds non-finite features" in \
             result.output and "rows 7 (000008.jpg)" in result.output, result.output
 
 

@@ -78,7 +78,7 @@ def test_files_patch_cells_in_order(tmp_path, caplog):
     assert record["attributes"] == {"B": {"set": 1, "changed": 2, "unknown": 1, "new": False},
                                     "New": {"set": 2, "changed": 1, "unknown": 2, "new": True}}
     assert [(f["rows"], f["not_in_cache"], f["changed"]) for f in record["files"]] == [(4, 2, 4), (1, 0, 1)]
-    assert "2 of 4 listed image id(s) are not in the cache (in c.h5) and are ignored; the first is 'zz.jpg' (line 4)" \
+    assert "2 of 4 listed image ids are not in the cache (in c.h5) and are ignored; the first is 'zz.jpg' (line 4)" \
         in caplog.text
     assert "second.csv: its partition column is ignored" in caplog.text and "--partition" in caplog.text
 
@@ -170,7 +170,7 @@ def test_an_attribute_without_two_labelled_classes_in_train_stops_in_one_line(pl
     one_class = write_csv(tmp_path / "p.csv", ["image_id", "Smiling"], [["000001.jpg", 1], ["000002.jpg", 1]])
     result = invoke("baselines", folder / "male.h5", "--out", tmp_path / "r", "--models", "logreg",
                     "--attrs", "Male,Smiling", "--labels", one_class)
-    assert result.exit_code == 1 and "attribute Smiling has only class 1 in the train split (2 labelled row(s))" \
+    assert result.exit_code == 1 and "attribute Smiling has only class 1 in the train split (2 labelled rows)" \
         in result.output, result.output
     assert not (tmp_path / "r").exists()
     val_only = write_csv(tmp_path / "v.csv", ["image_id", "Smiling"], [["000700.jpg", 1], ["000701.jpg", 0]])
@@ -180,7 +180,7 @@ def test_an_attribute_without_two_labelled_classes_in_train_stops_in_one_line(pl
 
 
 @pytest.mark.parametrize("content, message", [
-    ("image_id,Male\n000001.jpg,1\n000001.jpg,0\n", "bad.csv: 1 duplicate image id(s), e.g. '000001.jpg' on lines 2 and 3"),
+    ("image_id,Male\n000001.jpg,1\n000001.jpg,0\n", "bad.csv: 1 duplicate image id, e.g. '000001.jpg' on lines 2 and 3"),
     ("image_id,Male\n000001.jpg,2\n", "bad.csv:2: column 'Male' has '2'; labels must be -1/1 or 0/1, or empty, NA or ?"),
     ("id,Male\n000001.jpg,1\n", "bad.csv:1: first CSV column must be 'image_id'"),
     ("image_id\n000001.jpg\n", "bad.csv:1: an image_id column and no attribute column"),
@@ -271,7 +271,7 @@ def test_a_file_whose_ids_all_miss_the_cache_is_an_error_with_a_hint(planted, tm
         path = write_csv(tmp_path / "f.csv", ["image_id", header], [[file_id, 1]])
         result = invoke("info", folder / "male.h5", option, path)
         assert result.exit_code == 1, result.output
-        assert (f"f.csv: none of its 1 image id(s) is in the cache ({option}): {hint} (the file's first: "
+        assert (f"f.csv: none of its 1 image id is in the cache ({option}): {hint} (the file's first: "
                 f"'{file_id}'; the cache's first: '000000.jpg')") in result.output, result.output
 
 
@@ -281,7 +281,7 @@ def test_a_later_file_overwriting_cells_says_how_many(tmp_path, caplog):
     second = write_csv(tmp_path / "second.csv", ["image_id", "B"], [["a.jpg", 1], ["b.jpg", 0], ["c.jpg", 1]])
     with caplog.at_level(logging.INFO):
         applied, record = Overlay.read([first, second]).apply(rows, "c.h5")
-    assert "second.csv: overwrites 2 cell(s) an earlier --labels file gave (1 of them with another value" in caplog.text
+    assert "second.csv: overwrites 2 cells an earlier --labels file gave (1 of them with another value" in caplog.text
     assert [f["overwritten"] for f in record["files"]] == [0, 2]
     assert applied.labels.tolist() == [[0, 1], [1, 0], [1, 1]]
 
@@ -314,7 +314,7 @@ def test_an_emptied_split_blames_what_emptied_it_and_audit_needs_no_val(planted,
     result = invoke("audit", folder / "full.h5", "--out", tmp_path / "a", "--partition", all_train, "--kind", "logreg",
                     "--attrs", "Male", "--folds", 2, "--no-duplicates")
     assert result.exit_code == 0, result.output
-    assert "note: the val, test split(s) hold no row: audited train (cross-fitting needs no val split)" in result.output
+    assert "note: the val, test splits hold no row: audited train (cross-fitting needs no val split)" in result.output
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["splits"] == ["train"]
     result = invoke("train-heads", folder / "full.h5", "--out", tmp_path / "r", "--partition", all_train, "--epochs", 1)
@@ -325,7 +325,7 @@ def test_an_emptied_split_blames_what_emptied_it_and_audit_needs_no_val(planted,
                                                                           for i, r in zip(ids(range(1000)), range(1000))])
     result = invoke("audit", folder / "full.h5", "--out", tmp_path / "b", "--partition", no_test, "--split", "test",
                     "--kind", "logreg", "--attrs", "Male", "--folds", 2, "--no-duplicates")
-    assert result.exit_code == 1 and "the audited split(s) test hold no row" in result.output, result.output
+    assert result.exit_code == 1 and "the audited split test holds no row" in result.output, result.output
 
 
 def test_a_cache_with_every_row_in_train_says_to_pass_a_partition(tmp_path):
@@ -368,4 +368,4 @@ def test_a_note_prints_once_though_the_command_loads_its_task_once_per_split(pla
     result = invoke("audit", folder / "full.h5", "--out", tmp_path / "a", "--labels", missing, "--kind", "logreg",
                     "--attrs", "Male", "--folds", 2, "--no-duplicates")
     assert result.exit_code == 0, result.output
-    assert result.output.count("m.csv: 1 of 2 listed image id(s) are not in the cache") == 1, result.output
+    assert result.output.count("m.csv: 1 of 2 listed image ids is not in the cache") == 1, result.output

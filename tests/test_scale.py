@@ -64,7 +64,7 @@ def test_bad_merges_are_refused_clearly(fault_setup, tmp_path):
     out = tmp_path / "m.h5"
     cases = [
         ((shards[0], shards[0], shards[1], shards[2]), "shards overlap"),
-        ((shards[0], shards[2]), "missing shard(s) 1/3"),
+        ((shards[0], shards[2]), "missing shard 1/3 of the 3 (got 2 files)"),
         ((shards[0], shards[1], other[2]), "does not belong with"),
         ((fault_setup.reference_path,), "not a shard"),
     ]

@@ -7,7 +7,8 @@ from cache.units import counted, plural, size_text
 
 @pytest.mark.parametrize("n, noun, text", [
     (0, "row", "0 rows"), (1, "row", "1 row"), (2048, "labelled row", "2,048 labelled rows"), (1, "face", "1 face"),
-    (3, "copy", "3 copies"), (2, "pass", "2 passes"), (2, "day", "2 days"),
+    (3, "copy", "3 copies"), (2, "pass", "2 passes"), (2, "day", "2 days"), (3, "epoch", "3 epochs"),
+    (2, "match", "2 matches"),
 ])
 def test_counts_take_the_right_number(n, noun, text):
     assert counted(n, noun) == text
@@ -15,6 +16,7 @@ def test_counts_take_the_right_number(n, noun, text):
 
 def test_verbs_agree_with_their_count():
     assert [plural("has", n) for n in (1, 2)] == ["has", "have"] and [plural("is", n) for n in (1, 0)] == ["is", "are"]
+    assert [plural("holds", n) for n in (1, 2)] == ["holds", "hold"]
 
 
 @pytest.mark.parametrize("n_bytes, text", [

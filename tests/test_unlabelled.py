@@ -91,7 +91,7 @@ def test_partition_at_embed_time_must_list_every_image(folder, probe_saved_model
     part = tmp_path / "p.csv"
     part.write_text("image_id,partition\n000001.jpg,1\n")
     result = embed_folder(folder, tmp_path / "c.h5", probe_saved_model, "--partition", part)
-    assert result.exit_code == 1 and "39 image(s) of" in result.output and "have no partition row" in result.output
+    assert result.exit_code == 1 and "39 images of" in result.output and "have no partition row" in result.output
 
 
 def test_a_blank_cell_at_embed_time_points_to_training_time(sample_dir, probe_saved_model, tmp_path):

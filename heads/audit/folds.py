@@ -16,6 +16,7 @@ import numpy as np
 from cache.layout import UNKNOWN_LABEL
 
 from cache.errors import UserError
+from cache.units import counted
 from heads.defaults import AUDIT
 from heads.kinds import head_class
 from heads.kinds.base import Data
@@ -44,7 +45,7 @@ def check_folds(rows, folds):
         counts = np.bincount(rows.labels[:, j].astype(int), minlength=UNKNOWN_LABEL + 1)[:2]  # labelled rows
         if counts.min() < folds:
             rare = int(np.argmin(counts))
-            raise UserError(f"attribute {name} has {counts[rare]} row(s) of class {rare} in the audited splits; "
+            raise UserError(f"attribute {name} has {counted(int(counts[rare]), 'row')} of class {rare} in the audited splits; "
                             f"{folds}-fold cross-fitting needs at least {folds} (use fewer --folds, or leave {name} "
                             "out of --attrs)")
 

@@ -25,6 +25,7 @@ import numpy as np
 from cache.errors import UsageError, UserError
 from cache.layout import UNKNOWN_LABEL
 from cache.reader import aligned_empty
+from cache.units import counted, plural
 from heads.audit.duplicates import check_threshold, find_duplicates
 from heads.audit.folds import Rows, out_of_fold
 from heads.audit.labels import label_issues
@@ -77,10 +78,11 @@ def audited_rows(task_spec, splits):
     splits = [s for s in splits if s not in empty]
     if empty:
         if not splits:
-            raise UserError(f"{task_spec.caches[0]}: the audited split(s) {', '.join(empty)} hold no row "
+            raise UserError(f"{task_spec.caches[0]}: the audited {plural('split', len(empty))} {', '.join(empty)} "
+                            f"{plural('holds', len(empty))} no row "
                             "(--split names which to audit)")
-        log.info("the %s split(s) hold no row: audited %s (cross-fitting needs no val split)",
-                 ", ".join(empty), ", ".join(splits))
+        log.info("the %s %s %s no row: audited %s (cross-fitting needs no val split)", ", ".join(empty),
+                 plural("split", len(empty)), plural("holds", len(empty)), ", ".join(splits))
     most = sum(len(task.split(s).image_ids) for s in splits)  # before non-finite rows are dropped
     caches, attributes = [c["path"] for c in task.caches], tuple(task.attributes)
     features, parts, dropped, start = None, [], {}, 0
@@ -117,7 +119,7 @@ def run_audit(task_spec, audit_spec, out_dir):
     began = time.perf_counter()
     rows, caches, nonfinite, overlay = audited_rows(task_spec, audit_spec.splits)
     if sum(nonfinite.values()):
-        log.info("left out %d row(s) whose features hold NaN or inf (%s)", sum(nonfinite.values()), nonfinite)
+        log.info("left out %s whose features hold NaN or inf (%s)", counted(sum(nonfinite.values()), "row"), nonfinite)
     loaded = time.perf_counter()
     probabilities, fold = out_of_fold(rows, audit_spec.kind, settings, audit_spec.folds,
                                       features=task_spec.features, seed=audit_spec.seed)
@@ -150,6 +152,7 @@ def run_audit(task_spec, audit_spec, out_dir):
                "labels": label_summary, "label_overlay": overlay,
                "duplicates": duplicate_summary if audit_spec.duplicates is not None else None}
     write_json(out / "summary.json", summary)
-    log.info("audit of %d rows x %d attributes: %d flagged label(s)", len(rows), len(rows.attributes), len(issues))
+    log.info("audit of %s x %s: %s", counted(len(rows), "row"), counted(len(rows.attributes), "attribute"),
+             counted(len(issues), "flagged label"))
     return summary
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError
+from cache.units import plural
 
 BUILTIN_SPECS = "linear, mlp:128, mlp:512,128, attentive[:W[,H[,Q]]], tail"
 
@@ -294,8 +295,8 @@ def check_outputs(model, shape, attributes, spec):
     names = output_names(model)
     missing, extra = [a for a in attributes if a not in names], [n for n in names if n not in attributes]
     if missing or extra:
-        what = "; ".join(filter(None, [missing and f"missing output(s) {', '.join(missing)}",
-                                       extra and f"unexpected output(s) {', '.join(extra)}"]))
+        what = "; ".join(filter(None, [missing and f"missing {plural('output', len(missing))} {', '.join(missing)}",
+                                       extra and f"unexpected {plural('output', len(extra))} {', '.join(extra)}"]))
         raise UsageError(f"{spec}: {what}; the model needs one sigmoid output named after each attribute "
                          f"({', '.join(attributes)})")
     probe = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32) * 3

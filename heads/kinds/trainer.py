@@ -33,6 +33,7 @@ import numpy as np
 
 from cache.errors import UsageError, UserError
 from cache.reader import aligned_empty
+from cache.units import counted, plural
 from heads.defaults import CALIBRATE, TAIL_HALVING
 from heads.kinds.architectures import MLP, named_outputs, parse_head
 from heads.kinds.base import labelled
@@ -289,9 +290,10 @@ def _train_together(heads, train, val, report, halve=None):
     if auto and (val is None or len(val) == 0):
         raise UserError("--epochs auto stops on the val loss, and the val split has no rows; give --epochs N")
     if not auto and first.epochs * -(-len(X) // first.batch_size) < FEW_STEPS:
-        log.info("%d epoch(s) of %d rows at batch %d are %d optimizer steps, which may leave the head "
-                 "under-trained; --epochs auto trains until the val loss stops improving", first.epochs, len(X),
-                 first.batch_size, first.epochs * -(-len(X) // first.batch_size))
+        log.info("%s of %s at batch %d %s %s, which may leave the head under-trained; --epochs auto trains "
+                 "until the val loss stops improving", counted(first.epochs, "epoch"), counted(len(X), "row"),
+                 first.batch_size, plural("is", first.epochs),
+                 counted(first.epochs * -(-len(X) // first.batch_size), "optimizer step"))
     fast = [h for h in heads if not _has_own_train_step(h.model_)]
     for head in heads:
         if head not in fast:

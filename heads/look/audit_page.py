@@ -23,6 +23,7 @@ import io
 import json
 from pathlib import Path
 
+from cache.units import counted
 from heads.defaults import AUDIT
 from heads.look.page import cell, data_uri, percent, thumbnail_uri, write_page
 from heads.look.plots import plot_nearest_similarity
@@ -188,7 +189,8 @@ def _issue_galleries(issues, folder, top, thumbnails):
                    for r in shown.itertuples()]
         unreadable = sum(f is None for f in figures)
         if unreadable:
-            parts.append(f'<p class="note">{unreadable} image(s) could not be read from {html.escape(str(folder))}.</p>')
+            parts.append(f'<p class="note">{counted(unreadable, "image")} could not be read from '
+                         f'{html.escape(str(folder))}.</p>')
         parts.append(f'<div class="gallery issues">{"".join(f for f in figures if f)}</div>')
     return "\n".join(parts) if parts else "<p>No label flagged.</p>"
 
@@ -238,7 +240,7 @@ def _pair_gallery(pairs, folder, top, thumbnails):
         blocks.append(f'<div class="pair{" leak" if r.leak else ""}"><div class="faces">{left}{right}</div>'
                       f'cosine {r.similarity:.4f}{"; train &harr; " + r.duplicate_split if r.leak else ""}'
                       f'{"<br>labels differ: " + html.escape(disagree) if disagree else ""}</div>')
-    note = (f'<p class="note">{unreadable} pair(s) could not be shown: images unreadable in {html.escape(str(folder))}.</p>'
+    note = (f'<p class="note">{counted(unreadable, "pair")} could not be shown: images unreadable in {html.escape(str(folder))}.</p>'
             if unreadable else "")
     return f'{note}<div class="gallery pairs">{"".join(blocks)}</div>'
 

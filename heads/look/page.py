@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from cache.errors import UserError
+from cache.units import counted
 from heads.defaults import REPORT
 from heads.look.tables import epochs_line
 from heads.look.thumbnails import image_folder, png, thumbnail
@@ -163,7 +164,8 @@ def _gallery(run, split, n_errors, images, thumbnails, labels=(), partition=None
                            f"<figcaption>{html.escape(image_id)}<br>true {int(data.labels[row, j])}, "
                            f"p = {probabilities[row, j]:.3f}</figcaption></figure>")
         if unreadable:
-            parts.append(f'<p class="note">{unreadable} image(s) could not be read from {html.escape(str(folder))}.</p>')
+            parts.append(f'<p class="note">{counted(unreadable, "image")} could not be read from '
+                         f'{html.escape(str(folder))}.</p>')
         parts.append(f'<div class="gallery">{"".join(figures)}</div>')
     return "\n".join(parts)
 
@@ -197,7 +199,7 @@ def build_report(paths, out, *, split=REPORT["split"], n_errors=REPORT["errors"]
     thumbnails = {}
     other = ", ".join(Path(p).name for p in (*labels, *([partition] if partition else ())))
     note = f" Galleries judged by {html.escape(other)}, applied after each run's own labels." if other else ""
-    body = [f"<h1>celeba-heads report</h1><p>{len(runs)} run(s); galleries on the {split} split.{note}</p>",
+    body = [f"<h1>celeba-heads report</h1><p>{counted(len(runs), 'run')}; galleries on the {split} split.{note}</p>",
             "<h2>Leaderboard</h2>", _leaderboard(runs)]
     for run in runs:
         epochs = epochs_line(run.metrics)

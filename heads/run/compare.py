@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cache.errors import UserError
+from cache.units import counted
 from heads.metrics import BY_NAME, GROUP_METRICS
 from heads.run.evaluate import evaluate_run
 from heads.run.rundir import CONFIG, METRICS, Run
@@ -42,8 +43,8 @@ def find_runs(paths):
         if not found:
             raise UserError(f"{path}: not a run directory (no metrics.json in it or any folder below it)")
         if unfinished:
-            log.warning("%s: %d unfinished run(s) left out (config.json but no metrics.json), e.g. %s", path,
-                        len(unfinished), unfinished[0])
+            log.warning("%s: %s left out (config.json but no metrics.json), e.g. %s", path,
+                        counted(len(unfinished), "unfinished run"), unfinished[0])
         runs.extend(sorted(found))
     return runs
 

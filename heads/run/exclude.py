@@ -27,6 +27,7 @@ from cache import layout
 from cache.errors import UserError
 from cache.layout import UNKNOWN_LABEL, sha256_file
 from cache.reader import open_cache
+from cache.units import counted, plural
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def check_exclude(path, cache_path, partition=None):
         partition = f["partition"][:] if partition is None else partition
     unknown = [i for i in listed.ids if i not in row_of]
     if unknown:
-        raise UserError(f"{path}: {len(unknown)} of {len(listed.ids)} listed image id(s) are not in {cache_path}; "
+        raise UserError(f"{path}: {len(unknown)} of {counted(len(listed.ids), 'listed image id')} "
+                        f"{plural('is', len(unknown))} not in {cache_path}; "
                         f"the first is {unknown[0]!r} (line {listed.line[unknown[0]]})")
     return Exclusion(listed, partition[[row_of[i] for i in listed.ids]] if listed.ids else np.zeros(0, int))
 
@@ -152,7 +154,8 @@ def check_mask(path, cache_path, names, partition=None):
         first.setdefault((str(image_id), str(name)), int(line))
     unknown = [pair for pair in first if pair[0] not in row_of]
     if unknown:
-        raise UserError(f"{path}: {len(unknown)} of {len(first)} listed label(s) are of image ids not in {cache_path}; "
+        raise UserError(f"{path}: {len(unknown)} of {counted(len(first), 'listed label')} "
+                        f"{plural('is', len(unknown))} of image ids not in {cache_path}; "
                         f"the first is {unknown[0][0]!r} (line {first[unknown[0]]})")
     stray = [pair for pair in first if pair[1] not in names]
     if stray:

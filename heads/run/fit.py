@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.errors import UsageError
+from cache.units import counted
 from heads.defaults import KERAS, RUN
 from heads.kinds import head_class
 from heads.kinds.base import Data, option_name
@@ -44,7 +45,7 @@ def prepare(spec):
     task = load_task(spec)
     dropped = sum(task.excluded_nonfinite_rows.values())
     if dropped:
-        log.info("left out %d row(s) whose features hold NaN or inf (%s)", dropped, task.excluded_nonfinite_rows)
+        log.info("left out %s whose features hold NaN or inf (%s)", counted(dropped, "row"), task.excluded_nonfinite_rows)
     train_x, train_y = task.train.features, task.train.labels
     groups = task.group_labels.get("train")
     if task.train_augment is not None:  # both views as training rows, each with its image's labels

@@ -36,6 +36,7 @@ import pandas as pd
 from cache.errors import UserError
 from cache.layout import STATUS_OK, UNKNOWN_LABEL, sha256_file
 from cache.reader import open_cache, row_status, split_summary
+from cache.units import counted, plural
 from embed.labels import read_labels, read_partition
 
 NOT_IN_RUN = -1  # the partition of a row a --partition file does not list
@@ -112,8 +113,8 @@ class Overlay:
             files[-1]["overwritten"] = overwritten = int(listed_before[cells].sum())
             if overwritten:
                 again = int((listed_before[cells] & (labels[cells] != values)).sum())
-                log.info("%s: overwrites %d cell(s) an earlier --labels file gave (%d of them with another value; "
-                         "the later file wins)", table.path, overwritten, again)
+                log.info("%s: overwrites %s an earlier --labels file gave (%d of them with another value; "
+                         "the later file wins)", table.path, counted(overwritten, "cell"), again)
             labels[cells] = values
             listed_before[cells] = True
             given[columns] += (values != UNKNOWN_LABEL).sum(axis=0)
@@ -164,7 +165,7 @@ def _check_found(path, file_ids, cache_ids, found, option):
         hint = "the cache's ids carry a folder the file's lack"
     else:
         hint = "no id matches"
-    raise UserError(f"{path}: none of its {len(file_ids):,} image id(s) is in the cache ({option}): {hint} "
+    raise UserError(f"{path}: none of its {counted(len(file_ids), 'image id')} is in the cache ({option}): {hint} "
                     f"(the file's first: {theirs!r}; the cache's first: {ours!r})")
 
 
@@ -182,8 +183,9 @@ def _file_record(path, ids, found, lines, where):
         mask = np.ones(len(ids), bool)
         mask[found] = False
         first = int(np.argmax(mask))
-        log.info("%s: %d of %d listed image id(s) are not in the cache%s and are ignored; the first is %r (line %d)",
-                 path, missing, len(ids), where, ids[first], lines[first])
+        log.info("%s: %d of %s %s not in the cache%s and %s ignored; the first is %r (line %d)", path, missing,
+                 counted(len(ids), "listed image id"), plural("is", missing), where, plural("is", missing),
+                 ids[first], lines[first])
     return {"file": str(Path(path).resolve()), "sha256": sha256_file(path), "rows": len(ids),
             "not_in_cache": int(missing)}
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from cache.errors import UsageError, UserError
 from cache.layout import sha256_file
 from cache.reader import open_cache
+from cache.units import counted
 from heads.kinds import head_class, kind_names
 from heads.metrics import majority_classes
 from heads.run.overlay import check_recorded
@@ -221,7 +222,7 @@ class Run:
         """Paths of the run's caches (or `paths`, one per recorded cache, for caches that moved),
         after checking each holds the same dataset and backbone the run was trained on."""
         if paths and len(paths) != len(self.caches):
-            raise UserError(f"{self.path} was trained on {len(self.caches)} cache(s); give --cache once for each")
+            raise UserError(f"{self.path} was trained on {counted(len(self.caches), 'cache')}; give --cache once for each")
         checked = []
         for record, path in zip(self.caches, paths or [c["path"] for c in self.caches]):
             if not os.path.exists(path):

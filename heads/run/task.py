@@ -22,7 +22,7 @@ from cache.check import find_nonfinite
 from cache.errors import UsageError, UserError
 from cache.layout import UNKNOWN_LABEL
 from cache.reader import Split, StoredRows, load_split, nonfinite_error, open_cache, read_feature_rows, row_status
-from cache.units import size_text
+from cache.units import counted, plural, size_text
 from embed.labels import read_labels
 from heads.defaults import ATTRIBUTES, RUN
 from heads.kinds.base import Data
@@ -319,8 +319,8 @@ def load_task(spec, feature_splits=("train", "val", "test"), required_splits=("t
     excluded = exclusion.record(splits["train"].n_left_out) if exclusion else None
     partitioned = labelled[0][1]["partition"] if labelled else None
     if partitioned and partitioned["left_out"]:
-        log.info("--partition %s: %d row(s) of %s it does not list leave the run", spec.partition,
-                 partitioned["left_out"], paths[0])
+        log.info("--partition %s: %s of %s it does not list %s out of the run", spec.partition,
+                 counted(partitioned["left_out"], "row"), paths[0], plural("is", partitioned["left_out"]) + " left")
     return Task(spec=replace(spec, groups=tuple(groups)), caches=[cache_record(p) for p in paths],
                 attributes=attributes, group_labels=group_labels if groups else {}, train_augment=train_augment,
                 excluded=excluded, labels=labelled[0][1] if labelled else None, masked=masked,
@@ -349,7 +349,8 @@ def _empty_split(path, name, partition, attributes, unlabelled):
     with open_cache(path) as f:
         in_split = int((f["partition"][:] == code).sum())
     if in_split:
-        return f"{path}: the {name} split has no embedded rows (its {in_split:,} row(s) failed or are not embedded yet)"
+        return (f"{path}: the {name} split has no embedded rows (its {counted(in_split, 'row')} failed or "
+                f"{plural('is', in_split)} not embedded yet)")
     return (f"{path}: the {name} split has no rows (a folder embedded without a partition puts every image in "
             f"train): give --partition FILE, a CSV image_id,partition with 0 train, 1 val, 2 test")
 
@@ -366,9 +367,9 @@ def _check_labelled(splits, attributes, path):
                             "(--labels FILE), or leave it out of --attrs")
         if train.min() == train.max():
             raise UserError(f"{path}: attribute {name} has only class {int(train[0])} in the train split "
-                            f"({len(train)} labelled row(s)); a classifier cannot learn it")
+                            f"({counted(len(train), 'labelled row')}); a classifier cannot learn it")
         if any(known[split] < len(s.rows) for split, s in splits.items()):
-            log.info("%s is labelled on %s row(s); each split's unlabelled rows are left out of its loss and scores",
+            log.info("%s is labelled on %s rows; each split's unlabelled rows are left out of its loss and scores",
                      name, ", ".join(f"{known[split]:,} of {len(s.rows):,} {split}" for split, s in splits.items()))
 
 
@@ -456,7 +457,7 @@ def _fused_splits(paths, attributes, allow_partial, feature_splits, drop_nonfini
             differ = np.flatnonzero(np.any((other[what][rows] != first[what]).reshape(len(rows), -1), axis=1))
             if len(differ):
                 raise UserError(f"{path} cannot be fused with {paths[0]}: {what} differ for {len(differ)} "
-                                f"image(s), e.g. {first['ids'][differ[0]]}")
+                                f"{plural('image', len(differ))}, e.g. {first['ids'][differ[0]]}")
         row_of.append(rows)
         status.append(other["status"][rows])
     status = np.stack(status)
