@@ -394,6 +394,10 @@ def backbone_options(command):
                      help=f"--align: the smallest face searched, in pixels (default {FACE_DEFAULTS['min_face']})."),
         click.option("--min-score", type=FiniteRange(min=0, max=1, max_open=True),
                      help=f"--align: the lowest detector score a face keeps (default {FACE_DEFAULTS['min_score']:g})."),
+        click.option("--min-mirror-score", "mirror_score", type=FiniteRange(min=0, max=1, max_open=True),
+                     help="--align: the lowest score a face keeps with its box mirrored left-right (a face is "
+                          "nearly symmetric, a face-like pattern in a texture seldom is; 0: no check; default "
+                          f"{FACE_DEFAULTS['mirror_score']:g})."),
         click.option("--landmark-fit", "fit", type=click.Choice(list(FIT_CHOICES)),
                      help="--align: which landmarks the alignment fits onto CelebA's (default eyes-mouth: both "
                           "eyes and the mouth's centre; five: all five, weighted 1/1/0.3/0.3/0.3, the default of "
@@ -403,15 +407,17 @@ def backbone_options(command):
                           "(about 1.5x the detection time; steadier alignment, docs: Faces in the wild)."))
     @functools.wraps(command)
     def run(*args, model, weights, layer, layers, trust_model, image_size, color, value_range, antialias,
-            mixed_precision, xla, align, face, min_face, min_score, fit, refine, **kwargs):
+            mixed_precision, xla, align, face, min_face, min_score, mirror_score, fit, refine, **kwargs):
         for option, value in (("--face", face), ("--min-face", min_face), ("--min-score", min_score),
-                              ("--landmark-fit", fit), ("--refine-landmarks", refine)):
+                              ("--min-mirror-score", mirror_score), ("--landmark-fit", fit),
+                              ("--refine-landmarks", refine)):
             if value is not None and value is not False and not align:
                 raise click.UsageError(f"{option} needs --align")
         record = _library("embed.faces").align_record(
             face or FACE_DEFAULTS["face"], refine, fit=fit or FACE_DEFAULTS["fit"],
             min_face=min_face or FACE_DEFAULTS["min_face"],
-            min_score=FACE_DEFAULTS["min_score"] if min_score is None else min_score) if align else None
+            min_score=FACE_DEFAULTS["min_score"] if min_score is None else min_score,
+            mirror_score=FACE_DEFAULTS["mirror_score"] if mirror_score is None else mirror_score) if align else None
         spec = _library("embed.backbones").BackboneSpec(
             model=model, weights=weights, layer=layer, image_size=image_size, color=color, value_range=value_range,
             antialias=antialias, trust_model=trust_model, mixed_precision=mixed_precision, xla=xla, layers=layers,

@@ -30,7 +30,8 @@ SAMPLE = {"n": 512, "seed": 0, "max_n": 202_599}  # make-sample and the demo (ma
 # Measured on the real sample's first 300 photos pasted into 400 x 400 scenes, upright and turned
 # over: flagged upright faces / upside-down faces at a margin of 0.02: 7 of 300 / 127 of 134; 0.05:
 # 5 / 119; 0.1: 2 / 107; 0.2: 1 / 95. 0.1 flags 80 % of upside-down faces and 0.7 % of upright ones.
-FACE_DEFAULTS = {"min_face": 40, "face": "main", "min_score": 0.8, "upside_down": 0.1, "fit": "eyes-mouth"}
+FACE_DEFAULTS = {"min_face": 40, "face": "main", "min_score": 0.8, "upside_down": 0.1, "fit": "eyes-mouth",
+                 "mirror_score": 0.5}
 FIT_CHOICES = {  # the landmark fits (embed.faces.FITS) and the points each puts onto the template
     "eyes-mouth": "both eyes and the mouth's centre, equally weighted",
     "five": "the five landmarks, weighted 1/1/0.3/0.3/0.3 (eyes, nose, mouth corners)"}

@@ -117,6 +117,7 @@ OPTION_OF = {"backbone.model": "--model", "backbone.weights": "--weights", "back
              "preprocessing.align.refine": "--refine-landmarks", "preprocessing.align.fit": "--landmark-fit",
              "preprocessing.align.detector.min_face": "--min-face",
              "preprocessing.align.detector.min_score": "--min-score",
+             "preprocessing.align.detector.mirror_score": "--min-mirror-score",
              "feature_dtype": "--dtype", "views": "--views", "layers": "--layers", "shard": "--shard"}
 
 

@@ -75,13 +75,13 @@ def test_a_smile_does_not_move_the_default_fit_but_moved_the_five_point_one():
 
 def test_a_record_from_before_fits_were_named_reads_as_the_five_point_fit():
     """Caches made before --landmark-fit hold five weights and no points (and, older still, three
-    detector thresholds): they align, resume and export as made."""
+    detector thresholds; no mirror check): they align, resume and export as made."""
     from embed.faces import complete_record, fit_of
     old = {"detector": {"detector": "mtcnn", "min_face": 40, "scale_factor": 0.709, "thresholds": [0.6, 0.7, 0.8]},
            "face": "best", "refine": False, "template": TEMPLATE.tolist(), "weights": [1.0, 1.0, 0.3, 0.3, 0.3],
            "frame": list(FRAME), "fill": "edge", "exif": True}
     assert fit_of(old) == FITS["five"]
-    today = align_record(face="best", fit="five", min_face=40, min_score=0.8)
+    today = align_record(face="best", fit="five", min_face=40, min_score=0.8, mirror_score=0.0)
     old["detector"]["version"] = today["detector"]["version"]
     assert complete_record(old) == today
     assert complete_record(align_record()) == align_record()
@@ -164,6 +164,7 @@ def test_no_face_smaller_than_min_face_and_none_under_min_score(detector, monkey
     rows = np.array([[0, 100, 100, 127, 134, 0.99] + [110] * 10,  # 27 x 34: under 40 on both sides
                      [0, 300, 300, 420, 450, 0.97] + [350] * 10])
     monkeypatch.setattr(detector, "_detect_same_shape", lambda batch: rows)
+    monkeypatch.setattr(detector, "mirror_score", 0.0)  # the made-up boxes hold no face to mirror
     found = detector.detect([np.zeros((3000, 4000, 3), np.uint8)])[0]
     assert [f.box[2:] for f in found] == [(120.0, 150.0)]
     assert detector.thresholds[2] == FACE_DEFAULTS["min_score"] == 0.8 and detector.settings["min_score"] == 0.8
@@ -172,6 +173,19 @@ def test_no_face_smaller_than_min_face_and_none_under_min_score(detector, monkey
     assert align_record(min_score=0.9)["detector"]["min_score"] == 0.9
     with pytest.raises(UsageError, match="--min-score: 1.5 is not in"):
         align_record(min_score=1.5)
+
+
+def test_a_face_like_pattern_in_a_texture_is_no_face_mirrored(detector):
+    """The bench's false face (a 67x76 box at 0.96 in a textured 1000x750 photo without a face) is
+    found without the mirror check and dropped with it (the default)."""
+    from embed.scenes import texture
+    rng = np.random.default_rng(11)
+    for _ in range(68):
+        texture(rng, 750, 1000)
+    photo = texture(rng, 750, 1000)
+    unchecked = MtcnnDetector(mirror_score=0.0).detect([photo])[0]
+    assert [round(f.score, 2) for f in unchecked] == [0.96]
+    assert FACE_DEFAULTS["mirror_score"] == 0.5 and detector.detect([photo]) == [[]]
 
 
 def test_a_detector_is_made_once_per_process_for_the_same_settings():

@@ -161,44 +161,53 @@ def _main_face(work, ids, quick):
 
 
 def _min_score(work, truth, quick):
-    """Scores of the faces MTCNN finds (min face 40, last-stage threshold 0.5): in the scenes (each
-    matched to its pasted face), on the aligned sample photos themselves (close-ups), and in
-    textured photos without a face. Returns rows: per threshold the share of faces kept in scenes
-    and close-ups and the false faces left in the noise photos."""
+    """Scores of the faces MTCNN finds (min face 40, last-stage threshold 0.5), with and without the
+    mirror check: in the scenes (each matched to its pasted face), on the aligned sample photos
+    themselves (close-ups), and in textured photos without a face. Returns rows: per threshold the
+    share of faces kept in scenes and close-ups and the false faces left in the noise photos."""
     from embed.defaults import FACE_DEFAULTS
     from embed.faces import MtcnnDetector, read_photo
     from embed.scenes import texture
-    detector = MtcnnDetector(min_score=0.5)
     names = sorted(set(truth.scene))[:60 if quick else None]
-    scene_scores = []
-    for k in range(0, len(names), 32):
-        photos = [read_photo(work / "scenes" / "scenes" / n, 10 ** 9)[0] for n in names[k:k + 32]]
-        for name, faces in zip(names[k:k + 32], detector.detect(photos)):
-            for item in truth[truth.scene == name].itertuples(index=False):
-                true = np.array(item[5:], float).reshape(5, 2)
-                near = [f.score for f in faces if np.linalg.norm(f.landmarks - true, axis=1).mean() < 39 * item.scale]
-                scene_scores.append(max(near, default=0.0))
     paths = sorted((SAMPLE / "img_align_celeba").glob("*.jpg"))[:100 if quick else None]
-    closeups = []
-    for k in range(0, len(paths), 64):
-        found = detector.detect([read_photo(p, 10 ** 9)[0] for p in paths[k:k + 64]])
-        closeups += [max((f.score for f in faces), default=0.0) for faces in found]
-    rng, noise = np.random.default_rng(11), []
-    for size, count in (((750, 1000), 12 if quick else 120), ((3000, 4000), 1 if quick else 6)):
-        for _ in range(count):
-            noise += [f.score for f in detector.detect([texture(rng, *size)])[0]]
-    scene_scores, closeups, noise = map(np.array, (scene_scores, closeups, noise))
+    noise_counts = (((750, 1000), 11, 12 if quick else 120), ((3000, 4000), 11, 1 if quick else 6),
+                    ((750, 1000), 12, 12 if quick else 400))
     rows = []
-    for threshold in (0.8, 0.9, 0.95):
-        kept, close, false = (scene_scores >= threshold).mean(), (closeups >= threshold).mean(), int((noise >= threshold).sum())
-        default = threshold == FACE_DEFAULTS["min_score"]
-        rows.append(row(f"faces: --min-score {threshold:g}{' (the default)' if default else ''}: faces kept in scenes / "
-                        "close-ups, false faces in noise photos", f"{100 * kept:.1f} / {100 * close:.1f} / {false}",
-                        "% / % / faces", ">= 99 % of scene faces, no false face" if default else "",
-                        bool(kept >= 0.99 and false == 0) if default else None,
-                        f"{len(scene_scores)} faces in {len(names)} scenes, {len(closeups)} aligned sample photos, "
-                        f"{12 if quick else 120} textured 1000x750 and {1 if quick else 6} 4000x3000 photos without a "
-                        "face; MTCNN, min face 40 (a box under it on its longer side dropped)"))
+    for mirror in (0.0, FACE_DEFAULTS["mirror_score"]):
+        detector = MtcnnDetector(min_score=0.5, mirror_score=mirror)
+        scene_scores = []
+        for k in range(0, len(names), 32):
+            photos = [read_photo(work / "scenes" / "scenes" / n, 10 ** 9)[0] for n in names[k:k + 32]]
+            for name, faces in zip(names[k:k + 32], detector.detect(photos)):
+                for item in truth[truth.scene == name].itertuples(index=False):
+                    true = np.array(item[5:], float).reshape(5, 2)
+                    near = [f.score for f in faces
+                            if np.linalg.norm(f.landmarks - true, axis=1).mean() < 39 * item.scale]
+                    scene_scores.append(max(near, default=0.0))
+        closeups = []
+        for k in range(0, len(paths), 64):
+            found = detector.detect([read_photo(p, 10 ** 9)[0] for p in paths[k:k + 64]])
+            closeups += [max((f.score for f in faces), default=0.0) for faces in found]
+        noise, photos_without = [], 0
+        for (height, width), seed, count in noise_counts:
+            rng = np.random.default_rng(seed)
+            for _ in range(count):
+                noise += [f.score for f in detector.detect([texture(rng, height, width)])[0]]
+            photos_without += count
+        scene_scores, closeups, noise = map(np.array, (scene_scores, closeups, noise))
+        for threshold in (0.8, 0.9, 0.95) if mirror else (0.8,):
+            kept, close = (scene_scores >= threshold).mean(), (closeups >= threshold).mean()
+            false = int((noise >= threshold).sum())
+            default = threshold == FACE_DEFAULTS["min_score"] and mirror == FACE_DEFAULTS["mirror_score"]
+            rows.append(row(f"faces: --min-score {threshold:g} --min-mirror-score {mirror:g}"
+                            f"{' (the defaults)' if default else ''}: faces kept in scenes / close-ups, false faces "
+                            "in noise photos", f"{100 * kept:.1f} / {100 * close:.1f} / {false}", "% / % / faces",
+                            ">= 99 % of scene faces, no false face" if default else "",
+                            bool(kept >= 0.99 and false == 0) if default else None,
+                            f"{len(scene_scores)} faces in {len(names)} scenes, {len(closeups)} aligned sample photos, "
+                            f"{photos_without} textured photos without a face ({noise_counts[0][2] + noise_counts[2][2]} "
+                            f"at 1000x750, {noise_counts[1][2]} at 4000x3000); MTCNN, min face 40 (a box under it on "
+                            "its longer side dropped); --min-mirror-score: ONet's score of the box mirrored"))
     return rows
 
 
