@@ -374,7 +374,8 @@ def test_embed_align_stores_each_rows_face_and_fails_a_photo_without_one(photo_f
     out = _embed_align(photo_folder, model, tmp_path / "aligned.h5")
     assert out.exit_code == cli.EXIT_FAILED_ROWS, out.output
     assert "failed: wall.jpg: no face found (smallest face searched: 40 px, score at least 0.8)" in out.output
-    assert "faces: mtcnn (smallest face 40 px, score at least 0.8), the main face of each photo aligned" in out.output
+    assert ("faces: mtcnn (smallest face 40 px, score at least 0.8, mirrored at least 0.5), the main face of each "
+            "photo aligned by both eyes and the mouth's centre, equally weighted (--landmark-fit eyes-mouth)") in out.output
     with h5py.File(tmp_path / "aligned.h5") as f:
         ids = [i.decode() for i in f["image_id"][:]]
         wall = ids.index("wall.jpg")

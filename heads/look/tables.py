@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from cache.units import counted, plural, size_text
-from embed.defaults import FACE_CHOICES
+from embed.defaults import FACE_CHOICES, FIT_CHOICES
 from heads.metrics import BY_NAME, METRICS
 
 TABLE_METRICS = [m for m in METRICS if m.table and (m.score or m.name == "majority_accuracy")]
@@ -219,13 +219,16 @@ def backbone_line(model, backbone):
 
 def aligned_line(align):
     """How a cache of aligned faces found and aligned each face (preprocessing["align"])."""
+    from embed.faces import complete_record
+    align = complete_record(align)
     detector = align["detector"]
     refined = " (refined on the aligned crop)" if align.get("refine") else ""
-    score = detector.get("min_score", (detector.get("thresholds") or [0, 0, 0.8])[-1])
-    return (f"faces: {detector['detector']} (smallest face {detector['min_face']} px, score at least {score:g}), the "
-            f"{align['face']} face of "
-            f"each photo aligned by its 5 landmarks{refined} into CelebA's {align['frame'][0]}x{align['frame'][1]} "
-            f"frame, EXIF orientation applied, pixels outside the photo repeat its edge")
+    mirrored = f", mirrored at least {detector['mirror_score']:g}" if detector["mirror_score"] else ""
+    return (f"faces: {detector['detector']} (smallest face {detector['min_face']} px, score at least "
+            f"{detector['min_score']:g}{mirrored}), the {align['face']} face of each photo aligned by "
+            f"{FIT_CHOICES[align['fit']]} (--landmark-fit {align['fit']}){refined} into CelebA's "
+            f"{align['frame'][0]}x{align['frame'][1]} frame, EXIF orientation applied, pixels outside the photo "
+            "repeat its edge")
 
 
 def embed_lines(summary, info, out, retried, shown_failures=20):
