@@ -806,7 +806,7 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
 @click.option("--out", "video_out", type=click.Path(dir_okay=False),
               help="--video: the annotated video to write (.mp4); its table goes beside it as .csv.")
 @click.option("--faces", type=click.Choice(["all", "best", "none"]),
-              help="all: find every face in each photo, align it to CelebA's frame by its five landmarks and "
+              help="all: find every face in each photo, align it to CelebA's frame by its landmarks and "
                    "predict each, numbered in the order of the run's face rule (main, the large face near the centre "
                    "first, unless its --align cache recorded another); best: only the first face; none: the whole "
                    "image as it is (for photos already aligned like the run's images). Default: all for a run on an "
@@ -817,6 +817,9 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
 @click.option("--min-score", type=FiniteRange(min=0, max=1, max_open=True),
               help=f"--faces: the lowest detector score a face keeps (default: as the run's --align cache recorded, "
                    f"else {FACE_DEFAULTS['min_score']:g}).")
+@click.option("--min-mirror-score", "mirror_score", type=FiniteRange(min=0, max=1, max_open=True),
+              help=f"--faces: the lowest score a face keeps with its box mirrored left-right (0: no check; default: "
+                   f"as the run's --align cache recorded, else {FACE_DEFAULTS['mirror_score']:g}).")
 @click.option("--refine-landmarks/--no-refine-landmarks", "refine", default=None,
               help="--faces: find each face's landmarks again on its aligned crop (default: as the run's --align "
                    "cache recorded, else no).")
@@ -830,8 +833,8 @@ def compare(run_dirs, split, metrics, csv_path, markdown_path, groups, label_fil
 @TRUST_MODEL
 @writes(video_out="video", draw_dir="drawn")
 @uses_tensorflow()
-def predict(run_dir, images, video, video_out, faces, min_face, min_score, refine, draw_dir, max_pixels, as_json,
-            trust_model):
+def predict(run_dir, images, video, video_out, faces, min_face, min_score, mirror_score, refine, draw_dir, max_pixels,
+            as_json, trust_model):
     """Predict attributes for image files with a run (its cache's backbone and preprocessing + its head).
     With --faces, each face in each photo is found, aligned and predicted; with --video, each face of
     each frame."""
@@ -847,13 +850,14 @@ def predict(run_dir, images, video, video_out, faces, min_face, min_score, refin
                                    "annotated video)")
         result = _library("heads.serve.video").predict_video(run_dir, video, video_out, faces=faces or "all",
                                                               min_face=min_face, refine=refine,
-                                                              min_score=min_score, trust_model=trust_model)
+                                                              min_score=min_score, mirror_score=mirror_score,
+                                                              trust_model=trust_model)
         click.echo(json.dumps(result, indent=2) if as_json else tables.video_line(result))
         return
     faces = faces or served.default_face_mode(run_dir)
     if faces == "none":
         for option, value in (("--draw", draw_dir), ("--min-face", min_face), ("--min-score", min_score),
-                              ("--refine-landmarks", refine)):
+                              ("--min-mirror-score", mirror_score), ("--refine-landmarks", refine)):
             if value is not None:
                 raise click.UsageError(f"{option} needs --faces all or best")
         results = served.predict_images(run_dir, list(images), trust_model=trust_model)
@@ -862,7 +866,8 @@ def predict(run_dir, images, video, video_out, faces, min_face, min_score, refin
         if draw_dir:
             _library("heads.look.drawn").check_draw_names(images)
         results = served.predict_faces(run_dir, list(images), faces=faces, min_face=min_face, refine=refine,
-                                       min_score=min_score, max_pixels=max_pixels, draw_dir=draw_dir, trust_model=trust_model)
+                                       min_score=min_score, mirror_score=mirror_score, max_pixels=max_pixels,
+                                       draw_dir=draw_dir, trust_model=trust_model)
         lines = tables.face_predictions(results)
     if as_json:
         click.echo(json.dumps(results, indent=2))

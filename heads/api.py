@@ -71,7 +71,7 @@ def predict(run_dir, images, *, faces=None, draw_dir=None, **options):
     aligned into CelebA's frame) or "best" (one face); None: what the run's cache was made from
     ("all" for a cache of aligned photos, `embed --align`, else "none"). draw_dir: with faces, also
     write each photo with its faces drawn there. options: batch_size, trust_model; with faces also
-    min_face, refine.
+    min_face, min_score, mirror_score, refine.
     Returns a DataFrame, one row per image ("none") or per face found (a photo without a face is
     one row with ok False): columns image, face (1, 2, ... in the order of the run's face rule, main by default; absent for "none"),
     ok, error, score and box [x, y, w, h] (faces), then per attribute its probability (column

@@ -492,7 +492,7 @@ def test_refined_landmarks_stay_on_the_face_and_are_recorded(photo_folder, face_
         moved = np.linalg.norm(a[0].landmarks - b[0].landmarks, axis=1).mean()
         assert 0 < moved < 0.1 * a[0].box[2]  # a second look moves them, but not off the face
     out = _embed_align(photo_folder, face_cnns / "gender_mini_XCEPTION.hdf5", tmp_path / "r.h5", "--refine-landmarks")
-    assert out.exit_code == cli.EXIT_FAILED_ROWS and "5 landmarks (refined on the aligned crop)" in out.output
+    assert out.exit_code == cli.EXIT_FAILED_ROWS and "(--landmark-fit eyes-mouth) (refined on the aligned crop)" in out.output
     with h5py.File(tmp_path / "r.h5") as f:
         assert json.loads(f.attrs["preprocessing"])["align"]["refine"] is True
     refused = CliRunner().invoke(cli.main, ["embed", "--labels", str(photo_folder / "labels.csv"), "--images",
@@ -623,6 +623,21 @@ def test_a_resume_refused_for_other_face_settings_names_the_option_in_one_line()
     five = settings(align_record(fit="five", min_face=40, min_score=0.8))
     assert differing_line("c.h5", _differing_setting(five, made)).endswith("--landmark-fit five \u2260 eyes-mouth "
                                                                          "(preprocessing.align.fit)")
+
+
+def test_predict_drops_the_false_face_unless_its_mirror_check_is_turned_off(face_run, tmp_path):
+    from embed.scenes import texture
+    rng = np.random.default_rng(11)
+    for _ in range(68):
+        texture(rng, 750, 1000)
+    Image.fromarray(texture(rng, 750, 1000)).save(tmp_path / "wall.png")
+    args = ["predict", "--run", str(face_run / "run"), "--faces", "all", "--json", str(tmp_path / "wall.png")]
+    checked = CliRunner().invoke(cli.main, args)
+    assert checked.exit_code == cli.EXIT_FAILED_ROWS and "no face found" in checked.stdout, checked.output
+    unchecked = CliRunner().invoke(cli.main, args + ["--min-mirror-score", "0"])
+    assert unchecked.exit_code == 0 and len(json.loads(unchecked.stdout)[0]["faces"]) == 1, unchecked.output
+    refused = CliRunner().invoke(cli.main, args[:4] + ["none", "--min-mirror-score", "0", str(tmp_path / "wall.png")])
+    assert refused.exit_code == 2 and "--min-mirror-score needs --faces all or best" in refused.output
 
 
 def test_predict_hints_at_faces_all_for_a_group_photo_and_says_when_a_photo_is_too_small(face_run, tmp_path):

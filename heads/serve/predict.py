@@ -165,13 +165,13 @@ def default_face_mode(run_dir):
     return "all" if run_alignment(Run(run_dir)) else "none"
 
 
-def run_aligner(run, min_face=None, refine=None, min_score=None):
+def run_aligner(run, min_face=None, refine=None, min_score=None, mirror_score=None):
     """The embed.faces.Aligner predict uses on a run's photos: as the run's cache of aligned faces
-    recorded it, else the defaults (`embed.faces.align_record`); min_face, refine, min_score:
-    overrides."""
+    recorded it, else the defaults (`embed.faces.align_record`); min_face, refine, min_score,
+    mirror_score: overrides."""
     from embed.faces import Aligner, align_record
     record = dict(run_alignment(run) or align_record())
-    for name, value in (("min_face", min_face), ("min_score", min_score)):
+    for name, value in (("min_face", min_face), ("min_score", min_score), ("mirror_score", mirror_score)):
         if value is not None:
             record["detector"] = {**record["detector"], name: value}
     if refine is not None:
@@ -187,12 +187,13 @@ class Predictor:
     (`run_aligner` with min_face and refine, unless one is given) is made on first use, once: serve's
     worker threads share one Predictor."""
 
-    def __init__(self, run_dir, *, aligner=None, min_face=None, refine=None, min_score=None, batch_size=32,
-                 trust_model=False):
+    def __init__(self, run_dir, *, aligner=None, min_face=None, refine=None, min_score=None, mirror_score=None,
+                 batch_size=32, trust_model=False):
         self.run = Run(run_dir)
         self.transform, self.head = self.run.load(trust_model)
         self.backbones = run_backbones(self.run, trust_model)
         self._aligner, self.min_face, self.refine, self.min_score = aligner, min_face, refine, min_score
+        self.mirror_score = mirror_score
         self._making_aligner = threading.Lock()
         self.batch_size = batch_size
 
@@ -204,7 +205,7 @@ class Predictor:
     def aligner(self):
         with self._making_aligner:
             if self._aligner is None:
-                self._aligner = run_aligner(self.run, self.min_face, self.refine, self.min_score)
+                self._aligner = run_aligner(self.run, self.min_face, self.refine, self.min_score, self.mirror_score)
         return self._aligner
 
     def entries(self, items, faces="all", min_face=None):
@@ -215,7 +216,8 @@ class Predictor:
 
         if faces not in ("all", "best"):
             raise UserError(f"faces must be all or best, not {faces!r}")
-        aligner = self.aligner if min_face is None else run_aligner(self.run, min_face, self.refine, self.min_score)
+        aligner = self.aligner if min_face is None else run_aligner(self.run, min_face, self.refine, self.min_score,
+                                                                     self.mirror_score)
         found = iter(aligner.find([photo for _, photo, _ in items if photo is not None]))
         entries, aligned, patches = [], [], []
         for name, photo, error in items:
@@ -275,7 +277,7 @@ class Predictor:
 
 
 def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, refine=None, min_score=None,
-                  batch_size=32, max_pixels=None, draw_dir=None, trust_model=False):
+                  mirror_score=None, batch_size=32, max_pixels=None, draw_dir=None, trust_model=False):
     """Every face (faces="all") or one ("best": the first in the order of the aligner's face rule,
     `embed.faces.ranked`: "main" by default, the large face near the centre) of each photo, aligned
     and predicted.
@@ -285,14 +287,14 @@ def predict_faces(run_dir, images, *, faces="all", aligner=None, min_face=None, 
     per photo, in order, its faces in the rule's order; a photo that cannot be read, or has no face, is
     reported with its error (ok false) and the others are still predicted. aligner: an
     embed.faces.Aligner (default `run_aligner`: as the run's cache of aligned faces recorded, else
-    the defaults, with the overrides min_face, refine and min_score). Photos go `batch_size` at a time through
+    the defaults, with the overrides min_face, refine, min_score and mirror_score). Photos go `batch_size` at a time through
     detection, alignment and the head, so memory does not grow with their number. draw_dir: also
     write each readable photo there with its faces drawn (heads.look.drawn)."""
     from embed.defaults import MAX_PIXELS
     from embed.faces import read_photo
 
     predictor = Predictor(run_dir, aligner=aligner, min_face=min_face, refine=refine, min_score=min_score,
-                          batch_size=batch_size, trust_model=trust_model)
+                          mirror_score=mirror_score, batch_size=batch_size, trust_model=trust_model)
     paths = [str(i) for i in images]
     results = []
     for start in range(0, len(paths), batch_size):

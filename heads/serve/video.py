@@ -18,8 +18,8 @@ from heads.serve.predict import Predictor
 CSV_COLUMNS = ("frame", "time_s", "face", "x", "y", "w", "h", "score", "attribute", "probability", "decision")
 
 
-def predict_video(run_dir, video, out, *, faces="all", min_face=None, refine=None, min_score=None, frames_per_batch=8,
-                  trust_model=False, on_frames=None):
+def predict_video(run_dir, video, out, *, faces="all", min_face=None, refine=None, min_score=None, mirror_score=None,
+                  frames_per_batch=8, trust_model=False, on_frames=None):
     """Read `video`, predict every face of every frame, write the annotated video to `out` (mp4v) and
     the table to out with suffix .csv. Frames are detected `frames_per_batch` at a time (one shape:
     one detector call), and all their faces go through the head as one batch. on_frames(done,
@@ -29,7 +29,8 @@ def predict_video(run_dir, video, out, *, faces="all", min_face=None, refine=Non
 
     from heads.look.drawn import drawn_bgr
 
-    predictor = Predictor(run_dir, min_face=min_face, refine=refine, min_score=min_score, trust_model=trust_model)
+    predictor = Predictor(run_dir, min_face=min_face, refine=refine, min_score=min_score, mirror_score=mirror_score,
+                          trust_model=trust_model)
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise UserError(f"--video {video}: OpenCV cannot open it as a video (missing, not a video, or a codec "
